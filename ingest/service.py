@@ -1,0 +1,360 @@
+"""`ioc ingest`: agencies' KPI messages from the broker into PostgreSQL, acknowledged after commit.
+
+One asyncio loop does everything: the MQTT link feeds parsed messages into a buffer, one
+writer drains the buffer in batches (a batch is whatever arrived while the previous one was
+committing, so batches grow with load), and only after a batch commits are its messages
+acknowledged to the broker. If PostgreSQL is down, the writer retries and nothing is
+acknowledged; the broker holds the rest (Receive Maximum bounds what sits in memory here).
+A message the database itself refuses is isolated by bisecting the batch and dead-lettered,
+so one poison message cannot stall an agency's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+import orjson
+import paho.mqtt.client as mqtt
+
+from ingest.readings import Reading, Reject
+from ingest.rules import Rules, load_rules
+from ingest.stats import IngestStats
+from ingest.store import DeadLetter, Outcome, ReadingStore
+from ingest.validate import Limits, parse_payload
+from ioc.mqtt.link import MqttLink, Subscription
+from ioc.settings import Settings
+from ioc.storage.modes import StorageMode
+
+log = logging.getLogger("ioc.ingest")
+UTC = timezone.utc
+KPI_PREFIX = "ioc/v1/kpi/"
+MAX_ACK_ITEMS = 100
+_TRANSIENT_SQLSTATE = ("08", "40", "53", "55", "57", "58", "3D", "XX")
+
+
+@dataclass(slots=True)
+class Pending:
+    mid: int
+    qos: int
+    generation: int
+    agency: str | None
+    topic: str
+    readings: list[Reading]
+    rejects: list[Reject]
+    payload: bytes
+    received_at: datetime
+    t0: float
+    unknown_agency: bool = False
+
+
+@dataclass
+class BatchResult:
+    outcome: Outcome = field(default_factory=Outcome)
+    refused: list[tuple[Pending, str]] = field(default_factory=list)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying the same batch for: the database is away, not the data bad."""
+    if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in _TRANSIENT_SQLSTATE
+    return False
+
+
+class IngestService:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, mode: StorageMode) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.limits = Limits(
+            settings.ingest_max_payload_bytes,
+            settings.ingest_max_readings_per_message,
+            settings.ingest_future_skew_s,
+        )
+        self.store = ReadingStore(track_all_hours=mode is StorageMode.PLAIN)
+        self.rules = Rules()
+        self.stats = IngestStats(settings.ingest_worker_id)
+        self.buffer: deque[Pending] = deque()
+        self.buffered_bytes = 0
+        self._wake = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.link = MqttLink(
+            settings.require_mqtt(),
+            settings.ingest_worker_id,
+            subscriptions=[Subscription(f"$share/{settings.ingest_share_group}/{KPI_PREFIX}+", 1)],
+            on_message=self._on_message,
+            persistent=True,
+            session_expiry_s=settings.ingest_session_expiry_s,
+            receive_maximum=settings.ingest_receive_maximum,
+            manual_ack=True,
+        )
+        self._paused_sock: Any = None
+        self._rules_loaded_at = 0.0
+
+    # -- receiving -------------------------------------------------------------------
+    def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
+        received_at = datetime.now(UTC)
+        t0 = time.monotonic()
+        self.stats.messages += 1
+        payload = msg.payload
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)  # type: ignore[attr-defined]
+        agency = topic[len(KPI_PREFIX):] if topic.startswith(KPI_PREFIX) else ""
+        if not agency or "/" in agency:
+            readings: list[Reading] = []
+            rejects = [Reject(f"unexpected topic {topic[:200]!r}: publish on ioc/v1/kpi/<agency>")]
+            agency_or_none = None
+        else:
+            readings, rejects = parse_payload(agency, payload, self.rules, self.limits, received_at)
+            agency_or_none = agency
+        unknown = agency_or_none is not None and agency_or_none not in self.rules.agencies
+        self.buffer.append(
+            Pending(msg.mid, msg.qos, generation, agency_or_none, topic, readings, rejects,
+                    payload if rejects else b"", received_at, t0, unknown)
+        )
+        self.buffered_bytes += len(payload)
+        if self.buffered_bytes > self.settings.ingest_max_buffered_bytes:
+            self._pause_reading()
+        self._wake.set()
+
+    def _pause_reading(self) -> None:
+        sock = self.link.client.socket()
+        if sock is not None and self._paused_sock is None:
+            asyncio.get_running_loop().remove_reader(sock)
+            self._paused_sock = sock
+            log.warning("ingest buffer full: pausing reads from the broker", extra={"bytes": self.buffered_bytes})
+
+    def _resume_reading(self) -> None:
+        if self._paused_sock is not None:
+            sock = self._paused_sock
+            self._paused_sock = None
+            if sock is self.link.client.socket():
+                asyncio.get_running_loop().add_reader(sock, self.link._readable)  # noqa: SLF001
+
+    # -- writing ---------------------------------------------------------------------
+    def _take_batch(self) -> list[Pending]:
+        batch: list[Pending] = []
+        rows = 0
+        limit = self.settings.ingest_batch_max_rows
+        while self.buffer and (not batch or rows + len(self.buffer[0].readings) <= limit):
+            p = self.buffer.popleft()
+            batch.append(p)
+            rows += len(p.readings)
+        return batch
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.buffer:
+                batch = self._take_batch()
+                self.stats.buffered = len(self.buffer)
+                if any(p.unknown_agency for p in batch):
+                    await self._revalidate(batch)
+                result = await self._commit(batch)
+                self._after_commit(batch, result)
+                self.buffered_bytes -= sum(len(p.payload) for p in batch)
+                if self.buffered_bytes < self.settings.ingest_max_buffered_bytes // 2:
+                    self._resume_reading()
+
+    async def _revalidate(self, batch: list[Pending]) -> None:
+        """The broker let in an agency we do not know: it was probably just added.
+
+        Rules loaded after a message arrived are the final word on it, so a reload happens
+        only when some message in the batch is newer than the rules: a flood from an agency
+        that really is unknown costs one query per batch at most.
+        """
+        if any(p.unknown_agency and p.t0 > self._rules_loaded_at for p in batch):
+            try:
+                async with self.pool.acquire() as conn:
+                    self._set_rules(await load_rules(conn))
+            except Exception as exc:  # noqa: BLE001 - keep the old rules, the reject says why
+                log.warning("catalogue reload failed", extra={"error": str(exc)[:200]})
+        for p in batch:
+            if p.unknown_agency and p.agency is not None:
+                p.unknown_agency = False
+                if p.agency in self.rules.agencies and p.payload:
+                    p.readings, p.rejects = parse_payload(p.agency, p.payload, self.rules, self.limits, p.received_at)
+                    if not p.rejects:
+                        p.payload = b""
+
+    def _set_rules(self, rules: Rules) -> None:
+        self._rules_loaded_at = time.monotonic()
+        self.rules = rules
+
+    async def _commit(self, batch: list[Pending]) -> BatchResult:
+        """Write a batch, retrying while the database is away; bisect what it refuses."""
+        result = BatchResult()
+        await self._write_parts(batch, result)
+        return result
+
+    async def _write_parts(self, batch: list[Pending], result: BatchResult) -> None:
+        readings = [r for p in batch for r in p.readings]
+        delay = 0.25
+        while True:
+            dead = [DeadLetter(p.received_at, p.agency, p.topic, p.payload, rj) for p in batch for rj in p.rejects]
+            dead.extend(DeadLetter(p.received_at, p.agency, p.topic, p.payload, Reject(why)) for p, why in result.refused if p in batch)
+            try:
+                async with self.pool.acquire() as conn:
+                    outcome = await self.store.write(conn, readings, dead)
+            except Exception as exc:  # noqa: BLE001 - sorted below, never swallowed
+                if is_transient(exc):
+                    self.stats.db_errors += 1
+                    log.error("database unavailable, holding acknowledgements",
+                              extra={"error": str(exc)[:300], "retry_s": delay, "held": len(batch) + len(self.buffer)})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if len(batch) == 1:
+                    why = f"the database refused this message: {str(exc)[:300]}"
+                    log.error("message refused by the database", extra={"agency": batch[0].agency, "error": str(exc)[:300]})
+                    batch[0].readings = []
+                    result.refused.append((batch[0], why))
+                    readings = []
+                    continue
+                half = len(batch) // 2
+                await self._write_parts(batch[:half], result)
+                await self._write_parts(batch[half:], result)
+                return
+            o = result.outcome
+            o.written.extend(outcome.written)
+            o.duplicates.extend(outcome.duplicates)
+            o.conflicts.extend(outcome.conflicts)
+            o.live.extend(outcome.live)
+            return
+
+    def _after_commit(self, batch: list[Pending], result: BatchResult) -> None:
+        now = time.monotonic()
+        link = self.link
+        stats = self.stats
+        stats.batches += 1
+        for p in batch:
+            if p.qos:
+                link.ack(p.mid, p.qos, p.generation)
+            stats.lags_ms.append((now - p.t0) * 1000.0)
+        out = result.outcome
+        stats.accepted += len(out.written)
+        stats.duplicates += len(out.duplicates)
+        stats.rejected += sum(len(p.rejects) for p in batch) + len(out.conflicts) + len(result.refused)
+        for rec in out.live:
+            link.publish(
+                f"ioc/v1/live/kpi/{rec['kpi']}/{rec['area']}",
+                orjson.dumps({
+                    "kpi": rec["kpi"], "area": rec["area"], "ts": rec["ts"], "value": rec["value"],
+                    "rev": rec["revision"], "agency": rec["agency"], "received_at": rec["received_at"],
+                }),
+                qos=1,
+                retain=True,
+            )
+        refused = {id(p): why for p, why in result.refused}
+        for p in batch:
+            if p.agency is None or not (p.rejects or id(p) in refused):
+                continue
+            items = [
+                {"index": r.index, "kpi": r.kpi, "area": r.area, "msg_id": r.msg_id, "reason": r.reason}
+                for r in p.rejects[:MAX_ACK_ITEMS]
+            ]
+            if id(p) in refused:
+                items.append({"index": None, "kpi": None, "area": None, "msg_id": None, "reason": refused[id(p)]})
+            first_id = next((r.msg_id for r in p.readings if r.msg_id), None) or next((r.msg_id for r in p.rejects if r.msg_id), None)
+            self._send_ack(p.agency, {
+                "status": "partial" if p.readings else "rejected",
+                "msg_id": first_id,
+                "accepted": len(p.readings),
+                "rejected_count": len(p.rejects) + (1 if id(p) in refused else 0),
+                "rejected": items,
+                "received_at": p.received_at,
+            })
+            log.info("readings rejected", extra={"agency": p.agency, "count": len(p.rejects), "first": items[0]["reason"]})
+        by_agency: dict[str, list[dict[str, Any]]] = {}
+        for reading, why in out.conflicts:
+            by_agency.setdefault(reading.agency, []).append(
+                {"kpi": reading.kpi, "area": reading.area, "ts": reading.ts, "msg_id": reading.msg_id, "reason": why}
+            )
+        for agency, items in by_agency.items():
+            self._send_ack(agency, {"status": "conflict", "rejected_count": len(items), "rejected": items[:MAX_ACK_ITEMS]})
+            log.info("conflicting readings", extra={"agency": agency, "count": len(items), "first": items[0]["reason"]})
+
+    def _send_ack(self, agency: str, body: dict[str, Any]) -> None:
+        self.link.publish(f"ioc/v1/ack/{agency}", orjson.dumps(body), qos=1)
+
+    # -- housekeeping ----------------------------------------------------------------
+    async def _load_rules_until_ready(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    self._set_rules(await load_rules(conn))
+                log.info("catalogue loaded", extra={"kpis": len(self.rules.kpis), "areas": len(self.rules.areas),
+                                                    "agencies": len(self.rules.agencies)})
+                return
+            except Exception as exc:  # noqa: BLE001
+                if not is_transient(exc):
+                    raise
+                log.error("cannot load the catalogue, retrying", extra={"error": str(exc)[:300]})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _rules_refresher(self) -> None:
+        listener: asyncpg.Connection | None = None
+        last = time.monotonic()
+        while True:
+            try:
+                if listener is None or listener.is_closed():
+                    listener = await asyncpg.connect(self.settings.require_database_url())
+                    await listener.add_listener("ioc_catalogue", lambda *_: self._reload.set())
+                try:
+                    await asyncio.wait_for(self._reload.wait(), timeout=30.0)
+                except asyncio.TimeoutError:
+                    pass
+                if time.monotonic() - last < 1.0:
+                    await asyncio.sleep(1.0)
+                self._reload.clear()
+                last = time.monotonic()
+                self._set_rules(await load_rules(listener))
+            except asyncio.CancelledError:
+                if listener is not None:
+                    await listener.close()
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.warning("catalogue refresh failed", extra={"error": str(exc)[:300]})
+                listener = None
+                await asyncio.sleep(5.0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.ingest_heartbeat_s)
+            self.stats.buffered = len(self.buffer)
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.stats.report(conn)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("heartbeat not written", extra={"error": str(exc)[:200]})
+
+    async def run(self) -> None:
+        await self._load_rules_until_ready()
+        tasks = [
+            asyncio.create_task(self.link.run(), name="mqtt"),
+            asyncio.create_task(self._writer(), name="writer"),
+            asyncio.create_task(self._rules_refresher(), name="rules"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+        ]
+        log.info("ingest running", extra={"worker": self.settings.ingest_worker_id})
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,78 @@
+"""The FastAPI application behind `ioc serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ioc.api import routes_admin, routes_auth, routes_catalogue, routes_ops, routes_readings
+from ioc.api.login_guard import LoginGuard
+from ioc.api.security import TokenIssuer
+from ioc.settings import Settings
+from ioc.storage import rollups
+from ioc.storage.modes import StorageMode
+from ioc.storage.pool import create_pool
+from ioc.storage.setup import prepare_database
+
+log = logging.getLogger("ioc.api")
+
+
+async def _rollup_loop(pool: asyncpg.Pool, mode: StorageMode, timezone: str, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with pool.acquire() as conn:
+                await rollups.refresh(conn, mode, timezone)
+        except Exception as exc:  # noqa: BLE001 - logged, retried next round
+            log.warning("roll-up refresh failed", extra={"error": str(exc)[:300]})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    issuer = TokenIssuer(settings.require_jwt_secret(), settings.jwt_ttl_s)
+    dsn = settings.require_database_url()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, app="ioc-api", min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        info = await prepare_database(pool, settings)
+        app.state.pool = pool
+        app.state.mode = info.mode
+        app.state.timezone = info.timezone
+        task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+
+    app = FastAPI(
+        title="IOC backend API",
+        version="1",
+        description="KPIs, areas and readings of the provincial Intelligent Operations Centre.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.issuer = issuer
+    app.state.login_guard = LoginGuard()
+    app.state.principal_cache = {}
+    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_ops):
+        app.include_router(module.router)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+    @app.exception_handler(OSError)
+    async def _db_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("backend unreachable", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+    return app

@@ -1,0 +1,83 @@
+"""The shape of a KPI definition, shared by the shipped data, the API and the ingest."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+_INTERVAL = re.compile(r"^(\d+)(m|h|d|w|M)$")
+
+
+def parse_interval(text: str) -> timedelta:
+    """'15m', '1h', '1d', '1w', '1M' (a month counts as 30 days for staleness checks)."""
+    m = _INTERVAL.match(text)
+    if not m:
+        raise ValueError(f"interval must look like 15m, 1h, 1d, 1w or 1M, got {text!r}")
+    n, unit = int(m.group(1)), m.group(2)
+    if n <= 0:
+        raise ValueError("interval must be positive")
+    return {
+        "m": timedelta(minutes=n),
+        "h": timedelta(hours=n),
+        "d": timedelta(days=n),
+        "w": timedelta(weeks=n),
+        "M": timedelta(days=30 * n),
+    }[unit]
+
+
+class Sector(BaseModel):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    name_vi: str = Field(min_length=1, max_length=200)
+    name_en: str = Field(min_length=1, max_length=200)
+
+
+class KpiDef(BaseModel):
+    """One indicator. `min`/`max` bound what the ingest accepts; `integer` forbids fractions."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}\.[a-z0-9_]{1,64}$")
+    sector: str
+    name_vi: str = Field(min_length=1, max_length=300)
+    name_en: str = Field(min_length=1, max_length=300)
+    unit: str = Field(max_length=40)
+    unit_en: str = Field("", max_length=40)
+    kind: Literal["counter", "gauge", "ratio"]
+    min: float
+    max: float
+    integer: bool = False
+    target: float | None = None
+    better: Literal["higher", "lower"]
+    interval: str | None = None
+    description_vi: str = Field("", max_length=2000)
+    description_en: str = Field("", max_length=2000)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_interval(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KpiDef":
+        if not self.id.startswith(self.sector + "."):
+            raise ValueError(f"id {self.id!r} must start with its sector {self.sector!r} and a dot")
+        if not self.min < self.max:
+            raise ValueError("min must be below max")
+        if self.target is not None and not self.min <= self.target <= self.max:
+            raise ValueError("target must lie within [min, max]")
+        if self.kind == "ratio" and (self.min < 0 or self.max > 100):
+            raise ValueError("a ratio is a percentage: its range must lie within 0..100")
+        if self.kind == "counter" and (self.min < 0 or not self.integer):
+            raise ValueError("a counter counts events: min >= 0 and integer = true")
+        return self
+
+
+class Area(BaseModel):
+    code: str = Field(pattern=r"^[0-9A-Za-z._-]{1,32}$")
+    parent_code: str | None
+    level: Literal["country", "province", "district", "commune", "zone"]
+    name_vi: str
+    name_en: str

@@ -1,0 +1,306 @@
+"""A paho-mqtt client driven by the asyncio event loop, for every `ioc` service.
+
+paho runs here without its network thread: its socket is watched with `add_reader` and
+`add_writer`, so callbacks run on the loop and code may publish or acknowledge from any
+coroutine without locks. The link reconnects with backoff for as long as it runs, resumes
+its persistent session, and re-subscribes on every connect. Each connection has a
+generation number: a message may only be acknowledged on the connection that delivered it
+(after a reconnect the broker redelivers whatever was not acknowledged).
+
+paho reads a packet with three `recv` calls (type, length, body); the subclass below reads
+the socket in large chunks and serves those calls from memory, which roughly halves the
+cost per message on a busy subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ioc.settings import MqttTarget
+
+log = logging.getLogger("ioc.mqtt")
+
+_READ_CHUNK = 256 * 1024
+_PACKETS_PER_WAKE = 4000
+
+
+def _safely(fn: Callable[..., Any], sock: Any, *args: Any) -> None:
+    """Register or unregister a socket that may have been closed in the meantime."""
+    try:
+        if sock.fileno() == -1:
+            if fn.__name__.startswith("add_"):
+                return
+        fn(sock, *args)
+    except (ValueError, OSError, KeyError):
+        pass
+
+
+class _ChunkedClient(mqtt.Client):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = b""
+        self._rpos = 0
+        self.would_block = False
+
+    def reset_buffer(self) -> None:
+        self._rbuf = b""
+        self._rpos = 0
+
+    def buffered(self) -> int:
+        return len(self._rbuf) - self._rpos
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        avail = len(self._rbuf) - self._rpos
+        if avail <= 0:
+            if self._sock is None:
+                raise ConnectionError("self._sock is None")
+            try:
+                chunk = self._sock.recv(_READ_CHUNK)
+            except ssl.SSLWantReadError as err:
+                self.would_block = True
+                raise BlockingIOError() from err
+            except BlockingIOError:
+                self.would_block = True
+                raise
+            if not chunk:
+                return b""
+            self._rbuf, self._rpos, avail = chunk, 0, len(chunk)
+        n = bufsize if bufsize < avail else avail
+        start = self._rpos
+        self._rpos = start + n
+        return self._rbuf[start : start + n]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    topic: str
+    qos: int = 1
+
+
+MessageHandler = Callable[[mqtt.MQTTMessage, int], None]
+
+
+class MqttLink:
+    def __init__(
+        self,
+        target: MqttTarget,
+        client_id: str,
+        *,
+        subscriptions: list[Subscription] = (),  # type: ignore[assignment]
+        on_message: MessageHandler | None = None,
+        persistent: bool = False,
+        session_expiry_s: int = 0,
+        receive_maximum: int | None = None,
+        manual_ack: bool = False,
+        keepalive: int = 30,
+        will: tuple[str, bytes, int, bool] | None = None,
+        birth: tuple[str, bytes, int, bool] | None = None,
+        max_inflight_out: int = 1000,
+    ) -> None:
+        self.target = target
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._persistent = persistent
+        self._keepalive = keepalive
+        self._birth = birth
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._misc_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.last_error: str | None = None
+
+        c = _ChunkedClient(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=manual_ack,
+        )
+        if target.username:
+            c.username_pw_set(target.username, target.password)
+        if target.tls:
+            c.tls_set()
+        if will:
+            c.will_set(will[0], will[1], will[2], will[3])
+        c.max_inflight_messages_set(max_inflight_out)
+        c.max_queued_messages_set(0)
+        c.on_connect = self._handle_connect
+        c.on_disconnect = self._handle_disconnect
+        c.on_message = self._handle_message
+        c.on_socket_open = self._socket_open
+        c.on_socket_close = self._socket_close
+        c.on_socket_register_write = self._register_write
+        c.on_socket_unregister_write = self._unregister_write
+        self.client = c
+        props = Properties(PacketTypes.CONNECT)
+        if session_expiry_s:
+            props.SessionExpiryInterval = session_expiry_s
+        if receive_maximum:
+            props.ReceiveMaximum = receive_maximum
+        self._connect_props = props
+
+    # -- socket plumbing -----------------------------------------------------------
+    # paho calls these from the loop thread, except during connect(), which runs in an
+    # executor thread (it resolves names and blocks on TCP connect).
+    def _on_loop(self, fn: Callable[..., Any], sock: Any, *args: Any) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            _safely(fn, sock, *args)
+        else:
+            self._loop.call_soon_threadsafe(_safely, fn, sock, *args)
+
+    def _socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self.client.reset_buffer()
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        self._on_loop(self._loop.add_reader, sock, self._readable)
+
+    def _socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._on_loop(self._loop.remove_reader, sock)
+        self._on_loop(self._loop.remove_writer, sock)
+
+    def _register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._on_loop(self._loop.add_writer, sock, self._writable)
+
+    def _unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._on_loop(self._loop.remove_writer, sock)
+
+    def _readable(self) -> None:
+        c = self.client
+        c.would_block = False
+        for _ in range(_PACKETS_PER_WAKE):
+            rc = c.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                self._connection_lost(f"read failed: {mqtt.error_string(rc)}")
+                return
+            if c.would_block or c.socket() is None:
+                return
+        if c.buffered() and self._loop is not None:
+            # more packets are already in memory: the socket will not wake us for them
+            self._loop.call_soon(self._readable)
+
+    def _writable(self) -> None:
+        rc = self.client.loop_write()
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._connection_lost(f"write failed: {mqtt.error_string(rc)}")
+
+    def _connection_lost(self, why: str) -> None:
+        self.last_error = why
+        self.connected.clear()
+        self._lost.set()
+
+    # -- paho callbacks --------------------------------------------------------------
+    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            log.error("mqtt connect refused", extra={"client": self.client_id, "reason": str(reason)})
+            self._lost.set()
+            return
+        self.generation += 1
+        for sub in self.subscriptions:
+            client.subscribe(sub.topic, qos=sub.qos)
+        if self._birth:
+            client.publish(*self._birth)
+        log.info(
+            "mqtt connected",
+            extra={"client": self.client_id, "session_present": bool(flags.session_present), "generation": self.generation},
+        )
+        self.connected.set()
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        if not self._stopping:
+            log.warning("mqtt disconnected", extra={"client": self.client_id, "reason": str(reason)})
+        self._connection_lost(f"disconnected: {reason}")
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self._on_message(msg, self.generation)
+
+    # -- public API ------------------------------------------------------------------
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        """Acknowledge on the delivering connection only; False if that one is gone."""
+        if generation != self.generation or not self.connected.is_set():
+            return False
+        self.client.ack(mid, qos)
+        return True
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    async def run(self) -> None:
+        """Connect, and reconnect with backoff whenever the link drops, until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._misc_task = asyncio.create_task(self._misc())
+        delay = 0.5
+        try:
+            while True:
+                self._lost.clear()
+                generation_before = self.generation
+                try:
+                    await self._loop.run_in_executor(None, self._connect_blocking)
+                except (OSError, ssl.SSLError) as exc:
+                    self.last_error = f"cannot reach the broker at {self.target.host}:{self.target.port}: {exc}"
+                    log.warning("mqtt connect failed", extra={"client": self.client_id, "error": str(exc), "retry_s": delay})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                await self._lost.wait()
+                self.connected.clear()
+                self.client._sock_close()  # type: ignore[attr-defined]
+                if self.generation > generation_before:
+                    delay = 0.5  # it was up: retry soon, then back off again
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        finally:
+            self._stopping = True
+            if self._misc_task:
+                self._misc_task.cancel()
+            try:
+                self.client.disconnect()
+                self.client.loop_write()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+            self.client._sock_close()  # type: ignore[attr-defined]
+            self.connected.clear()
+
+    def _connect_blocking(self) -> None:
+        clean = not self._persistent
+        self.client.connect(
+            self.target.host,
+            self.target.port,
+            keepalive=self._keepalive,
+            clean_start=clean,
+            properties=self._connect_props,
+        )
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.client.socket() is not None:
+                rc = self.client.loop_misc()
+                if rc == mqtt.MQTT_ERR_NO_CONN or (rc != mqtt.MQTT_ERR_SUCCESS):
+                    self._connection_lost(f"keepalive: {mqtt.error_string(rc)}")

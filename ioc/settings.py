@@ -1,0 +1,187 @@
+"""Settings for every `ioc` service, read once at start.
+
+Values come from `IOC_*` environment variables and, optionally, a TOML file named by
+`IOC_SETTINGS_FILE` (environment wins over the file). Validation happens here so that a
+bad value stops the service at start with a message naming the setting, instead of
+failing later in the middle of ingest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+class MqttTarget(BaseModel):
+    """The broker address and credentials parsed from `IOC_MQTT_URL`."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+
+def parse_mqtt_url(url: str) -> MqttTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ValueError(f"scheme must be mqtt:// or mqtts://, got {parts.scheme or 'none'!r}")
+    if not parts.hostname:
+        raise ValueError("no host in the URL")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    return MqttTarget(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+    )
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional settings file; keys are the setting names without `IOC_`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                self._data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise SettingsError(f"IOC_SETTINGS_FILE: no such file: {path}") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"IOC_SETTINGS_FILE: {path} is not valid TOML: {exc}") from None
+            self._data = {k.lower(): v for k, v in self._data.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default. Durations are in seconds unless the name says ms."""
+
+    model_config = SettingsConfigDict(env_prefix="IOC_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(None, description="postgresql://user:pass@host:5432/db")
+    db_pool_min: int = Field(1, ge=1, le=100)
+    db_pool_max: int = Field(8, ge=1, le=200)
+    mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883 or mqtts://...")
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    # ingest
+    ingest_worker_id: str = Field(default_factory=lambda: f"ingest-{socket.gethostname()}")
+    ingest_share_group: str = Field("ioc-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ingest_max_payload_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    ingest_max_readings_per_message: int = Field(10_000, ge=1, le=1_000_000)
+    ingest_future_skew_s: float = Field(300.0, ge=0, le=7 * 86400)
+    ingest_batch_max_rows: int = Field(20_000, ge=1, le=500_000)
+    ingest_receive_maximum: int = Field(10_000, ge=10, le=65_535)
+    ingest_max_buffered_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    ingest_session_expiry_s: int = Field(7 * 86400, ge=0)
+    ingest_heartbeat_s: float = Field(5.0, gt=0, le=300)
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    jwt_secret: str | None = Field(None, description="at least 32 characters")
+    jwt_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
+    metrics_token: str | None = None
+    rollup_refresh_s: float = Field(10.0, gt=0, le=3600)
+
+    storage_mode: Literal["auto", "plain", "timescale"] = "auto"
+    # storage (TimescaleDB only)
+    retention_days: int = Field(0, ge=0, description="0 keeps readings forever")
+    compress_after_days: int = Field(30, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_mqtt_url(v)
+        return v
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret(cls, v: str | None) -> str | None:
+        if v is not None and len(v) < 32:
+            raise ValueError("must be at least 32 characters")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file = os.environ.get("IOC_SETTINGS_FILE")
+        return (init_settings, env_settings, _TomlFileSource(settings_cls, Path(file) if file else None))
+
+    # -- accessors that turn "optional" into "required by this service" ----------------
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError("IOC_DATABASE_URL is not set (e.g. postgresql://ioc@127.0.0.1:5432/ioc)")
+        return self.database_url
+
+    def require_mqtt(self) -> MqttTarget:
+        if not self.mqtt_url:
+            raise SettingsError("IOC_MQTT_URL is not set (e.g. mqtt://ioc-ingest:secret@127.0.0.1:1883)")
+        return parse_mqtt_url(self.mqtt_url)
+
+    def require_jwt_secret(self) -> str:
+        if not self.jwt_secret:
+            raise SettingsError("IOC_JWT_SECRET is not set (at least 32 random characters)")
+        return self.jwt_secret
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's report into one line per bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "IOC_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,278 @@
+"""A real Mosquitto broker for tests, configured exactly as production is.
+
+Tests talk to ``/usr/sbin/mosquitto`` started from the files that
+``ioc.broker.config.write_broker_files`` generates, so what they prove (ACLs,
+queue limits, persistence) is a property of the configuration we ship, not of
+a mock.  Each rig runs its own broker on a free 127.0.0.1 port in its own
+directory; the system broker on :1883 is never touched.
+
+Usage::
+
+    with MosquittoRig(tmp_path, accounts) as rig:
+        client.connect(rig.host, rig.port)
+        rig.stop(); rig.start()          # restart, same port and persistence
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import getpass
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from ioc.broker.config import BrokerAccount, write_broker_files
+
+__all__ = ["MOSQUITTO_BINARY", "MosquittoRig", "BrokerStartError", "free_port"]
+
+MOSQUITTO_BINARY = Path(os.environ.get("IOC_TEST_MOSQUITTO", "/usr/sbin/mosquitto"))
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
+class BrokerStartError(RuntimeError):
+    """The broker did not come up; the message carries its log."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a currently unused TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _kill_leftovers() -> None:
+    """atexit safety net: no broker outlives the test session."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+        _LIVE.clear()
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL the broker if the test runner dies.
+
+    Covers what atexit cannot (the runner itself being killed).  Only used when
+    the rig is started from the main thread, because the signal fires when the
+    *thread* that forked exits.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+
+
+class MosquittoRig:
+    """One Mosquitto process with generated config, on a fixed free port.
+
+    ``conf_options`` go to ``write_broker_files`` (e.g. ``max_packet_bytes``,
+    ``max_queued_messages``).  The broker logs to ``<directory>/mosquitto.log``
+    (appended across restarts).  ``start()`` on a stopped rig restarts it on
+    the same port with the same persistence directory.
+    """
+
+    _READY_RE = re.compile(r"mosquitto version \S+ running")
+
+    def __init__(
+        self,
+        directory: Path,
+        accounts: Iterable[BrokerAccount],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        binary: Path = MOSQUITTO_BINARY,
+        start_timeout: float = 10.0,
+        **conf_options: Any,
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.binary = Path(binary)
+        self.start_timeout = start_timeout
+        # Run as whoever runs the tests: a broker started as root would otherwise
+        # switch to "mosquitto", which cannot enter pytest's 0700 temp dirs.
+        conf_options.setdefault("run_as_user", getpass.getuser())
+        self._conf_options = {"port": self.port, "bind": host, **conf_options}
+        self.accounts: list[BrokerAccount] = list(accounts)
+        self.log_path = self.directory / "mosquitto.log"
+        self.paths = write_broker_files(self.directory, self.accounts, **self._conf_options)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for diagnostics)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def start(self) -> MosquittoRig:
+        """Start (or restart) the broker and wait until it accepts connections."""
+        if self.running:
+            raise RuntimeError("broker already running; stop() it first")
+        if not self.binary.exists():
+            raise BrokerStartError(f"mosquitto binary not found at {self.binary}")
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [str(self.binary), "-c", str(self.paths["conf"])],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                preexec_fn=_die_with_parent
+                if threading.current_thread() is threading.main_thread()
+                else None,
+            )
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        self._proc = proc
+        try:
+            self._wait_until_accepting(log_offset)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM and wait: a clean stop, which saves the persistence file."""
+        self._end(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL and wait: a crash, nothing saved since the last autosave."""
+        self._end(signal.SIGKILL, 5.0)
+
+    def reload_accounts(self, accounts: Iterable[BrokerAccount], timeout: float = 5.0) -> None:
+        """Rewrite ``passwd`` and ``acl`` and SIGHUP the broker to load them.
+
+        Returns once the broker has logged the reload, so the next CONNECT
+        already sees the new accounts.
+        """
+        self.accounts = list(accounts)
+        self.paths = write_broker_files(self.directory, self.accounts, **self._conf_options)
+        if not self.running or self._proc is None:
+            return
+        before = self.log_text().count("Reloading config")
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("Reloading config") <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"broker did not log a reload\n{self._log_tail()}")
+            time.sleep(0.02)
+        # The reload line is logged before the files are parsed; a probe CONNECT
+        # from the next caller is ordered after it by the broker's single loop.
+
+    # -- helpers ---------------------------------------------------------
+
+    def url_for(self, username: str, password: str) -> str:
+        """An ``mqtt://user:pass@host:port`` URL, as services take in settings."""
+        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+
+    def log_text(self) -> str:
+        """Everything the broker has logged in this rig, across restarts."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> MosquittoRig:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    # -- internals -------------------------------------------------------
+
+    def _end(self, sig: signal.Signals, timeout: float) -> None:
+        """Send ``sig``, wait, escalate to SIGKILL, and forget the process."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+            self._proc = None
+
+    def _wait_until_accepting(self, log_offset: int) -> None:
+        """Wait for the broker's "running" log line and a successful TCP connect."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise BrokerStartError(
+                    f"mosquitto exited with code {code} during start\n{self._log_tail(log_offset)}"
+                )
+            # The "running" line proves *this* broker opened its listeners (a
+            # TCP probe alone could reach someone else squatting on the port).
+            if self._READY_RE.search(self._log_since(log_offset)):
+                try:
+                    with socket.create_connection((self.host, self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise BrokerStartError(
+                    f"mosquitto did not accept connections on {self.host}:{self.port} "
+                    f"within {self.start_timeout}s\n{self._log_tail(log_offset)}"
+                )
+            time.sleep(0.02)
+
+    def _log_since(self, offset: int) -> str:
+        """The log from byte ``offset`` on (the start of the current run)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _log_tail(self, offset: int = 0, limit: int = 4000) -> str:
+        """The end of the log since byte ``offset``, for error messages."""
+        return "--- mosquitto log ---\n" + self._log_since(offset)[-limit:]
