@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ from ingest.stats import IngestStats
 from ingest.store import DeadLetter, Outcome, ReadingStore
 from ingest.validate import Limits, parse_payload
 from ioc.mqtt.link import MqttLink, Subscription
-from ioc.settings import Settings
+from ioc.settings import Settings, SettingsError
 from ioc.storage.modes import StorageMode
 
 log = logging.getLogger("ioc.ingest")
@@ -60,6 +61,21 @@ class BatchResult:
     refused: list[tuple[Pending, str]] = field(default_factory=list)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SettingsError(f"IOC_INGEST_SHARD must look like 0/2, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise SettingsError(f"IOC_INGEST_SHARD: need 0 <= i < N, got {text!r}")
+    return i, n
+
+
+def shard_of(agency: str, count: int) -> int:
+    """A stable assignment of agencies to N workers (the same on every host and run)."""
+    return zlib.crc32(agency.encode()) % count
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying the same batch for: the database is away, not the data bad."""
     if isinstance(exc, (OSError, asyncio.TimeoutError, ConnectionError, asyncpg.InterfaceError)):
@@ -86,10 +102,12 @@ class IngestService:
         self.buffered_bytes = 0
         self._wake = asyncio.Event()
         self._reload = asyncio.Event()
+        self.shard = parse_shard(settings.ingest_shard)
+        if self.shard[1] > 1 and settings.ingest_share_group:
+            raise SettingsError("IOC_INGEST_SHARD and IOC_INGEST_SHARE_GROUP exclude each other: pick one way to split the load")
         self.link = MqttLink(
             settings.require_mqtt(),
             settings.ingest_worker_id,
-            subscriptions=[Subscription(f"$share/{settings.ingest_share_group}/{KPI_PREFIX}+", 1)],
             on_message=self._on_message,
             persistent=True,
             session_expiry_s=settings.ingest_session_expiry_s,
@@ -98,6 +116,33 @@ class IngestService:
         )
         self._paused_sock: Any = None
         self._rules_loaded_at = 0.0
+
+    # -- what to subscribe to ----------------------------------------------------------
+    def subscriptions(self) -> tuple[list[Subscription], list[str]]:
+        """This worker's topic filters, and those it must drop from its session.
+
+        Mosquitto (2.0.11, measured) restores an offline session's plain subscriptions
+        after a broker restart but not its shared ones, so messages published before a
+        shared subscriber reconnects reach nobody. Plain persistent subscriptions are
+        therefore the default: one worker takes `ioc/v1/kpi/+`; N workers (`--shard i/N`)
+        each take the agencies that hash to them. A shared subscription remains available
+        (IOC_INGEST_SHARE_GROUP) for brokers that persist them.
+        """
+        group = self.settings.ingest_share_group
+        wildcard = f"{KPI_PREFIX}+"
+        agency_topics = {a: f"{KPI_PREFIX}{a}" for a in self.rules.agencies}
+        if group:
+            return [Subscription(f"$share/{group}/{wildcard}", 1, 2)], [wildcard, *agency_topics.values()]
+        index, count = self.shard
+        if count == 1:
+            return [Subscription(wildcard, 1, 2)], list(agency_topics.values())
+        mine = [Subscription(t, 1, 2) for a, t in sorted(agency_topics.items()) if shard_of(a, count) == index]
+        others = [t for a, t in sorted(agency_topics.items()) if shard_of(a, count) != index]
+        return mine, [wildcard, *others]
+
+    def _apply_subscriptions(self) -> None:
+        subs, stale = self.subscriptions()
+        self.link.set_subscriptions(subs, stale)
 
     # -- receiving -------------------------------------------------------------------
     def _on_message(self, msg: mqtt.MQTTMessage, generation: int) -> None:
@@ -191,6 +236,7 @@ class IngestService:
     def _set_rules(self, rules: Rules) -> None:
         self._rules_loaded_at = time.monotonic()
         self.rules = rules
+        self._apply_subscriptions()
 
     async def _commit(self, batch: list[Pending]) -> BatchResult:
         """Write a batch, retrying while the database is away; bisect what it refuses."""

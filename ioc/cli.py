@@ -53,6 +53,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
     if args.worker_id:
         settings = settings.model_copy(update={"ingest_worker_id": args.worker_id})
+    if args.shard:
+        settings = settings.model_copy(update={"ingest_shard": args.shard})
     settings.require_mqtt()
     dsn = settings.require_database_url()
 
@@ -195,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("ingest", help="run the MQTT ingest service")
     s.add_argument("--worker-id", help="MQTT client id and name in metrics (default: ingest-<hostname>)")
+    s.add_argument("--shard", help="i/N: with N workers, this one takes the agencies of shard i (default 0/1: all)")
 
     s = sub.add_parser("serve", help="run the API")
     s.add_argument("--host")

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
 
     # ingest
     ingest_worker_id: str = Field(default_factory=lambda: f"ingest-{socket.gethostname()}")
-    ingest_share_group: str = Field("ioc-ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ingest_shard: str = Field("0/1", pattern=r"^\d+/\d+$", description="i/N: this worker takes agency shard i of N")
+    ingest_share_group: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,64}$", description="use a shared subscription instead")
     ingest_max_payload_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     ingest_max_readings_per_message: int = Field(10_000, ge=1, le=1_000_000)
     ingest_future_skew_s: float = Field(300.0, ge=0, le=7 * 86400)

@@ -86,6 +86,9 @@ class _ChunkedClient(mqtt.Client):
 class Subscription:
     topic: str
     qos: int = 1
+    # 2: never send retained messages on (re)subscribing; services that store what they
+    # receive must not see old retained messages again at every reconnect
+    retain_handling: int = 0
 
 
 MessageHandler = Callable[[mqtt.MQTTMessage, int], None]
@@ -111,6 +114,7 @@ class MqttLink:
         self.target = target
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
+        self.stale_topics: list[str] = []
         self._on_message = on_message
         self._persistent = persistent
         self._keepalive = keepalive
@@ -217,8 +221,9 @@ class MqttLink:
             self._lost.set()
             return
         self.generation += 1
-        for sub in self.subscriptions:
-            client.subscribe(sub.topic, qos=sub.qos)
+        if self.stale_topics:
+            client.unsubscribe(self.stale_topics)
+        self._send_subscribe(self.subscriptions)
         if self._birth:
             client.publish(*self._birth)
         log.info(
@@ -236,7 +241,24 @@ class MqttLink:
         if self._on_message is not None:
             self._on_message(msg, self.generation)
 
+    def _send_subscribe(self, subs: list[Subscription]) -> None:
+        if subs:
+            self.client.subscribe([
+                (s.topic, mqtt.SubscribeOptions(qos=s.qos, retainHandling=s.retain_handling)) for s in subs
+            ])
+
     # -- public API ------------------------------------------------------------------
+    def set_subscriptions(self, subs: list[Subscription], stale_topics: list[str]) -> None:
+        """Change what the session subscribes to, now and at every reconnect."""
+        new = [s for s in subs if s not in self.subscriptions]
+        gone = [t for t in stale_topics if t not in self.stale_topics]
+        self.subscriptions = list(subs)
+        self.stale_topics = list(stale_topics)
+        if self.connected.is_set():
+            if gone:
+                self.client.unsubscribe(gone)
+            self._send_subscribe(new)
+
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """Acknowledge on the delivering connection only; False if that one is gone."""
         if generation != self.generation or not self.connected.is_set():

@@ -1,0 +1,180 @@
+"""Nothing the broker accepted is lost: database outages, a killed ingest, a broker restart.
+
+Each test runs its own database, broker and ingest worker, so it can break them freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ioc.accounts import broker_accounts, create_agency, create_user
+from ioc.settings import load_settings
+from ioc.storage.pool import create_pool
+from ioc.storage.setup import prepare_database
+from tests.conftest import ADMIN_DSN, IngestProcess, _dsn_for
+from tests.helpers import wait_value
+from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.mqtt_clients import Client
+
+KPI = "mt.pm25"
+
+
+@dataclass
+class Stack:
+    db_name: str
+    db_url: str
+    pool: asyncpg.Pool
+    rig: MosquittoRig
+    agency: str
+    agency_pw: str
+    ingest_env: dict[str, str]
+    tmp: Path
+    started: list[IngestProcess]
+
+    def ingest(self, worker_id: str = "resilient-1") -> IngestProcess:
+        proc = IngestProcess(self.ingest_env, self.tmp / f"{worker_id}.log", worker_id)
+        self.started.append(proc)
+        return proc
+
+    def publisher(self) -> Client:
+        return Client(self.rig.host, self.rig.port, self.agency, self.agency_pw).wait_connected()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, ingest_env: dict[str, str]) -> AsyncIterator[Stack]:
+    name = f"ioc_test_r_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = _dsn_for(name)
+    pool = await create_pool(url, app="ioc-test-resilience", max_size=3)
+    await prepare_database(pool, load_settings(database_url=url))
+    async with pool.acquire() as conn:
+        pw = await create_agency(conn, "moitruong", name_vi="Sở Tài nguyên và Môi trường", sectors=["mt"], actor="test")
+        ingest_pw = await create_user(conn, "svc-ingest", role="ingest", actor="test")
+        accounts = await broker_accounts(conn)
+    rig = MosquittoRig(tmp_path / "broker", accounts).start()
+    env = {**ingest_env, "IOC_DATABASE_URL": url, "IOC_MQTT_URL": rig.url_for("svc-ingest", ingest_pw)}
+    stack = Stack(name, url, pool, rig, "moitruong", pw, env, tmp_path, [])
+    yield stack
+    for proc in stack.started:
+        proc.kill()
+    rig.stop()
+    await pool.close()
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def readings(start: int, count: int) -> list[dict[str, object]]:
+    areas = ["35", "347", "349", "350", "351", "352", "353"]
+    base = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    return [
+        {"kpi": KPI, "ts": base + (start + i) * 1000, "value": (start + i) % 300, "area": areas[(start + i) % len(areas)]}
+        for i in range(count)
+    ]
+
+
+async def set_db_available(name: str, available: bool) -> None:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(available).lower()}')
+        if not available:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
+            )
+    finally:
+        await admin.close()
+
+
+async def count_rows(stack: Stack) -> int:
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM readings"))
+    finally:
+        await conn.close()
+
+
+async def test_database_outage_loses_nothing(stack: Stack) -> None:
+    worker = await asyncio.to_thread(stack.ingest().start)
+    pub = await asyncio.to_thread(stack.publisher)
+    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{stack.agency}", readings(0, 500))
+    await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v == 500)
+
+    await stack.pool.expire_connections()
+    await set_db_available(stack.db_name, False)
+    # the broker accepts these while PostgreSQL is away; the ingest must hold its acks
+    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{stack.agency}", readings(500, 3000))
+    await asyncio.sleep(2.0)
+    assert "database unavailable, holding acknowledgements" in worker.log_text()
+    assert worker.proc is not None and worker.proc.poll() is None, "the ingest must survive an outage"
+
+    await set_db_available(stack.db_name, True)
+    n = await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v >= 3500, timeout=30)
+    assert n == 3500
+    async with stack.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+        assert await conn.fetchval("SELECT count(DISTINCT ts) FROM readings") == 3500
+    pub.close()
+    worker.stop()
+
+
+async def test_killed_ingest_resumes_its_session_without_loss(stack: Stack) -> None:
+    worker = await asyncio.to_thread(stack.ingest("resilient-2").start)
+    pub = await asyncio.to_thread(stack.publisher)
+    total = 6000
+    sender = threading.Thread(target=pub.publish_many, args=(f"ioc/v1/kpi/{stack.agency}", readings(0, total)))
+    sender.start()
+    await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v >= 500, timeout=30)
+    worker.kill()  # SIGKILL mid-stream: uncommitted batches and unacknowledged messages vanish with it
+    killed_at = await count_rows(stack)
+    await asyncio.to_thread(sender.join, 60)
+    await asyncio.sleep(0.5)
+    assert killed_at < total, "the kill came too late to prove anything"
+    # the same worker id resumes its persistent session: the broker redelivers the rest
+    restarted = await asyncio.to_thread(stack.ingest("resilient-2").start)
+    n = await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v >= total, timeout=60)
+    assert n == total
+    async with stack.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+    pub.close()
+    restarted.stop()
+
+
+async def test_broker_restart_reconnects_and_keeps_the_session(stack: Stack) -> None:
+    worker = await asyncio.to_thread(stack.ingest("resilient-3").start)
+    pub = await asyncio.to_thread(stack.publisher)
+    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{stack.agency}", readings(0, 200))
+    await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v == 200)
+    pub.close()
+
+    # stop the ingest, queue messages for its session, restart the broker, then the ingest
+    worker.stop()
+    pub = await asyncio.to_thread(stack.publisher)
+    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{stack.agency}", readings(200, 2000))
+    pub.close()
+    await asyncio.to_thread(stack.rig.stop)
+    await asyncio.to_thread(stack.rig.start)
+    worker = await asyncio.to_thread(stack.ingest("resilient-3").start)
+    await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v == 2200, timeout=30)
+
+    # now restart the broker under a running ingest: it reconnects by itself
+    await asyncio.to_thread(stack.rig.stop)
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(stack.rig.start)
+    pub = await asyncio.to_thread(stack.publisher)
+    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{stack.agency}", readings(2200, 300))
+    n = await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v >= 2500, timeout=40)
+    assert n == 2500
+    assert worker.log_text().count('"mqtt connected"') >= 2
+    pub.close()
+    worker.stop()
