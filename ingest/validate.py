@@ -121,8 +121,8 @@ def parse_payload(
             Reject(
                 reason,
                 index,
-                kpi if type(kpi) is str else None,
-                area if type(area) is str else None,
+                kpi[:100] if type(kpi) is str else None,
+                area[:100] if type(area) is str else None,
                 msg_id if type(msg_id) is str else None,
             )
         )

@@ -141,10 +141,16 @@ class Settings(BaseSettings):
     def _check_tz(cls, v: str) -> str:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+        from datetime import datetime
+
         try:
-            ZoneInfo(v)
+            zone = ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r}") from None
+        offset = datetime.now(zone).utcoffset()
+        if offset is not None and offset.total_seconds() % 3600:
+            # daily roll-ups are built from UTC hours
+            raise ValueError(f"{v} is not a whole number of hours from UTC; daily roll-ups need one")
         return v
 
     @classmethod

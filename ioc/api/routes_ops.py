@@ -47,7 +47,7 @@ class _Snapshot:
 async def metrics(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> Response:
     state = request.app.state
     expected = state.settings.metrics_token
-    if not (expected and token and hmac.compare_digest(token, expected)):
+    if not (expected and token and hmac.compare_digest(token.encode(), expected.encode())):
         principal = await principal_from_token(request, token)
         if principal.role != "admin":
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="metrics: admin or the metrics token")

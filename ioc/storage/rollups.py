@@ -27,39 +27,44 @@ async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *,
         # one refresher at a time: two computing the same day from different snapshots
         # of the hours could commit a stale day last
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-        n = await conn.fetchval(
+        # two statements: the CTEs of one statement share a snapshot, so a daily roll-up
+        # computed in the same statement would read the hours as they were before it
+        touched = await conn.fetch(
             """WITH d AS (
                    DELETE FROM rollup_dirty WHERE $1::text IS NULL OR kpi = $1 RETURNING kpi, area, hour
-               ), h AS (
-                   INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
-                   SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
-                          (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
-                     FROM d JOIN readings r
-                       ON r.kpi = d.kpi AND r.area = d.area AND r.ts >= d.hour AND r.ts < d.hour + interval '1 hour'
-                    GROUP BY d.hour, d.kpi, d.area
-                   ON CONFLICT (kpi, area, bucket) DO UPDATE
-                      SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                          last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
-                   RETURNING t.kpi, t.area, t.bucket
-               ), days AS (
-                   SELECT DISTINCT kpi, area, date_trunc('day', bucket, $2) AS day FROM h
-               ), dl AS (
-                   INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
-                   SELECT days.day, days.kpi, days.area, sum(x.n), sum(x.sum), min(x.min), max(x.max),
-                          (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts)
-                     FROM days JOIN readings_hourly x
-                       ON x.kpi = days.kpi AND x.area = days.area
-                      AND x.bucket >= days.day AND x.bucket < days.day + interval '1 day'
-                    GROUP BY days.day, days.kpi, days.area
-                   ON CONFLICT (kpi, area, bucket) DO UPDATE
-                      SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                          last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
-                   RETURNING 1
                )
-               SELECT (SELECT count(*) FROM h) + 0 * (SELECT count(*) FROM dl)""",
+               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
+                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+                 FROM d JOIN readings r
+                   ON r.kpi = d.kpi AND r.area = d.area AND r.ts >= d.hour AND r.ts < d.hour + interval '1 hour'
+                GROUP BY d.hour, d.kpi, d.area
+               ON CONFLICT (kpi, area, bucket) DO UPDATE
+                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
+               RETURNING t.kpi, t.area, t.bucket""",
             kpi,
-            timezone,
         )
+        if not touched:
+            return 0
+        await conn.execute(
+            """WITH days AS (
+                   SELECT DISTINCT k, a, date_trunc('day', b, $4) AS day
+                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
+               )
+               INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               SELECT days.day, days.k, days.a, sum(x.n), sum(x.sum), min(x.min), max(x.max),
+                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts)
+                 FROM days JOIN readings_hourly x
+                   ON x.kpi = days.k AND x.area = days.a
+                  AND x.bucket >= days.day AND x.bucket < days.day + interval '1 day'
+                GROUP BY days.day, days.k, days.a
+               ON CONFLICT (kpi, area, bucket) DO UPDATE
+                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts""",
+            [t["kpi"] for t in touched], [t["area"] for t in touched], [t["bucket"] for t in touched], timezone,
+        )
+        n = len(touched)
     return int(n or 0)
 
 

@@ -1,0 +1,121 @@
+"""Migrations, storage modes, the write path's rounds and the plain-mode roll-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from ingest.readings import Reading
+from ingest.store import ReadingStore, split_rounds
+from ioc.storage.migrate import load_migrations, migrate
+from ioc.storage.modes import StorageMode
+from ioc.storage.rollups import refresh
+
+UTC = timezone.utc
+TZ = "Asia/Ho_Chi_Minh"
+
+
+async def test_migrations_run_twice_and_concurrently_without_change(db_url: str) -> None:
+    conns = [await asyncpg.connect(db_url) for _ in range(2)]
+    try:
+        before = await conns[0].fetch("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+        results = await asyncio.gather(*(migrate(c, timezone=TZ) for c in conns))
+        after = await conns[0].fetch("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+        assert [r.applied for r in results] == [[], []]
+        assert before == after
+        assert all(r.mode is StorageMode.PLAIN for r in results)
+        assert {m.version for m in load_migrations()} == {r["version"] for r in after}
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_asking_for_timescale_without_the_extension_fails_clearly(db_url: str) -> None:
+    admin = await asyncpg.connect(db_url)
+    name = "ioc_test_ts_" + hex(random.getrandbits(32))[2:]
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = db_url.rpartition("/")[0]
+        conn = await asyncpg.connect(f"{base}/{name}")
+        try:
+            with pytest.raises(RuntimeError, match="TimescaleDB extension is not available"):
+                await migrate(conn, timezone=TZ, wanted_mode="timescale")
+            assert await conn.fetchval("SELECT to_regclass('readings')") is None
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def r(ts: datetime, value: float, rev: int = 0, area: str = "35", kpi: str = "mt.pm25", agency: str = "a") -> Reading:
+    return Reading(ts, kpi, area, value, agency, rev, None, datetime.now(UTC))
+
+
+def test_split_rounds_orders_corrections_after_originals() -> None:
+    t = datetime(2024, 5, 1, tzinfo=UTC)
+    rounds, dupes, conflicts = split_rounds([r(t, 1), r(t, 1), r(t, 2, rev=1), r(t, 3, rev=2), r(t, 9), r(t + timedelta(hours=1), 5)])
+    assert [[(x.value, x.revision) for x in rnd] for rnd in rounds] == [[(1, 0), (5, 0)], [(2, 1)], [(3, 2)]]
+    assert [d.value for d in dupes] == [1]
+    # a different value without a higher revision than the last one seen is a conflict
+    assert [(c[0].value, "rev >" in c[1]) for c in conflicts] == [(9, True)]
+
+
+async def test_plain_rollups_match_the_readings_after_writes_and_corrections(pool: asyncpg.Pool) -> None:
+    rng = random.Random(7)
+    kpi = "mt.pm10"
+    areas = ["347", "349"]
+    start = datetime(2023, 3, 5, 15, 0, tzinfo=UTC)  # crosses local midnight (UTC+7) several times
+    rows = [
+        r(start + timedelta(minutes=17 * i), float(rng.randint(5, 400)), area=areas[i % 2], kpi=kpi, agency="rollup-test")
+        for i in range(400)
+    ]
+    store = ReadingStore(track_all_hours=True)
+    async with pool.acquire() as conn:
+        await store.write(conn, rows[:250], [])
+        await refresh(conn, StorageMode.PLAIN, TZ)
+        await store.write(conn, rows[250:], [])
+        fixes = [r(x.ts, x.value + 1000, rev=1, area=x.area, kpi=kpi, agency="rollup-test") for x in rows[::37]]
+        out = await store.write(conn, fixes, [])
+        assert len(out.written) == len(fixes)
+        assert await conn.fetchval("SELECT count(*) FROM rollup_dirty WHERE kpi = $1", kpi) > 0
+        await refresh(conn, StorageMode.PLAIN, TZ, kpi=kpi)
+        assert await conn.fetchval("SELECT count(*) FROM rollup_dirty WHERE kpi = $1", kpi) == 0
+        for table, trunc in (("readings_hourly", "date_trunc('hour', ts)"), ("readings_daily", f"date_trunc('day', ts, '{TZ}')")):
+            diff = await conn.fetchval(
+                f"""WITH truth AS (
+                        SELECT {trunc} AS bucket, area, count(*) AS n, sum(value) AS sum, min(value) AS min,
+                               max(value) AS max, (array_agg(value ORDER BY ts DESC))[1] AS last_value
+                          FROM readings WHERE kpi = $1 GROUP BY 1, 2)
+                    SELECT count(*) FROM truth t FULL JOIN (SELECT * FROM {table} WHERE kpi = $1) x
+                        ON x.bucket = t.bucket AND x.area = t.area
+                     WHERE x.n IS DISTINCT FROM t.n OR x.sum IS DISTINCT FROM t.sum OR x.min IS DISTINCT FROM t.min
+                        OR x.max IS DISTINCT FROM t.max OR x.last_value IS DISTINCT FROM t.last_value""",
+                kpi,
+            )
+            assert diff == 0, f"{table} differs from the readings in {diff} buckets"
+        days = await conn.fetch("SELECT DISTINCT bucket FROM readings_daily WHERE kpi = $1", kpi)
+        # daily buckets begin at local midnight: 17:00 UTC
+        assert days and all(d["bucket"].astimezone(UTC).hour == 17 for d in days)
+
+
+async def test_concurrent_writers_of_the_same_keys_neither_deadlock_nor_double(pool: asyncpg.Pool) -> None:
+    t0 = datetime(2022, 8, 1, tzinfo=UTC)
+    keys = [(t0 + timedelta(minutes=i), a) for i in range(300) for a in ("35", "347", "350")]
+    batch_a = [r(ts, 10.0, area=a, kpi="mt.aqi", agency="conc") for ts, a in keys]
+    batch_b = [r(ts, 10.0, area=a, kpi="mt.aqi", agency="conc") for ts, a in reversed(keys)]
+
+    async def write(batch: list[Reading]) -> int:
+        store = ReadingStore(track_all_hours=True)
+        async with pool.acquire() as conn:
+            out = await store.write(conn, batch, [])
+        return len(out.written) + len(out.duplicates)
+
+    results = await asyncio.gather(write(batch_a), write(batch_b), write(batch_a))
+    assert results == [len(keys)] * 3
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM readings WHERE agency = 'conc'") == len(keys)
