@@ -59,6 +59,8 @@ async def create_agency(
         raise AccountError("an agency reports at least one sector (--sector)")
     password = new_password()
     async with conn.transaction():
+        if await conn.fetchval("SELECT true FROM agencies WHERE id = $1", agency_id):
+            raise AccountError(f"agency {agency_id!r} exists already")
         if await conn.fetchval("SELECT true FROM users WHERE username = $1", agency_id):
             raise AccountError(f"the name {agency_id!r} is already taken by an account")
         try:

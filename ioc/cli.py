@@ -180,7 +180,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
         data_dir = Path(args.data_dir) if args.data_dir else directory / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
-                                   websockets_port=args.websockets_port)
+                                   websockets_port=args.websockets_port, run_as_user=args.user)
         print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts")
         if args.reload_pid:
             os.kill(args.reload_pid, signal.SIGHUP)
@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--port", type=int, default=1883)
     b.add_argument("--bind", default="0.0.0.0")
     b.add_argument("--websockets-port", type=int)
+    b.add_argument("--user", help="the system user mosquitto runs as (default: mosquitto's own choice)")
     b.add_argument("--reload-pid", type=int, help="send SIGHUP to this mosquitto afterwards")
     return p
 
