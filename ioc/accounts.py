@@ -9,6 +9,7 @@ the broker's password file is written straight from this table.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ async def create_agency(
             raise AccountError(f"agency {agency_id!r} exists already") from None
         await conn.execute(
             "INSERT INTO users (username, password_hash, role, agency_id, display_name) VALUES ($1, $2, 'agency', $1, $3)",
-            agency_id, hash_password(password), name_vi.strip(),
+            agency_id, await asyncio.to_thread(hash_password, password), name_vi.strip(),
         )
         await audit(conn, actor, "agency.created", agency_id, {"sectors": sorted(set(sectors))})
         await conn.execute("SELECT pg_notify('ioc_catalogue', $1)", agency_id)
@@ -99,7 +100,7 @@ async def create_user(
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO users (username, password_hash, role, display_name) VALUES ($1, $2, $3, $4)",
-                username, hash_password(password), role, display_name,
+                username, await asyncio.to_thread(hash_password, password), role, display_name,
             )
             await audit(conn, actor, "user.created", username, {"role": role})
     except asyncpg.UniqueViolationError:
@@ -110,7 +111,8 @@ async def create_user(
 async def reset_password(conn: asyncpg.Connection, username: str, *, actor: str) -> str:
     password = new_password()
     async with conn.transaction():
-        done = await conn.execute("UPDATE users SET password_hash = $2 WHERE username = $1", username, hash_password(password))
+        done = await conn.execute("UPDATE users SET password_hash = $2 WHERE username = $1", username,
+                                  await asyncio.to_thread(hash_password, password))
         if done.endswith(" 0"):
             raise AccountError(f"no account named {username!r}")
         await audit(conn, actor, "user.password_reset", username, {})
@@ -133,11 +135,11 @@ async def authenticate(conn: asyncpg.Connection, username: str, password: str) -
         "SELECT username, password_hash, role, agency_id, display_name, disabled FROM users WHERE username = $1",
         username,
     )
-    if row is None:
-        # spend the same time as a real check, so timing does not reveal which names exist
-        verify_password(password, _DUMMY_HASH)
-        return None
-    if not verify_password(password, row["password_hash"]) or row["disabled"]:
+    # PBKDF2 takes milliseconds: off the event loop. An unknown name costs the same time
+    # as a real check, so timing does not reveal which names exist.
+    encoded = _DUMMY_HASH if row is None else row["password_hash"]
+    ok = await asyncio.to_thread(verify_password, password, encoded)
+    if row is None or not ok or row["disabled"]:
         return None
     return User(row["username"], row["role"], row["agency_id"], row["display_name"], row["disabled"])
 

@@ -9,6 +9,7 @@ from typing import AsyncIterator
 
 import asyncpg
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from ioc.api import routes_admin, routes_auth, routes_catalogue, routes_ops, routes_readings
@@ -64,6 +65,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.principal_cache = {}
     for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_ops):
         app.include_router(module.router)
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+        # a NUL character, a number past bigint, a date past year 9999: the database
+        # refuses the value, and that is the caller's mistake, not a server error
+        log.info("value refused by the database", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": f"invalid value: {str(exc)[:200]}"}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the default answer echoes the input, which cannot be JSON when it holds NaN
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(asyncpg.PostgresConnectionError)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:

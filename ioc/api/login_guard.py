@@ -1,4 +1,9 @@
-"""Slowing down password guessing: too many failures for one name or address wait a while."""
+"""Slowing down password guessing without letting a stranger lock a user out.
+
+Failures count per (name, address) and, with a higher threshold, per address. A name
+alone is never locked: otherwise anyone could keep the admin out by failing on purpose.
+Behind a reverse proxy, `ioc serve` reads the client address from X-Forwarded-For.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from collections import defaultdict, deque
 
 
 class LoginGuard:
-    def __init__(self, max_failures: int = 8, window_s: float = 300.0) -> None:
+    def __init__(self, max_failures: int = 8, max_per_address: int = 40, window_s: float = 300.0) -> None:
         self.max_failures = max_failures
+        self.max_per_address = max_per_address
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = defaultdict(deque)
 
@@ -19,21 +25,24 @@ class LoginGuard:
             q.popleft()
         return q
 
-    def blocked_for(self, *keys: str) -> float:
-        """Seconds until these keys may try again (0 when allowed)."""
+    def _keys(self, username: str, address: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        return (f"{username}@{address}", self.max_failures), (f"@{address}", self.max_per_address)
+
+    def blocked_for(self, username: str, address: str) -> float:
+        """Seconds until this name may try again from this address (0 when allowed)."""
         wait = 0.0
-        for key in keys:
+        for key, limit in self._keys(username, address):
             q = self._recent(key)
-            if len(q) >= self.max_failures:
+            if len(q) >= limit:
                 wait = max(wait, q[0] + self.window_s - time.monotonic())
         return wait
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, username: str, address: str) -> None:
         now = time.monotonic()
-        for key in keys:
-            self._recent(key).append(now)
         if len(self._failures) > 100_000:
             self._failures.clear()
+        for key, _ in self._keys(username, address):
+            self._recent(key).append(now)
 
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(username, None)
+    def succeeded(self, username: str, address: str) -> None:
+        self._failures.pop(f"{username}@{address}", None)

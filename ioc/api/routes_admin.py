@@ -67,7 +67,7 @@ async def add_agency(request: Request, body: AgencyIn, p: Annotated[Principal, D
             password = await create_agency(conn, body.id, name_vi=body.name_vi, name_en=body.name_en,
                                            sectors=body.sectors, actor=p.username)
     except AccountError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(422, detail=str(exc)) from None
     return {"id": body.id, "mqtt_username": body.id, "mqtt_password": password,
             "publish_topic": f"ioc/v1/kpi/{body.id}", "ack_topic": f"ioc/v1/ack/{body.id}",
             "note": "run `ioc broker config` (or reload the broker) so the broker knows the new account"}
@@ -85,7 +85,7 @@ async def audit(
     async with request.app.state.pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT id, at, actor, action, subject, details::text AS details FROM audit_log
-                WHERE ($1::text IS NULL OR subject LIKE $1 || '%') AND ($2::text IS NULL OR action = $2)
+                WHERE ($1::text IS NULL OR starts_with(subject, $1)) AND ($2::text IS NULL OR action = $2)
                 ORDER BY id DESC LIMIT $3""",
             subject, action, limit,
         )

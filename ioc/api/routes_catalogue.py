@@ -49,12 +49,12 @@ async def put_kpi(
 ) -> KpiDef:
     """Create or change an indicator. The ingest picks the change up within a second."""
     if body.id != kpi_id:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="the id in the body must match the URL")
+        raise HTTPException(422, detail="the id in the body must match the URL")
     try:
         async with request.app.state.pool.acquire() as conn:
             created = await store.upsert_kpi(conn, body, actor=p.username)
     except asyncpg.ForeignKeyViolationError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"unknown sector {body.sector!r}") from None
+        raise HTTPException(422, detail=f"unknown sector {body.sector!r}") from None
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return body
 

@@ -30,7 +30,7 @@ async def latest(
 
 def _aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=f"{name} needs a UTC offset (Z or +07:00)")
+        raise HTTPException(422, detail=f"{name} needs a UTC offset (Z or +07:00)")
     return value
 
 
@@ -47,11 +47,13 @@ async def series(
     """Aggregates per bucket (`value`: the sum for counters, the mean for gauges and ratios)."""
     state = request.app.state
     end = _aware(end, "end") if end else datetime.now(timezone.utc)
+    if not queries.EARLIEST < end <= queries.LATEST:
+        raise HTTPException(422, detail="end must lie between 2000 and 2100")
     start = _aware(start, "start") if start else end - timedelta(days=7)
     try:
         b = queries.parse_bucket(bucket)
     except queries.QueryError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+        raise HTTPException(422, detail=str(exc)) from None
     async with state.pool.acquire() as conn:
         k = await catalogue.get_kpi(conn, kpi)
         if k is None:
@@ -66,6 +68,7 @@ async def series(
                 timezone=state.timezone, agency=p.agency_id if p.is_agency else None,
             )
         except queries.QueryError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc)) from None
+            raise HTTPException(422, detail=str(exc)) from None
+    start, end = queries.align(b, start, end, state.timezone)
     return {"kpi": kpi, "area": area, "bucket": bucket, "start": start, "end": end, "unit": k.unit,
             "aggregate": "sum" if k.kind == "counter" else "mean", "points": points}

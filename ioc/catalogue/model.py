@@ -6,19 +6,19 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_INTERVAL = re.compile(r"^(\d+)(m|h|d|w|M)$")
+_INTERVAL = re.compile(r"(\d{1,6})(m|h|d|w|M)")
 
 
 def parse_interval(text: str) -> timedelta:
     """'15m', '1h', '1d', '1w', '1M' (a month counts as 30 days for staleness checks)."""
-    m = _INTERVAL.match(text)
+    m = _INTERVAL.fullmatch(text)
     if not m:
         raise ValueError(f"interval must look like 15m, 1h, 1d, 1w or 1M, got {text!r}")
     n, unit = int(m.group(1)), m.group(2)
-    if n <= 0:
-        raise ValueError("interval must be positive")
+    if not 0 < n <= 100_000:
+        raise ValueError("interval must be between 1 and 100000 units")
     return {
         "m": timedelta(minutes=n),
         "h": timedelta(hours=n),
@@ -36,6 +36,8 @@ class Sector(BaseModel):
 
 class KpiDef(BaseModel):
     """One indicator. `min`/`max` bound what the ingest accepts; `integer` forbids fractions."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}\.[a-z0-9_]{1,64}$")
     sector: str

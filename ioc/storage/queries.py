@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-_BUCKET = re.compile(r"^(\d{1,4})(m|h|d|w|M)$")
+_BUCKET = re.compile(r"(\d{1,4})(m|h|d|w|M)")
 MAX_POINTS = 10_000
 
 
@@ -35,13 +35,37 @@ class Bucket:
 
 
 def parse_bucket(text: str) -> Bucket:
-    m = _BUCKET.match(text)
+    m = _BUCKET.fullmatch(text)
     if not m or int(m.group(1)) == 0:
         raise QueryError("bucket must look like 5m, 1h, 6h, 1d, 1w or 1M")
     b = Bucket(text, int(m.group(1)), m.group(2))
     if b.unit == "m" and b.count < 1:
         raise QueryError("the smallest bucket is 1m")
     return b
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
+LATEST = datetime(2100, 1, 1, tzinfo=ZoneInfo("UTC"))
+
+
+def align(bucket: Bucket, start: datetime, end: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """Widen [start, end) to whole buckets, so every source (readings or roll-ups) and every
+    caller sees the same buckets, each complete. Buckets start at local midnight in the
+    province's time zone, weeks on a Monday."""
+    tz = ZoneInfo(timezone)
+    if bucket.unit == "M":
+        s_local = start.astimezone(tz)
+        first = datetime(s_local.year, s_local.month, 1, tzinfo=tz)
+        e_local = end.astimezone(tz)
+        last = datetime(e_local.year, e_local.month, 1, tzinfo=tz)
+        if last < end:
+            last = datetime(last.year + (last.month == 12), last.month % 12 + 1, 1, tzinfo=tz)
+        return first, last
+    origin = datetime(2000, 1, 3, tzinfo=tz)
+    step = bucket.approx
+    lo = origin + ((start - origin) // step) * step
+    hi = origin + -((origin - end) // step) * step
+    return lo, hi
 
 
 async def latest(
@@ -80,6 +104,9 @@ async def series(
     """Aggregates per bucket: `value` is the sum for counters and the mean otherwise."""
     if end <= start:
         raise QueryError("end must be after start")
+    if start < EARLIEST or end > LATEST:
+        raise QueryError("start and end must lie between 2000 and 2100")
+    start, end = align(bucket, start, end, timezone)
     if (end - start) / bucket.approx > MAX_POINTS:
         raise QueryError(f"that range holds more than {MAX_POINTS} buckets of {bucket.text}: use a larger bucket")
     tz = ZoneInfo(timezone)

@@ -16,22 +16,31 @@ import asyncpg
 
 from ioc.storage.modes import StorageMode
 
-_LOCK_KEY = 0x10C_0002
+_LOCK_KEY = 0x10C0002  # int4 for the two-key advisory lock
 
 
 async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *, kpi: str | None = None) -> int:
     """Bring roll-ups up to date (for one KPI, or all); returns the hours recomputed."""
     if mode is StorageMode.TIMESCALE:
         return await _refresh_timescale(conn)
+    if kpi is None:
+        total = 0
+        for row in await conn.fetch("SELECT DISTINCT kpi FROM rollup_dirty"):
+            total += await _refresh_plain(conn, row["kpi"], timezone)
+        return total
+    return await _refresh_plain(conn, kpi, timezone)
+
+
+async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> int:
     async with conn.transaction():
-        # one refresher at a time: two computing the same day from different snapshots
-        # of the hours could commit a stale day last
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        # one refresher per KPI at a time: two computing the same day from different
+        # snapshots of the hours could commit a stale day last
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_KEY, kpi)
         # two statements: the CTEs of one statement share a snapshot, so a daily roll-up
         # computed in the same statement would read the hours as they were before it
         touched = await conn.fetch(
             """WITH d AS (
-                   DELETE FROM rollup_dirty WHERE $1::text IS NULL OR kpi = $1 RETURNING kpi, area, hour
+                   DELETE FROM rollup_dirty WHERE kpi = $1 RETURNING kpi, area, hour
                )
                INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
                SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
