@@ -20,6 +20,19 @@ Facts about Mosquitto 2.0.x that shaped the ACL (tested in
   makes ingest lose messages; ``acl_file`` cannot prevent that.
 * A denied PUBLISH gets PUBACK reason 0x87 (not authorised) for MQTT v5
   clients, but a plain success PUBACK for MQTT 3.1.1 clients.
+
+And facts about sessions that the services must design around:
+
+* ``max_inflight_messages`` caps unacknowledged deliveries for MQTT v5 clients
+  too (and is sent as CONNACK Receive Maximum), so it bounds how many messages
+  ingest can hold before it commits and acknowledges.
+* Messages for a shared group are queued for an *offline* persistent member
+  in its turn, so a dead worker with a live session sits on its share.
+* After a broker restart a persistent session is restored with its queued
+  messages but **without** its ``$share`` subscriptions (plain ones survive):
+  ingest must re-SUBSCRIBE on every connect.  Sessions opened with
+  clean_start=True are not saved at all, and PUBACK means "in memory":
+  a crash loses what arrived since the last autosave.
 """
 
 from __future__ import annotations
@@ -70,6 +83,7 @@ class BrokerAccount:
     role: Role
 
     def __post_init__(self) -> None:
+        """Refuse accounts that would corrupt the password file or ACL."""
         validate_username(self.username)
         if self.role not in _ROLES:
             raise ValueError(f"unknown broker role {self.role!r}; expected one of {sorted(_ROLES)}")

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import getpass
 import os
+import pwd
 import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,6 +70,18 @@ def _kill_leftovers() -> None:
 atexit.register(_kill_leftovers)
 
 
+def _resolve_prctl() -> Callable[..., int] | None:
+    """Look up libc's prctl once, in the parent: loading a library in a forked
+    child of a threaded process (paho runs threads) could deadlock."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _resolve_prctl()
+
+
 def _die_with_parent() -> None:
     """In the child: ask Linux to SIGKILL the broker if the test runner dies.
 
@@ -77,11 +89,8 @@ def _die_with_parent() -> None:
     the rig is started from the main thread, because the signal fires when the
     *thread* that forked exits.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
 
 class MosquittoRig:
@@ -111,9 +120,11 @@ class MosquittoRig:
         self.port = port if port is not None else free_port(host)
         self.binary = Path(binary)
         self.start_timeout = start_timeout
+        if "log_file" in conf_options:
+            raise ValueError("the rig captures the broker's stderr; do not pass log_file")
         # Run as whoever runs the tests: a broker started as root would otherwise
         # switch to "mosquitto", which cannot enter pytest's 0700 temp dirs.
-        conf_options.setdefault("run_as_user", getpass.getuser())
+        conf_options.setdefault("run_as_user", pwd.getpwuid(os.geteuid()).pw_name)
         self._conf_options = {"port": self.port, "bind": host, **conf_options}
         self.accounts: list[BrokerAccount] = list(accounts)
         self.log_path = self.directory / "mosquitto.log"
@@ -201,6 +212,15 @@ class MosquittoRig:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> None:
+        """Block until ``text`` appears in the log (the broker logs asynchronously
+        to what its clients observe), raising TimeoutError with the log tail."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log_text():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged within {timeout}s\n{self._log_tail()}")
+            time.sleep(0.02)
+
     def __enter__(self) -> MosquittoRig:
         if not self.running:
             self.start()
@@ -215,6 +235,7 @@ class MosquittoRig:
         self.stop()
 
     def __del__(self) -> None:
+        """Last resort for a rig dropped without stop(): never leak a broker."""
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
             proc.kill()
