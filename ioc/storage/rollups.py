@@ -78,17 +78,26 @@ async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> i
 
 
 async def _refresh_timescale(conn: asyncpg.Connection) -> int:
-    rows = await conn.fetch("DELETE FROM rollup_dirty RETURNING hour")
+    rows = await conn.fetch("SELECT kpi, area, hour FROM rollup_dirty")
     if not rows:
         return 0
     hours = sorted({r["hour"] for r in rows})
-    # refresh_continuous_aggregate cannot run inside a transaction block: one call per span
+    # refresh_continuous_aggregate cannot run inside a transaction block: one call per span.
+    # Its window arguments are of type "any": a bare $1 has no type to bind to, hence the casts.
     for start, end in _spans(hours):
-        await conn.execute("CALL refresh_continuous_aggregate('readings_hourly', $1, $2)", start, end)
         await conn.execute(
-            "CALL refresh_continuous_aggregate('readings_daily', $1, $2)",
+            "CALL refresh_continuous_aggregate('readings_hourly', $1::timestamptz, $2::timestamptz)", start, end
+        )
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
             start - timedelta(days=1), end + timedelta(days=1),
         )
+    # only now: a refresh that failed leaves its hours listed for the next round
+    await conn.execute(
+        """DELETE FROM rollup_dirty d USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, h)
+            WHERE d.kpi = u.k AND d.area = u.a AND d.hour = u.h""",
+        [r["kpi"] for r in rows], [r["area"] for r in rows], [r["hour"] for r in rows],
+    )
     return len(hours)
 
 
