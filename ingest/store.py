@@ -156,24 +156,19 @@ class ReadingStore:
 
     async def _mark_hours(self, conn: asyncpg.Connection, rows: Iterable[Reading]) -> None:
         if self.track_all_hours:
-            hours = {(r.kpi, r.area, _hour(r.ts)) for r in rows}
+            keys = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows}
         else:
             cutoff = datetime.now(UTC) - self.stale_hours_before
-            hours = {(r.kpi, r.area, _hour(r.ts)) for r in rows if r.ts < cutoff}
-        if not hours:
+            keys = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows if r.ts < cutoff}
+        if not keys:
             return
-        ordered = sorted(hours)
+        ordered = [(k, a, datetime.fromtimestamp(h * 3600, UTC)) for k, a, h in sorted(keys)]
         await conn.execute(
             """INSERT INTO rollup_dirty (kpi, area, hour)
                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
                ON CONFLICT DO NOTHING""",
             [h[0] for h in ordered], [h[1] for h in ordered], [h[2] for h in ordered],
         )
-
-
-def _hour(ts: datetime) -> datetime:
-    ts = ts.astimezone(UTC)
-    return ts.replace(minute=0, second=0, microsecond=0)
 
 
 def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Reading], list[tuple[Reading, str]]]:
@@ -183,6 +178,8 @@ def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Rea
     or a correction right behind the original. Corrections go into a later round so the
     original is stored first and the audit log keeps it.
     """
+    if len({(r.kpi, r.area, r.ts) for r in readings}) == len(readings):
+        return ([readings] if readings else []), [], []  # the usual case: every key once
     rounds: list[dict[tuple[object, ...], Reading]] = [{}]
     dupes: list[Reading] = []
     conflicts: list[tuple[Reading, str]] = []
