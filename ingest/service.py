@@ -196,18 +196,40 @@ class IngestService:
         return batch
 
     async def _writer(self) -> None:
+        """Commit batches, up to IOC_INGEST_WRITERS at once, acknowledging in arrival order.
+
+        Two transactions in flight let PostgreSQL work on one batch while this process
+        parses the next; acknowledgements still go out strictly in the order the broker
+        delivered the messages.
+        """
+        inflight: deque[tuple[list[Pending], set[tuple[str, str, datetime]], asyncio.Task[BatchResult]]] = deque()
+        waiting: list[Pending] | None = None
         while True:
-            await self._wake.wait()
+            if not self.buffer and not inflight and waiting is None:
+                await self._wake.wait()
             self._wake.clear()
-            while self.buffer:
-                batch = self._take_batch()
+            while (waiting is not None or self.buffer) and len(inflight) < self.settings.ingest_writers:
+                batch = waiting if waiting is not None else self._take_batch()
+                waiting = None
                 self.stats.buffered = len(self.buffer)
-                if batch and any(p.unknown_agency for p in batch):
+                if not batch:
+                    continue
+                if any(p.unknown_agency for p in batch):
                     await self._revalidate(batch)
-                if batch:
-                    result = await self._commit(batch)
-                    self._after_commit(batch, result)
-                self._maybe_resume()
+                keys = {(r.kpi, r.area, r.ts) for p in batch for r in p.readings}
+                if any(not keys.isdisjoint(k) for _, k, _ in inflight):
+                    # the same reading in two open transactions could let a correction
+                    # commit before its original: this batch waits for the others
+                    waiting = batch
+                    break
+                inflight.append((batch, keys, asyncio.create_task(self._commit(batch))))
+            if inflight:
+                batch, _, task = inflight[0]
+                try:
+                    result = await task
+                finally:
+                    inflight.popleft()
+                self._after_commit(batch, result)
             self._maybe_resume()
 
     def _maybe_resume(self) -> None:

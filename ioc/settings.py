@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     ingest_max_readings_per_message: int = Field(10_000, ge=1, le=1_000_000)
     ingest_future_skew_s: float = Field(300.0, ge=0, le=7 * 86400)
     ingest_batch_max_rows: int = Field(20_000, ge=1, le=500_000)
+    ingest_writers: int = Field(2, ge=1, le=8, description="database transactions in flight at once")
     ingest_receive_maximum: int = Field(10_000, ge=10, le=65_535)
     ingest_max_buffered_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     ingest_session_expiry_s: int = Field(7 * 86400, ge=0)
