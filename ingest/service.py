@@ -222,7 +222,7 @@ class IngestService:
                     # commit before its original: this batch waits for the others
                     waiting = batch
                     break
-                inflight.append((batch, keys, asyncio.create_task(self._commit(batch))))
+                inflight.append((batch, keys, asyncio.create_task(self._commit(batch, len(keys)))))
             if inflight:
                 batch, _, task = inflight[0]
                 try:
@@ -263,13 +263,13 @@ class IngestService:
         self.rules = rules
         self._apply_subscriptions()
 
-    async def _commit(self, batch: list[Pending]) -> BatchResult:
+    async def _commit(self, batch: list[Pending], distinct_keys: int | None = None) -> BatchResult:
         """Write a batch, retrying while the database is away; bisect what it refuses."""
         result = BatchResult()
-        await self._write_parts(batch, result)
+        await self._write_parts(batch, result, distinct_keys)
         return result
 
-    async def _write_parts(self, batch: list[Pending], result: BatchResult) -> None:
+    async def _write_parts(self, batch: list[Pending], result: BatchResult, distinct_keys: int | None = None) -> None:
         readings = [r for p in batch for r in p.readings]
         delay = 0.25
         while True:
@@ -277,7 +277,7 @@ class IngestService:
             dead.extend(DeadLetter(p.received_at, p.agency, p.topic, p.payload, Reject(why)) for p, why in result.refused if p in batch)
             try:
                 async with self.pool.acquire() as conn:
-                    outcome = await self.store.write(conn, readings, dead)
+                    outcome = await self.store.write(conn, readings, dead, distinct_keys=distinct_keys)
             except Exception as exc:  # noqa: BLE001 - sorted below, never swallowed
                 if is_transient(exc):
                     self.stats.db_errors += 1
@@ -292,6 +292,7 @@ class IngestService:
                     batch[0].readings = []
                     result.refused.append((batch[0], why))
                     readings = []
+                    distinct_keys = 0
                     continue
                 half = len(batch) // 2
                 await self._write_parts(batch[:half], result)

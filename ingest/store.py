@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
 
 import asyncpg
 
@@ -74,9 +73,16 @@ class ReadingStore:
         conn: asyncpg.Connection,
         readings: list[Reading],
         dead: list[DeadLetter],
+        *,
+        distinct_keys: int | None = None,
     ) -> Outcome:
+        """`distinct_keys`: how many different (kpi, area, ts) the batch holds, when the
+        caller has counted them already (equal to len(readings): no key twice)."""
         out = Outcome()
-        rounds, dupes, conflicts = split_rounds(readings)
+        if distinct_keys is not None and distinct_keys == len(readings):
+            rounds, dupes, conflicts = ([readings] if readings else []), [], []
+        else:
+            rounds, dupes, conflicts = split_rounds(readings)
         out.duplicates.extend(dupes)
         out.conflicts.extend(conflicts)
         async with conn.transaction():
@@ -90,8 +96,9 @@ class ReadingStore:
             if dead:
                 await conn.copy_records_to_table("dead_letters", records=[d.record() for d in dead], columns=DEAD_LETTER_COLUMNS)
             if out.written:
-                out.live = await _update_latest(conn, out.written)
-                await self._mark_hours(conn, out.written)
+                best, first = _scan(out.written)
+                out.live = await _update_latest(conn, best)
+                await self._mark_hours(conn, out.written, best, first)
         return out
 
     async def _write_round(self, conn: asyncpg.Connection, rows: list[Reading], out: Outcome) -> None:
@@ -154,21 +161,61 @@ class ReadingStore:
                               f"send rev > {rec['revision']} to correct it")
                 )
 
-    async def _mark_hours(self, conn: asyncpg.Connection, rows: Iterable[Reading]) -> None:
-        if self.track_all_hours:
-            keys = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows}
-        else:
-            cutoff = datetime.now(UTC) - self.stale_hours_before
-            keys = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows if r.ts < cutoff}
-        if not keys:
+    async def _mark_hours(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[Reading],
+        best: dict[tuple[str, str], Reading],
+        first: dict[tuple[str, str], datetime],
+    ) -> None:
+        """List the hours whose roll-ups this batch changed.
+
+        Per (kpi, area) the batch usually covers a short span, so every hour from its
+        oldest to its newest reading is listed (an hour without readings recomputes to
+        nothing); a span over two days, a backfill, lists only hours that have readings.
+        """
+        hours: set[tuple[str, str, int]] = set()
+        exact = False
+        for key, newest in best.items():
+            lo = int(first[key].timestamp() // 3600)
+            hi = int(newest.ts.timestamp() // 3600)
+            if hi - lo > 48:
+                exact = True
+                break
+            hours.update((key[0], key[1], h) for h in range(lo, hi + 1))
+        if exact:
+            hours = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows}
+        if not self.track_all_hours:
+            cutoff = (datetime.now(UTC) - self.stale_hours_before).timestamp() // 3600
+            hours = {h for h in hours if h[2] < cutoff}
+        if not hours:
             return
-        ordered = [(k, a, datetime.fromtimestamp(h * 3600, UTC)) for k, a, h in sorted(keys)]
+        ordered = [(k, a, datetime.fromtimestamp(h * 3600, UTC)) for k, a, h in sorted(hours)]
         await conn.execute(
             """INSERT INTO rollup_dirty (kpi, area, hour)
                SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
                ON CONFLICT DO NOTHING""",
             [h[0] for h in ordered], [h[1] for h in ordered], [h[2] for h in ordered],
         )
+
+
+def _scan(rows: list[Reading]) -> tuple[dict[tuple[str, str], Reading], dict[tuple[str, str], datetime]]:
+    """One pass: the newest reading and the oldest time per (kpi, area)."""
+    best: dict[tuple[str, str], Reading] = {}
+    first: dict[tuple[str, str], datetime] = {}
+    for r in rows:
+        key = (r.kpi, r.area)
+        b = best.get(key)
+        if b is None:
+            best[key] = r
+            first[key] = r.ts
+            continue
+        ts = r.ts
+        if ts > b.ts or (ts == b.ts and r.revision > b.revision):
+            best[key] = r
+        if ts < first[key]:
+            first[key] = ts
+    return best, first
 
 
 def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Reading], list[tuple[Reading, str]]]:
@@ -208,13 +255,7 @@ def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Rea
     return [list(rnd.values()) for rnd in rounds if rnd], dupes, conflicts
 
 
-async def _update_latest(conn: asyncpg.Connection, rows: list[Reading]) -> list[asyncpg.Record]:
-    best: dict[tuple[str, str], Reading] = {}
-    for r in rows:
-        key = (r.kpi, r.area)
-        b = best.get(key)
-        if b is None or r.ts > b.ts or (r.ts == b.ts and r.revision > b.revision):
-            best[key] = r
+async def _update_latest(conn: asyncpg.Connection, best: dict[tuple[str, str], Reading]) -> list[asyncpg.Record]:
     ordered = [best[k] for k in sorted(best)]
     return await conn.fetch(
         """INSERT INTO kpi_latest AS l (kpi, area, ts, value, revision, agency, received_at)

@@ -76,7 +76,10 @@ async def test_plain_rollups_match_the_readings_after_writes_and_corrections(poo
     ]
     store = ReadingStore(track_all_hours=True)
     async with pool.acquire() as conn:
-        await store.write(conn, rows[:250], [])
+        # 100 readings span 28 hours per batch (hours listed as a range), the next 150
+        # span more than two days (hours listed one by one)
+        await store.write(conn, rows[:100], [])
+        await store.write(conn, rows[100:250], [])
         await refresh(conn, StorageMode.PLAIN, TZ)
         await store.write(conn, rows[250:], [])
         fixes = [r(x.ts, x.value + 1000, rev=1, area=x.area, kpi=kpi, agency="rollup-test") for x in rows[::37]]
