@@ -54,6 +54,7 @@ class Pending:
     t0: float  # time.time() at receipt
     size: int
     unknown_agency: bool = False
+    corrections: bool = False  # may carry "rev": a correction (conservative byte test)
 
 
 @dataclass
@@ -166,7 +167,8 @@ class IngestService:
         size = len(payload)
         self.buffer.append(
             Pending(mid, qos, generation, agency_or_none, topic, readings, rejects,
-                    payload if rejects else b"", received_at, now, size, unknown)
+                    payload if rejects else b"", received_at, now, size, unknown,
+                    bool(readings) and b'"rev"' in payload)
         )
         self.buffered_bytes += size
         if (len(self.buffer) >= self.settings.ingest_receive_maximum
@@ -202,7 +204,7 @@ class IngestService:
         parses the next; acknowledgements still go out strictly in the order the broker
         delivered the messages.
         """
-        inflight: deque[tuple[list[Pending], set[tuple[str, str, datetime]], asyncio.Task[BatchResult]]] = deque()
+        inflight: deque[tuple[list[Pending], asyncio.Task[BatchResult]]] = deque()
         waiting: list[Pending] | None = None
         while True:
             if not self.buffer and not inflight and waiting is None:
@@ -216,15 +218,22 @@ class IngestService:
                     continue
                 if any(p.unknown_agency for p in batch):
                     await self._revalidate(batch)
-                keys = {(r.kpi, r.area, r.ts) for p in batch for r in p.readings}
-                if any(not keys.isdisjoint(k) for _, k, _ in inflight):
-                    # the same reading in two open transactions could let a correction
-                    # commit before its original: this batch waits for the others
+                if inflight and any(p.corrections for p in batch):
+                    # a correction must not commit before its original, which may sit in
+                    # an open transaction: batches with corrections wait for the others
+                    # (replays and new readings commit in any order with the same result)
                     waiting = batch
                     break
-                inflight.append((batch, keys, asyncio.create_task(self._commit(batch, len(keys)))))
+                inflight.append((batch, asyncio.create_task(self._commit(batch))))
             if inflight:
-                batch, _, task = inflight[0]
+                batch, task = inflight[0]
+                if len(inflight) < self.settings.ingest_writers and waiting is None and not task.done():
+                    # a writer is free: wake for new messages too, not only for this commit
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait((task, woken), return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    if not task.done():
+                        continue
                 try:
                     result = await task
                 finally:
@@ -263,13 +272,13 @@ class IngestService:
         self.rules = rules
         self._apply_subscriptions()
 
-    async def _commit(self, batch: list[Pending], distinct_keys: int | None = None) -> BatchResult:
+    async def _commit(self, batch: list[Pending]) -> BatchResult:
         """Write a batch, retrying while the database is away; bisect what it refuses."""
         result = BatchResult()
-        await self._write_parts(batch, result, distinct_keys)
+        await self._write_parts(batch, result)
         return result
 
-    async def _write_parts(self, batch: list[Pending], result: BatchResult, distinct_keys: int | None = None) -> None:
+    async def _write_parts(self, batch: list[Pending], result: BatchResult) -> None:
         readings = [r for p in batch for r in p.readings]
         delay = 0.25
         while True:
@@ -277,7 +286,7 @@ class IngestService:
             dead.extend(DeadLetter(p.received_at, p.agency, p.topic, p.payload, Reject(why)) for p, why in result.refused if p in batch)
             try:
                 async with self.pool.acquire() as conn:
-                    outcome = await self.store.write(conn, readings, dead, distinct_keys=distinct_keys)
+                    outcome = await self.store.write(conn, readings, dead)
             except Exception as exc:  # noqa: BLE001 - sorted below, never swallowed
                 if is_transient(exc):
                     self.stats.db_errors += 1
@@ -292,7 +301,6 @@ class IngestService:
                     batch[0].readings = []
                     result.refused.append((batch[0], why))
                     readings = []
-                    distinct_keys = 0
                     continue
                 half = len(batch) // 2
                 await self._write_parts(batch[:half], result)

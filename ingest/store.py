@@ -73,16 +73,9 @@ class ReadingStore:
         conn: asyncpg.Connection,
         readings: list[Reading],
         dead: list[DeadLetter],
-        *,
-        distinct_keys: int | None = None,
     ) -> Outcome:
-        """`distinct_keys`: how many different (kpi, area, ts) the batch holds, when the
-        caller has counted them already (equal to len(readings): no key twice)."""
         out = Outcome()
-        if distinct_keys is not None and distinct_keys == len(readings):
-            rounds, dupes, conflicts = ([readings] if readings else []), [], []
-        else:
-            rounds, dupes, conflicts = split_rounds(readings)
+        rounds, dupes, conflicts = split_rounds(readings)
         out.duplicates.extend(dupes)
         out.conflicts.extend(conflicts)
         async with conn.transaction():

@@ -228,28 +228,42 @@ async def test_wrong_password_is_refused_by_the_broker(broker: MosquittoRig, age
         await asyncio.to_thread(lambda: Client(broker.host, broker.port, agency, "wrong-password").wait_connected(3))
 
 
-async def test_corrections_right_behind_their_originals_keep_order(
+async def test_a_correction_never_commits_before_its_original(
     pool: asyncpg.Pool, broker: MosquittoRig, agencies: Agencies, ingest: IngestProcess
 ) -> None:
-    """Original and correction in back-to-back messages may land in different batches,
-    committed by different transactions: the correction must still win, with history."""
+    """Original and correction in different batches, the original's transaction held up:
+    the correction must wait for it, or the original would be refused as a conflict and
+    the history lost."""
     agency, pw = await agencies.add(["tthc"])
     pub = await connect(broker, agency, pw)
     base = 1_600_000_000_000 + secrets.randbelow(10**6) * 1000  # a random second in 2020
-    n = 400
-    payloads: list[object] = []
-    for i in range(n):
-        reading = {"kpi": KPI, "ts": base + i * 1000, "value": i, "area": "351"}
-        payloads += [reading, {**reading, "value": i + 1, "rev": 1}]
-    await asyncio.to_thread(pub.publish_many, f"ioc/v1/kpi/{agency}", payloads)
-    await wait_value(pool, "SELECT count(*) FROM readings WHERE agency = $1 AND revision = 1", agency,
-                     until=lambda v: v == n, timeout=30)
+    blocker_key = {"kpi": KPI, "ts": base, "value": 1, "area": "352"}
+    original = {"kpi": KPI, "ts": base + 1000, "value": 10, "area": "352"}
+    # hold the blocker's key in an open transaction: the batch with the original waits on it
+    holder = await pool.acquire()
+    tx = holder.transaction()
+    await tx.start()
+    await holder.execute(
+        "INSERT INTO readings (ts, kpi, area, value, agency, revision, received_at) VALUES ($1, $2, '352', 0, 'x', 0, now())",
+        datetime.fromtimestamp(base / 1000, timezone.utc), KPI,
+    )
+    try:
+        await asyncio.to_thread(pub.publish, f"ioc/v1/kpi/{agency}", [blocker_key, original])
+        await asyncio.sleep(0.5)  # that batch is now in its transaction, blocked
+        await asyncio.to_thread(pub.publish, f"ioc/v1/kpi/{agency}", {**original, "value": 11, "rev": 1})
+        await asyncio.sleep(1.0)  # a second writer is free: without the guard it commits now
+    finally:
+        await tx.rollback()
+        await pool.release(holder)
+    await wait_value(pool, "SELECT count(*) FROM readings WHERE agency = $1", agency, until=lambda v: v == 2)
+    await asyncio.sleep(0.3)
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM dead_letters WHERE agency = $1", agency) == 0
-        assert await conn.fetchval(
-            "SELECT count(*) FROM audit_log WHERE action = 'reading.corrected' AND actor = $1", agency) == n
-        wrong = await conn.fetchval(
-            "SELECT count(*) FROM readings WHERE agency = $1 AND value::bigint <> ((extract(epoch FROM ts) * 1000)::bigint - $2) / 1000 + 1",
-            agency, base)
-    assert wrong == 0
+        row = await conn.fetchrow("SELECT value, revision FROM readings WHERE agency = $1 AND area = '352' AND ts = $2",
+                                  agency, datetime.fromtimestamp((base + 1000) / 1000, timezone.utc))
+        dead = await conn.fetch("SELECT reason FROM dead_letters WHERE agency = $1", agency)
+        history = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'reading.corrected' AND actor = $1", agency)
+    assert (row["value"], row["revision"]) == (11.0, 1)
+    assert [d["reason"] for d in dead] == []
+    assert history == 1
     pub.close()
