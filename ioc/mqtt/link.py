@@ -95,6 +95,13 @@ class _ChunkedClient(mqtt.Client):
         handler(topic, packet[pos:], mid, qos, bool(header & 0x01))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _update_inflight(self) -> MQTTErrorCode:
+        # paho scans every outgoing message at each PUBACK to find queued ones to send;
+        # when every outgoing message is already in flight there is none to find
+        if len(self._out_messages) <= self._inflight_messages:  # type: ignore[attr-defined]
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()  # type: ignore[misc]
+
     def queue_pubacks(self, mids: list[int]) -> None:
         """Acknowledge many QoS 1 messages in one write instead of one send() each."""
         if not mids:
