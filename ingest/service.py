@@ -22,7 +22,6 @@ from typing import Any
 
 import asyncpg
 import orjson
-import paho.mqtt.client as mqtt
 
 from ingest.readings import Reading, Reject
 from ingest.rules import Rules, load_rules

@@ -15,8 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import os
 import pwd
 import re
@@ -25,7 +23,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,64 +31,19 @@ from urllib.parse import quote
 
 from ioc.broker.config import BrokerAccount, write_broker_files
 
+from tests.rigs import children
+
 __all__ = ["MOSQUITTO_BINARY", "MosquittoRig", "BrokerStartError", "free_port"]
 
 MOSQUITTO_BINARY = Path(os.environ.get("IOC_TEST_MOSQUITTO", "/usr/sbin/mosquitto"))
 
-_LIVE: set[subprocess.Popen[bytes]] = set()
-_LIVE_LOCK = threading.Lock()
-_PR_SET_PDEATHSIG = 1
 
 
 class BrokerStartError(RuntimeError):
     """The broker did not come up; the message carries its log."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Ask the kernel for a currently unused TCP port on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _kill_leftovers() -> None:
-    """atexit safety net: no broker outlives the test session."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-        _LIVE.clear()
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-atexit.register(_kill_leftovers)
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    """Look up libc's prctl once, in the parent: loading a library in a forked
-    child of a threaded process (paho runs threads) could deadlock."""
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGKILL the broker if the test runner dies.
-
-    Covers what atexit cannot (the runner itself being killed).  Only used when
-    the rig is started from the main thread, because the signal fires when the
-    *thread* that forked exits.
-    """
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+free_port = children.free_port
 
 
 class MosquittoRig:
@@ -157,12 +110,11 @@ class MosquittoRig:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
-                preexec_fn=_die_with_parent
+                preexec_fn=children.preexec()
                 if threading.current_thread() is threading.main_thread()
                 else None,
             )
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
+        children.track(proc)
         self._proc = proc
         try:
             self._wait_until_accepting(log_offset)
@@ -262,8 +214,7 @@ class MosquittoRig:
                     proc.kill()
                     proc.wait(timeout=5)
         finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+            children.untrack(proc)
             self._proc = None
 
     def _wait_until_accepting(self, log_offset: int) -> None:

@@ -26,9 +26,7 @@ The packages go to ``.pglite/`` at the repository root (not tracked by git), or 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -36,10 +34,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.rigs import children
 
 __all__ = ["PACKAGES", "PgliteUnavailable", "PgliteTimescaleRig", "ensure_packages"]
 
@@ -55,9 +54,6 @@ PACKAGES: dict[str, str] = {
 }
 
 _READY = "PGLITE_TIMESCALE_READY "
-_LIVE: set[subprocess.Popen[bytes]] = set()
-_LIVE_LOCK = threading.Lock()
-_PR_SET_PDEATHSIG = 1
 
 
 class PgliteUnavailable(RuntimeError):
@@ -122,30 +118,6 @@ def ensure_packages(directory: Path = DEFAULT_DIR, *, timeout: float = 900.0) ->
     return directory / "node_modules"
 
 
-def _kill_leftovers() -> None:
-    """atexit safety net: no PGlite server outlives the test session."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-        _LIVE.clear()
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-
-
-atexit.register(_kill_leftovers)
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL it when the thread that started it (the test runner) dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
-
-
 class PgliteTimescaleRig:
     """One node process serving an in-memory PGlite + TimescaleDB on 127.0.0.1.
 
@@ -204,10 +176,9 @@ class PgliteTimescaleRig:
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
                 env=env,
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=children.preexec(),
             )
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
+        children.track(proc)
         self._proc = proc
         try:
             self._wait_ready(offset)
@@ -233,8 +204,7 @@ class PgliteTimescaleRig:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+            children.untrack(proc)
             self._proc = None
 
     def log_text(self, offset: int = 0) -> str:

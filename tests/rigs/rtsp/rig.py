@@ -23,8 +23,6 @@ raises ``RigSetupError`` saying so.
 
 from __future__ import annotations
 
-import atexit
-import ctypes
 import json
 import os
 import queue
@@ -35,11 +33,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.rigs import children
 
 __all__ = [
     "MEDIA_DIR", "MEDIA_FILES", "DEFAULT_MOUNTS", "Mount", "RtspRig", "CameraFleet",
@@ -57,9 +57,6 @@ MEDIA_FILES = (
     "frozen-360p.mp4", "blurred-360p.mp4", "counter-1080p.mp4", "counter-360p.mp4",
 )
 
-_PR_SET_PDEATHSIG = 1
-_LIVE: set[subprocess.Popen[str]] = set()
-_LIVE_LOCK = threading.Lock()
 
 
 class RigSetupError(RuntimeError):
@@ -115,38 +112,6 @@ def _server_env() -> dict[str, str]:
 
 
 # -- process hygiene (as tests/rigs/mosquitto.py does) -----------------------------------
-
-def _kill_leftovers() -> None:
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-        _LIVE.clear()
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-atexit.register(_kill_leftovers)
-
-
-def _resolve_prctl() -> Callable[..., int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _resolve_prctl()
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGKILL it if the thread that started it (the test runner) dies."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
 
 # -- the rig ----------------------------------------------------------------------------
 
@@ -271,10 +236,9 @@ class RtspRig:
                 env=_server_env(), cwd=self.directory,
                 # SIGKILL it if the thread that started it dies; besides, the server stops when
                 # its stdin (our pipe) closes, and atexit kills what is left
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=children.preexec(),
             )
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
+        children.track(proc)
         self._proc = proc
         threading.Thread(target=self._read_stdout, args=(proc,), name="rtsp-rig-stdout", daemon=True).start()
 
@@ -423,8 +387,7 @@ class RtspRig:
                         f.close()
                 except OSError:
                     pass
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+            children.untrack(proc)
             self._proc = None
 
     def _log_tail(self, offset: int = 0, limit: int = 4000) -> str:
@@ -578,7 +541,4 @@ class BlackHole:
 
 def refused_url(host: str = "127.0.0.1", name: str = "camera") -> str:
     """A URL on a port where nothing listens: connection refused at once (a camera that is off)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port = s.getsockname()[1]
-    return f"rtsp://{host}:{port}/{name}"
+    return f"rtsp://{host}:{children.free_port(host)}/{name}"
