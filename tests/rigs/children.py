@@ -74,3 +74,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def end(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> None:
+    """Send ``sig``, wait, escalate to SIGKILL, and stop tracking the process."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+    finally:
+        untrack(proc)

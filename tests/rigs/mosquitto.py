@@ -206,15 +206,8 @@ class MosquittoRig:
         if proc is None:
             return
         try:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            children.end(proc, sig, timeout)
         finally:
-            children.untrack(proc)
             self._proc = None
 
     def _wait_until_accepting(self, log_offset: int) -> None:

@@ -193,18 +193,11 @@ class PgliteTimescaleRig:
         if proc is None:
             return
         try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            children.end(proc, signal.SIGTERM, timeout)
         finally:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-            children.untrack(proc)
             self._proc = None
 
     def log_text(self, offset: int = 0) -> str:

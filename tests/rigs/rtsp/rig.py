@@ -373,13 +373,7 @@ class RtspRig:
         if proc is None:
             return
         try:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            children.end(proc, sig, timeout)
         finally:
             for f in (proc.stdin, proc.stdout):
                 try:
@@ -387,7 +381,6 @@ class RtspRig:
                         f.close()
                 except OSError:
                     pass
-            children.untrack(proc)
             self._proc = None
 
     def _log_tail(self, offset: int = 0, limit: int = 4000) -> str:
