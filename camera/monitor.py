@@ -1,0 +1,149 @@
+"""A watchdog per camera: probe, open, watch the frames, judge, reconnect with backoff.
+
+Runs on the event loop; the capture itself is a thread (capture.py) and the picture
+analysis runs in a worker thread. Liveness is the age of the newest frame: a camera whose
+frames stop for `offline_after_s` is offline, whatever OpenCV's reader says; the old
+reader is told to stop and a fresh one opened after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from camera.capture import CaptureThread, Frame, probe
+from camera.health import HealthTracker, Thresholds, analyse
+from camera.registry import Camera
+
+log = logging.getLogger("ioc.camera")
+
+
+@dataclass
+class CameraStatus:
+    camera_id: str
+    state: str = "starting"  # starting | online | offline
+    reason: str | None = None
+    mode: str = ""
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    last_frame_at: float | None = None
+    motion: float = 0.0
+    flags: dict[str, bool] = field(default_factory=dict)
+    since: float = field(default_factory=time.time)
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "online" and not any(self.flags.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "camera": self.camera_id, "state": self.state, "healthy": self.healthy, "reason": self.reason,
+            "mode": self.mode, "fps": round(self.fps, 2), "width": self.width, "height": self.height,
+            "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
+            "since": self.since,
+        }
+
+
+class CameraMonitor:
+    def __init__(
+        self,
+        camera: Camera,
+        *,
+        thresholds: Thresholds | None = None,
+        offline_after_s: float = 3.0,
+        sample_every_s: float = 0.5,
+        open_timeout_s: float = 5.0,
+        read_timeout_s: float = 5.0,
+        max_backoff_s: float = 30.0,
+        on_status: Callable[[CameraStatus], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
+    ) -> None:
+        self.camera = camera
+        self.tracker = HealthTracker(thresholds or Thresholds())
+        self.offline_after_s = offline_after_s
+        self.sample_every_s = sample_every_s
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.on_status = on_status
+        self.on_frame = on_frame
+        self.status = CameraStatus(camera.id, mode=camera.mode)
+        self._signature: tuple[object, ...] = ()
+
+    def _publish(self, **changes: object) -> None:
+        for k, v in changes.items():
+            setattr(self.status, k, v)
+        s = self.status
+        signature = (s.state, s.reason if s.state == "offline" else None, tuple(sorted(s.flags.items())))
+        if signature != self._signature:
+            self._signature = signature
+            s.since = time.time()
+            log.info("camera status", extra={"camera": s.camera_id, "state": s.state, "reason": s.reason,
+                                             "flags": [k for k, v in s.flags.items() if v]})
+            if self.on_status is not None:
+                self.on_status(s)
+
+    def _offline(self, reason: str) -> None:
+        self._publish(state="offline", reason=reason, fps=0.0, flags={})
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            failure = await probe(self.camera.stream_url, timeout=min(3.0, self.open_timeout_s))
+            if failure:
+                self._offline(failure)
+            else:
+                thread = CaptureThread(self.camera.id, self.camera.open_url(), self.camera.mode,
+                                       open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
+                thread.start()
+                try:
+                    had_frames = await self._watch(thread)
+                finally:
+                    thread.stop()
+                if had_frames:
+                    backoff = 1.0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def _watch(self, thread: CaptureThread) -> bool:
+        started = time.time()
+        last_seq = 0
+        last_frame_at: float | None = None
+        window: list[tuple[float, int]] = []
+        while True:
+            await asyncio.sleep(self.sample_every_s)
+            now = time.time()
+            frame = thread.latest
+            if frame is not None and frame.seq != last_seq:
+                last_seq = frame.seq
+                last_frame_at = frame.captured_at
+                stats = await asyncio.to_thread(analyse, frame.image)
+                self.tracker.update(stats, frame.captured_at)
+                if self.on_frame is not None:
+                    self.on_frame(frame)
+            window.append((now, thread.frames))
+            window = window[-10:]
+            fps = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]) if len(window) > 1 else 0.0
+            if last_frame_at is None:
+                # no picture yet: allow for the open itself before calling it offline
+                if not thread.is_alive():
+                    self._offline(thread.error or "the stream did not open")
+                    return False
+                if now - started > self.open_timeout_s + self.offline_after_s:
+                    self._offline(f"no picture {now - started:.0f} s after connecting")
+                    return False
+                continue
+            age = now - last_frame_at
+            if age > self.offline_after_s:
+                self._offline(f"no new frame for {age:.1f} s")
+                return True
+            if not thread.is_alive():
+                self._offline(thread.error or "the reader stopped")
+                return True
+            self._publish(state="online", reason=None, fps=fps, width=thread.width, height=thread.height,
+                          last_frame_at=last_frame_at, motion=self.tracker.motion,
+                          flags=self.tracker.states(last_frame_at))
