@@ -72,6 +72,7 @@ class CameraMonitor:
         self.on_status = on_status
         self.on_frame = on_frame
         self.status = CameraStatus(camera.id, mode=camera.mode)
+        self.capture: CaptureThread | None = None
         self._signature: tuple[object, ...] = ()
 
     def _publish(self, **changes: object) -> None:
@@ -100,10 +101,12 @@ class CameraMonitor:
                 thread = CaptureThread(self.camera.id, self.camera.open_url(), self.camera.mode,
                                        open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
                 thread.start()
+                self.capture = thread
                 try:
                     had_frames = await self._watch(thread)
                 finally:
                     thread.stop()
+                    self.capture = None
                 if had_frames:
                     backoff = 1.0
             await asyncio.sleep(backoff)

@@ -105,6 +105,26 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
         log.info("stopped")
 
 
+def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
+    from camera.registry import RegistryError, load_registry, shard
+    from camera.service import CameraService
+    from ioc.settings import parse_shard
+
+    path = args.registry or settings.camera_registry
+    if not path:
+        _die("no camera registry: pass --registry FILE or set IOC_CAMERA_REGISTRY (see camera/examples/phu-ly.toml)")
+    try:
+        cameras = load_registry(Path(path))
+    except RegistryError as exc:
+        _die(str(exc))
+    index, count = parse_shard(args.shard or "0/1", "--shard")
+    mine = shard(cameras, index, count)
+    worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
+    service = CameraService(mine, settings.require_mqtt(), worker_id=worker,
+                            tile_fps=settings.camera_tile_fps, hd_fps=settings.camera_hd_fps)
+    asyncio.run(_run_until_signal(service.run()))
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -204,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worker-id", help="MQTT client id and name in metrics (default: ingest-<hostname>)")
     s.add_argument("--shard", help="i/N: with N workers, this one takes the agencies of shard i (default 0/1: all)")
 
+    s = sub.add_parser("cameras", help="run the camera service: capture, health, tiles")
+    s.add_argument("--registry", help="camera registry file (default: IOC_CAMERA_REGISTRY)")
+    s.add_argument("--shard", help="i/N: with N processes, this one takes every N-th camera from i")
+
     s = sub.add_parser("serve", help="run the API")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
@@ -247,6 +271,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "migrate": cmd_migrate,
     "ingest": cmd_ingest,
     "serve": cmd_serve,
+    "cameras": cmd_cameras,
     "agency": cmd_agency,
     "user": cmd_user,
     "broker": cmd_broker,

@@ -53,6 +53,17 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     )
 
 
+def parse_shard(text: str, name: str = "IOC_INGEST_SHARD") -> tuple[int, int]:
+    """"i/N": this process takes share i of N (ingest agencies, cameras)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SettingsError(f"{name} must look like 0/2, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise SettingsError(f"{name}: need 0 <= i < N, got {text!r}")
+    return i, n
+
+
 class _TomlFileSource(PydanticBaseSettingsSource):
     """Reads the optional settings file; keys are the setting names without `IOC_`."""
 
@@ -99,6 +110,12 @@ class Settings(BaseSettings):
     ingest_max_buffered_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     ingest_session_expiry_s: int = Field(7 * 86400, ge=0)
     ingest_heartbeat_s: float = Field(5.0, gt=0, le=300)
+
+    # cameras
+    camera_registry: str | None = Field(None, description="TOML file of [[camera]] tables")
+    camera_tile_fps: float = Field(2.0, gt=0, le=10)
+    camera_hd_fps: float = Field(0.5, ge=0, le=5)
+    camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
 
     # API
     api_host: str = "127.0.0.1"

@@ -185,6 +185,7 @@ class MqttLink:
         self._persistent = persistent
         self._keepalive = keepalive
         self._birth = birth
+        self._will = will
         self.generation = 0
         self.connected = asyncio.Event()
         self._lost = asyncio.Event()
@@ -401,6 +402,9 @@ class MqttLink:
             if self._misc_task:
                 self._misc_task.cancel()
             try:
+                if self._will is not None and self.connected.is_set():
+                    # a clean stop sends no last will: say it ourselves
+                    self.client.publish(*self._will)
                 self.client.disconnect()
                 self.client.loop_write()
             except Exception:  # noqa: BLE001 - best effort on the way out
