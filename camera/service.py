@@ -11,12 +11,15 @@ own presence is `ioc/v1/status/camera/<worker>` with a last will.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
 
+import asyncpg
 import orjson
 
+from camera import history
 from camera.capture import Frame
 from camera.monitor import CameraMonitor, CameraStatus
 from camera.registry import Camera
@@ -30,7 +33,10 @@ LIVE = "ioc/v1/live/camera"
 
 class CameraService:
     def __init__(self, cameras: list[Camera], mqtt: MqttTarget, *, worker_id: str | None = None,
-                 tile_fps: float = 2.0, hd_fps: float = 0.5, status_every_s: float = 10.0) -> None:
+                 tile_fps: float = 2.0, hd_fps: float = 0.5, status_every_s: float = 10.0,
+                 pool: asyncpg.Pool | None = None) -> None:
+        self.pool = pool
+        self._changes: asyncio.Queue[CameraStatus] = asyncio.Queue()
         self.cameras = cameras
         self.worker_id = worker_id or f"cameras-{socket.gethostname()}"
         presence = f"ioc/v1/status/camera/{self.worker_id}"
@@ -46,6 +52,39 @@ class CameraService:
 
     def _status(self, status: CameraStatus) -> None:
         self.link.publish(f"{LIVE}/{status.camera_id}/status", orjson.dumps(status.as_dict()), qos=1, retain=True)
+
+    def _changed(self, status: CameraStatus) -> None:
+        self._status(status)
+        if self.pool is not None:
+            self._changes.put_nowait(dataclasses.replace(status, flags=dict(status.flags)))
+
+    async def _history_writer(self) -> None:
+        """Status changes and events into PostgreSQL, in order; a database outage delays them."""
+        assert self.pool is not None
+        open_faults: dict[str, set[str]] = {}
+        async with self.pool.acquire() as conn:
+            await history.sync_registry(conn, self.cameras)
+            await history.close_open_events(conn, [c.id for c in self.cameras])
+        while True:
+            status = await self._changes.get()
+            before = open_faults.get(status.camera_id, set())
+            delay = 0.5
+            while True:
+                try:
+                    async with self.pool.acquire() as conn:
+                        now_open = await history.record(conn, status, before)
+                    break
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("camera history not written, retrying",
+                                extra={"camera": status.camera_id, "error": str(exc)[:200]})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            open_faults[status.camera_id] = now_open
+            for kind, state in [(k, "started") for k in sorted(now_open - before)] + \
+                               [(k, "ended") for k in sorted(before - now_open)]:
+                self.link.publish(f"{LIVE}/{status.camera_id}/event", orjson.dumps(
+                    {"camera": status.camera_id, "kind": kind, "state": state, "at": status.since,
+                     "reason": status.reason}), qos=1)
 
     async def _tiles(self, monitor: CameraMonitor) -> None:
         cam = monitor.camera.id
@@ -81,8 +120,12 @@ class CameraService:
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
                  asyncio.create_task(self._status_heartbeat(), name="status")]
+        if self.pool is not None:
+            tasks.append(asyncio.create_task(self._history_writer(), name="history"))
+        else:
+            log.warning("IOC_DATABASE_URL is not set: camera status history and events are not stored")
         for cam in self.cameras:
-            m = CameraMonitor(cam, on_status=self._status)
+            m = CameraMonitor(cam, on_status=self._changed)
             self.monitors[cam.id] = m
             tasks.append(asyncio.create_task(m.run(), name=f"monitor-{cam.id}"))
             tasks.append(asyncio.create_task(self._tiles(m), name=f"tiles-{cam.id}"))

@@ -120,9 +120,22 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     index, count = parse_shard(args.shard or "0/1", "--shard")
     mine = shard(cameras, index, count)
     worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
-    service = CameraService(mine, settings.require_mqtt(), worker_id=worker,
-                            tile_fps=settings.camera_tile_fps, hd_fps=settings.camera_hd_fps)
-    asyncio.run(_run_until_signal(service.run()))
+    target = settings.require_mqtt()
+
+    async def main() -> None:
+        from ioc.storage.setup import prepare_database
+
+        pool = None
+        if settings.database_url:
+            pool = await _pool_when_ready(settings.database_url, "ioc-cameras", settings)
+            await prepare_database(pool, settings)
+        service = CameraService(mine, target, worker_id=worker, tile_fps=settings.camera_tile_fps,
+                                hd_fps=settings.camera_hd_fps, pool=pool)
+        await _run_until_signal(service.run())
+        if pool is not None:
+            await pool.close()
+
+    asyncio.run(main())
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:

@@ -2,27 +2,81 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import asyncpg
 import cv2
+import httpx
 import numpy as np
 import orjson
 
+from camera.history import uptime_per_day
 from camera.tiles import decode_tile
+from ioc.accounts import create_user
+from ioc.api.app import create_app
+from ioc.settings import load_settings
 from tests.conftest import REPO
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client
 from tests.rigs.rtsp.rig import RtspRig, refused_url
 
 
-def test_ioc_cameras_publishes_tiles_and_status(
-    tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str, str], pool: asyncpg.Pool
+async def test_ioc_cameras_publishes_tiles_and_status(
+    tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str, str], pool: asyncpg.Pool, db_url: str
 ) -> None:
+    await asyncio.to_thread(_run_cameras, tmp_path, broker, service_passwords, db_url)
+    async with pool.acquire() as conn:
+        log = {r["camera"]: r for r in await conn.fetch(
+            "SELECT DISTINCT ON (camera) camera, state, healthy, flags, reason FROM camera_status_log "
+            "WHERE camera IN ('street', 'black', 'dead') ORDER BY camera, at DESC")}
+        events = await conn.fetch("SELECT camera, kind, ended_at FROM camera_events WHERE camera IN ('black', 'dead')")
+    assert log["street"]["state"] == "online" and log["street"]["healthy"]
+    assert "black" in log["black"]["flags"] and log["dead"]["state"] == "offline"
+    assert {(e["camera"], e["kind"]) for e in events} >= {("black", "black"), ("dead", "offline")}
+
+    # the API shows the same, to staff only
+    settings = load_settings(database_url=db_url, jwt_secret="c" * 40)
+    app = create_app(settings)
+    async with pool.acquire() as conn:
+        pw = await create_user(conn, f"camop{os.getpid()}", role="operator", actor="test")
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            assert (await c.get("/api/v1/cameras")).status_code == 401
+            token = (await c.post("/api/v1/auth/token", data={"username": f"camop{os.getpid()}", "password": pw})).json()["access_token"]
+            h = {"Authorization": f"Bearer {token}"}
+            cams = {x["id"]: x for x in (await c.get("/api/v1/cameras", headers=h)).json()}
+            assert cams["street"]["state"] == "online" and cams["dead"]["state"] == "offline"
+            assert "password" not in str(cams) and cams["street"]["mode"] == "sub-full"
+            ev = (await c.get("/api/v1/cameras/dead/events", headers=h)).json()
+            assert ev and ev[0]["kind"] == "offline"
+            up = (await c.get("/api/v1/cameras/street/uptime?days=1", headers=h)).json()
+            assert up and up[-1]["known_s"] > 0 and up[-1]["uptime"] > 0.5
+            assert (await c.get("/api/v1/cameras/nope/history", headers=h)).status_code == 404
+
+
+async def test_uptime_per_local_day(pool: asyncpg.Pool) -> None:
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+    day = datetime(2025, 3, 10, tzinfo=tz)
+    rows = [(day - timedelta(hours=2), "online"), (day + timedelta(hours=6), "offline"),
+            (day + timedelta(hours=12), "online"), (day + timedelta(hours=30), "offline")]
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO camera_status_log (camera, at, state, healthy) VALUES ('upt-test', $1, $2, $2 = 'online')",
+            rows)
+        days = await uptime_per_day(conn, "upt-test", day, day + timedelta(days=2), "Asia/Ho_Chi_Minh")
+    assert [(d["day"], d["online_s"], d["known_s"]) for d in days] == [
+        (day, 18 * 3600.0, 24 * 3600.0), (day + timedelta(days=1), 6 * 3600.0, 24 * 3600.0)]
+
+
+def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str, str], db_url: str) -> None:
     with RtspRig() as rig:
         registry = tmp_path / "cameras.toml"
         registry.write_text(
@@ -34,7 +88,7 @@ def test_ioc_cameras_publishes_tiles_and_status(
         env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
         env.update({"IOC_MQTT_URL": broker.url_for("svc-camera", service_passwords["svc-camera"]),
                     "IOC_CAMERA_REGISTRY": str(registry), "IOC_CAMERA_HD_FPS": "1", "PYTHONPATH": str(REPO),
-                    "IOC_CAMERA_WORKER_ID": "cam-test"})
+                    "IOC_CAMERA_WORKER_ID": "cam-test", "IOC_DATABASE_URL": db_url})
         log = open(tmp_path / "cameras.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
@@ -72,6 +126,9 @@ def test_ioc_cameras_publishes_tiles_and_status(
             assert not any(m.topic == "ioc/v1/live/camera/dead/tile" for m in wall.messages)
             assert orjson.loads(latest("ioc/v1/status/camera/cam-test"))["state"] == "online"  # type: ignore[arg-type]
             assert "password" not in (tmp_path / "cameras.log").read_text()
+            wall.wait_for(lambda ms: any(m.topic == "ioc/v1/live/camera/dead/event" for m in ms), 5)
+            ev = orjson.loads(latest("ioc/v1/live/camera/dead/event"))  # type: ignore[arg-type]
+            assert (ev["kind"], ev["state"]) == ("offline", "started")
         finally:
             proc.terminate()
             proc.wait(10)

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ioc.api import routes_admin, routes_auth, routes_catalogue, routes_ops, routes_readings
+from ioc.api import routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings
 from ioc.api.login_guard import LoginGuard
 from ioc.api.security import TokenIssuer
 from ioc.settings import Settings
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
     app.state.principal_cache = {}
-    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_ops):
+    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_ops):
         app.include_router(module.router)
 
     @app.exception_handler(asyncpg.DataError)

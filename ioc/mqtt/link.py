@@ -367,10 +367,11 @@ class MqttLink:
         return self._paused
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        if not self.connected.is_set():
+        """QoS 0 is dropped while disconnected; QoS 1 is kept by paho and sent on reconnect."""
+        if qos == 0 and not self.connected.is_set():
             return False
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
     async def run(self) -> None:
         """Connect, and reconnect with backoff whenever the link drops, until cancelled."""

@@ -65,8 +65,9 @@ class Client:
                 return snapshot
             time.sleep(0.02)
         with self._lock:
-            raise TimeoutError(f"condition not met; got {len(self.messages)} messages: "
-                               f"{[m.topic for m in self.messages][:20]}")
+            topics = sorted({m.topic for m in self.messages})
+            raise TimeoutError(f"condition not met in {timeout} s; got {len(self.messages)} messages on "
+                               f"{len(topics)} topics: {topics[:30]}")
 
     def json_on(self, topic_prefix: str) -> list[Any]:
         with self._lock:
