@@ -13,16 +13,36 @@ event loop. Facts that shape this (measured on these machines):
 - A stalled camera makes read() block for the read timeout and then return frames that
   were held in the decoder before failing; liveness therefore comes from the time of the
   last new frame (the watchdog), not from read()'s answer.
+- Opens are serialised, so with tens of cameras a reader may queue for seconds and the
+  watchdog may give up on it meanwhile: a reader stopped before its turn does not open.
+- One decoder thread per camera (CAP_PROP_N_THREADS=1), not OpenCV's one per core: frame
+  threading holds one more frame back (+40 ms at 25 fps) and keeps a second decoder
+  context with its own pictures (~5 MB at 1080p), for no gain at the rates tiles need (a
+  1080p keyframe a second, or 360p); cameras run in parallel anyway.
+- Every read returns a new array (6 MB at 1080p). glibc serves the first ones with mmap,
+  then raises its mmap threshold (up to 32 MB) and serves the rest from its heaps, whose
+  freed pages stay resident: ~9 MB more per 1080p camera. `keep_frames_off_the_heap` pins
+  the threshold at 1 MiB for the process (the camera service calls it).
+- Consumers that want each new frame as soon as it is decoded (the tiles) wait with
+  `next_frame`; the thread wakes only those waiting, never the event loop per frame.
+
+A `file:///path/video.mp4` source is read through the same path, as a camera would be:
+every frame, paced by the clock at the file's own frame rate (a file would otherwise
+decode as fast as the CPU allows), and rewound at its end, so it plays as an endless loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
+import sys
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -30,6 +50,7 @@ import numpy as np
 from camera.registry import StreamMode
 
 _OPEN_LOCK = threading.Lock()
+DECODER_THREADS = 1
 _BASE_OPTIONS = "rtsp_transport;tcp|analyzeduration;0|probesize;32|fpsprobesize;0"
 
 
@@ -44,12 +65,33 @@ class Frame:
     seq: int
 
 
+def keep_frames_off_the_heap() -> None:
+    """Large allocations (decoded frames) straight from mmap, so that freeing one returns it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_mmap_threshold = -3  # malloc.h
+    mallopt(m_mmap_threshold, 1 << 20)
+
+
+def file_path(url: str) -> str | None:
+    """The local path of a `file:` source, None for a network camera."""
+    parts = urlsplit(url)
+    return unquote(parts.path) if parts.scheme == "file" else None
+
+
 async def probe(url: str, timeout: float = 3.0) -> str | None:
     """Ask the camera for RTSP OPTIONS; None when it answers, else why not.
 
     Any RTSP answer counts (401 included): it proves the camera is there, and the real
-    open will say if the credentials are wrong.
+    open will say if the credentials are wrong. A file source only has to be readable.
     """
+    path = file_path(url)
+    if path is not None:
+        return None if os.path.isfile(path) and os.access(path, os.R_OK) else f"cannot read the video file {path}"
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or 554
     try:
@@ -85,9 +127,49 @@ class CaptureThread(threading.Thread):
         self.opened = threading.Event()
         self.error: str | None = None
         self.frames = 0
+        self.keyframes: deque[float] = deque(maxlen=6)  # when the last keyframes came out
         self.width = 0
         self.height = 0
         self._stop_flag = threading.Event()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Frame]]] = []
+        self._waiters_lock = threading.Lock()
+
+    async def next_frame(self, after_seq: int, timeout: float) -> Frame | None:
+        """The newest frame as soon as there is one other than `after_seq`; None after `timeout`."""
+        frame = self.latest
+        if frame is not None and frame.seq != after_seq:
+            return frame
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Frame] = loop.create_future()
+        with self._waiters_lock:
+            self._waiters.append((loop, fut))
+        try:
+            frame = self.latest  # a frame may have come between the check and the registration
+            if frame is not None and frame.seq != after_seq:
+                return frame
+            try:
+                return await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            with self._waiters_lock, contextlib.suppress(ValueError):
+                self._waiters.remove((loop, fut))
+
+    def _wake(self, frame: Frame) -> None:
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_resolve, fut, frame)
+
+    @property
+    def keyframe_interval_s(self) -> float | None:
+        """The median time between the last keyframes (the camera's GOP, as it arrives)."""
+        k = list(self.keyframes)
+        if len(k) < 3:
+            return None
+        gaps = sorted(b - a for a, b in zip(k, k[1:]))
+        return round(gaps[len(gaps) // 2], 2)
 
     def stop(self) -> None:
         """Ask the thread to end; a read blocked on a dead camera returns within its timeout."""
@@ -95,24 +177,56 @@ class CaptureThread(threading.Thread):
 
     def run(self) -> None:
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)]
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
+                  cv2.CAP_PROP_N_THREADS, DECODER_THREADS]
+        path = file_path(self._url)
         with _OPEN_LOCK:
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options(self.mode)
-            cap = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+            if self._stop_flag.is_set():
+                # given up on while it queued: opening now would only make every reader
+                # queued behind it wait one more open (~0.5-1 s, to the next keyframe)
+                self.error = "stopped before it opened"
+                return
+            if path is None:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options(self.mode)
+            else:
+                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)  # RTSP tuning would starve a file's probe
+            cap = cv2.VideoCapture(self._url if path is None else path, cv2.CAP_FFMPEG, params)
         try:
             if not cap.isOpened():
                 self.error = "the stream did not open (wrong path or credentials, or no video)"
                 return
             self.opened.set()
+            period = 1.0 / min(max(cap.get(cv2.CAP_PROP_FPS) or 25.0, 1.0), 60.0) if path is not None else 0.0
+            due = time.monotonic()
             seq = 0
             while not self._stop_flag.is_set():
                 ok, image = cap.read()
+                if (not ok or image is None) and path is not None and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
+                    ok, image = cap.read()  # end of the file: play it again
                 if not ok or image is None:
                     self.error = "the stream ended or stopped sending"
                     return
+                if period:
+                    due += period
+                    ahead = due - time.monotonic()
+                    if ahead > 0:
+                        self._stop_flag.wait(ahead)
+                    elif ahead < -1.0:
+                        due = time.monotonic()  # fell behind (a busy machine): do not race to catch up
                 seq += 1
                 self.frames = seq
+                # keyframes-only decoding shows keyframes alone; otherwise FFmpeg says which
+                if self.mode == "main-keyframes" or cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
+                    self.keyframes.append(time.monotonic())
                 self.height, self.width = image.shape[:2]
-                self.latest = Frame(image, time.time(), seq)
+                frame = Frame(image, time.time(), seq)
+                self.latest = frame
+                if self._waiters:
+                    self._wake(frame)
         finally:
             cap.release()
+
+
+def _resolve(fut: asyncio.Future[Frame], frame: Frame) -> None:
+    if not fut.done():
+        fut.set_result(frame)

@@ -99,3 +99,33 @@ class HealthTracker:
             scene_changed = denom > 0 and float((a * b).sum()) / denom < th.scene_corr
         return {"black": black, "uniform": uniform and not black, "frozen": frozen,
                 "blurred": blurred, "scene_changed": scene_changed}
+
+
+@dataclass
+class Debouncer:
+    """A state shows only once it has held for a while, and clears only once it has been gone
+    for a while: one dark frame or a passing bus is not an event, and a flickering fault is
+    one event with a start and an end, not twenty. Frozen needs no raise delay: it is
+    already defined by time.
+    """
+
+    raise_after_s: dict[str, float] = field(default_factory=lambda: {
+        "black": 1.0, "uniform": 1.0, "frozen": 0.0, "blurred": 2.0, "scene_changed": 2.0})
+    clear_after_s: float = 2.0
+    shown: dict[str, bool] = field(default_factory=dict)
+    _differs_since: dict[str, float] = field(default_factory=dict)
+
+    def update(self, raw: dict[str, bool], now: float) -> dict[str, bool]:
+        for k, v in raw.items():
+            if v == self.shown.get(k, False):
+                self._differs_since.pop(k, None)
+                continue
+            since = self._differs_since.setdefault(k, now)
+            if now - since >= (self.raise_after_s.get(k, 1.0) if v else self.clear_after_s):
+                self.shown[k] = v
+                self._differs_since.pop(k, None)
+        return {k: self.shown.get(k, False) for k in raw}
+
+    def reset(self) -> None:
+        self.shown.clear()
+        self._differs_since.clear()

@@ -24,7 +24,7 @@ async def sync_registry(conn: asyncpg.Connection, cameras: list[Camera]) -> None
         """INSERT INTO cameras (id, name, lat, lon, area, stream_url, mode, tags) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
                area = EXCLUDED.area, stream_url = EXCLUDED.stream_url, mode = EXCLUDED.mode,
-               tags = EXCLUDED.tags, updated_at = now()""",
+               tags = EXCLUDED.tags, source = 'file', definition = NULL, updated_at = now()""",
         [(c.id, c.name, c.lat, c.lon, c.area, c.stream_url, c.mode, list(c.tags)) for c in cameras],
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from camera.capture import CaptureThread, Frame, probe
-from camera.health import HealthTracker, Thresholds, analyse
+from camera.health import Debouncer, HealthTracker, Thresholds, analyse
 from camera.registry import Camera
 
 log = logging.getLogger("ioc.camera")
@@ -28,6 +28,7 @@ class CameraStatus:
     reason: str | None = None
     mode: str = ""
     fps: float = 0.0
+    keyframe_interval_s: float | None = None
     width: int = 0
     height: int = 0
     last_frame_at: float | None = None
@@ -42,7 +43,7 @@ class CameraStatus:
     def as_dict(self) -> dict[str, object]:
         return {
             "camera": self.camera_id, "state": self.state, "healthy": self.healthy, "reason": self.reason,
-            "mode": self.mode, "fps": round(self.fps, 2), "width": self.width, "height": self.height,
+            "mode": self.mode, "fps": round(self.fps, 2), "keyframe_interval_s": self.keyframe_interval_s, "width": self.width, "height": self.height,
             "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
             "since": self.since,
         }
@@ -64,6 +65,7 @@ class CameraMonitor:
     ) -> None:
         self.camera = camera
         self.tracker = HealthTracker(thresholds or Thresholds())
+        self.debounce = Debouncer()
         self.offline_after_s = offline_after_s
         self.sample_every_s = sample_every_s
         self.open_timeout_s = open_timeout_s
@@ -89,6 +91,7 @@ class CameraMonitor:
                 self.on_status(s)
 
     def _offline(self, reason: str) -> None:
+        self.debounce.reset()
         self._publish(state="offline", reason=reason, fps=0.0, flags={})
 
     async def run(self) -> None:
@@ -147,6 +150,7 @@ class CameraMonitor:
             if not thread.is_alive():
                 self._offline(thread.error or "the reader stopped")
                 return True
-            self._publish(state="online", reason=None, fps=fps, width=thread.width, height=thread.height,
+            self._publish(state="online", reason=None, fps=fps, keyframe_interval_s=thread.keyframe_interval_s,
+                          width=thread.width, height=thread.height,
                           last_frame_at=last_frame_at, motion=self.tracker.motion,
-                          flags=self.tracker.states(last_frame_at))
+                          flags=self.debounce.update(self.tracker.states(last_frame_at), now))

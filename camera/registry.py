@@ -44,8 +44,13 @@ class Camera(BaseModel):
         if v is None:
             return v
         parts = urlsplit(v)
+        if parts.scheme == "file":
+            # a local video file, looped at its own frame rate (demos, tests, recorded footage)
+            if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+                raise ValueError("a file URL needs an absolute path: file:///videos/camera-1.mp4")
+            return v
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
-            raise ValueError("must be an rtsp:// URL with a host")
+            raise ValueError("must be an rtsp:// URL with a host, or a file:/// URL of a video file")
         if parts.username or parts.password:
             raise ValueError("put credentials in username/password, not in the URL (they would show in logs)")
         return v
@@ -66,7 +71,7 @@ class Camera(BaseModel):
     def open_url(self) -> str:
         """The URL to open, with credentials: never log it."""
         url = self.stream_url
-        if not self.username:
+        if not self.username or url.startswith("file:"):
             return url
         parts = urlsplit(url)
         secret = self.password.get_secret_value() if self.password else ""

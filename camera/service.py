@@ -1,16 +1,18 @@
 """`ioc cameras`: watch this process's share of the cameras, publish tiles and status.
 
 Per camera: a CameraMonitor (probe, capture thread, health, reconnect) and a tile loop
-that JPEG-encodes the newest frame at `IOC_CAMERA_TILE_FPS` (640x360) and
-`IOC_CAMERA_HD_FPS` (1920x1080), retained on `ioc/v1/live/camera/<id>/tile` and
-`.../tile/hd`; the status goes retained to `ioc/v1/live/camera/<id>/status` on every
-change and at least every 10 s. A stale frame is never published twice. The service's
-own presence is `ioc/v1/status/camera/<worker>` with a last will.
+that JPEG-encodes each new frame as soon as it is decoded, at most `IOC_CAMERA_TILE_FPS`
+a second (640x360) and `IOC_CAMERA_HD_FPS` (1920x1080), retained on
+`ioc/v1/live/camera/<id>/tile` and `.../tile/hd`; the status goes retained to
+`ioc/v1/live/camera/<id>/status` on every change and at least every 10 s. A stale
+frame is never published twice. The service's own presence is
+`ioc/v1/status/camera/<worker>` with a last will.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 import dataclasses
 import logging
 import socket
@@ -20,12 +22,13 @@ import asyncpg
 import orjson
 
 from camera import history
-from camera.capture import Frame
+from camera.capture import CaptureThread, Frame, keep_frames_off_the_heap
 from camera.monitor import CameraMonitor, CameraStatus
 from camera.registry import Camera
 from camera.tiles import encode_tile
-from ioc.mqtt.link import MqttLink
+from ioc.mqtt.link import MqttLink, Subscription
 from ioc.settings import MqttTarget
+from ioc.supervise import run_together
 
 log = logging.getLogger("ioc.camera")
 LIVE = "ioc/v1/live/camera"
@@ -34,8 +37,15 @@ LIVE = "ioc/v1/live/camera"
 class CameraService:
     def __init__(self, cameras: list[Camera], mqtt: MqttTarget, *, worker_id: str | None = None,
                  tile_fps: float = 2.0, hd_fps: float = 0.5, status_every_s: float = 10.0,
-                 pool: asyncpg.Pool | None = None) -> None:
+                 pool: asyncpg.Pool | None = None,
+                 reload: Callable[[], Awaitable[list[Camera]]] | None = None, reload_every_s: float = 15.0,
+                 file_cameras: list[Camera] | None = None) -> None:
         self.pool = pool
+        self._reload = reload
+        self.reload_every_s = reload_every_s
+        self.file_cameras = cameras if file_cameras is None else file_cameras
+        self._cam_tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._fatal: asyncio.Future[None] | None = None
         self._changes: asyncio.Queue[CameraStatus] = asyncio.Queue()
         self.cameras = cameras
         self.worker_id = worker_id or f"cameras-{socket.gethostname()}"
@@ -44,6 +54,8 @@ class CameraService:
             mqtt, self.worker_id,
             will=(presence, orjson.dumps({"state": "offline"}), 1, True),
             birth=(presence, orjson.dumps({"state": "online", "cameras": [c.id for c in cameras]}), 1, True),
+            subscriptions=[Subscription("ioc/v1/cmd/camera/+/reference", qos=0, retain_handling=2)],
+            on_message=self._command,
         )
         self.tile_fps = tile_fps
         self.hd_fps = hd_fps
@@ -63,7 +75,7 @@ class CameraService:
         assert self.pool is not None
         open_faults: dict[str, set[str]] = {}
         async with self.pool.acquire() as conn:
-            await history.sync_registry(conn, self.cameras)
+            await history.sync_registry(conn, self.file_cameras)
             await history.close_open_events(conn, [c.id for c in self.cameras])
         while True:
             status = await self._changes.get()
@@ -89,23 +101,36 @@ class CameraService:
     async def _tiles(self, monitor: CameraMonitor) -> None:
         cam = monitor.camera.id
         last_sd = last_hd = 0
-        next_hd = 0.0
+        next_sd = next_hd = 0.0
         period = 1.0 / self.tile_fps
+        loop = asyncio.get_running_loop()
+        reader: CaptureThread | None = None
         while True:
-            await asyncio.sleep(period)
             capture = monitor.capture
-            # the reader's newest frame, not the watchdog's last sample: a tile is at most
-            # one frame interval old when it is encoded
-            frame: Frame | None = capture.latest if capture is not None else None
-            if frame is None or monitor.status.state != "online" or frame.seq == last_sd:
+            if capture is None or monitor.status.state != "online":
+                await asyncio.sleep(period)
                 continue
+            if capture is not reader:  # a new reader counts its frames from 1 again
+                reader, last_sd, last_hd = capture, 0, 0
+            wait = next_sd - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # at most tile_fps tiles a second
+            # the reader's next frame the moment it is decoded, never one already published:
+            # a keyframes-only camera's tile is as fresh as its keyframe (polling at tile_fps
+            # made it wait up to 1/tile_fps more)
+            frame: Frame | None = await capture.next_frame(last_sd, timeout=1.0)
+            if frame is None or monitor.status.state != "online":
+                continue
+            next_sd = max(next_sd + period, loop.time())  # on a fixed grid while frames keep up
             last_sd = frame.seq
             tile = await asyncio.to_thread(encode_tile, frame.image, camera=cam, seq=frame.seq,
                                            captured_at=frame.captured_at, variant="sd")
             self.link.publish(f"{LIVE}/{cam}/tile", tile, qos=0, retain=True)
             now = time.monotonic()
             if self.hd_fps > 0 and now >= next_hd and frame.seq != last_hd:
-                next_hd = now + 1.0 / self.hd_fps
+                # due again a little early: frames that come exactly every 1/hd_fps (keyframes)
+                # would otherwise miss by a few ms and make every other HD tile a frame late
+                next_hd = now + 1.0 / self.hd_fps - 0.5 * period
                 last_hd = frame.seq
                 hd = await asyncio.to_thread(encode_tile, frame.image, camera=cam, seq=frame.seq,
                                              captured_at=frame.captured_at, variant="hd")
@@ -117,24 +142,85 @@ class CameraService:
             for m in self.monitors.values():
                 self._status(m.status)
 
+    def _command(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool, generation: int) -> None:
+        """An operator accepts a camera's current view as its normal one (after it was moved on purpose)."""
+        parts = topic.split("/")
+        monitor = self.monitors.get(parts[4]) if len(parts) == 6 else None
+        if monitor is None or monitor.tracker.last is None:
+            return  # another shard's camera, or no picture yet
+        monitor.tracker.set_reference(monitor.tracker.last)
+        log.info("camera reference accepted", extra={"camera": parts[4], "by": payload[:64].decode("utf-8", "replace")})
+
+    # -- cameras come and go (admins add them through the API) ----------------------------
+    def _start(self, cam: Camera) -> None:
+        m = CameraMonitor(cam, on_status=self._changed)
+        self.monitors[cam.id] = m
+        tasks = [asyncio.create_task(m.run(), name=f"monitor-{cam.id}"),
+                 asyncio.create_task(self._tiles(m), name=f"tiles-{cam.id}")]
+        for t in tasks:
+            t.add_done_callback(self._camera_task_done)
+        self._cam_tasks[cam.id] = tasks
+
+    def _camera_task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("camera task failed", extra={"task": task.get_name()}, exc_info=task.exception())
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_exception(task.exception())  # type: ignore[arg-type]
+
+    async def _stop(self, camera_id: str, *, forget: bool) -> None:
+        tasks = self._cam_tasks.pop(camera_id, [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.monitors.pop(camera_id, None)
+        if forget:  # take it off the wall: empty retained messages delete the retained ones
+            for topic in ("status", "tile", "tile/hd"):
+                self.link.publish(f"{LIVE}/{camera_id}/{topic}", b"", qos=1, retain=True)
+
+    async def _watch_registry(self) -> None:
+        assert self._reload is not None
+        while True:
+            await asyncio.sleep(self.reload_every_s)
+            try:
+                wanted = {c.id: c for c in await self._reload()}
+            except Exception as exc:  # noqa: BLE001 - keep the running cameras, try again
+                log.warning("camera list not reloaded", extra={"error": str(exc)[:300]})
+                continue
+            current = {c.id: c for c in self.cameras}
+            for cam_id, cam in current.items():
+                if wanted.get(cam_id) != cam:
+                    await self._stop(cam_id, forget=cam_id not in wanted)
+                    log.info("camera removed" if cam_id not in wanted else "camera changed",
+                             extra={"camera": cam_id, "worker": self.worker_id})
+            for cam_id, cam in wanted.items():
+                if current.get(cam_id) != cam:
+                    self._start(cam)
+                    log.info("camera added", extra={"camera": cam_id, "worker": self.worker_id,
+                                                    "stream": cam.stream_url, "mode": cam.mode})
+            self.cameras = list(wanted.values())
+
+    async def _until_fatal(self) -> None:
+        assert self._fatal is not None
+        await self._fatal
+
     async def run(self) -> None:
+        keep_frames_off_the_heap()
+        self._fatal = asyncio.get_running_loop().create_future()
         tasks = [asyncio.create_task(self.link.run(), name="mqtt"),
-                 asyncio.create_task(self._status_heartbeat(), name="status")]
+                 asyncio.create_task(self._status_heartbeat(), name="status"),
+                 asyncio.create_task(self._until_fatal(), name="camera-failure")]
         if self.pool is not None:
             tasks.append(asyncio.create_task(self._history_writer(), name="history"))
         else:
             log.warning("IOC_DATABASE_URL is not set: camera status history and events are not stored")
+        if self._reload is not None:
+            tasks.append(asyncio.create_task(self._watch_registry(), name="registry"))
         for cam in self.cameras:
-            m = CameraMonitor(cam, on_status=self._changed)
-            self.monitors[cam.id] = m
-            tasks.append(asyncio.create_task(m.run(), name=f"monitor-{cam.id}"))
-            tasks.append(asyncio.create_task(self._tiles(m), name=f"tiles-{cam.id}"))
+            self._start(cam)
         log.info("cameras running", extra={"worker": self.worker_id, "cameras": len(self.cameras)})
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
+            await run_together(tasks)
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for cam_id in list(self._cam_tasks):
+                await self._stop(cam_id, forget=False)

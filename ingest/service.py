@@ -29,8 +29,9 @@ from ingest.stats import IngestStats
 from ingest.store import DeadLetter, Outcome, ReadingStore
 from ingest.validate import Limits, parse_payload
 from ioc.mqtt.link import MqttLink, Subscription
-from ioc.settings import Settings, SettingsError
+from ioc.settings import Settings, SettingsError, parse_shard
 from ioc.storage.modes import StorageMode
+from ioc.supervise import run_together
 
 log = logging.getLogger("ioc.ingest")
 UTC = timezone.utc
@@ -60,16 +61,6 @@ class Pending:
 class BatchResult:
     outcome: Outcome = field(default_factory=Outcome)
     refused: list[tuple[Pending, str]] = field(default_factory=list)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SettingsError(f"IOC_INGEST_SHARD must look like 0/2, got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise SettingsError(f"IOC_INGEST_SHARD: need 0 <= i < N, got {text!r}")
-    return i, n
 
 
 def shard_of(agency: str, count: int) -> int:
@@ -431,11 +422,4 @@ class IngestService:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
         log.info("ingest running", extra={"worker": self.settings.ingest_worker_id})
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_together(tasks)

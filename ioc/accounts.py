@@ -20,7 +20,8 @@ from ioc.broker.passwords import hash_password, new_password, verify_password
 
 HUMAN_ROLES = ("admin", "operator", "leader")
 SERVICE_ROLES = ("ingest", "api", "camera")
-ROLES = (*HUMAN_ROLES, "agency", *SERVICE_ROLES)
+SCREEN_ROLE = "screen"  # a kiosk browser on the wall: long-lived token, no password use
+ROLES = (*HUMAN_ROLES, "agency", *SERVICE_ROLES, SCREEN_ROLE)
 _AGENCY_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,31}$")
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,31}$")
 

@@ -106,19 +106,20 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
 
 
 def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
-    from camera.registry import RegistryError, load_registry, shard
+    from camera import store as camera_store
+    from camera.registry import Camera, RegistryError, load_registry, shard
     from camera.service import CameraService
     from ioc.settings import parse_shard
 
     path = args.registry or settings.camera_registry
-    if not path:
-        _die("no camera registry: pass --registry FILE or set IOC_CAMERA_REGISTRY (see camera/examples/phu-ly.toml)")
+    if not path and not settings.database_url:
+        _die("no cameras: pass --registry FILE or set IOC_CAMERA_REGISTRY (see camera/examples/phu-ly.toml), "
+             "or set IOC_DATABASE_URL to run the cameras admins add through the API")
     try:
-        cameras = load_registry(Path(path))
+        file_cameras = load_registry(Path(path)) if path else []
     except RegistryError as exc:
         _die(str(exc))
     index, count = parse_shard(args.shard or "0/1", "--shard")
-    mine = shard(cameras, index, count)
     worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
     target = settings.require_mqtt()
 
@@ -129,8 +130,20 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
         if settings.database_url:
             pool = await _pool_when_ready(settings.database_url, "ioc-cameras", settings)
             await prepare_database(pool, settings)
-        service = CameraService(mine, target, worker_id=worker, tile_fps=settings.camera_tile_fps,
-                                hd_fps=settings.camera_hd_fps, pool=pool)
+
+        async def listing() -> list[Camera]:
+            """The registry file's cameras and the API's (the file wins on an id), this shard's share."""
+            extra: list[Camera] = []
+            if pool is not None:
+                async with pool.acquire() as conn:
+                    extra = await camera_store.api_cameras(conn)
+            ids = {c.id for c in file_cameras}
+            return shard(file_cameras + [c for c in extra if c.id not in ids], index, count)
+
+        service = CameraService(await listing(), target, worker_id=worker, tile_fps=settings.camera_tile_fps,
+                                hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
+                                reload=listing if pool is not None else None,
+                                reload_every_s=settings.camera_reload_s)
         await _run_until_signal(service.run())
         if pool is not None:
             await pool.close()
@@ -227,6 +240,12 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(_with_conn(settings, run))
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    from ioc.demo.run import run
+
+    raise SystemExit(run(settings, args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ioc", description="Open backend for a provincial Intelligent Operations Centre")
     sub = p.add_subparsers(dest="command", required=True)
@@ -244,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the API")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+
+    s = sub.add_parser("demo", help="everything on one machine: database, broker, services, simulated agencies and cameras")
+    s.add_argument("--data-dir", help="where the demo keeps its database, passwords, videos and logs "
+                                      "(default: ~/.local/share/ioc-demo; /var/lib/ioc-demo as root)")
+    s.add_argument("--host", help="address the API, the wall hub and the broker listen on (default IOC_API_HOST, "
+                                  "127.0.0.1; 0.0.0.0 for screens on other machines)")
+    s.add_argument("--port", type=int, help="API and wall pages port (default IOC_API_PORT, 8080)")
+    s.add_argument("--cameras", type=int, default=5, help="how many simulated cameras (default 5: the overview layout shows pl-01..pl-05)")
+    s.add_argument("--video", action="append", help="a video file to loop as a camera (repeat for more)")
 
     s = sub.add_parser("agency", help="manage agencies (publishers of KPIs)")
     asub = s.add_subparsers(dest="action", required=True)
@@ -288,6 +316,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "agency": cmd_agency,
     "user": cmd_user,
     "broker": cmd_broker,
+    "demo": cmd_demo,
 }
 
 

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     camera_tile_fps: float = Field(2.0, gt=0, le=10)
     camera_hd_fps: float = Field(0.5, ge=0, le=5)
     camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
+    camera_reload_s: float = Field(15.0, gt=0, le=3600, description="how often cameras added through the API are picked up")
 
     # API
     api_host: str = "127.0.0.1"
@@ -124,6 +125,14 @@ class Settings(BaseSettings):
     jwt_ttl_s: int = Field(8 * 3600, ge=60, le=30 * 86400)
     metrics_token: str | None = None
     rollup_refresh_s: float = Field(10.0, gt=0, le=3600)
+
+    # the wall hub (inside `ioc serve`; needs IOC_MQTT_URL)
+    wall_port: int = Field(8081, ge=0, le=65535, description="websocket port of the wall hub; 0 turns the hub off")
+    wall_public_url: str | None = Field(None, pattern=r"^wss?://", description="hub address pages use behind a proxy")
+    wall_switch_delay_s: float = Field(1.5, ge=0, le=60)
+    wall_max_clients: int = Field(5000, ge=1, le=100_000)
+    wall_client_buffer_bytes: int = Field(512 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    wall_screen_token_days: int = Field(365, ge=1, le=3650)
 
     storage_mode: Literal["auto", "plain", "timescale"] = "auto"
     # storage (TimescaleDB only)

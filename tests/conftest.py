@@ -25,6 +25,8 @@ from ioc.settings import load_settings
 from ioc.storage.pool import create_pool
 from ioc.storage.setup import prepare_database
 from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.children import read_text
+from tests.rigs.serve import ServeProcess
 
 ADMIN_DSN = os.environ.get("IOC_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
@@ -128,12 +130,7 @@ class IngestProcess:
         raise RuntimeError(f"ioc ingest did not connect in {timeout} s:\n{self.log_text(offset)[-3000:]}")
 
     def log_text(self, offset: int = 0) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log_path, offset)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -152,14 +149,15 @@ class IngestProcess:
 
 @pytest.fixture(scope="session")
 def ingest_env(db_url: str, broker: MosquittoRig, service_passwords: dict[str, str]) -> dict[str, str]:
+    return service_env(db_url, broker.url_for("svc-ingest", service_passwords["svc-ingest"]),
+                       IOC_INGEST_HEARTBEAT_S="0.5")
+
+
+def service_env(db_url: str, mqtt_url: str, **settings: str) -> dict[str, str]:
+    """This environment without any IOC_ setting of the developer's, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-    env.update({
-        "IOC_DATABASE_URL": db_url,
-        "IOC_MQTT_URL": broker.url_for("svc-ingest", service_passwords["svc-ingest"]),
-        "IOC_LOG_FORMAT": "json",
-        "IOC_INGEST_HEARTBEAT_S": "0.5",
-        "PYTHONPATH": str(REPO),
-    })
+    env.update({"IOC_DATABASE_URL": db_url, "IOC_MQTT_URL": mqtt_url, "IOC_LOG_FORMAT": "json",
+                "PYTHONPATH": str(REPO), **settings})
     return env
 
 
@@ -183,3 +181,17 @@ def ingest_factory(ingest_env: dict[str, str], tmp_path: Path) -> Iterator[objec
     yield make
     for p in made:
         p.kill()
+
+
+@pytest.fixture(scope="session")
+def serve_env(db_url: str, broker: MosquittoRig, service_passwords: dict[str, str]) -> dict[str, str]:
+    return service_env(db_url, broker.url_for("svc-api", service_passwords["svc-api"]),
+                       IOC_JWT_SECRET="wall-test-secret-" + "x" * 32, IOC_WALL_SWITCH_DELAY_S="1.0")
+
+
+@pytest.fixture(scope="session")
+def wall_api(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One `ioc serve` with its wall hub for the session (tests that restart it use their own)."""
+    proc = ServeProcess(serve_env, tmp_path_factory.mktemp("serve") / "serve.log", REPO).start()
+    yield proc
+    proc.stop()

@@ -193,3 +193,22 @@ async def test_dead_cameras_never_delay_the_others(rig: RtspRig) -> None:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_states_are_debounced_on_the_way_in_and_out() -> None:
+    from camera.health import Debouncer
+
+    d = Debouncer()
+    clear = {"black": False, "frozen": False}
+    assert d.update({"black": True, "frozen": False}, 0.0)["black"] is False  # one dark frame: nothing yet
+    assert d.update(clear, 0.5)["black"] is False  # and gone: still nothing
+    assert d.update({"black": True, "frozen": False}, 1.0)["black"] is False
+    assert d.update({"black": True, "frozen": False}, 2.0)["black"] is True  # held a second: shown
+    assert d.update({"black": False, "frozen": True}, 2.5) == {"black": True, "frozen": True}  # frozen at once
+    assert d.update(clear, 3.0)["black"] is True  # flickering back does not end it at once
+    assert d.update({"black": True, "frozen": True}, 3.5)["black"] is True
+    assert d.update(clear, 4.0)["black"] is True
+    assert d.update(clear, 6.1) == {"black": False, "frozen": False}  # gone for 2 s: ended
+    d.update({"black": True, "frozen": False}, 7.0)
+    d.reset()
+    assert d.update({"black": True, "frozen": False}, 7.5)["black"] is False

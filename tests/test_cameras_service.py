@@ -123,6 +123,11 @@ def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[s
             wall.wait_for(lambda _: status("dead").get("state") == "offline", 10)
             assert "connect" in str(status("dead")["reason"])
             assert status("street")["state"] == "online" and status("street")["healthy"] is True
+            # the test streams carry a keyframe every second, both ways of decoding see it
+            wall.wait_for(lambda _: status("street").get("keyframe_interval_s") is not None
+                          and status("black").get("keyframe_interval_s") is not None, 10)
+            assert 0.7 < status("street")["keyframe_interval_s"] < 1.3, status("street")  # type: ignore[operator]
+            assert 0.7 < status("black")["keyframe_interval_s"] < 1.3, status("black")  # type: ignore[operator]
             assert not any(m.topic == "ioc/v1/live/camera/dead/tile" for m in wall.messages)
             assert orjson.loads(latest("ioc/v1/status/camera/cam-test"))["state"] == "online"  # type: ignore[arg-type]
             assert "password" not in (tmp_path / "cameras.log").read_text()

@@ -223,7 +223,10 @@ def test_street_360p(recordings: dict[str, Recording]) -> None:
 def test_street_sizes(recordings: dict[str, Recording], name: str, shape: tuple[int, int, int]) -> None:
     r = recordings[name]
     assert set(r.shape) == {shape}
-    assert 23.5 <= r.fps() <= 26.5, r.fps()
+    # eight captures decode at once on two cores: a 1080p reader can fall a few hundred ms
+    # behind and catch up inside the window, which reads as up to ~27 fps; a wrong pacing
+    # (a server sending as fast as it can, or at half rate) is far outside this band
+    assert 22.5 <= r.fps() <= 27.5, r.fps()
 
 
 def test_black(recordings: dict[str, Recording]) -> None:

@@ -205,7 +205,7 @@ def _job_summary(jobs: list[asyncpg.Record]) -> list[tuple[str, str, dict[str, A
 async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.Connection, migrated: MigrateResult) -> None:
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
-    assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras"]
+    assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 

@@ -10,9 +10,13 @@ from typing import AsyncIterator
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
-from ioc.api import routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings
+from dashboards import STATIC
+from ioc.api import (
+    routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_wall,
+)
 from ioc.api.login_guard import LoginGuard
 from ioc.api.security import TokenIssuer
 from ioc.settings import Settings
@@ -46,9 +50,19 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.mode = info.mode
         app.state.timezone = info.timezone
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
+        app.state.wall = None
+        if settings.mqtt_url and settings.wall_port:
+            from ioc.wall.node import WallNode
+
+            app.state.wall = WallNode(settings, pool, issuer, info.timezone)
+            await app.state.wall.start()
+        else:
+            log.warning("wall hub off: IOC_MQTT_URL is not set or IOC_WALL_PORT is 0")
         try:
             yield
         finally:
+            if app.state.wall is not None:
+                await app.state.wall.stop()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await pool.close()
@@ -63,8 +77,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
     app.state.principal_cache = {}
-    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_ops):
+    app.state.wall = None
+    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_wall, routes_ops):
         app.include_router(module.router)
+    # the wall screens, console and tablet pages: files only, nothing from the internet
+    app.mount("/wall", StaticFiles(directory=STATIC, html=True, check_dir=False), name="wall")
+
+    @app.get("/", include_in_schema=False)
+    async def _home() -> RedirectResponse:
+        return RedirectResponse("/wall/console.html")
 
     @app.exception_handler(asyncpg.DataError)
     async def _bad_value(request: Request, exc: Exception) -> JSONResponse:

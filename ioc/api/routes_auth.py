@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from ioc.accounts import SERVICE_ROLES, authenticate
+from ioc.accounts import SCREEN_ROLE, SERVICE_ROLES, authenticate
 from ioc.api.security import READERS, Principal, require
 
 log = logging.getLogger("ioc.api.auth")
@@ -43,6 +43,8 @@ async def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
                             headers={"WWW-Authenticate": "Bearer"})
     if user.role in SERVICE_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="service accounts connect to the broker, not the API")
+    if user.role == SCREEN_ROLE:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wall screens use the token an admin issued for them")
     state.login_guard.succeeded(username, client)
     token, ttl = state.issuer.issue(user)
     log.info("login", extra={"user": username, "role": user.role, "client": client})

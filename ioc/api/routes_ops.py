@@ -91,6 +91,18 @@ async def metrics(request: Request, token: Annotated[str | None, Depends(oauth2)
     g = GaugeMetricFamily("ioc_storage_mode", "1 for the storage mode in use", labels=["mode"])
     g.add_metric([state.mode.value], 1.0)
     fams.append(g)
+    if state.wall is not None:
+        hub = state.wall.hub
+        g = GaugeMetricFamily("ioc_wall_clients", "websocket clients of this node's wall hub", labels=["role"])
+        for role in ("screen", "tablet", "console"):
+            g.add_metric([role], float(sum(1 for c in hub.clients if c.role == role)))
+        fams.append(g)
+        c = CounterMetricFamily("ioc_wall_deliveries", "tile messages written to clients by this node")
+        c.add_metric([], float(hub.delivered))
+        fams.append(c)
+        c = CounterMetricFamily("ioc_wall_skipped", "stale tile messages replaced before a slow client took them")
+        c.add_metric([], float(hub.skipped))
+        fams.append(c)
     registry = CollectorRegistry()
     registry.register(_Snapshot(fams))  # type: ignore[arg-type]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

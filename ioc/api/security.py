@@ -94,5 +94,6 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     return dep
 
 
-READERS = ("admin", "operator", "leader", "agency")
 STAFF = ("admin", "operator", "leader")
+VIEWERS = (*STAFF, "screen")  # who may see what the wall shows (KPIs, series, cameras)
+READERS = (*VIEWERS, "agency")  # agencies see only their own sectors' readings

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _LIVE: set[subprocess.Popen[Any]] = set()
@@ -88,3 +89,13 @@ def end(proc: subprocess.Popen[Any], sig: signal.Signals = signal.SIGTERM, timeo
                 proc.wait(timeout=5)
     finally:
         untrack(proc)
+
+
+def read_text(path: Path, offset: int = 0) -> str:
+    """A child's log from `offset` on ('' before it exists), for assertions and error messages."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""

@@ -123,16 +123,19 @@ class Mount:
     ``"per-client"``: each client starts at the file's first frame (for faults whose course
     must be known, e.g. frozen = 3 s of motion, then still).  ``stall_after``: each client's
     frames stop that many seconds after its stream started; the connection stays open.
+    ``offset`` (shared timeline): the mount shows file frame ``(tick + offset) % frames``, so
+    several mounts of one file can have their keyframes at different moments.
     """
 
     name: str
     file: str
     timeline: str = "shared"
     stall_after: float | None = None
+    offset: int = 0
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "file": str(media_path(self.file)), "timeline": self.timeline,
-                "stall_after": self.stall_after}
+                "stall_after": self.stall_after, "offset": self.offset}
 
 
 DEFAULT_STALL_AFTER = 3.0
@@ -181,7 +184,7 @@ class RtspRig:
     ) -> None:
         mlist = _mounts(mounts)
         if stall_after is not None:
-            mlist = [Mount(m.name, m.file, m.timeline, stall_after) if m.stall_after is not None else m
+            mlist = [Mount(m.name, m.file, m.timeline, stall_after, m.offset) if m.stall_after is not None else m
                      for m in mlist]
         names = [m.name for m in mlist]
         if len(set(names)) != len(names):
@@ -328,9 +331,10 @@ class RtspRig:
         if info["timeline"] != "shared":
             raise ValueError(f"mount {name} has a per-client timeline")
         fps, n, t0 = float(info["fps"]), int(info["frames"]), float(info["t0"])
+        offset = int(info.get("offset", 0))
         now = time.monotonic() if at is None else at
         tick = int((now - t0) * fps)
-        tick -= (tick - index) % n  # the latest tick that showed this index
+        tick -= (tick + offset - index) % n  # the latest tick that showed this index
         if tick < 0:
             raise ValueError(f"{name}: frame {index} has not been sent since the server started")
         return t0 + tick / fps

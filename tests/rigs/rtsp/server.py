@@ -26,6 +26,10 @@ How it works (nothing is re-encoded, so it costs little CPU):
   frame ``k`` (counted since the channel's start ``t0``, CLOCK_MONOTONIC) is sent at
   ``t0 + k / fps``; ``timeline=per-client``: each client starts at frame 0 of the file, for
   fault streams whose course must be known (frozen: 3 s moving, then still).
+  ``offset=N`` (shared timeline) shifts the file: tick ``k`` shows frame ``(k + N) % frames``,
+  so mounts of one file can have their keyframes at different moments, as real cameras do.
+  The status reports how late the clock thread ran (``late_ms``: p50/p95/max over the last
+  minute), so a loaded machine's pacing error is known.
 * Each client gets a tiny media of its own (``appsrc ! rtph264pay``; the factory is not
   "shared" in GstRtspServer's sense, the channel is), so each client's stream begins at a
   keyframe: the channel feeds a client only from the first keyframe after its PLAY (at most
@@ -52,6 +56,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,13 +179,16 @@ class Feed:
 
 
 class Channel:
-    def __init__(self, name: str, clip: Clip, timeline: str, stall_after: float | None) -> None:
+    def __init__(self, name: str, clip: Clip, timeline: str, stall_after: float | None,
+                 offset: int = 0) -> None:
         if timeline not in ("shared", "per-client"):
             raise ValueError(f"mount {name}: timeline must be 'shared' or 'per-client'")
         self.name = name
         self.clip = clip
         self.timeline = timeline
         self.stall_after = stall_after
+        self.offset = int(offset) % len(clip.frames)  # shared timeline: tick k shows frame k + offset
+        self.late: deque[float] = deque(maxlen=max(1, int(60 * clip.fps)))  # s behind the clock, per tick
         self.stalled = False  # whole mount, by control command
         self.offline = False  # unmounted, by control command
         self.factory: Any = None
@@ -237,7 +245,16 @@ class Channel:
             "clients": len(feeds),
             "live_clients": sum(1 for f in feeds if f.state == Feed.LIVE),
             "late_resyncs": self.late_resyncs,
+            "offset": self.offset,
+            "late_ms": self._lateness(),
         }
+
+    def _lateness(self) -> dict[str, float]:
+        late = sorted(self.late)
+        if not late:
+            return {"p50": 0.0, "p95": 0.0, "max": 0.0, "ticks": 0}
+        at = lambda q: round(1000 * late[min(len(late) - 1, int(q * len(late)))], 2)  # noqa: E731
+        return {"p50": at(0.5), "p95": at(0.95), "max": round(1000 * late[-1], 2), "ticks": len(late)}
 
     # -- the clock
     def _run(self) -> None:
@@ -253,6 +270,7 @@ class Channel:
                 self.late_resyncs += 1
                 continue
             self.tick = k
+            self.late.append(max(0.0, time.monotonic() - deadline))
             self._deliver(k)
             k += 1
 
@@ -291,12 +309,12 @@ class Channel:
                 # holds it until PLAY, so it is the first frame the client gets: a keyframe
                 # (shared: the latest one; per-client: frame 0, and PLAY goes on from 1).
                 if feed.sent == 0:
-                    i = clip.last_key[k % n] if self.timeline == "shared" else 0
+                    i = clip.last_key[(k + self.offset) % n] if self.timeline == "shared" else 0
                     if self._push(feed, i):
                         feed.pos = 1
                 continue
             if feed.state == Feed.ARMED:
-                if self.timeline == "shared" and not clip.keys[k % n]:
+                if self.timeline == "shared" and not clip.keys[(k + self.offset) % n]:
                     continue  # a fresh keyframe is due within one GOP
                 feed.state = Feed.LIVE
                 feed.live_since = now
@@ -311,12 +329,12 @@ class Channel:
                 continue
             if feed.stalled_logged:
                 feed.stalled_logged = False
-                if self.timeline == "shared" and not clip.keys[k % n]:
+                if self.timeline == "shared" and not clip.keys[(k + self.offset) % n]:
                     # resumed: the frames it missed were references, so go on from the next
                     # keyframe (per-client timelines simply go on where they stopped)
                     feed.state = Feed.ARMED
                     continue
-            i = k % n if self.timeline == "shared" else feed.pos % n
+            i = (k + self.offset) % n if self.timeline == "shared" else feed.pos % n
             feed.pos += 1
             self._push(feed, i, k)
 
@@ -347,7 +365,8 @@ class Server:
                 raise ValueError(f"bad or duplicate mount name {m['name']!r}")
             clip = load_clip(m["file"])
             stall = m.get("stall_after")
-            ch = Channel(name, clip, m.get("timeline", "shared"), float(stall) if stall is not None else None)
+            ch = Channel(name, clip, m.get("timeline", "shared"), float(stall) if stall is not None else None,
+                         int(m.get("offset") or 0))
             self.channels[name] = ch
             factory = ch.factory = GstRtspServer.RTSPMediaFactory()
             factory.set_launch(LAUNCH)
@@ -497,6 +516,8 @@ def parse_mount(spec: str) -> dict[str, Any]:
             mount[key] = float(value)
         elif key == "timeline" and sep:
             mount[key] = value
+        elif key == "offset" and sep:
+            mount[key] = int(value)
         else:
             raise argparse.ArgumentTypeError(f"unknown mount option {opt!r}")
     return mount
@@ -504,7 +525,7 @@ def parse_mount(spec: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", help="JSON file: {host, port, mounts: [{name, file, timeline, stall_after}]}")
+    ap.add_argument("--config", help="JSON file: {host, port, mounts: [{name, file, timeline, stall_after, offset}]}")
     ap.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=None, help="TCP port (0: any free port; default 8554)")
     ap.add_argument("--mount", action="append", type=parse_mount, default=[], metavar="NAME=FILE[,opt=v]")

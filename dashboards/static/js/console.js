@@ -1,0 +1,344 @@
+// The operator console: switch the wall's layout, pin cameras into tiles, see which of the
+// nine screens are connected, acknowledge alerts. The mini map is the live wall, small.
+
+import { api, explain } from "./api.js";
+import { languageState, runLoggedIn } from "./chrome.js";
+import { formatShort, formatTime } from "./format.js";
+import { pick, t } from "./i18n.js";
+import { alertItem } from "./tiles.js";
+import { WallModel, exposeHooks, slotted } from "./wall.js";
+
+const $ = (id) => document.getElementById(id);
+const hooks = exposeHooks({ page: "console" });
+
+let run = null;
+let wall = null;
+let layouts = [];
+let screens = [];
+let alerts = [];
+let cameras = [];
+let pins = {};
+let pending = null; // {layout, at} of a switch announced and not yet shown
+let selected = null;
+
+const langButton = $("lang");
+const lang = languageState(() => {
+  langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
+  wall.relabel();
+  renderAll();
+});
+langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
+langButton.addEventListener("click", () => lang.set(lang.get() === "vi" ? "en" : "vi"));
+
+const call = (path, opts = {}) => api(path, { ...opts, token: run.session().token });
+const list = (data, key) => (Array.isArray(data) ? data : (data && data[key]) || []);
+
+const ctx = {
+  lang: () => lang.get(),
+  serverNow: () => {
+    const hub = run && run.hub();
+    return hub ? hub.serverNow() : Date.now() / 1000;
+  },
+  api: (path) => call(path),
+  ack: null, // acknowledging is done in the alerts panel, not in the small tiles
+};
+
+wall = new WallModel(ctx, {
+  ...slotted($("mini-tiles"), { onClick: (id) => select(id) }),
+  place(view, def, msg) {
+    const { cols, rows } = msg.layout;
+    const s = view.slot.style;
+    s.left = `${(def.x / cols) * 100}%`;
+    s.top = `${(def.y / rows) * 100}%`;
+    s.width = `${(def.w / cols) * 100}%`;
+    s.height = `${(def.h / rows) * 100}%`;
+    view.slot.classList.toggle("selected", def.id === selected);
+  },
+  announced(msg, waitMs) {
+    if (waitMs > 0) {
+      pending = { layout: msg.layout.id, at: msg.at };
+      $("switch-status").textContent = t(lang.get(), "layout.switch_at", { time: formatTime(msg.at) });
+      renderLayouts();
+    }
+  },
+  applied(record, msg) {
+    document.body.dataset.layout = record.layout;
+    if (pending) $("switch-status").textContent = t(lang.get(), "c.switched", { name: pick(msg.layout, "name", lang.get()) });
+    pending = null;
+    renderLayouts();
+    renderWallCaption();
+    renderPinTiles();
+    loadState();
+  },
+});
+Object.assign(hooks, { wall, applied: wall.history });
+
+// -- layouts ----------------------------------------------------------------------------
+
+function renderLayouts() {
+  const current = wall.current && wall.current.layout.id;
+  $("layouts").replaceChildren(...layouts.map((l) => {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.layout = l.id;
+    b.classList.toggle("current", l.id === current);
+    b.classList.toggle("pending", pending !== null && l.id === pending.layout);
+    b.textContent = pick(l, "name", lang.get()) || l.id;
+    const id = document.createElement("span");
+    id.className = "lid";
+    id.textContent = l.id;
+    b.append(id);
+    b.addEventListener("click", () => switchTo(l.id));
+    li.append(b);
+    return li;
+  }));
+}
+
+async function switchTo(id) {
+  const status = $("switch-status");
+  try {
+    // no delay_s: the server's IOC_WALL_SWITCH_DELAY_S says how far ahead all screens are told
+    const out = await call("/api/v1/wall/switch", { method: "POST", body: { layout: id } });
+    if (out && out.at) {
+      pending = { layout: id, at: out.at };
+      status.textContent = t(lang.get(), "layout.switch_at", { time: formatTime(out.at) });
+    }
+    hooks.lastSwitch = { layout: id, clickedAt: Date.now(), answer: out };
+    renderLayouts();
+  } catch (err) {
+    status.textContent = `${t(lang.get(), "c.switch_failed")}: ${explain(err, lang.get())}`;
+  }
+}
+
+async function loadLayouts() {
+  try {
+    layouts = list(await call("/api/v1/wall/layouts"), "layouts");
+  } catch (err) {
+    $("switch-status").textContent = explain(err, lang.get());
+  }
+  renderLayouts();
+}
+
+function renderWallCaption() {
+  const cur = wall.current;
+  $("wall-caption").textContent = cur
+    ? `${pick(cur.layout, "name", lang.get())} · v${cur.version} · ${t(lang.get(), "c.tiles", { n: (cur.layout.tiles || []).length })}`
+    : "";
+}
+
+// -- pins -------------------------------------------------------------------------------
+
+function select(tileId) {
+  selected = tileId;
+  $("pin-tile").value = tileId;
+  for (const v of wall.views.values()) v.slot.classList.toggle("selected", v.def.id === tileId);
+}
+
+function option(value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  return o;
+}
+
+function renderPinTiles() {
+  const tiles = (wall.current && wall.current.layout.tiles) || [];
+  const sorted = [...tiles].sort((a, b) => (a.kind === "camera" ? 0 : 1) - (b.kind === "camera" ? 0 : 1) || a.y - b.y || a.x - b.x);
+  const sel = $("pin-tile");
+  const keep = sel.value || selected;
+  sel.replaceChildren(...sorted.map((d) => option(d.id, `${pick(d, "title", lang.get()) || d.camera || d.id} · ${d.id} (${d.kind})`)));
+  if (keep && tiles.some((d) => d.id === keep)) sel.value = keep;
+}
+
+function renderCameras() {
+  const sel = $("pin-camera");
+  const keep = sel.value;
+  sel.replaceChildren(option("", t(lang.get(), "c.no_camera")), ...cameras.map((c) => {
+    const state = c.state ? ` — ${c.healthy === false || c.state !== "online" ? t(lang.get(), `cam.${c.state === "online" ? "unhealthy" : c.state}`) : "OK"}` : "";
+    return option(c.id, `${c.id} · ${c.name || ""}${state}`);
+  }));
+  if (keep) sel.value = keep;
+}
+
+function renderPins() {
+  $("pins").replaceChildren(...Object.entries(pins || {}).map(([tile, cam]) => {
+    const li = document.createElement("li");
+    li.textContent = `${tile} ← ${cam}`;
+    return li;
+  }));
+}
+
+async function loadState() {
+  try {
+    const state = await call("/api/v1/wall/state");
+    pins = (state && state.pins) || {};
+    renderPins();
+  } catch { /* shown elsewhere */ }
+}
+
+async function loadCameras() {
+  try {
+    cameras = list(await call("/api/v1/cameras"), "cameras");
+  } catch (err) {
+    cameras = [];
+    $("pin-msg").textContent = explain(err, lang.get());
+  }
+  renderCameras();
+}
+
+async function pin(camera) {
+  const tile = $("pin-tile").value;
+  const note = $("pin-msg");
+  note.textContent = "";
+  note.classList.remove("ok");
+  if (!tile) return;
+  try {
+    await call("/api/v1/wall/pin", { method: "POST", body: { tile, camera } });
+    note.classList.add("ok");
+    note.textContent = camera ? t(lang.get(), "c.pinned", { camera, tile }) : t(lang.get(), "c.unpinned", { tile });
+    await loadState();
+  } catch (e) {
+    note.textContent = explain(e, lang.get());
+  }
+}
+
+$("pin-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const cam = $("pin-camera").value;
+  if (cam) pin(cam);
+});
+$("unpin").addEventListener("click", () => pin(null));
+$("pin-tile").addEventListener("change", (ev) => select(ev.target.value));
+
+// -- screens ----------------------------------------------------------------------------
+
+function renderScreens() {
+  const lg = lang.get();
+  const items = [];
+  const cells = [];
+  for (let n = 1; n <= 9; n += 1) {
+    const here = screens.filter((s) => Number(s.screen) === n);
+    const li = document.createElement("li");
+    li.dataset.screen = String(n);
+    li.classList.toggle("connected", here.length > 0);
+    const name = document.createElement("span");
+    name.className = "n";
+    name.textContent = `${t(lg, "screen")} ${n}`;
+    const addr = document.createElement("span");
+    addr.className = here.length ? "addr" : "addr missing";
+    addr.textContent = here.length
+      ? here.map((s) => `${s.address || s.client || ""} (${t(lg, "c.since", { time: formatShort(s.since) })})`).join(", ")
+      : t(lg, "c.not_connected");
+    li.append(name, addr);
+    items.push(li);
+    const cell = document.createElement("div");
+    cell.className = `mini-screen${here.length ? " connected" : ""}`;
+    cell.dataset.screen = String(n);
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = `${n} ${here.length ? "✓" : "✗"}${here.length > 1 ? ` ×${here.length}` : ""}`;
+    cell.append(badge);
+    cells.push(cell);
+  }
+  $("screens").replaceChildren(...items);
+  $("mini-screens").replaceChildren(...cells);
+  hooks.screens = screens;
+}
+
+async function loadScreens() {
+  try {
+    screens = list(await call("/api/v1/wall/screens"), "screens");
+    renderScreens();
+  } catch { /* the hub's message will tell */ }
+}
+
+// -- alerts -----------------------------------------------------------------------------
+
+function renderAlerts() {
+  const lg = lang.get();
+  const box = $("alerts");
+  if (!alerts.length) {
+    const li = document.createElement("li");
+    li.className = "alert-none";
+    li.textContent = t(lg, "alerts.none");
+    box.replaceChildren(li);
+    return;
+  }
+  box.replaceChildren(...alerts.map((a) => alertItem(a, lg, ack)));
+}
+
+async function ack(id) {
+  try {
+    await call(`/api/v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST" });
+    const a = alerts.find((x) => String(x.id) === String(id));
+    if (a && !a.acked_by) a.acked_by = run.session().username;
+    renderAlerts();
+    await loadAlerts();
+  } catch (err) {
+    const li = $("alerts").querySelector(`[data-alert="${CSS.escape(String(id))}"]`);
+    if (li) li.querySelector(".alert-meta").textContent = explain(err, lang.get());
+  }
+}
+
+async function loadAlerts() {
+  try {
+    alerts = list(await call("/api/v1/alerts?open=true"), "alerts");
+  } catch { /* keep what the hub sent */ }
+  renderAlerts();
+}
+
+function renderAll() {
+  renderLayouts();
+  renderWallCaption();
+  renderPinTiles();
+  renderCameras();
+  renderPins();
+  renderScreens();
+  renderAlerts();
+}
+
+renderAll();
+
+run = runLoggedIn({
+  page: "console",
+  role: "console",
+  roles: ["operator", "admin"],
+  lang,
+  handlers: {
+    welcome() {
+      wall.welcome();
+      loadScreens();
+    },
+    layout: (msg) => wall.layout(msg),
+    tile(msg) {
+      wall.tile(msg);
+      // the hub has no alerts message of its own: an alerts tile on the wall carries them
+      if (msg.kind === "alerts" && msg.data && Array.isArray(msg.data.alerts)) {
+        alerts = msg.data.alerts;
+        renderAlerts();
+      }
+    },
+    picture: (header, jpeg) => wall.picture(header, jpeg),
+    screens(msg) {
+      screens = msg.screens || [];
+      renderScreens();
+    },
+    alerts(msg) {
+      alerts = msg.alerts || [];
+      renderAlerts();
+    },
+    state: (state) => {
+      hooks.state = state;
+    },
+  },
+  onSession(s) {
+    $("user").textContent = `${s.username} (${s.role})`;
+    loadLayouts();
+    loadCameras();
+    loadAlerts();
+    loadState();
+  },
+});
+// alerts change without anyone on the wall showing them: look again now and then
+setInterval(() => run.session() && !document.hidden && loadAlerts(), 30000);

@@ -1,0 +1,123 @@
+// A wall screen: draws the tiles of its region of the current layout, 1920x1080, scaled
+// to whatever the browser window is (a kiosk's is exactly that size).
+
+import { api, hubAddress } from "./api.js";
+import { HubClient } from "./hub.js";
+import { t } from "./i18n.js";
+import { WallModel, exposeHooks, screenRegion, slotted } from "./wall.js";
+
+const W = 1920;
+const H = 1080;
+const GAP = 6;
+
+const stage = document.getElementById("stage");
+const banner = document.getElementById("banner");
+const fatalEl = document.getElementById("fatal");
+const screen = Number(new URLSearchParams(location.search).get("screen"));
+const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
+const hooks = exposeHooks({ page: "screen", screen });
+
+function fit() {
+  const scale = Math.min(window.innerWidth / W, window.innerHeight / H) || 1;
+  stage.style.transform = scale === 1 ? "" : `scale(${scale})`;
+}
+window.addEventListener("resize", fit);
+fit();
+// a kiosk browser starts full screen; anywhere else a double click (or F) asks for it
+const fullScreen = () => document.fullscreenElement || document.documentElement.requestFullscreen().catch(() => {});
+document.addEventListener("dblclick", fullScreen);
+document.addEventListener("keydown", (ev) => ev.key === "f" && fullScreen());
+
+function showFatal(key, detail) {
+  fatalEl.querySelector(".vi").textContent = t("vi", key);
+  fatalEl.querySelector(".en").textContent = t("en", key);
+  fatalEl.querySelector(".detail").textContent = detail ? `(${detail})` : "";
+  fatalEl.hidden = false;
+  hooks.error = { key, detail };
+  document.body.dataset.error = key;
+}
+
+function hideFatal() {
+  fatalEl.hidden = true;
+  hooks.error = null;
+  delete document.body.dataset.error;
+}
+
+/** Slot = the visible part of the tile on this screen; a camera picture continues past it. */
+function place(view, def, msg) {
+  const region = msg.region || screenRegion(msg.layout, screen);
+  const cw = W / region.w;
+  const ch = H / region.h;
+  const x = (def.x - region.x) * cw;
+  const y = (def.y - region.y) * ch;
+  const w = def.w * cw;
+  const h = def.h * ch;
+  const left = Math.max(0, x);
+  const top = Math.max(0, y);
+  const right = Math.min(W, x + w);
+  const bottom = Math.min(H, y + h);
+  // a gap only along the tile's own edges, not where the screen's edge cuts it
+  const pl = left === x ? GAP : 0;
+  const pt = top === y ? GAP : 0;
+  const pr = right === x + w ? GAP : 0;
+  const pb = bottom === y + h ? GAP : 0;
+  const s = view.slot.style;
+  s.left = `${left}px`;
+  s.top = `${top}px`;
+  s.width = `${right - left}px`;
+  s.height = `${bottom - top}px`;
+  s.padding = `${pt}px ${pr}px ${pb}px ${pl}px`;
+  const partial = left !== x || top !== y || right !== x + w || bottom !== y + h;
+  view.slot.classList.toggle("partial", partial);
+  view.setFrame(partial ? { left: x + GAP - left - pl, top: y + GAP - top - pt, width: w - 2 * GAP, height: h - 2 * GAP } : null);
+}
+
+function start() {
+  let hub = null;
+  const ctx = {
+    lang: () => "vi",
+    serverNow: () => (hub ? hub.serverNow() : Date.now() / 1000),
+    api: (path) => api(path, { token }),
+    ack: null,
+  };
+  const wall = new WallModel(ctx, {
+    ...slotted(stage, { before: banner }),
+    place,
+    applied(record) {
+      document.body.dataset.layout = record.layout;
+      document.body.dataset.version = String(record.version);
+    },
+  });
+  hub = new HubClient({
+    url: () => hubAddress(token),
+    hello: { token, role: "screen", screen },
+    fatalRetryMs: 60000, // a kiosk has no keyboard: keep trying, an admin may fix the account
+    on: {
+      state(state) {
+        hooks.state = state;
+        document.body.dataset.hub = state;
+        const lost = state === "reconnecting" || state === "offline";
+        banner.hidden = !lost;
+        banner.textContent = `${t("vi", "screen")} ${screen} · ${t("vi", state === "offline" ? "conn.offline" : "conn.reconnecting")}`;
+      },
+      welcome() {
+        hideFatal();
+        wall.welcome();
+      },
+      layout: (msg) => wall.layout(msg),
+      tile: (msg) => wall.tile(msg),
+      picture: (header, jpeg) => wall.picture(header, jpeg),
+      fatal(code, reason) {
+        showFatal(code === 4403 ? "err.forbidden" : code === 4400 ? "err.bad_request" : "err.bad_token", reason);
+      },
+    },
+  });
+  Object.assign(hooks, { hub, wall, applied: wall.history });
+  hub.start();
+  // keep the screen awake where the browser allows it
+  if (navigator.wakeLock) navigator.wakeLock.request("screen").catch(() => {});
+}
+
+if (!(Number.isInteger(screen) && screen >= 1 && screen <= 9)) showFatal("err.no_screen");
+else if (!token) showFatal("err.no_token");
+else start();

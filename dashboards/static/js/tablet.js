@@ -1,0 +1,70 @@
+// Leaders' tablets: every tile of the current layout, stacked in a responsive grid, in
+// Vietnamese or English. A lost link shows a small banner and reconnects; the page and
+// its tiles stay as they are (never a reload).
+
+import { api } from "./api.js";
+import { languageState, runLoggedIn } from "./chrome.js";
+import { pick } from "./i18n.js";
+import { WallModel, exposeHooks, slotted } from "./wall.js";
+
+const grid = document.getElementById("tiles");
+const layoutName = document.getElementById("layout-name");
+const langButton = document.getElementById("lang");
+const hooks = exposeHooks({ page: "tablet" });
+
+let run = null;
+let wall = null;
+const lang = languageState(() => {
+  langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
+  if (wall) wall.relabel();
+  showLayoutName();
+});
+langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
+langButton.addEventListener("click", () => lang.set(lang.get() === "vi" ? "en" : "vi"));
+
+function showLayoutName() {
+  layoutName.textContent = wall && wall.current ? pick(wall.current.layout, "name", lang.get()) : "";
+}
+
+const ctx = {
+  lang: () => lang.get(),
+  serverNow: () => {
+    const hub = run && run.hub();
+    return hub ? hub.serverNow() : Date.now() / 1000;
+  },
+  api: (path) => api(path, { token: run.session().token }),
+  ack: null,
+};
+
+wall = new WallModel(ctx, {
+  ...slotted(grid),
+  place(view, def) {
+    // reading order: top to bottom, left to right, as on the wall
+    view.slot.style.order = String(def.y * 1000 + def.x);
+    const media = def.kind === "camera";
+    view.slot.classList.toggle("media", media);
+    view.slot.classList.toggle("wide", media ? def.w >= 4 : def.kind === "chart" || def.w >= 4);
+    view.slot.classList.toggle("tall", def.kind === "chart" || def.kind === "alerts" || def.kind === "camera_health");
+  },
+  applied(record) {
+    document.body.dataset.layout = record.layout;
+    showLayoutName();
+  },
+});
+Object.assign(hooks, { wall, applied: wall.history });
+
+run = runLoggedIn({
+  page: "tablet",
+  role: "tablet",
+  roles: ["leader", "operator", "admin"],
+  lang,
+  handlers: {
+    welcome: () => wall.welcome(),
+    layout: (msg) => wall.layout(msg),
+    tile: (msg) => wall.tile(msg),
+    picture: (header, jpeg) => wall.picture(header, jpeg),
+    state: (state) => {
+      hooks.state = state;
+    },
+  },
+});

@@ -1,0 +1,524 @@
+// One view per tile kind. A view owns its element (`el`) and is told: update(data) for a
+// JSON tile update, picture(header, jpeg) for a camera frame, tick() every second,
+// setDef(def) when the layout moves it, setLang() when the language changes. Views never
+// talk to the hub themselves; `ctx` gives them the clock, the language and REST calls:
+//   ctx = {lang(): "vi"|"en", serverNow(): epoch s, api(path): Promise<json>, ack(id)?}
+
+import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, weekday, toDate } from "./format.js";
+import { pick, t } from "./i18n.js";
+
+export const STALE_AFTER_S = 10;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, text) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+class TileView {
+  constructor(def, ctx) {
+    this.def = def;
+    this.ctx = ctx;
+    this.data = null;
+    this.el = el("div", `tile tile-${def.kind}`);
+    this.el.dataset.tile = def.id;
+    this.el.dataset.kind = def.kind;
+    this.titleEl = el("div", "tile-title");
+    this.body = el("div", "tile-body");
+    this.el.append(this.titleEl, this.body);
+    this.build();
+    this.renderTitle();
+    this.render();
+  }
+
+  get lang() {
+    return this.ctx.lang();
+  }
+
+  build() {}
+
+  title() {
+    return pick(this.def, "title", this.lang) || pick(this.data, "name", this.lang);
+  }
+
+  renderTitle() {
+    this.titleEl.textContent = this.title();
+    this.titleEl.hidden = !this.titleEl.textContent;
+  }
+
+  render() {}
+
+  setDef(def) {
+    this.def = def;
+    this.renderTitle();
+  }
+
+  update(data) {
+    this.data = data;
+    this.renderTitle();
+    this.render();
+  }
+
+  setLang() {
+    this.renderTitle();
+    this.render();
+  }
+
+  picture() {}
+
+  /** Where the whole tile lies relative to its visible part (spanning tiles); null: same box. */
+  setFrame() {}
+
+  tick() {}
+
+  destroy() {}
+}
+
+// -- camera -----------------------------------------------------------------------------
+
+const PROBLEM_ORDER = ["black", "frozen", "uniform", "scene_changed", "turned", "covered", "blurred"];
+
+function problemKey(status) {
+  if (!status) return null;
+  if (status.online === false || status.state === "offline") return "offline";
+  if (status.state === "starting") return "starting";
+  const raw = (status.problems || []).map((p) => (typeof p === "string" ? p : p && (p.kind || p.name))).filter(Boolean);
+  if (raw.length) return PROBLEM_ORDER.find((p) => raw.includes(p)) || raw[0];
+  if (status.healthy === false) return "unhealthy";
+  return null;
+}
+
+class CameraTile extends TileView {
+  build() {
+    this.frame = el("div", "cam-frame");
+    this.img = el("img", "cam-img");
+    this.img.alt = "";
+    this.img.draggable = false;
+    this.frame.append(this.img);
+    this.body.append(this.frame);
+    this.statusEl = el("div", "cam-status");
+    this.ageEl = el("div", "cam-age");
+    this.el.append(this.statusEl, this.ageEl);
+    this.capturedAt = null;
+    this.header = null;
+    this.url = null;
+    this.loading = false;
+    this.next = null;
+  }
+
+  title() {
+    return pick(this.def, "title", this.lang) || (this.data && this.data.name) || this.def.camera || "";
+  }
+
+  picture(header, jpeg) {
+    this.next = { header, jpeg };
+    if (!this.loading) this._load();
+  }
+
+  // latest wins: while one picture decodes, newer ones replace each other in `next`
+  async _load() {
+    const item = this.next;
+    this.next = null;
+    if (!item || this.destroyed) return;
+    this.loading = true;
+    const url = URL.createObjectURL(item.jpeg);
+    const probe = new Image();
+    probe.src = url;
+    try {
+      await probe.decode();
+      if (this.destroyed) {
+        URL.revokeObjectURL(url);
+      } else {
+        this.img.src = url;
+        if (this.url) URL.revokeObjectURL(this.url);
+        this.url = url;
+        this.header = item.header;
+        this.capturedAt = Number(item.header.captured_at) || null;
+        this.el.classList.add("has-picture");
+        this.el.dataset.seq = String(item.header.seq ?? "");
+        this.el.dataset.camera = String(item.header.camera ?? "");
+        this.render();
+      }
+    } catch {
+      URL.revokeObjectURL(url);
+    }
+    this.loading = false;
+    if (this.next) this._load();
+  }
+
+  render() {
+    const now = this.ctx.serverNow();
+    const age = this.capturedAt ? now - this.capturedAt : null;
+    let problem = problemKey(this.data);
+    if (!problem && age !== null && age > STALE_AFTER_S) problem = "stale";
+    const grey = problem !== null || age === null;
+    this.el.classList.toggle("stale", grey);
+    this.el.dataset.state = problem || (age === null ? "waiting" : "ok");
+    let text = "";
+    if (problem) text = t(this.lang, `cam.${problem}`);
+    else if (age === null) text = t(this.lang, "cam.no_picture");
+    this.statusEl.textContent = text;
+    this.statusEl.hidden = !text;
+    this.statusEl.classList.toggle("alarm", problem !== null && problem !== "starting");
+    this.ageEl.textContent = age === null ? "" : age < 1 ? t(this.lang, "cam.now") : t(this.lang, "cam.age", { age: formatAge(age, this.lang) });
+    this.ageEl.hidden = age === null;
+    this.ageEl.title = this.capturedAt ? formatDateTime(this.capturedAt) : "";
+  }
+
+  tick() {
+    this.render();
+  }
+
+  setFrame(frame) {
+    const s = this.frame.style;
+    if (!frame) {
+      s.left = s.top = "0";
+      s.width = s.height = "100%";
+      return;
+    }
+    s.left = `${frame.left}px`;
+    s.top = `${frame.top}px`;
+    s.width = `${frame.width}px`;
+    s.height = `${frame.height}px`;
+  }
+
+  setDef(def) {
+    if (def.camera !== this.def.camera) {
+      this.capturedAt = null;
+      this.img.removeAttribute("src");
+      this.el.classList.remove("has-picture");
+    }
+    super.setDef(def);
+    this.render();
+  }
+
+  destroy() {
+    this.destroyed = true;
+    if (this.url) URL.revokeObjectURL(this.url);
+  }
+}
+
+// -- kpi --------------------------------------------------------------------------------
+
+const TREND = { up: "▲", down: "▼", flat: "▶" };
+
+class KpiTile extends TileView {
+  build() {
+    const row = el("div", "kpi-value");
+    this.numberEl = el("span", "kpi-number");
+    this.unitEl = el("span", "kpi-unit");
+    this.trendEl = el("span", "kpi-trend");
+    row.append(this.numberEl, this.unitEl, this.trendEl);
+    this.metaEl = el("div", "kpi-meta");
+    this.timeEl = el("div", "kpi-time");
+    this.body.append(row, this.metaEl, this.timeEl);
+  }
+
+  render() {
+    const d = this.data;
+    const lang = this.lang;
+    if (!d || d.value === null || d.value === undefined) {
+      this.numberEl.textContent = "—";
+      this.unitEl.textContent = "";
+      this.trendEl.textContent = "";
+      this.metaEl.textContent = t(lang, "kpi.no_data");
+      this.timeEl.textContent = "";
+      this.el.dataset.status = "none";
+      return;
+    }
+    this.numberEl.textContent = formatNumber(d.value);
+    this.numberEl.dataset.value = String(d.value);
+    this.unitEl.textContent = d.unit || "";
+    this.el.dataset.status = d.status || "none";
+    const trend = d.trend && TREND[d.trend];
+    this.trendEl.textContent = trend || "";
+    const good = d.trend === "flat" || !d.trend ? "flat"
+      : (d.trend === "up") === (d.better !== "lower") ? "good" : "bad";
+    this.trendEl.dataset.judge = good;
+    const parts = [];
+    if (d.target !== null && d.target !== undefined) {
+      const sign = d.better === "lower" ? "≤" : "≥";
+      const verdict = d.status === "met" ? ` · ${t(lang, "kpi.met")}` : d.status === "missed" ? ` · ${t(lang, "kpi.missed")}` : "";
+      parts.push(`${t(lang, "kpi.target")} ${sign} ${formatNumber(d.target)}${d.unit === "%" ? " %" : ""}${verdict}`);
+    } else if (d.previous !== null && d.previous !== undefined) {
+      parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous)}`);
+    }
+    this.metaEl.textContent = parts.join(" ");
+    this.timeEl.textContent = d.ts ? formatDateTime(d.ts, false) : "";
+  }
+}
+
+// -- chart ------------------------------------------------------------------------------
+
+const BUCKET_S = { m: 60, h: 3600, d: 86400, w: 7 * 86400, M: 30 * 86400 };
+
+class ChartTile extends TileView {
+  build() {
+    this.svg = svg("svg", { class: "chart-svg" });
+    this.msg = el("div", "chart-msg");
+    this.body.append(this.svg, this.msg);
+    this.points = null;
+    this.loadedKey = null;
+    this.loadedAt = 0;
+    this.resize = new ResizeObserver(() => this.draw());
+    this.resize.observe(this.body);
+  }
+
+  settings() {
+    const d = this.data || {};
+    return {
+      kpi: d.kpi || this.def.kpi,
+      area: d.area || this.def.area,
+      bucket: d.bucket || this.def.bucket || "1h",
+      hours: Number(d.hours || this.def.hours || 24),
+    };
+  }
+
+  update(data) {
+    super.update(data);
+    const key = JSON.stringify([data && data.changed_at, this.settings()]);
+    if (key !== this.loadedKey) this.load(key);
+  }
+
+  tick() {
+    // the window slides: reload now and then even when nothing new was reported
+    const every = Math.max(300, BUCKET_S[(this.settings().bucket.match(/[a-zA-Z]$/) || ["h"])[0]] || 3600);
+    if (this.loadedKey && this.ctx.serverNow() - this.loadedAt > Math.min(every, 1800)) this.load(this.loadedKey);
+  }
+
+  async load(key) {
+    const s = this.settings();
+    if (!s.kpi) return;
+    this.loadedKey = key;
+    this.loadedAt = this.ctx.serverNow();
+    const end = new Date(this.loadedAt * 1000);
+    const start = new Date(end.getTime() - s.hours * 3600 * 1000);
+    const q = new URLSearchParams({ kpi: s.kpi, bucket: s.bucket, start: start.toISOString(), end: end.toISOString() });
+    if (s.area) q.set("area", s.area);
+    if (!this.points) this.showMessage(t(this.lang, "chart.loading"));
+    try {
+      const res = await this.ctx.api(`/api/v1/series?${q}`);
+      if (this.loadedKey !== key) return;
+      this.unit = res.unit || "";
+      this.points = (res.points || [])
+        .map((p) => ({ t: toDate(p.bucket), v: Number(p.value) }))
+        .filter((p) => p.t && Number.isFinite(p.v));
+      this.failed = false;
+    } catch (err) {
+      this.failed = true;
+      console.warn("chart: series failed", s, err);
+    }
+    this.draw();
+  }
+
+  showMessage(text) {
+    this.msg.textContent = text;
+    this.msg.hidden = !text;
+  }
+
+  render() {
+    this.draw();
+  }
+
+  draw() {
+    const svgEl = this.svg;
+    if (!svgEl) return;
+    svgEl.replaceChildren();
+    const lang = this.lang;
+    if (!this.points) {
+      this.showMessage(this.failed ? t(lang, "chart.failed") : t(lang, "chart.loading"));
+      return;
+    }
+    if (this.failed && !this.points.length) return this.showMessage(t(lang, "chart.failed"));
+    if (!this.points.length) return this.showMessage(t(lang, "chart.empty"));
+    this.showMessage("");
+    const W = Math.max(40, this.body.clientWidth);
+    const H = Math.max(30, this.body.clientHeight);
+    svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    const font = Math.max(10, Math.min(H * 0.1, W * 0.045));
+    const padTop = font * 1.6;
+    const padBottom = font * 1.5;
+    const padX = font * 0.4;
+    const pts = this.points;
+    const t0 = pts[0].t.getTime();
+    const t1 = pts[pts.length - 1].t.getTime();
+    let lo = Math.min(...pts.map((p) => p.v));
+    let hi = Math.max(...pts.map((p) => p.v));
+    if (hi === lo) {
+      hi += Math.abs(hi) * 0.1 || 1;
+      lo -= Math.abs(lo) * 0.1 || 1;
+    }
+    const x = (p) => padX + (t1 === t0 ? (W - 2 * padX) / 2 : ((p.t.getTime() - t0) / (t1 - t0)) * (W - 2 * padX));
+    const y = (v) => padTop + (1 - (v - lo) / (hi - lo)) * (H - padTop - padBottom);
+    const line = pts.map((p, i) => `${i ? "L" : "M"}${x(p).toFixed(1)},${y(p.v).toFixed(1)}`).join("");
+    const base = (H - padBottom).toFixed(1);
+    const area = `${line}L${x(pts[pts.length - 1]).toFixed(1)},${base}L${x(pts[0]).toFixed(1)},${base}Z`;
+    for (const v of [lo, (lo + hi) / 2, hi]) {
+      svgEl.append(svg("line", { class: "chart-grid", x1: padX, x2: W - padX, y1: y(v), y2: y(v) }));
+    }
+    svgEl.append(svg("path", { class: "chart-area", d: area }));
+    svgEl.append(svg("path", { class: "chart-line", d: line, "stroke-width": Math.max(2, font / 6) }));
+    const last = pts[pts.length - 1];
+    svgEl.append(svg("circle", { class: "chart-dot", cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5) }));
+    const unit = this.unit && this.unit.length <= 6 ? ` ${this.unit}` : "";
+    svgEl.append(svg("text", { class: "chart-last", x: W - padX, y: font * 1.15, "text-anchor": "end", "font-size": font * 1.15 },
+      `${formatNumber(last.v)}${unit}`));
+    svgEl.append(svg("text", { class: "chart-label", x: padX, y: font * 1.05, "font-size": font * 0.8 },
+      `max ${formatNumber(Math.max(...pts.map((p) => p.v)))}`));
+    const day = this.settings().bucket.endsWith("h") || this.settings().bucket.endsWith("m");
+    const label = (d) => (day ? formatShort(d) : formatDate(d));
+    svgEl.append(svg("text", { class: "chart-label", x: padX, y: H - font * 0.35, "font-size": font * 0.8 }, label(pts[0].t)));
+    svgEl.append(svg("text", { class: "chart-label", x: W - padX, y: H - font * 0.35, "font-size": font * 0.8, "text-anchor": "end" }, label(last.t)));
+  }
+
+  destroy() {
+    this.resize.disconnect();
+    this.loadedKey = "destroyed";
+  }
+}
+
+// -- camera health ----------------------------------------------------------------------
+
+class CameraHealthTile extends TileView {
+  build() {
+    this.summary = el("div", "health-summary");
+    this.problems = el("ul", "health-problems");
+    this.list = el("ul", "health-list");
+    this.body.append(this.summary, this.problems, this.list);
+  }
+
+  render() {
+    const d = this.data;
+    const lang = this.lang;
+    if (!d) {
+      this.summary.textContent = "—";
+      return;
+    }
+    this.summary.replaceChildren(
+      el("span", "health-online", formatNumber(d.online, 0)),
+      el("span", "health-total", ` / ${formatNumber(d.total, 0)}`),
+      el("span", "health-label", ` ${t(lang, "health.online")}`),
+    );
+    this.el.dataset.ok = String(d.online === d.total);
+    const rows = [];
+    if (d.offline) rows.push(["offline", d.offline]);
+    for (const [k, n] of Object.entries(d.problems || {})) if (n) rows.push([k, n]);
+    this.problems.replaceChildren(...rows.map(([k, n]) => {
+      const li = el("li", `health-problem p-${k}`);
+      li.append(el("span", "name", t(lang, `cam.${k}`)), el("span", "count", formatNumber(n, 0)));
+      return li;
+    }));
+    if (!rows.length) this.problems.append(el("li", "health-ok", t(lang, "health.all_ok")));
+    const bad = (d.cameras || []).filter((c) => c.state && c.state !== "online" && c.state !== "ok");
+    this.list.replaceChildren(...bad.slice(0, 12).map((c) => {
+      const li = el("li", "health-cam");
+      li.append(el("span", "name", c.name || c.id), el("span", "state", t(lang, `cam.${c.state}`)));
+      return li;
+    }));
+  }
+}
+
+// -- alerts -----------------------------------------------------------------------------
+
+/** An alert as a list item; with `onAck`, unacknowledged ones get a button. */
+export function alertItem(a, lang, onAck) {
+  const li = el("li", `alert sev-${a.severity || "info"}${a.acked_by ? " acked" : ""}${a.ended_at ? " ended" : ""}`);
+  li.dataset.alert = String(a.id);
+  const head = el("div", "alert-head");
+  head.append(el("span", "alert-sev", t(lang, `sev.${a.severity || "info"}`)), el("span", "alert-time", formatShort(a.started_at)));
+  const msg = el("div", "alert-msg", pick(a, "message", lang) || a.kind || "");
+  const meta = el("div", "alert-meta");
+  const bits = [a.source || ""];
+  if (a.ended_at) bits.push(t(lang, "alerts.ended"));
+  if (a.acked_by) bits.push(t(lang, "alerts.acked_by", { who: a.acked_by }));
+  meta.textContent = bits.filter(Boolean).join(" · ");
+  li.append(head, msg, meta);
+  if (onAck && !a.acked_by) {
+    const b = el("button", "alert-ack", t(lang, "alerts.ack"));
+    b.type = "button";
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        await onAck(a.id);
+      } finally {
+        b.disabled = false;
+      }
+    });
+    li.append(b);
+  }
+  return li;
+}
+
+class AlertsTile extends TileView {
+  build() {
+    this.list = el("ul", "alert-list");
+    this.body.append(this.list);
+  }
+
+  render() {
+    const alerts = (this.data && this.data.alerts) || [];
+    const lang = this.lang;
+    if (!alerts.length) {
+      this.list.replaceChildren(el("li", "alert-none", t(lang, "alerts.none")));
+      return;
+    }
+    this.list.replaceChildren(...alerts.slice(0, 30).map((a) => alertItem(a, lang, this.ctx.ack)));
+  }
+}
+
+// -- clock, text, anything else -----------------------------------------------------------
+
+class ClockTile extends TileView {
+  build() {
+    this.timeEl = el("div", "clock-time");
+    this.dateEl = el("div", "clock-date");
+    this.body.append(this.timeEl, this.dateEl);
+  }
+
+  render() {
+    const now = this.ctx.serverNow();
+    this.timeEl.textContent = formatTime(now);
+    this.dateEl.textContent = `${weekday(now, this.lang)}, ${formatDate(now)}`;
+    this.el.dataset.now = formatDateTime(now);
+  }
+
+  tick() {
+    this.render();
+  }
+}
+
+class TextTile extends TileView {
+  build() {
+    this.textEl = el("div", "text-body");
+    this.body.append(this.textEl);
+  }
+
+  render() {
+    this.textEl.textContent = pick(this.data, "text", this.lang) || pick(this.def, "text", this.lang);
+  }
+}
+
+const KINDS = {
+  camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
+  alerts: AlertsTile, clock: ClockTile, text: TextTile,
+};
+
+export function createTile(def, ctx) {
+  const View = KINDS[def.kind] || TileView;
+  return new View(def, ctx);
+}
+
+/** Whether a view made for `a` can show `b` (same kind and source; only the place changed). */
+export function sameSource(a, b) {
+  return ["kind", "camera", "kpi", "area", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
+}

@@ -1,0 +1,49 @@
+"""The hub's own bookkeeping, without sockets: layouts, screens' regions, stale camera status."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from dashboards import LAYOUTS
+from ioc.wall import hub as hub_module
+from ioc.wall.layout import LayoutError, load_presets, parse_layout
+
+
+def test_presets_load_and_every_screen_has_tiles() -> None:
+    presets = load_presets(LAYOUTS)
+    assert {"overview", "phu-ly-cameras", "tthc", "env-traffic"} <= set(presets)
+    for layout in presets.values():
+        assert all(layout.tiles_for(n) for n in range(1, 10)), layout.id
+    cams = presets["phu-ly-cameras"]
+    assert sorted(t.camera for t in cams.tiles) == [f"pl-{i:02d}" for i in range(1, 11)]
+    assert presets["overview"].region(5).model_dump() == {"x": 4, "y": 4, "w": 4, "h": 4}
+    # a tile spanning screens 7 and 8 is drawn by both, and only by them
+    assert [n for n in range(1, 10) if any(t.id == "c-received" for t in presets["overview"].tiles_for(n))] == [7, 8]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"cols": 10}, "divide by 3"),
+    ({"tiles": [{"id": "a", "kind": "kpi", "x": 0, "y": 0, "w": 1, "h": 1}]}, "needs `kpi`"),
+    ({"tiles": [{"id": "a", "kind": "clock", "x": 11, "y": 0, "w": 2, "h": 1}]}, "runs off"),
+    ({"tiles": [{"id": "a", "kind": "clock", "x": 0, "y": 0, "w": 1, "h": 1}] * 2}, "used twice"),
+    ({"tiles": [{"id": "a", "kind": "video", "x": 0, "y": 0, "w": 1, "h": 1}]}, "kind"),
+])
+def test_bad_layouts_are_refused_naming_what_is_wrong(change: dict[str, object], words: str) -> None:
+    doc = {"id": "x", "name_vi": "X", "cols": 12, "rows": 12, "tiles": [], **change}
+    with pytest.raises(LayoutError, match=words):
+        parse_layout(doc)
+
+
+def test_a_silent_camera_service_does_not_leave_cameras_healthy() -> None:
+    hub = hub_module.Hub(load_presets(LAYOUTS))
+    hub.on_message("ioc/v1/live/camera/pl-01/status", orjson.dumps(
+        {"camera": "pl-01", "state": "online", "healthy": True, "flags": {}}), 0, 0, True, 1)
+    hub.tick()
+    assert orjson.loads(hub.last["cam-main"][0])["data"]["healthy"] is True
+    hub.cam_heard["pl-01"] -= hub_module.STATUS_SILENT_S + 1  # as if 31 s passed without a status
+    hub.tick()
+    data = orjson.loads(hub.last["cam-main"][0])["data"]
+    assert data["online"] is False and data["healthy"] is False and "camera service" in data["reason"]
+    summary = orjson.loads(hub.last["cam-health"][0])["data"]
+    assert summary["offline"] == 1 and summary["online"] == 0
