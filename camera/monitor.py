@@ -75,7 +75,19 @@ class CameraMonitor:
         self.on_frame = on_frame
         self.status = CameraStatus(camera.id, mode=camera.mode)
         self.capture: CaptureThread | None = None
+        self._want_full = False
         self._signature: tuple[object, ...] = ()
+
+    @property
+    def want_full(self) -> bool:
+        """Keep full-size pictures for HD tiles (a wall shows this camera large)."""
+        return self._want_full
+
+    @want_full.setter
+    def want_full(self, value: bool) -> None:
+        self._want_full = value
+        if self.capture is not None:
+            self.capture.want_full = value
 
     def _publish(self, **changes: object) -> None:
         for k, v in changes.items():
@@ -103,6 +115,7 @@ class CameraMonitor:
             else:
                 thread = CaptureThread(self.camera.id, self.camera.open_url(), self.camera.mode,
                                        open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
+                thread.want_full = self._want_full
                 thread.start()
                 self.capture = thread
                 try:

@@ -143,7 +143,7 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
         service = CameraService(await listing(), target, worker_id=worker, tile_fps=settings.camera_tile_fps,
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
                                 reload=listing if pool is not None else None,
-                                reload_every_s=settings.camera_reload_s)
+                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always)
         await _run_until_signal(service.run())
         if pool is not None:
             await pool.close()

@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     camera_registry: str | None = Field(None, description="TOML file of [[camera]] tables")
     camera_tile_fps: float = Field(2.0, gt=0, le=10)
     camera_hd_fps: float = Field(0.5, ge=0, le=5)
+    camera_hd_always: bool = Field(False, description="HD tiles for every camera, not only those a wall shows large")
     camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
     camera_reload_s: float = Field(15.0, gt=0, le=3600, description="how often cameras added through the API are picked up")
 

@@ -389,7 +389,7 @@ def test_acl_and_password_file_text() -> None:
         "user ingest": ["topic read ioc/v1/kpi/+", "topic write ioc/v1/ack/+",
                         "topic write ioc/v1/live/kpi/#", "topic readwrite ioc/v1/status/ingest/#"],
         "user cam1": ["topic write ioc/v1/live/camera/#", "topic read ioc/v1/cmd/camera/#",
-                      "topic readwrite ioc/v1/status/camera/#"],
+                      "topic readwrite ioc/v1/status/camera/#", "topic read ioc/v1/wall/demand/#"],
         "user api": ["topic read ioc/v1/live/#", "topic write ioc/v1/cmd/#",
                      "topic read ioc/v1/status/#", "topic readwrite ioc/v1/wall/#"],
     }

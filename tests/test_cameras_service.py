@@ -82,6 +82,7 @@ def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[s
         registry.write_text(
             f'[[camera]]\nid = "street"\nname = "Phố"\nmain_url = "{rig.url("street-1080p")}"\nsub_url = "{rig.url("street-360p")}"\n'
             f'[[camera]]\nid = "black"\nname = "Đen"\nmain_url = "{rig.url("black-360p")}"\ntile_stream = "main"\n'
+            f'[[camera]]\nid = "wide"\nname = "Rộng"\nmain_url = "{rig.url("street-1080p")}"\ntile_stream = "main"\n'
             f'[[camera]]\nid = "dead"\nname = "Hỏng"\nmain_url = "{refused_url()}"\n',
             encoding="utf-8",
         )
@@ -101,14 +102,29 @@ def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[s
                 found = [m.payload for m in wall.messages if m.topic == topic]
                 return found[-1] if found else None
 
-            wall.wait_for(lambda ms: any(m.topic == "ioc/v1/live/camera/street/tile" for m in ms)
-                          and any(m.topic == "ioc/v1/live/camera/street/tile/hd" for m in ms), 20)
+            wall.wait_for(lambda ms: all(any(m.topic == f"ioc/v1/live/camera/{c}/tile" for m in ms)
+                                         for c in ("street", "wide")), 20)
             header, jpeg = decode_tile(latest("ioc/v1/live/camera/street/tile"))  # type: ignore[arg-type]
             picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
             assert picture.shape == (360, 640, 3) and (header["width"], header["height"]) == (640, 360)
             assert 0 <= time.time() - float(header["captured_at"]) < 5  # type: ignore[arg-type]
-            hd_header, _ = decode_tile(latest("ioc/v1/live/camera/street/tile/hd"))  # type: ignore[arg-type]
-            assert hd_header["variant"] == "hd"
+            header, jpeg = decode_tile(latest("ioc/v1/live/camera/wide/tile"))  # type: ignore[arg-type]
+            assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (360, 640, 3)
+            # HD tiles only for what a wall shows large: none yet, then "wide" once a node asks
+            time.sleep(1.5)
+            assert not any(m.topic.endswith("/tile/hd") for m in wall.messages)
+            wall.publish("ioc/v1/wall/demand/test-node", orjson.dumps({"hd": ["wide"]}), retain=True)
+            wall.wait_for(lambda ms: any(m.topic == "ioc/v1/live/camera/wide/tile/hd" for m in ms), 5)
+            hd_header, jpeg = decode_tile(latest("ioc/v1/live/camera/wide/tile/hd"))  # type: ignore[arg-type]
+            assert hd_header["variant"] == "hd" and (hd_header["width"], hd_header["height"]) == (1920, 1080)
+            assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (1080, 1920, 3)
+            wall.publish("ioc/v1/wall/demand/test-node", b"", retain=True)  # the node went away
+            time.sleep(1.0)
+            n_hd = sum(m.topic.endswith("/tile/hd") for m in wall.messages)
+            time.sleep(2.5)
+            assert sum(m.topic.endswith("/tile/hd") for m in wall.messages) == n_hd
+            assert not any(m.topic == "ioc/v1/live/camera/street/tile/hd" for m in wall.messages)
+            wall.publish("ioc/v1/wall/demand/test-node", b"{not json", retain=True)  # logged, ignored
             # tiles keep coming, each a new frame
             time.sleep(2.5)
             seqs = [decode_tile(m.payload)[0]["seq"] for m in wall.messages if m.topic == "ioc/v1/live/camera/street/tile"]

@@ -182,6 +182,35 @@ async def test_screen_gets_only_its_tiles_and_pictures(wall_api: ServeProcess, l
         await s1.close()
 
 
+async def test_screens_ask_for_hd_tiles_of_the_cameras_they_show_large(
+        wall_api: ServeProcess, logins: dict[str, str], broker: MosquittoRig,
+        service_passwords: dict[str, str]) -> None:
+    """Camera services make HD tiles only for what some screen shows large (camera/service.py)."""
+    watcher = MqttClient(broker.host, broker.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    watcher.subscribe("ioc/v1/wall/demand/#")
+
+    def wanted() -> set[str]:
+        last: dict[str, bytes] = {}
+        for m in watcher.messages:
+            last[m.topic] = m.payload
+        return {c for p in last.values() if p for c in orjson.loads(p)["hd"]}
+
+    s1 = await open_client(wall_api.ws_url, logins["screen"], "screen", 1)
+    try:
+        await s1.wait("layout")
+        await asyncio.sleep(1.5)
+        assert "pl-01" not in wanted()  # screen 1 of the overview shows no camera
+        s5 = await open_client(wall_api.ws_url, logins["screen"], "screen", 5)
+        await s5.wait("layout")
+        watcher.wait_for(lambda _: "pl-01" in wanted(), 5)  # full screen on screen 5
+        assert "pl-02" not in wanted()  # a quarter of screen 4 is not large
+        await s5.close()
+        watcher.wait_for(lambda _: "pl-01" not in wanted(), 5)
+    finally:
+        await s1.close()
+        watcher.close()
+
+
 async def test_kpi_tiles_carry_value_target_and_trend(wall_api: ServeProcess, logins: dict[str, str],
                                                       kpi_pub: MqttClient) -> None:
     tablet = await open_client(wall_api.ws_url, logins["leader"], "tablet")

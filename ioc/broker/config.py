@@ -131,6 +131,7 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
             ("write", f"{p}/live/camera/#"),
             ("read", f"{p}/cmd/camera/#"),
             ("readwrite", f"{p}/status/camera/#"),
+            ("read", f"{p}/wall/demand/#"),  # which cameras the walls show large (HD tiles)
         ]
     if account.role == "api":
         return [

@@ -204,6 +204,12 @@ class Hub:
         log.info("wall client left", extra={"client": c.id, "role": c.role, "screen": c.screen,
                                             "sent": c.sent, "skipped": c.skipped})
 
+    def hd_cameras(self) -> frozenset[str]:
+        """Cameras that some connected screen shows large: only these need HD tiles."""
+        cams = {t.id: t.camera for t in self._by_kind.get("camera", ()) if t.camera}
+        return frozenset(cams[k[:-3]] for k, subscribers in self.subs.items()
+                         if subscribers and k.endswith("#hd") and k[:-3] in cams)
+
     def screens(self) -> list[dict[str, Any]]:
         return sorted(({"screen": c.screen, "client": c.id, "address": c.address, "since": c.since, "user": c.user}
                        for c in self.clients if c.role == "screen"), key=lambda s: (s["screen"], s["since"]))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,7 @@ from ioc.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.wall")
 STATE_TOPIC = "ioc/v1/wall/state"
+DEMAND_TOPIC = "ioc/v1/wall/demand"  # + /<node>: {"hd": [cameras this node's screens show large]}
 
 
 class WallNode:
@@ -43,11 +45,16 @@ class WallNode:
                                   watched_kpis=self._watched_kpis, timezone=timezone)
         self.hub = Hub(self.presets, buffer_limit=settings.wall_client_buffer_bytes,
                        on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi)
+        client_id = f"ioc-api-{socket.gethostname()}-{os.getpid()}"
+        self.demand_topic = f"{DEMAND_TOPIC}/{client_id}"
         self.link = MqttLink(
-            settings.require_mqtt(), f"ioc-api-{socket.gethostname()}-{os.getpid()}",
+            settings.require_mqtt(), client_id,
             subscriptions=[Subscription("ioc/v1/live/#", qos=0), Subscription("ioc/v1/wall/#", qos=0)],
             on_message=self.hub.on_message,
+            will=(self.demand_topic, b"", 1, True),  # gone: our screens' HD wishes go with us
         )
+        self._demand: frozenset[str] | None = None
+        self._demand_generation = -1
         self.server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._watched: set[tuple[str, str]] = set()
@@ -107,6 +114,19 @@ class WallNode:
         while True:
             await asyncio.sleep(1.0)
             self.hub.tick()
+            self._publish_demand()
+
+    def _publish_demand(self) -> None:
+        """Tell the camera services which cameras need HD tiles; again after every reconnect
+        (the broker may have run our will meanwhile). An empty retained payload withdraws it."""
+        demand = self.hub.hd_cameras()
+        if not self.link.connected.is_set():
+            return
+        if demand == self._demand and self.link.generation == self._demand_generation:
+            return
+        payload = orjson.dumps({"hd": sorted(demand), "at": time.time()}) if demand else b""
+        self.link.publish(self.demand_topic, payload, qos=1, retain=True)
+        self._demand, self._demand_generation = demand, self.link.generation
 
     # -- operators' changes ---------------------------------------------------------------
     def publish_state(self, state: WallState, layout: Layout) -> None:
