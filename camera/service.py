@@ -36,7 +36,7 @@ from ioc.supervise import run_together
 
 log = logging.getLogger("ioc.camera")
 LIVE = "ioc/v1/live/camera"
-DEMAND = "ioc/v1/wall/demand"
+DEMAND = "ioc/v1/wall/demand"  # ioc.wall.hub.DEMAND_TOPIC; not imported: the camera side loads no wall code
 
 
 class CameraService:

@@ -21,10 +21,10 @@ import asyncpg
 import orjson
 
 from ioc.accounts import audit
+from ioc.wall.hub import ALERTS_TOPIC
 from ioc.wall.tiledata import KpiMeta, target_status
 
 log = logging.getLogger("ioc.wall.alerts")
-TOPIC = "ioc/v1/wall/alerts"
 SHOWN = 50
 
 CAMERA_TEXT = {
@@ -132,7 +132,7 @@ class AlertKeeper:
         async with self.pool.acquire() as conn:
             alerts = await recent(conn)
         self.show(alerts)
-        self.publish(TOPIC, orjson.dumps({"alerts": alerts}))
+        self.publish(ALERTS_TOPIC, orjson.dumps({"alerts": alerts}))
 
     async def run(self) -> None:
         first = True

@@ -32,6 +32,10 @@ from ioc.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.wall")
 LIVE = "ioc/v1/live/"
+# the wall's own topics, retained; the hub routes the first two, its node publishes all three
+STATE_TOPIC = "ioc/v1/wall/state"
+ALERTS_TOPIC = "ioc/v1/wall/alerts"
+DEMAND_TOPIC = "ioc/v1/wall/demand"  # + /<node>: {"hd": [cameras this node's screens show large]}
 HD_MIN_PIXELS = 961  # tiles wider than this on a screen get the full-screen picture
 HD_FRESH_S = 5.0  # without an HD picture this recent, HD tiles get the SD one
 STUCK_CLOSE_S = 30.0
@@ -392,9 +396,9 @@ class Hub:
             parts = topic.split("/")
             if len(parts) == 6 and payload:
                 self._on_kpi((parts[4], parts[5]), orjson.loads(payload))
-        elif topic == "ioc/v1/wall/alerts" and payload:
+        elif topic == ALERTS_TOPIC and payload:
             self.set_alerts(orjson.loads(payload)["alerts"])
-        elif topic == "ioc/v1/wall/state" and payload:
+        elif topic == STATE_TOPIC and payload:
             doc = orjson.loads(payload)
             layout = Layout.model_validate(doc["layout_doc"]) if doc.get("layout_doc") else None
             self.apply_state(WallState(doc["layout"], int(doc["version"]), float(doc["at"]), dict(doc.get("pins") or {})), layout)

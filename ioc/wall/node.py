@@ -25,14 +25,12 @@ from ioc.settings import Settings
 from ioc.supervise import run_together
 from ioc.wall import store
 from ioc.wall.alerts import AlertKeeper
-from ioc.wall.hub import Hub, WallState
+from ioc.wall.hub import DEMAND_TOPIC, STATE_TOPIC, Hub, WallState
 from ioc.wall.layout import Layout, load_presets
 from ioc.wall.server import Refused, start_server
 from ioc.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.wall")
-STATE_TOPIC = "ioc/v1/wall/state"
-DEMAND_TOPIC = "ioc/v1/wall/demand"  # + /<node>: {"hd": [cameras this node's screens show large]}
 
 
 class WallNode:
@@ -119,9 +117,9 @@ class WallNode:
     def _publish_demand(self) -> None:
         """Tell the camera services which cameras need HD tiles; again after every reconnect
         (the broker may have run our will meanwhile). An empty retained payload withdraws it."""
-        demand = self.hub.hd_cameras()
         if not self.link.connected.is_set():
             return
+        demand = self.hub.hd_cameras()
         if demand == self._demand and self.link.generation == self._demand_generation:
             return
         payload = orjson.dumps({"hd": sorted(demand), "at": time.time()}) if demand else b""
