@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from operator import itemgetter
+
 import asyncpg
 
 from ingest.readings import READING_COLUMNS, Reading, Reject
@@ -22,6 +24,9 @@ DEAD_LETTER_COLUMNS = (
 )
 PAYLOAD_EXCERPT = 2048
 UTC = timezone.utc
+# (kpi, area, ts): every writer inserts keys in this order, so two workers given the same
+# keys (a replay reaching both) wait for each other instead of deadlocking
+_LOCK_ORDER = itemgetter(1, 2, 0)
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class ReadingStore:
 
     async def _write_round(self, conn: asyncpg.Connection, rows: list[Reading], out: Outcome) -> None:
         if time.monotonic() >= self._prefer_upsert_until:
+            rows = sorted(rows, key=_LOCK_ORDER)
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table("readings", records=rows, columns=READING_COLUMNS)

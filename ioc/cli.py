@@ -221,6 +221,9 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
+    if args.action == "run":
+        _run_embedded_broker(args)
+        return
     from ioc.accounts import broker_accounts
     from ioc.broker.config import write_broker_files
 
@@ -238,6 +241,26 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
             print(f"sent SIGHUP to mosquitto (pid {args.reload_pid})")
 
     asyncio.run(_with_conn(settings, run))
+
+
+def _run_embedded_broker(args: argparse.Namespace) -> None:
+    from ioc.broker.embedded.access import AccessFileError
+    from ioc.broker.embedded.broker import Limits
+    from ioc.broker.embedded.server import ServerOptions, run
+
+    directory = Path(args.dir)
+    acl = directory / "acl"
+    options = ServerOptions(
+        bind=args.bind, port=args.port, passwd=directory / "passwd", acl=acl if acl.exists() else None,
+        data_dir=Path(args.data_dir) if args.data_dir else directory / "data", autosave_s=args.autosave_s,
+        limits=Limits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages),
+    )
+    try:
+        run(options)
+    except (ValueError, AccessFileError) as exc:
+        _die(f"broker: {exc}")
+    except OSError as exc:
+        _die(f"broker: cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}", 1)
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
@@ -305,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--websockets-port", type=int)
     b.add_argument("--user", help="the system user mosquitto runs as (default: mosquitto's own choice)")
     b.add_argument("--reload-pid", type=int, help="send SIGHUP to this mosquitto afterwards")
+    b = bsub.add_parser("run", help="run the embedded MQTT 5 broker on the files `ioc broker config` wrote "
+                                    "(for machines without Mosquitto; SIGHUP re-reads them)")
+    b.add_argument("--dir", required=True, help="the directory with passwd and acl")
+    b.add_argument("--data-dir", help="where retained messages and sessions are kept (default <dir>/data)")
+    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--bind", default="127.0.0.1")
+    b.add_argument("--max-packet-bytes", type=int, default=2 * 1024 * 1024)
+    b.add_argument("--max-queued-messages", type=int, default=1_000_000,
+                   help="per offline or slow session; more are dropped with a warning")
+    b.add_argument("--autosave-s", type=float, default=30.0, help="seconds between snapshots while anything changed")
     return p
 
 

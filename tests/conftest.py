@@ -24,7 +24,7 @@ from ioc.accounts import broker_accounts, create_agency, create_user
 from ioc.settings import load_settings
 from ioc.storage.pool import create_pool
 from ioc.storage.setup import prepare_database
-from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.children import read_text
 from tests.rigs.serve import ServeProcess
 
@@ -73,10 +73,10 @@ async def service_passwords(pool: asyncpg.Pool) -> dict[str, str]:
 @pytest.fixture(scope="session")
 async def broker(
     tmp_path_factory: pytest.TempPathFactory, pool: asyncpg.Pool, service_passwords: dict[str, str]
-) -> AsyncIterator[MosquittoRig]:
+) -> AsyncIterator[BrokerRig]:
     async with pool.acquire() as conn:
         accounts = await broker_accounts(conn)
-    rig = MosquittoRig(tmp_path_factory.mktemp("mosquitto"), accounts)
+    rig = make_broker_rig(tmp_path_factory.mktemp("mosquitto"), accounts)
     rig.start()
     yield rig
     rig.stop()
@@ -85,7 +85,7 @@ async def broker(
 class Agencies:
     """Creates agencies with unique ids and tells the broker about them."""
 
-    def __init__(self, pool: asyncpg.Pool, rig: MosquittoRig) -> None:
+    def __init__(self, pool: asyncpg.Pool, rig: BrokerRig) -> None:
         self.pool = pool
         self.rig = rig
 
@@ -99,7 +99,7 @@ class Agencies:
 
 
 @pytest.fixture(scope="session")
-async def agencies(pool: asyncpg.Pool, broker: MosquittoRig) -> Agencies:
+async def agencies(pool: asyncpg.Pool, broker: BrokerRig) -> Agencies:
     return Agencies(pool, broker)
 
 
@@ -148,7 +148,7 @@ class IngestProcess:
 
 
 @pytest.fixture(scope="session")
-def ingest_env(db_url: str, broker: MosquittoRig, service_passwords: dict[str, str]) -> dict[str, str]:
+def ingest_env(db_url: str, broker: BrokerRig, service_passwords: dict[str, str]) -> dict[str, str]:
     return service_env(db_url, broker.url_for("svc-ingest", service_passwords["svc-ingest"]),
                        IOC_INGEST_HEARTBEAT_S="0.5")
 
@@ -184,7 +184,7 @@ def ingest_factory(ingest_env: dict[str, str], tmp_path: Path) -> Iterator[objec
 
 
 @pytest.fixture(scope="session")
-def serve_env(db_url: str, broker: MosquittoRig, service_passwords: dict[str, str]) -> dict[str, str]:
+def serve_env(db_url: str, broker: BrokerRig, service_passwords: dict[str, str]) -> dict[str, str]:
     return service_env(db_url, broker.url_for("svc-api", service_passwords["svc-api"]),
                        IOC_JWT_SECRET="wall-test-secret-" + "x" * 32, IOC_WALL_SWITCH_DELAY_S="1.0")
 

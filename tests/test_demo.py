@@ -29,9 +29,10 @@ from tests.conftest import REPO
 from tests.rigs.children import free_port, preexec, read_text, track, untrack
 
 
-def _env(api_port: int, wall_port: int, mqtt_port: int) -> dict[str, str]:
+def _env(api_port: int, wall_port: int, mqtt_port: int, broker: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-    env.update({"IOC_WALL_PORT": str(wall_port), "IOC_DEMO_MQTT_PORT": str(mqtt_port), "PYTHONPATH": str(REPO)})
+    env.update({"IOC_WALL_PORT": str(wall_port), "IOC_DEMO_MQTT_PORT": str(mqtt_port), "PYTHONPATH": str(REPO),
+                "IOC_DEMO_BROKER": broker})
     return env
 
 
@@ -42,6 +43,7 @@ class Demo:
         self.api_port, self.wall_port, self.mqtt_port = free_port(), free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.offset = 0
+        self.broker = "auto"  # Mosquitto where installed, else the embedded broker
 
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         self.offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -49,7 +51,7 @@ class Demo:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ioc.cli", "demo", "--data-dir", str(self.data_dir), "--port", str(self.api_port),
                  "--cameras", "2", *extra],
-                env=_env(self.api_port, self.wall_port, self.mqtt_port), cwd=REPO, stdout=log,
+                env=_env(self.api_port, self.wall_port, self.mqtt_port, self.broker), cwd=REPO, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=preexec())
         track(self.proc)
         return self.proc
@@ -159,12 +161,17 @@ def _get(c: httpx.Client, path: str, token: str, **params: object) -> object:
     return r.json()
 
 
-def test_demo_runs_everything_and_stops_on_ctrl_c(demo: Demo) -> None:
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_runs_everything_and_stops_on_ctrl_c(demo: Demo, broker: str) -> None:
+    if broker == "mosquitto" and shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("Mosquitto is not installed")
+    demo.broker = broker
     demo.start()
     first_start = demo.wait_running(90)
     out = demo.output()
     print(f"first start: {first_start:.1f} s")
     assert first_start < 60, out
+    assert ("Mosquitto on port" if broker == "mosquitto" else "embedded MQTT 5 broker") in out, out
     base = f"http://127.0.0.1:{demo.api_port}"
     assert f"{base}/wall/console.html" in out and f"{base}/wall/tablet.html" in out
     for n in range(1, 10):

@@ -21,7 +21,7 @@ from ioc.storage.pool import create_pool
 from ioc.storage.setup import prepare_database
 from tests.conftest import ADMIN_DSN, IngestProcess, _dsn_for
 from tests.helpers import wait_value
-from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.mqtt_clients import Client
 
 KPI = "mt.pm25"
@@ -32,7 +32,7 @@ class Stack:
     db_name: str
     db_url: str
     pool: asyncpg.Pool
-    rig: MosquittoRig
+    rig: BrokerRig
     agency: str
     agency_pw: str
     ingest_env: dict[str, str]
@@ -61,7 +61,7 @@ async def stack(tmp_path: Path, ingest_env: dict[str, str]) -> AsyncIterator[Sta
         pw = await create_agency(conn, "moitruong", name_vi="Sở Tài nguyên và Môi trường", sectors=["mt"], actor="test")
         ingest_pw = await create_user(conn, "svc-ingest", role="ingest", actor="test")
         accounts = await broker_accounts(conn)
-    rig = MosquittoRig(tmp_path / "broker", accounts).start()
+    rig = make_broker_rig(tmp_path / "broker", accounts).start()
     env = {**ingest_env, "IOC_DATABASE_URL": url, "IOC_MQTT_URL": rig.url_for("svc-ingest", ingest_pw)}
     stack = Stack(name, url, pool, rig, "moitruong", pw, env, tmp_path, [])
     yield stack

@@ -19,7 +19,7 @@ import pytest
 
 from ioc.accounts import broker_accounts, create_agency, create_user
 from tests.conftest import REPO, IngestProcess, service_env
-from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.mqtt_clients import Client as MqttClient
 from tests.rigs.serve import ServeProcess
 from tests.test_wall_hub import WallClient, camera_tile, open_client
@@ -46,7 +46,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory, pool: asyncpg.Pool, db
         leader = f"lead{secrets.token_hex(3)}"
         leader_pw = await create_user(conn, leader, role="leader", actor="test")
         accounts = await broker_accounts(conn)
-    rig = MosquittoRig(tmp_path_factory.mktemp("scale-broker"), accounts).start()
+    rig = make_broker_rig(tmp_path_factory.mktemp("scale-broker"), accounts).start()
     yield {"rig": rig, "agencies": agencies, "leader": (leader, leader_pw)}
     rig.stop()
 
@@ -54,7 +54,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory, pool: asyncpg.Pool, db
 @pytest.fixture(scope="module")
 def processes(world: dict[str, object], db_url: str, service_passwords: dict[str, str],
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[IngestProcess], list[ServeProcess]]]:
-    rig: MosquittoRig = world["rig"]  # type: ignore[assignment]
+    rig: BrokerRig = world["rig"]  # type: ignore[assignment]
     logs: Path = tmp_path_factory.mktemp("scale")
     ingest_env = service_env(db_url, rig.url_for("svc-ingest", service_passwords["svc-ingest"]),
                              IOC_INGEST_SHARE_GROUP="ioc-ingest", IOC_INGEST_HEARTBEAT_S="0.3")
@@ -80,7 +80,7 @@ async def test_two_ingest_and_two_api_nodes_lose_nothing_and_show_everything(
         world: dict[str, object], processes: tuple[list[IngestProcess], list[ServeProcess]], pool: asyncpg.Pool,
         service_passwords: dict[str, str]) -> None:
     workers, apis = processes
-    rig: MosquittoRig = world["rig"]  # type: ignore[assignment]
+    rig: BrokerRig = world["rig"]  # type: ignore[assignment]
     leader, leader_pw = world["leader"]  # type: ignore[misc]
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO cameras (id, name, stream_url, mode) VALUES ('pl-01', 'Camera 1', 'rtsp://x', "

@@ -1,8 +1,8 @@
 """`ioc demo`: start everything, print where to look and how to log in, stop it all on Ctrl-C.
 
 Order: check the ports; PostgreSQL (ours, unless IOC_DATABASE_URL) and the demo videos at
-once; migrations and accounts; Mosquitto (ours, unless IOC_MQTT_URL) with a password file and
-ACL from those accounts; then the ingest, the camera service, the API with the wall hub and
+once; migrations and accounts; the MQTT broker (ours, unless IOC_MQTT_URL: Mosquitto where
+installed, else `ioc broker run`) with a password file and ACL from those accounts; then the ingest, the camera service, the API with the wall hub and
 the simulated agencies, each a child process (`<data dir>/logs/<name>.log`). Stopping goes the
 other way: agencies, API and cameras, then the ingest, then the broker, then the database.
 A child that dies stops the demo, with the end of its log.
@@ -79,6 +79,7 @@ class Demo:
         self.own_db = not settings.database_url
         self.own_broker = not settings.mqtt_url
         self.box: Secrets | None = None
+        self.broker_kind = "IOC_MQTT_URL"
 
     # -- the steps --------------------------------------------------------------------
     def check_ports(self) -> None:
@@ -139,12 +140,27 @@ class Demo:
         if not self.own_broker:
             target = self.settings.require_mqtt()
             return target.host, target.port
-        binary = demo_broker.find_mosquitto()
+        kind, binary = demo_broker.choose()
+        self.broker_kind = kind
         host = self.opts.host
-        conf = demo_broker.write_config(self.data / "broker", self._broker_accounts, host=host,
-                                        port=self.opts.mqtt_port, user=self.user)
-        child = self.children.start("mosquitto", [binary, "-c", str(conf)], user=self.user)
-        await demo_broker.wait_ready(host, self.opts.mqtt_port, child.log_path, child.log_offset, lambda: child.alive)
+        if kind == "mosquitto":
+            assert binary is not None
+            conf = demo_broker.write_config(self.data / "broker", self._broker_accounts, host=host,
+                                            port=self.opts.mqtt_port, user=self.user)
+            child = self.children.start("broker", [binary, "-c", str(conf)], user=self.user)
+            ready = b" running"
+        else:
+            # runs as whoever runs the demo, like the other Python services (as root, the
+            # interpreter may live where the demo's system user cannot read)
+            me = pwd.getpwuid(os.geteuid())
+            directory = self.data / "broker"
+            demo_broker.write_config(directory, self._broker_accounts, host=host, port=self.opts.mqtt_port, user=me)
+            env = {**os.environ, "IOC_LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1"}
+            child = self.children.start("broker", demo_broker.embedded_argv(directory, host, self.opts.mqtt_port),
+                                        env=env)
+            ready = b"broker listening"
+        await demo_broker.wait_ready(host, self.opts.mqtt_port, child.log_path, child.log_offset, lambda: child.alive,
+                                     ready_text=ready)
         return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), self.opts.mqtt_port
 
     def service_env(self, dsn: str) -> dict[str, str]:
@@ -283,15 +299,21 @@ class Demo:
             "",
             f"  {len(logins.agencies)} simulated agencies publish over MQTT; {cams} simulated camera(s)",
             f"  database   {'embedded PostgreSQL in ' + str(self.data / 'postgres') if self.own_db else 'IOC_DATABASE_URL'}",
-            f"  broker     {'Mosquitto on port ' + str(self.opts.mqtt_port) if self.own_broker else 'IOC_MQTT_URL'}",
+            f"  broker     {self._broker_line()}",
             f"  logs       {self.data / 'logs'}/",
             f"  passwords  {self.data / 'secrets.json'} (kept between runs)",
             "",
         ]
         return "\n".join(lines)
 
+    def _broker_line(self) -> str:
+        if not self.own_broker:
+            return "IOC_MQTT_URL"
+        name = "Mosquitto" if self.broker_kind == "mosquitto" else "embedded MQTT 5 broker (ioc broker run)"
+        return f"{name} on port {self.opts.mqtt_port}"
+
     def stop(self) -> None:
-        for group in (["agencies", "api", "cameras"], ["ingest"], ["mosquitto"], ["postgres"]):
+        for group in (["agencies", "api", "cameras"], ["ingest"], ["broker"], ["postgres"]):
             self.children.stop(group, timeout=8.0 if group != ["postgres"] else 15.0)
         self.children.stop(None)
 
