@@ -366,6 +366,22 @@ def test_second_connection_takes_the_session_over(rig: EmbeddedBrokerRig, passwo
     first.client.loop_stop()
 
 
+def test_another_account_cannot_take_a_client_id(rig: EmbeddedBrokerRig, passwords: dict[str, str]) -> None:
+    """An agency connecting with the ingest's client id would otherwise kick it off, or
+    (with a clean start) wipe the readings queued for it."""
+    with durable(rig, passwords, "ingest-victim") as ingest:
+        ingest.subscribe("ioc/v1/kpi/+")
+    with Peer(rig, "yte", passwords["yte"]) as yte:  # type: ignore[arg-type]
+        assert yte.publish("ioc/v1/kpi/yte", b"queued").value == RC_SUCCESS
+    thief = Peer(rig, "tthc", passwords["tthc"], client_id="ingest-victim")  # type: ignore[arg-type]
+    assert thief.connect().value == 0x85  # client identifier not valid
+    thief.client.loop_stop()
+    with durable(rig, passwords, "ingest-victim") as ingest:
+        assert ingest.session_present is True
+        assert payloads_of(ingest.wait_messages(1)) == [b"queued"]
+        ingest.client.unsubscribe("ioc/v1/kpi/+")
+
+
 # -- bad clients hurt nobody else -------------------------------------------------------
 
 

@@ -233,8 +233,12 @@ class Connection(asyncio.Protocol):
         receive_maximum = int(req.props.get(c.P_RECEIVE_MAXIMUM, 65_535))
         if receive_maximum == 0:
             raise MalformedPacket("Receive Maximum 0", c.PROTOCOL_ERROR)
-        # a client already connected with this id is taken over
         old = broker.sessions.get(client_id)
+        if old is not None and old.username != req.username:
+            # another account may neither kick this client off nor wipe its queued messages
+            self._refuse(c.CLIENT_ID_NOT_VALID, "client id in use by another account", req.username)
+            return
+        # a client already connected with this id is taken over
         if old is not None and isinstance(old.connection, Connection):
             old.connection.fail(c.SESSION_TAKEN_OVER, "another connection took the session over", log_level=logging.INFO)
         session, present = broker.open_session(client_id, req.username, req.clean_start)
