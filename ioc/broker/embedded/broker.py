@@ -35,6 +35,24 @@ class Limits:
     write_buffer_bytes: int = 4 * 1024 * 1024  # past this a client is "congested": QoS 0 dropped
 
 
+@dataclass(slots=True)
+class _Target:
+    qos: int
+    retain: bool
+    ids: list[int]
+
+
+def _add_target(targets: dict[str, _Target], cid: str, sub: Subscription, retain: bool) -> None:
+    t = targets.get(cid)
+    if t is None:
+        targets[cid] = _Target(sub.qos, retain, [sub.subscription_id] if sub.subscription_id else [])
+        return
+    t.qos = max(t.qos, sub.qos)
+    t.retain = t.retain or retain
+    if sub.subscription_id:
+        t.ids.append(sub.subscription_id)
+
+
 class Broker:
     def __init__(self, access: AccessRules, limits: Limits | None = None) -> None:
         self.access = access
@@ -206,38 +224,25 @@ class Broker:
         if not plain and not shared:
             return 0
         # one copy per client: the highest QoS of its matching subscriptions
-        targets: dict[str, list[object]] = {}
+        targets: dict[str, _Target] = {}
         for f in plain:
             for cid, sub in self.plain[f].items():
                 if sub.no_local and cid == publisher:
                     continue
-                self._add_target(targets, cid, sub, msg)
+                _add_target(targets, cid, sub, msg.retain and sub.retain_as_published)
         for gkey in shared:
-            sub = self._pick_member(gkey, topic)
-            if sub is not None:
-                self._add_target(targets, sub.client_id, sub, msg, shared=True)
+            member = self._pick_member(gkey, topic)
+            if member is not None:
+                _add_target(targets, member.client_id, member, False)
         sessions = self.sessions
         delivered = 0
-        for cid, (qos, retain, ids) in targets.items():  # type: ignore[misc]
+        for cid, t in targets.items():
             session = sessions.get(cid)
             if session is None or not self.may_read(session, topic):
                 continue
-            session.deliver(Delivery(msg, min(qos, msg.qos), retain, tuple(ids)))  # type: ignore[arg-type]
+            session.deliver(Delivery(msg, min(t.qos, msg.qos), t.retain, tuple(t.ids)))
             delivered += 1
         return delivered
-
-    @staticmethod
-    def _add_target(targets: dict[str, list[object]], cid: str, sub: Subscription, msg: Message,
-                    shared: bool = False) -> None:
-        retain = msg.retain and sub.retain_as_published and not shared
-        entry = targets.get(cid)
-        if entry is None:
-            targets[cid] = [sub.qos, retain, [sub.subscription_id] if sub.subscription_id else []]
-            return
-        entry[0] = max(entry[0], sub.qos)  # type: ignore[call-overload]
-        entry[1] = entry[1] or retain
-        if sub.subscription_id:
-            entry[2].append(sub.subscription_id)  # type: ignore[attr-defined]
 
     def _pick_member(self, gkey: tuple[str, str], topic: str) -> Subscription | None:
         """Round robin over the group's members that may read the topic, connected first."""
