@@ -45,11 +45,15 @@ class Connection(asyncio.Protocol):
         self.will_delay = 0
         self.write_cache: dict[str, bool] = {}
         self._denied_logged: set[str] = set()
+        self._out: list[bytes] = []
+        self._flush_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         transport.set_write_buffer_limits(high=self.broker.limits.write_buffer_bytes)
@@ -341,9 +345,22 @@ class Connection(asyncio.Protocol):
 
     # -- sending and ending ---------------------------------------------------------------
     def send(self, data: bytes) -> None:
+        """Queue bytes for one write at the end of this turn of the loop: a socket write per
+        packet (each PUBACK, each delivery) was two thirds of the broker's time."""
+        self._out.append(data)
+        if not self._flush_due and self._loop is not None:
+            self._flush_due = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_due = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
         t = self.transport
         if t is not None and not t.is_closing():
-            t.write(data)
+            t.write(out[0] if len(out) == 1 else b"".join(out))
 
     def fail(self, reason: int, why: str, log_level: int = logging.WARNING) -> None:
         """End the connection for a protocol reason, telling an MQTT 5 client why."""
@@ -357,6 +374,7 @@ class Connection(asyncio.Protocol):
         self.close(why, quiet=True)
 
     def close(self, why: str, quiet: bool = False) -> None:
+        self.flush()  # a CONNACK refusal or a DISCONNECT goes out before the close
         if self.transport is not None:
             self.transport.close()
         self._ended(why, quiet)
