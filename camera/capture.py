@@ -279,6 +279,19 @@ class CaptureThread(threading.Thread):
             cap.release()
 
 
+def join_captures(timeout: float) -> int:
+    """Stop every capture thread and wait for them (up to `timeout` in all); returns how many
+    are still running. A process that exits while a reader is inside FFmpeg can abort with
+    "terminate called without an active exception"; ending them first avoids that."""
+    threads = [t for t in threading.enumerate() if isinstance(t, CaptureThread)]
+    for t in threads:
+        t.stop()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return sum(t.is_alive() for t in threads)
+
+
 def _resolve(fut: asyncio.Future[Frame], frame: Frame) -> None:
     if not fut.done():
         fut.set_result(frame)

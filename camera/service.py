@@ -26,7 +26,7 @@ import cv2
 import orjson
 
 from camera import history
-from camera.capture import CaptureThread, Frame, keep_frames_off_the_heap
+from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap
 from camera.monitor import CameraMonitor, CameraStatus
 from camera.registry import Camera
 from camera.tiles import encode_tile
@@ -266,3 +266,6 @@ class CameraService:
         finally:
             for cam_id in list(self._cam_tasks):
                 await self._stop(cam_id, forget=False)
+            left = await asyncio.to_thread(join_captures, 3.0)
+            if left:
+                log.warning("capture threads still running at exit", extra={"worker": self.worker_id, "threads": left})

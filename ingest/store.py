@@ -100,7 +100,9 @@ class ReadingStore:
         return out
 
     async def _write_round(self, conn: asyncpg.Connection, rows: list[Reading], out: Outcome) -> None:
-        if time.monotonic() >= self._prefer_upsert_until:
+        # a correction (revision > 0) replaces a stored key: its COPY would only fail (and
+        # PostgreSQL log an ERROR for it), so such a round goes straight to the upsert
+        if time.monotonic() >= self._prefer_upsert_until and not any(r.revision for r in rows):
             rows = sorted(rows, key=_LOCK_ORDER)
             try:
                 async with conn.transaction():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WIDTH, HEIGHT, FPS, SECONDS = 960, 540, 10, 20
-CLIP_VERSION = 1  # bump when the drawing changes, so old clips are redrawn
+CLIP_VERSION = 2  # bump when the drawing changes, so old clips are redrawn
 
 # Phủ Lý's camera sites (the wall shows ten today)
 SITES = [
@@ -70,10 +70,11 @@ def draw_clip(path: Path, index: int, title: str) -> None:
             phase = f / frames
             for m in movers:
                 m.draw(img, phase)
-            cv2.rectangle(img, (0, 0), (WIDTH, 34), (20, 20, 20), -1)
-            cv2.putText(img, f"CAM {index + 1:02d}  {label}", (10, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.65,
+            # the camera's own caption at the bottom: the wall draws the tile's title at the top
+            cv2.rectangle(img, (0, HEIGHT - 34), (WIDTH, HEIGHT), (20, 20, 20), -1)
+            cv2.putText(img, f"CAM {index + 1:02d}  {label}", (10, HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.65,
                         (255, 255, 255), 1, cv2.LINE_AA)
-            cv2.putText(img, "IOC HA NAM - DEMO", (WIDTH - 215, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+            cv2.putText(img, "IOC HA NAM - DEMO", (WIDTH - 215, HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                         (0, 210, 255), 1, cv2.LINE_AA)
             writer.write(img)
     finally:
