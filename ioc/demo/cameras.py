@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WIDTH, HEIGHT, FPS, SECONDS = 960, 540, 10, 20
-CLIP_VERSION = 2  # bump when the drawing changes, so old clips are redrawn
+CLIP_VERSION = 3  # bump when the drawing changes, so old clips are redrawn
 
 # Phủ Lý's camera sites (the wall shows ten today)
 SITES = [
@@ -63,18 +63,20 @@ def draw_clip(path: Path, index: int, title: str) -> None:
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write MP4 video here (no mp4v encoder)")
-    label = ascii_name(title)
+    caption = f"CAM {index + 1:02d}  {ascii_name(title)}"
+    caption_w = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.65, 1)[0][0]
     try:
         for f in range(frames):
             img = background.copy()
             phase = f / frames
             for m in movers:
                 m.draw(img, phase)
-            # the camera's own caption at the bottom: the wall draws the tile's title at the top
-            cv2.rectangle(img, (0, HEIGHT - 34), (WIDTH, HEIGHT), (20, 20, 20), -1)
-            cv2.putText(img, f"CAM {index + 1:02d}  {label}", (10, HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.65,
+            # the camera's own caption bottom left and mark top right: the wall draws the tile's
+            # title top left and the picture's age bottom right
+            cv2.rectangle(img, (0, HEIGHT - 34), (caption_w + 20, HEIGHT), (20, 20, 20), -1)
+            cv2.putText(img, caption, (10, HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.65,
                         (255, 255, 255), 1, cv2.LINE_AA)
-            cv2.putText(img, "IOC HA NAM - DEMO", (WIDTH - 215, HEIGHT - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+            cv2.putText(img, "IOC HA NAM - DEMO", (WIDTH - 215, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                         (0, 210, 255), 1, cv2.LINE_AA)
             writer.write(img)
     finally:
