@@ -71,8 +71,8 @@ LAYOUT: dict[str, Any] = {
               kpi="tthc.on_time_rate", area="347"),
         _tile("wp-span", "camera", 3, 6, 2, 2, camera="wp-c2"),  # on screens 4 and 5
         _tile("wp-aqi", "kpi", 5, 6, 1, 2, "AQI Lê Hồng Phong", "AQI Le Hong Phong", kpi="mt.aqi", area="13291"),
-        _tile("wp-chart", "chart", 6, 6, 2, 2, "AQI 48 giờ", "AQI, 48 hours", kpi="mt.aqi", area="13291",
-              bucket="1h", hours=48),
+        _tile("wp-chart", "chart", 7, 6, 2, 2, "AQI 48 giờ", "AQI, 48 hours", kpi="mt.aqi", area="13291",
+              bucket="1h", hours=48),  # on screens 5 and 6
         _tile("wp-other", "text", 8, 8, 4, 4, "Màn hình 9", "Screen 9", text_vi="Màn hình 9", text_en="Screen 9"),
     ],
 }
@@ -324,6 +324,11 @@ async def test_screen_5_draws_its_region_with_live_tiles(site: Site, context: tu
     await expect(slot(page, "wp-span")).to_have_class(re.compile(r"\bpartial\b"))
     frame = await slot(page, "wp-span").locator(".cam-frame").bounding_box()
     assert frame is not None and frame["x"] < -400 and frame["width"] > 900
+    # so is the chart spanning screens 5 and 6: laid out whole (960 px less the gaps), clipped
+    assert boxes["wp-chart"] == {"x": 1440, "y": 540, "width": 480, "height": 540}
+    await expect(slot(page, "wp-chart")).to_have_class(re.compile(r"\bpartial\b"))
+    chart = await slot(page, "wp-chart").locator(".tile").bounding_box()
+    assert chart == {"x": 1446, "y": 546, "width": 948, "height": 528}, chart
 
     # the camera picture appears, fresh and in colour, with its age
     cam = slot(page, "wp-cam").locator(".tile")

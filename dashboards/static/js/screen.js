@@ -69,7 +69,11 @@ function place(view, def, msg) {
   s.padding = `${pt}px ${pr}px ${pb}px ${pl}px`;
   const partial = left !== x || top !== y || right !== x + w || bottom !== y + h;
   view.slot.classList.toggle("partial", partial);
-  view.setFrame(partial ? { left: x + GAP - left - pl, top: y + GAP - top - pt, width: w - 2 * GAP, height: h - 2 * GAP } : null);
+  view.setFrame(partial ? {
+    left: x + GAP - left - pl, top: y + GAP - top - pt,  // from the slot's content box
+    outerLeft: x + GAP - left, outerTop: y + GAP - top,  // from its padding edge
+    width: w - 2 * GAP, height: h - 2 * GAP,
+  } : null);
 }
 
 function start() {

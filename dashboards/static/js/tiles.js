@@ -77,7 +77,24 @@ class TileView {
   picture() {}
 
   /** Where the whole tile lies relative to its visible part (spanning tiles); null: same box. */
-  setFrame() {}
+  /**
+   * On a wall screen that shows only part of this tile (`frame`: the whole tile, relative to
+   * the slot's padding edge as `outerLeft`/`outerTop`): lay the whole tile out and let the
+   * slot clip it, so a chart spanning two screens reads as one across them instead of being
+   * drawn whole, squeezed, on each.
+   */
+  setFrame(frame) {
+    const s = this.el.style;
+    if (!frame) {
+      s.position = s.left = s.top = s.width = s.height = "";
+      return;
+    }
+    s.position = "absolute";
+    s.left = `${frame.outerLeft}px`;
+    s.top = `${frame.outerTop}px`;
+    s.width = `${frame.width}px`;
+    s.height = `${frame.height}px`;
+  }
 
   tick() {}
 
