@@ -310,6 +310,30 @@ def test_persistent_session_keeps_messages_and_share_across_restart(
             ingest.ack(m)
 
 
+def test_autosave_keeps_what_arrived_before_a_crash(tmp_path: Path, passwords: dict[str, str]) -> None:
+    """PUBACK means "in memory": a SIGKILL loses what came after the last autosave, and
+    nothing before it."""
+    with EmbeddedBrokerRig(tmp_path / "b", make_accounts(passwords), autosave_s=0.5) as rig:
+        with durable(rig, passwords, "ingest-crash") as ingest:
+            ingest.subscribe("ioc/v1/kpi/+")
+        with Peer(rig, "tthc", passwords["tthc"]) as tthc:  # type: ignore[arg-type]
+            assert {c.value for c in tthc.publish_many("ioc/v1/kpi/tthc", ["a", "b"])} == {RC_SUCCESS}
+        snap = rig.directory / "data" / "broker.snapshot.json"
+        wait_until(lambda: snap.exists() and b'"ingest-crash"' in snap.read_bytes() and snap.read_bytes().count(b'"t":') >= 2,
+                   "an autosave holding the session and both messages", timeout=10)
+        rig.kill()
+        rig.start()
+        with durable(rig, passwords, "ingest-crash") as ingest:
+            assert ingest.session_present is True
+            assert payloads_of(ingest.wait_messages(2)) == [b"a", b"b"]
+        # a snapshot it cannot read is put aside with a warning; the broker still starts
+        rig.stop()
+        snap.write_bytes(b'{"format": 1, "retained": [{"t": "x"')
+        rig.start()
+        rig.wait_for_log('"msg":"broker snapshot unreadable; starting empty"')
+        assert list(snap.parent.glob("broker.snapshot.json.unreadable-*"))
+
+
 def test_receive_maximum_paces_the_subscriber(rig: EmbeddedBrokerRig, passwords: dict[str, str]) -> None:
     held: list[mqtt.MQTTMessage] = []
     slow = Peer(rig, "ingest", passwords["ingest"], client_id="slow-ingest", manual_ack=True,  # type: ignore[arg-type]
