@@ -103,3 +103,17 @@ def test_users_and_the_missing_database_message(db_url: str) -> None:
     down = ioc(env, "migrate")
     assert down.returncode == 2 and "cannot connect to the database" in down.stderr
     _ = asyncpg
+
+
+def test_broker_run_says_what_is_wrong(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    empty = ioc(env, "broker", "run", "--dir", str(tmp_path), "--port", str(free_port()))
+    assert empty.returncode == 2 and f"{tmp_path}/passwd does not exist" in empty.stderr, empty.stderr
+    (tmp_path / "passwd").write_text("tthc:$7$1000$bad\n")
+    (tmp_path / "acl").write_text("user tthc\ntopic sideways ioc/#\nfrobnicate\n")
+    bad = ioc(env, "broker", "run", "--dir", str(tmp_path), "--port", str(free_port()))
+    assert bad.returncode == 2 and "acl:3: unknown ACL line 'frobnicate'" in bad.stderr, bad.stderr
+    (tmp_path / "acl").write_text("user tthc\ntopic read ioc/#\n")
+    port = ioc(env, "broker", "run", "--dir", str(tmp_path), "--port", "70000")
+    assert port.returncode == 2 and "port must be 1..65535" in port.stderr, port.stderr
