@@ -455,6 +455,7 @@ def test_bad_clients_are_cut_off_and_others_carry_on(rig: EmbeddedBrokerRig, pas
         assert payloads_of(ingest.wait_payload(b"still fine")) == [b"still fine"]
     log = rig.log_text()
     assert '"client":"bad-2"' in log and "not a topic name" in log
+    assert '"msg":"client not keeping up' in log and '"client":"never-reads"' in log
 
 
 def test_reload_accounts_and_a_port_in_use(fresh_rig: EmbeddedBrokerRig, passwords: dict[str, str],

@@ -61,9 +61,13 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.congested = True
+        log.warning("client not keeping up: QoS 0 messages for it are dropped, QoS 1 queued, until it catches up",
+                    extra={"client": self.client_id, "peer": self.peer,
+                           "buffered_bytes": self.transport.get_write_buffer_size() if self.transport else 0})
 
     def resume_writing(self) -> None:
         self.congested = False
+        log.info("client caught up", extra={"client": self.client_id, "peer": self.peer})
         if self.session is not None and self.session.connection is self:
             self.session.pump()
 
