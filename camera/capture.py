@@ -4,17 +4,21 @@ The thread only decodes and keeps the newest frame with its capture time; it nev
 queues, so a slow consumer simply sees fewer frames. Blocking OpenCV calls stay off the
 event loop. Facts that shape this (measured on these machines):
 
-- OpenCV serialises opens inside a process; a camera that hangs in open holds up every
-  other open for its open timeout. So a camera is probed over RTSP first (`probe`, on
-  the event loop, cheap), and only a camera that answers is opened.
+- OpenCV serialises opens inside a process unless OPENCV_FFMPEG_IS_THREAD_SAFE is set
+  (camera/__init__.py sets it): then opens run in parallel and a camera hanging in its
+  open holds up nobody else. A camera is still probed over RTSP first (`probe`, on the
+  event loop, cheap), and only a camera that answers is opened.
 - FFmpeg options come from the environment variable OPENCV_FFMPEG_CAPTURE_OPTIONS, read
-  at open. Each open sets it under one lock, so cameras in different modes can share a
-  process. `rtsp_transport;tcp` must be repeated there: the variable replaces defaults.
+  at open, one value for the whole process. `OpenGate` lets opens that need the same
+  options run together and makes one that needs others wait for them, so cameras in
+  different modes can share a process. `rtsp_transport;tcp` must be repeated there: the
+  variable replaces defaults.
 - A stalled camera makes read() block for the read timeout and then return frames that
   were held in the decoder before failing; liveness therefore comes from the time of the
   last new frame (the watchdog), not from read()'s answer.
-- Opens are serialised, so with tens of cameras a reader may queue for seconds and the
-  watchdog may give up on it meanwhile: a reader stopped before its turn does not open.
+- At most `OPEN_AT_ONCE` opens run together (each probes its stream and decodes), so with
+  many cameras a reader may queue for seconds and the watchdog may give up on it
+  meanwhile: a reader stopped before its turn does not open.
 - One decoder thread per camera (CAP_PROP_N_THREADS=1), not OpenCV's one per core: frame
   threading holds one more frame back (+40 ms at 25 fps) and keeps a second decoder
   context with its own pictures (~5 MB at 1080p), for no gain at the rates tiles need (a
@@ -47,6 +51,7 @@ import sys
 from collections import deque
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -55,7 +60,49 @@ import numpy as np
 
 from camera.registry import StreamMode
 
-_OPEN_LOCK = threading.Lock()
+OPEN_AT_ONCE = 8
+
+
+class OpenGate:
+    """Admits VideoCapture opens: together while they need the same FFmpeg options (a
+    process-wide environment variable OpenCV reads during the open), one set of options at
+    a time, at most `limit` at once, in order of arrival between different options."""
+
+    def __init__(self, limit: int = OPEN_AT_ONCE) -> None:
+        self._cond = threading.Condition()
+        self._limit = limit
+        self._active = 0
+        self._options: str | None = None
+        self._queue: deque[object] = deque()  # arrival order of waiting openers
+
+    @contextlib.contextmanager
+    def opening(self, options: str | None) -> Iterator[None]:
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            # the head of the queue goes when the running opens share its options and
+            # there is room; the others wait behind it, so no set of options starves
+            while not (self._queue[0] is me and self._active < self._limit
+                       and (self._active == 0 or self._options == options)):
+                self._cond.wait()
+            self._queue.popleft()
+            if self._active == 0:
+                self._options = options
+                if options is None:
+                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+            self._active += 1
+            self._cond.notify_all()  # the next in line may share these options
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+
+_OPENS = OpenGate()
 DECODER_THREADS = 1
 _BASE_OPTIONS = "rtsp_transport;tcp|analyzeduration;0|probesize;32|fpsprobesize;0"
 
@@ -224,16 +271,13 @@ class CaptureThread(threading.Thread):
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
                   cv2.CAP_PROP_N_THREADS, DECODER_THREADS]
         path = file_path(self._url)
-        with _OPEN_LOCK:
+        # RTSP tuning would starve a file's probe: a file opens with FFmpeg's defaults
+        with _OPENS.opening(ffmpeg_options(self.mode) if path is None else None):
             if self._stop_flag.is_set():
                 # given up on while it queued: opening now would only make every reader
                 # queued behind it wait one more open (~0.5-1 s, to the next keyframe)
                 self.error = "stopped before it opened"
                 return
-            if path is None:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options(self.mode)
-            else:
-                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)  # RTSP tuning would starve a file's probe
             cap = cv2.VideoCapture(self._url if path is None else path, cv2.CAP_FFMPEG, params)
         try:
             if not cap.isOpened():
