@@ -107,7 +107,10 @@ class Broker:
 
     def _expire(self, session: Session) -> None:
         if session.connection is None and self.sessions.get(session.client_id) is session:
-            log.info("session expired", extra={"client": session.client_id, "queued": len(session.queue)})
+            lost = len(session.queue) + len(session.inflight)
+            # messages the broker accepted, now gone: say so loudly
+            log.log(logging.WARNING if lost else logging.INFO, "session expired",
+                    extra={"client": session.client_id, "user": session.username, "messages_dropped": lost})
             self.drop_session(session)
 
     # -- subscriptions ------------------------------------------------------------------
