@@ -2,10 +2,11 @@
 
 Order: check the ports; PostgreSQL (ours, unless IOC_DATABASE_URL) and the demo videos at
 once; migrations and accounts; the MQTT broker (ours, unless IOC_MQTT_URL: Mosquitto where
-installed, else `ioc broker run`) with a password file and ACL from those accounts; then the ingest, the camera service, the API with the wall hub and
-the simulated agencies, each a child process (`<data dir>/logs/<name>.log`). Stopping goes the
-other way: agencies, API and cameras, then the ingest, then the broker, then the database.
-A child that dies stops the demo, with the end of its log.
+installed, else `ioc broker run`) with a password file and ACL from those accounts; then the
+ingest, the camera service, the API with the wall hub and the simulated agencies, each a
+child process (`<data dir>/logs/<name>.log`). Stopping goes the other way: agencies, API and
+cameras, then the ingest, then the broker, then the database. A child that dies stops the
+demo, with the end of its log.
 """
 
 from __future__ import annotations

@@ -55,7 +55,11 @@ class MosquittoRig:
     the same port with the same persistence directory.
     """
 
+    NAME = "mosquitto"
+    # logged once *this* broker has opened its listeners (a TCP probe alone could reach
+    # someone else squatting on the port)
     _READY_RE = re.compile(r"mosquitto version \S+ running")
+    _RELOAD_MARK = "Reloading config"
 
     def __init__(
         self,
@@ -100,16 +104,16 @@ class MosquittoRig:
         """Start (or restart) the broker and wait until it accepts connections."""
         if self.running:
             raise RuntimeError("broker already running; stop() it first")
-        if not self.binary.exists():
-            raise BrokerStartError(f"mosquitto binary not found at {self.binary}")
+        command = self._command()
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
-                [str(self.binary), "-c", str(self.paths["conf"])],
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                env=self._env(),
                 preexec_fn=children.preexec()
                 if threading.current_thread() is threading.main_thread()
                 else None,
@@ -122,6 +126,14 @@ class MosquittoRig:
             self.kill()
             raise
         return self
+
+    def _command(self) -> list[str]:
+        if not self.binary.exists():
+            raise BrokerStartError(f"mosquitto binary not found at {self.binary}")
+        return [str(self.binary), "-c", str(self.paths["conf"])]
+
+    def _env(self) -> dict[str, str] | None:
+        return None  # inherit ours
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait: a clean stop, which saves the persistence file."""
@@ -141,11 +153,11 @@ class MosquittoRig:
         self.paths = write_broker_files(self.directory, self.accounts, **self._conf_options)
         if not self.running or self._proc is None:
             return
-        before = self.log_text().count("Reloading config")
+        before = self.log_text().count(self._RELOAD_MARK)
         self._proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout
         resend = time.monotonic() + 1.0
-        while self.log_text().count("Reloading config") <= before:
+        while self.log_text().count(self._RELOAD_MARK) <= before:
             now = time.monotonic()
             if now > deadline:
                 raise TimeoutError(f"broker did not log a reload\n{self._log_tail()}")
@@ -211,17 +223,15 @@ class MosquittoRig:
             self._proc = None
 
     def _wait_until_accepting(self, log_offset: int) -> None:
-        """Wait for the broker's "running" log line and a successful TCP connect."""
+        """Wait for the broker's ready log line and a successful TCP connect."""
         assert self._proc is not None
         deadline = time.monotonic() + self.start_timeout
         while True:
             code = self._proc.poll()
             if code is not None:
                 raise BrokerStartError(
-                    f"mosquitto exited with code {code} during start\n{self._log_tail(log_offset)}"
+                    f"{self.NAME} exited with code {code} during start\n{self._log_tail(log_offset)}"
                 )
-            # The "running" line proves *this* broker opened its listeners (a
-            # TCP probe alone could reach someone else squatting on the port).
             if self._READY_RE.search(self._log_since(log_offset)):
                 try:
                     with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -230,7 +240,7 @@ class MosquittoRig:
                     pass
             if time.monotonic() > deadline:
                 raise BrokerStartError(
-                    f"mosquitto did not accept connections on {self.host}:{self.port} "
+                    f"{self.NAME} did not accept connections on {self.host}:{self.port} "
                     f"within {self.start_timeout}s\n{self._log_tail(log_offset)}"
                 )
             time.sleep(0.02)
@@ -246,4 +256,4 @@ class MosquittoRig:
 
     def _log_tail(self, offset: int = 0, limit: int = 4000) -> str:
         """The end of the log since byte ``offset``, for error messages."""
-        return "--- mosquitto log ---\n" + self._log_since(offset)[-limit:]
+        return f"--- {self.NAME} log ---\n" + self._log_since(offset)[-limit:]

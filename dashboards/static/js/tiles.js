@@ -76,8 +76,8 @@ class TileView {
 
   picture() {}
 
-  /** Where the whole tile lies relative to its visible part (spanning tiles); null: same box. */
   /**
+   * Where the whole tile lies relative to its visible part (spanning tiles); null: same box.
    * On a wall screen that shows only part of this tile (`frame`: the whole tile, relative to
    * the slot's padding edge as `outerLeft`/`outerTop`): lay the whole tile out and let the
    * slot clip it, so a chart spanning two screens reads as one across them instead of being
