@@ -164,10 +164,8 @@ def _drain(sock: socket.socket) -> None:
 
 
 def pct(vals: list[float], q: float) -> float | None:
-    if not vals:
-        return None
-    s = sorted(vals)
-    return round(s[min(len(s) - 1, int(q * len(s)))], 2)
+    v = bi.pctl(sorted(vals), q)
+    return None if v is None else round(v, 2)
 
 
 def start_subs(ctx: Any, port: int, specs: list[tuple[str, str, str, int, int]], idle_s: float) -> tuple[list[Any], Any]:

@@ -19,11 +19,9 @@ SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 
 
 # reason codes the broker sends
 SUCCESS = 0x00
-GRANTED_QOS_1 = 0x01
 DISCONNECT_WITH_WILL = 0x04
 NO_MATCHING_SUBSCRIBERS = 0x10
 NO_SUBSCRIPTION_EXISTED = 0x11
-UNSPECIFIED_ERROR = 0x80
 MALFORMED_PACKET = 0x81
 PROTOCOL_ERROR = 0x82
 UNSUPPORTED_PROTOCOL_VERSION = 0x84
@@ -36,12 +34,9 @@ KEEP_ALIVE_TIMEOUT = 0x8D
 SESSION_TAKEN_OVER = 0x8E
 TOPIC_FILTER_INVALID = 0x8F
 TOPIC_NAME_INVALID = 0x90
-PACKET_ID_IN_USE = 0x91
 PACKET_ID_NOT_FOUND = 0x92
 PACKET_TOO_LARGE = 0x95
-QUOTA_EXCEEDED = 0x97
 TOPIC_ALIAS_INVALID = 0x94
-SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 0x9E
 
 # MQTT 3.1.1 CONNACK return codes for the same refusals
 V3_REFUSED = {UNSUPPORTED_PROTOCOL_VERSION: 1, CLIENT_ID_NOT_VALID: 2, SERVER_SHUTTING_DOWN: 3,
@@ -478,13 +473,13 @@ class OutgoingPublish:
         self.topic_field = encode_string(topic)
         self.payload = payload
         self.props_raw = props_raw  # forwarded v5 properties, without their length
-        self._cache: dict[tuple[int, int, bool], bytes] = {}
+        self._cache: dict[tuple[int, int], bytes] = {}  # (level, first byte) of QoS 0 copies
 
     def encode(self, level: int, qos: int, retain: bool, packet_id: int, dup: bool = False,
                subscription_ids: tuple[int, ...] = ()) -> bytes:
         flags = 0x30 | (qos << 1) | int(retain) | (0x08 if dup else 0)
         if qos == 0 and not subscription_ids:
-            key = (level, flags, False)
+            key = (level, flags)
             cached = self._cache.get(key)
             if cached is None:
                 cached = self._cache[key] = self._build(level, flags, b"", ())
