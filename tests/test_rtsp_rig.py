@@ -530,7 +530,7 @@ def test_a_hung_camera_holds_back_no_other_open(rig: RtspRig, cv: Any) -> None:
     then lets opens with the same options run together. A camera hanging in its open (a
     TCP peer that never answers) must not hold up a healthy camera's open, nor reads of an
     open capture."""
-    from camera.capture import CaptureThread
+    from camera.capture import CaptureThread, join_captures
 
     healthy = open_capture(rig.url("street-360p"), options=FAST_OPEN)
     t_read = time.monotonic()
@@ -549,8 +549,8 @@ def test_a_hung_camera_holds_back_no_other_open(rig: RtspRig, cv: Any) -> None:
             stamps.append(time.monotonic())
         other_open_s = time.monotonic() - t_open
         hung.join(5)
-        other.stop()
-        other.join(5)
+        # what the camera service does on its way out: every reader stopped and joined
+        assert join_captures(3.0) == 0 and not other.is_alive()
         assert hole.connections >= 1
     # a refused connection fails at once
     t = time.monotonic()

@@ -122,3 +122,17 @@ async def test_concurrent_writers_of_the_same_keys_neither_deadlock_nor_double(p
     assert results == [len(keys)] * 3
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM readings WHERE agency = 'conc'") == len(keys)
+
+
+async def test_a_correction_goes_straight_to_the_upsert(pool: asyncpg.Pool) -> None:
+    """A batch carrying a correction (rev > 0) skips the COPY, which could only fail on the
+    stored key (and have PostgreSQL log an ERROR); a failed COPY would also switch the store
+    to upserts for a while, which is how this is seen from here."""
+    t0 = datetime(2022, 9, 1, tzinfo=UTC)
+    store = ReadingStore(track_all_hours=True)
+    async with pool.acquire() as conn:
+        first = await store.write(conn, [r(t0, 40.0, agency="corr")], [])
+        fixed = await store.write(conn, [r(t0, 42.0, rev=1, agency="corr")], [])
+        value = await conn.fetchval("SELECT value FROM readings WHERE agency = 'corr' AND ts = $1", t0)
+    assert len(first.written) == 1 and len(fixed.written) == 1 and value == 42.0
+    assert store._prefer_upsert_until == 0.0  # no COPY failed on the way
