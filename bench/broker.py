@@ -41,6 +41,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from ioc.core.contracts import topics  # noqa: E402
+
 # the raw MQTT helpers and CPU accounting of bench/ingest.py
 _spec = importlib.util.spec_from_file_location("bench_ingest", Path(__file__).resolve().parent / "ingest.py")
 assert _spec is not None and _spec.loader is not None
@@ -110,7 +112,7 @@ def publish_qos1(port: int, n: int, rate: float, payload_size: int) -> tuple[flo
     reader = bi.AckReader(sock)
     reader.start()
     pad = b"x" * max(0, payload_size - 8)
-    topic = b"ioc/v1/kpi/bench-agency"
+    topic = topics.kpi("bench-agency").encode()
     t0 = time.monotonic()
     sent = 0
     while sent < n:
@@ -145,7 +147,7 @@ def publish_tiles(port: int, cameras: int, fps: float, seconds: float, size: int
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for c in range(cameras):
-            topic = f"ioc/v1/live/camera/bench-{c:02d}/tile".encode()
+            topic = topics.live_camera(f"bench-{c:02d}", "tile").encode()
             payload = struct.pack("!q", time.monotonic_ns()) + jpeg
             body = bi.mstr(topic) + b"\x00" + payload
             sock.sendall(b"\x31" + bi.varint(len(body)) + body)  # QoS 0, retained
@@ -189,8 +191,8 @@ def collect(procs: list[Any], out: Any, timeout: float) -> list[dict[str, Any]]:
 
 
 def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
-    from ioc.broker.config import BrokerAccount
-    from ioc.broker.passwords import hash_password
+    from ioc.core.mqtt.broker_files import BrokerAccount
+    from ioc.core.passwords import hash_password
     from tests.rigs.embedded_broker import EmbeddedBrokerRig
     from tests.rigs.mosquitto import MosquittoRig
 
@@ -202,7 +204,7 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
             pid = rig.pid
             assert pid is not None
             # flood
-            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub", "ioc/v1/kpi/+", 1, args.messages)], 5)
+            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub", topics.KPI_ALL, 1, args.messages)], 5)
             cpu0 = bi.proc_cpu(pid)
             t0, _, err = publish_qos1(rig.port, args.messages, 0, 100)
             (res,) = collect(procs, out, 120)
@@ -215,7 +217,7 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
                 fig["flood_error"] = err
             # steady
             n = int(args.rate * args.seconds)
-            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub2", "ioc/v1/kpi/+", 1, n)], 5)
+            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub2", topics.KPI_ALL, 1, n)], 5)
             cpu0 = bi.proc_cpu(pid)
             t0, t1, err = publish_qos1(rig.port, n, args.rate, 100)
             (res,) = collect(procs, out, 120)
@@ -228,7 +230,7 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
             fig["steady_broker_cpu_pct"] = round(100 * (cpu1[0] - cpu0[0]) / max(t1 - t0, 1e-6), 1) if cpu0 and cpu1 else None
             # tiles
             expect = int(10 * 2 * args.seconds)
-            specs = [("svc-api", f"bench-api-{k}", "ioc/v1/live/camera/+/tile", 0, expect) for k in range(4)]
+            specs = [("svc-api", f"bench-api-{k}", topics.live_camera("+", "tile"), 0, expect) for k in range(4)]
             procs, out = start_subs(ctx, rig.port, specs, 3)
             cpu0 = bi.proc_cpu(pid)
             t0 = time.monotonic()

@@ -57,9 +57,10 @@ from bench.ingest import (  # noqa: E402
     CLK_TCK, CpuMeter, MqttError, finish_profiler, fmt, machine_busy, median_figures, mqtt_connect, mstr,
     pctl, proc_rss, read_varint, recv_packet, say, varint,
 )
-from camera.tiles import decode_tile  # noqa: E402
-from ioc.broker.config import BrokerAccount  # noqa: E402
-from ioc.broker.passwords import hash_password  # noqa: E402
+from ioc.core.contracts import topics  # noqa: E402
+from ioc.core.contracts.tile_frame import decode_tile  # noqa: E402
+from ioc.core.mqtt.broker_files import BrokerAccount  # noqa: E402
+from ioc.core.passwords import hash_password  # noqa: E402
 from tests.rigs import children  # noqa: E402
 from tests.rigs.mosquitto import MosquittoRig  # noqa: E402
 from tests.rigs.rtsp.counter import PATCH_H, PATCH_W, CounterError, decode_counter  # noqa: E402
@@ -69,7 +70,7 @@ from tests.rigs.rtsp.rig import Mount, RtspRig  # noqa: E402
 # keyframes only, or the 360p sub-stream in full
 CLIPS = {"main-keyframes": ("counter-1080p.mp4", 1920), "sub-full": ("counter-360p.mp4", 640)}
 GOP = 25  # frames between IDRs in the rig's clips (setup.sh)
-LIVE = "ioc/v1/live/camera"
+LIVE = topics.LIVE_PREFIX + "camera"
 SAMPLE_S = 1.0
 FFMPEG_FILTER = "fps=1,scale=640:-1"
 
@@ -120,7 +121,7 @@ class TileListener(threading.Thread):
 
     def want_hd(self, cams: list[str]) -> None:
         """Say, as a wall node would, that these cameras are shown large (retained, QoS 0)."""
-        topic = f"ioc/v1/wall/demand/bench-{secrets.token_hex(3)}"
+        topic = topics.wall_demand(f"bench-{secrets.token_hex(3)}")
         body = mstr(topic.encode()) + b"\x00" + orjson.dumps({"hd": cams})
         self.sock.sendall(b"\x31" + varint(len(body)) + body)
 

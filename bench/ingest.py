@@ -57,6 +57,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from ioc.core.contracts import topics  # noqa: E402
+
 BASE_MS = 1704067200000  # 2024-01-01T00:00:00Z: reading ts = BASE_MS + run offset + sequence number
 AGENCY = "bench-agency"
 SECTORS = ["tthc", "dvc", "mt"]
@@ -316,7 +318,7 @@ def _publisher(cfg: dict[str, Any], limits: Any, start_at: Any, go: Any, stop: A
     duration = cfg["duration"]
     n_msgs = cfg["messages"]
     ts0 = BASE_MS + cfg["base_seq"]
-    topic = f"ioc/v1/kpi/{AGENCY}".encode()
+    topic = topics.kpi(AGENCY).encode()
 
     # -- pre-encode every packet into one buffer -------------------------------------
     heads = [f'{{"kpi":"{k}","ts":' for k, _, _, _, _ in keys]
@@ -448,7 +450,7 @@ def _subscriber(cfg: dict[str, Any], stop: Any, last_rx: Any, committed: Any, re
     import orjson
 
     sock, _ = mqtt_connect(cfg["host"], cfg["port"], f"bench-live-{cfg['run_tag']}", cfg["username"], cfg["password"])
-    filt = b"ioc/v1/live/kpi/#"
+    filt = topics.LIVE_KPI_ALL.encode()
     body = struct.pack("!H", 1) + b"\x00" + mstr(filt) + b"\x01"  # packet id 1, no props, QoS 1
     sock.sendall(b"\x82" + varint(len(body)) + body)
     first, ack = recv_packet(sock)
@@ -655,10 +657,10 @@ class Rig:
     async def setup(self) -> None:
         import asyncpg
 
-        from ioc.accounts import broker_accounts, create_agency, create_user
-        from ioc.settings import load_settings
-        from ioc.storage.pool import create_pool
-        from ioc.storage.setup import prepare_database
+        from ioc.core.accounts import broker_accounts, create_agency, create_user
+        from ioc.core.settings import load_settings
+        from ioc.core.storage.pool import create_pool
+        from ioc.core.storage.setup import prepare_database
         from tests.rigs.mosquitto import MosquittoRig
 
         self.db_name = f"ioc_bench_{secrets.token_hex(5)}"
@@ -689,7 +691,7 @@ class Rig:
         missing = [k for k in KPIS if k not in rules]
         if missing:
             raise SystemExit(f"bench: KPIs missing from the catalogue: {missing}")
-        with open(REPO / "ioc/catalogue/data/areas/ha-nam.csv", encoding="utf-8") as f:
+        with open(REPO / "ioc/core/catalogue/data/areas/ha-nam.csv", encoding="utf-8") as f:
             areas = [row["code"] for row in csv.DictReader(f) if row["code"] in known_areas][:N_AREAS]
         if len(areas) < N_AREAS:
             raise SystemExit(f"bench: only {len(areas)} known areas in ha-nam.csv")
@@ -715,7 +717,7 @@ class Rig:
             "ioc-ingest" if self.args.workers > 1 else "")
         if group:
             env["IOC_INGEST_SHARE_GROUP"] = group
-        self.subscription = f"$share/{group}/ioc/v1/kpi/+" if group else "ioc/v1/kpi/+ (plain, the default)"
+        self.subscription = topics.shared(group, topics.KPI_ALL) if group else f"{topics.KPI_ALL} (plain, the default)"
         for item in self.args.ingest_env:
             key, _, value = item.partition("=")
             env[key] = value

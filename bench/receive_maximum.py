@@ -30,6 +30,8 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from ioc.core.contracts import topics  # noqa: E402
+
 # the raw MQTT helpers of bench/ingest.py (not importable as `ingest`: that is the service package)
 _spec = importlib.util.spec_from_file_location("bench_ingest", Path(__file__).resolve().parent / "ingest.py")
 assert _spec is not None and _spec.loader is not None
@@ -58,7 +60,7 @@ def one_run(port: int, pw: dict[str, str], topic_filter: str, total: int, window
     pub, _ = bi.mqtt_connect("127.0.0.1", port, "rm-pub", "rm-agency", pw["rm-agency"])
     reader = bi.AckReader(pub)
     reader.start()
-    pub.sendall(b"".join(bi.publish_packet(b"ioc/v1/kpi/rm-agency", m % 65535 + 1, b'{"n":1}') for m in range(total)))
+    pub.sendall(b"".join(bi.publish_packet(topics.kpi("rm-agency").encode(), m % 65535 + 1, b'{"n":1}') for m in range(total)))
     sub.settimeout(0.01)
     buf = bytearray()
     pending: list[bytes] = []
@@ -106,11 +108,11 @@ def main() -> None:
     ap.add_argument("--receive-maximum", type=int, default=10_000)
     ap.add_argument("--ack-every", type=float, nargs="+", default=[0.05, 0.5, 1.5],
                     help="seconds between batches of PUBACKs (one run each)")
-    ap.add_argument("--filter", default="ioc/v1/kpi/+", help="topic filter, e.g. $share/g/ioc/v1/kpi/+")
+    ap.add_argument("--filter", default=topics.KPI_ALL, help="topic filter, e.g. $share/g/" + topics.KPI_ALL)
     args = ap.parse_args()
 
-    from ioc.broker.config import BrokerAccount
-    from ioc.broker.passwords import hash_password
+    from ioc.core.mqtt.broker_files import BrokerAccount
+    from ioc.core.passwords import hash_password
     from tests.rigs.mosquitto import MosquittoRig
 
     pw = {"svc-ingest": "rm-ingest-password", "rm-agency": "rm-agency-password"}

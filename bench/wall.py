@@ -65,10 +65,11 @@ from bench.ingest import (  # noqa: E402
     AckReader, CpuMeter, finish_profiler, fmt, machine_busy, median_figures, mqtt_connect, mstr, proc_cpu,
     proc_rss, publish_packet, say, varint,
 )
-from camera.tiles import MAGIC as TILE_MAGIC  # noqa: E402
+from ioc.core.contracts import topics  # noqa: E402
+from ioc.core.contracts.tile_frame import MAGIC as TILE_MAGIC  # noqa: E402
 from dashboards import LAYOUTS  # noqa: E402
-from ioc.wall.frames import parse_picture_frame  # noqa: E402
-from ioc.wall.layout import load_presets  # noqa: E402
+from ioc.core.contracts.wall_frames import parse_picture_frame  # noqa: E402
+from ioc.serve.wall.layout import load_presets  # noqa: E402
 from tests.rigs import children  # noqa: E402
 from tests.rigs.mosquitto import MosquittoRig  # noqa: E402
 from tests.rigs.serve import ServeProcess  # noqa: E402
@@ -371,7 +372,7 @@ class KpiLoad(threading.Thread):
         self.rate, self.t0, self.t1 = rate, t0, t1
         self.stop = threading.Event()
         self.stamps = array("d")
-        self.topics = [f"ioc/v1/live/kpi/{k}/{a}".encode() for k, a, _, _ in FANOUT_KEYS]
+        self.topics = [topics.live_kpi(k, a).encode() for k, a, _, _ in FANOUT_KEYS]
         self.sent = 0
 
     def _send(self, i: int) -> None:
@@ -417,7 +418,7 @@ class CameraLoad(threading.Thread):
         self.cams, self.fps, self.t0, self.t1 = cams, fps, t0, t1
         self.stop = threading.Event()
         self.jpegs = world.jpegs
-        self.topics = [f"ioc/v1/live/camera/{c}/tile".encode() for c in cams]
+        self.topics = [topics.live_camera(c, "tile").encode() for c in cams]
         self.seq0 = int(time.time() * 10) * 100  # seq grows across runs, as a camera's does
         self.sent = 0
         self.bytes = 0
@@ -480,10 +481,10 @@ class World:
     async def _prepare(self) -> list[Any]:
         import asyncpg
 
-        from ioc.accounts import broker_accounts, create_agency, create_user
-        from ioc.settings import load_settings
-        from ioc.storage.pool import create_pool
-        from ioc.storage.setup import prepare_database
+        from ioc.core.accounts import broker_accounts, create_agency, create_user
+        from ioc.core.settings import load_settings
+        from ioc.core.storage.pool import create_pool
+        from ioc.core.storage.setup import prepare_database
 
         self.db_name = f"ioc_bench_{secrets.token_hex(5)}"
         admin = await asyncpg.connect(self.args.pg_admin_url)
@@ -785,7 +786,7 @@ def run_agency(world: World, run_no: int) -> dict[str, Any]:
     acks = AckReader(sock)
     acks.start()
     sent: dict[int, float] = {}
-    topic = f"ioc/v1/kpi/{AGENCY}".encode()
+    topic = topics.kpi(AGENCY).encode()
     last = [0]
 
     def send(i: int) -> None:

@@ -58,7 +58,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from camera.registry import StreamMode
+from ioc.core.cameras import StreamMode
 
 OPEN_AT_ONCE = 8
 

@@ -11,42 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from camera.capture import CaptureThread, Frame, probe
 from camera.health import Debouncer, HealthTracker, Thresholds, analyse
-from camera.registry import Camera
+from ioc.core.cameras import Camera
+from ioc.core.contracts.camera import CameraStatus
 
 log = logging.getLogger("ioc.camera")
-
-
-@dataclass
-class CameraStatus:
-    camera_id: str
-    state: str = "starting"  # starting | online | offline
-    reason: str | None = None
-    mode: str = ""
-    fps: float = 0.0
-    keyframe_interval_s: float | None = None
-    width: int = 0
-    height: int = 0
-    last_frame_at: float | None = None
-    motion: float = 0.0
-    flags: dict[str, bool] = field(default_factory=dict)
-    since: float = field(default_factory=time.time)
-
-    @property
-    def healthy(self) -> bool:
-        return self.state == "online" and not any(self.flags.values())
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "camera": self.camera_id, "state": self.state, "healthy": self.healthy, "reason": self.reason,
-            "mode": self.mode, "fps": round(self.fps, 2), "keyframe_interval_s": self.keyframe_interval_s, "width": self.width, "height": self.height,
-            "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
-            "since": self.since,
-        }
 
 
 class CameraMonitor:

@@ -2,14 +2,13 @@
 
 Per camera: a CameraMonitor (probe, capture thread, health, reconnect) and a tile loop
 that JPEG-encodes each new frame as soon as it is decoded, at most `IOC_CAMERA_TILE_FPS`
-a second (640x360) and `IOC_CAMERA_HD_FPS` (1920x1080), retained on
-`ioc/v1/live/camera/<id>/tile` and `.../tile/hd`. HD tiles are made only for the cameras a
-wall shows large: each wall node says which, retained on `ioc/v1/wall/demand/<node>`
-(`{"hd": [camera ids]}`, cleared by its last will), unless `IOC_CAMERA_HD_ALWAYS` is set.
-The status goes retained to
-`ioc/v1/live/camera/<id>/status` on every change and at least every 10 s. A stale
-frame is never published twice. The service's own presence is
-`ioc/v1/status/camera/<worker>` with a last will.
+a second (640x360) and `IOC_CAMERA_HD_FPS` (1920x1080), retained on the camera's `tile`
+and `tile/hd` topics. HD tiles are made only for the cameras a wall shows large: each wall
+node says which (`topics.wall_demand`, cleared by its last will), unless
+`IOC_CAMERA_HD_ALWAYS` is set. The status goes retained to the camera's `status` topic on
+every change and at least every 10 s. A stale frame is never published twice. The
+service's own presence (`topics.camera_presence`) has a last will. Every topic and payload
+is defined in `ioc.core.contracts`.
 """
 
 from __future__ import annotations
@@ -23,20 +22,21 @@ import time
 
 import asyncpg
 import cv2
-import orjson
 
-from camera import history
 from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap
-from camera.monitor import CameraMonitor, CameraStatus
-from camera.registry import Camera
+from camera.monitor import CameraMonitor
+from ioc.core.cameras import Camera
 from camera.tiles import encode_tile
-from ioc.mqtt.link import MqttLink, Subscription
-from ioc.settings import MqttTarget
-from ioc.supervise import run_together
+from ioc.core.contracts import camera as camera_contract
+from ioc.core.contracts import topics
+from ioc.core.contracts import wall as wall_contract
+from ioc.core.contracts.camera import CameraStatus
+from ioc.core.mqtt.link import MqttLink, Subscription
+from ioc.core.storage import cameras as camera_store
+from ioc.core.settings import MqttTarget
+from ioc.core.supervise import run_together
 
 log = logging.getLogger("ioc.camera")
-LIVE = "ioc/v1/live/camera"
-DEMAND = "ioc/v1/wall/demand"  # ioc.wall.hub.DEMAND_TOPIC; not imported: the camera side loads no wall code
 
 
 class CameraService:
@@ -54,13 +54,13 @@ class CameraService:
         self._changes: asyncio.Queue[CameraStatus] = asyncio.Queue()
         self.cameras = cameras
         self.worker_id = worker_id or f"cameras-{socket.gethostname()}"
-        presence = f"ioc/v1/status/camera/{self.worker_id}"
+        presence = topics.camera_presence(self.worker_id)
         self.link = MqttLink(
             mqtt, self.worker_id,
-            will=(presence, orjson.dumps({"state": "offline"}), 1, True),
-            birth=(presence, orjson.dumps({"state": "online", "cameras": [c.id for c in cameras]}), 1, True),
-            subscriptions=[Subscription("ioc/v1/cmd/camera/+/reference", qos=0, retain_handling=2),
-                           Subscription(f"{DEMAND}/+", qos=0)],
+            will=(presence, camera_contract.encode_presence(False), 1, True),
+            birth=(presence, camera_contract.encode_presence(True, [c.id for c in cameras]), 1, True),
+            subscriptions=[Subscription(topics.CAMERA_REFERENCE_ALL, qos=0, retain_handling=2),
+                           Subscription(topics.WALL_DEMAND_ALL, qos=0)],
             on_message=self._on_message,
         )
         self.hd_always = hd_always
@@ -71,7 +71,8 @@ class CameraService:
         self.monitors: dict[str, CameraMonitor] = {}
 
     def _status(self, status: CameraStatus) -> None:
-        self.link.publish(f"{LIVE}/{status.camera_id}/status", orjson.dumps(status.as_dict()), qos=1, retain=True)
+        self.link.publish(topics.live_camera(status.camera_id, "status"), camera_contract.encode_status(status),
+                          qos=1, retain=True)
 
     def _changed(self, status: CameraStatus) -> None:
         self._status(status)
@@ -83,8 +84,8 @@ class CameraService:
         assert self.pool is not None
         open_faults: dict[str, set[str]] = {}
         async with self.pool.acquire() as conn:
-            await history.sync_registry(conn, self.file_cameras)
-            await history.close_open_events(conn, [c.id for c in self.cameras])
+            await camera_store.sync_registry(conn, self.file_cameras)
+            await camera_store.close_open_events(conn, [c.id for c in self.cameras])
         while True:
             status = await self._changes.get()
             before = open_faults.get(status.camera_id, set())
@@ -92,7 +93,7 @@ class CameraService:
             while True:
                 try:
                     async with self.pool.acquire() as conn:
-                        now_open = await history.record(conn, status, before)
+                        now_open = await camera_store.record_status(conn, status, before)
                     break
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("camera history not written, retrying",
@@ -102,9 +103,8 @@ class CameraService:
             open_faults[status.camera_id] = now_open
             for kind, state in [(k, "started") for k in sorted(now_open - before)] + \
                                [(k, "ended") for k in sorted(before - now_open)]:
-                self.link.publish(f"{LIVE}/{status.camera_id}/event", orjson.dumps(
-                    {"camera": status.camera_id, "kind": kind, "state": state, "at": status.since,
-                     "reason": status.reason}), qos=1)
+                self.link.publish(topics.live_camera(status.camera_id, "event"), camera_contract.encode_event(
+                    status.camera_id, kind, state, status.since, status.reason), qos=1)
 
     async def _tiles(self, monitor: CameraMonitor) -> None:
         cam = monitor.camera.id
@@ -133,7 +133,7 @@ class CameraService:
             last_sd = frame.seq
             tile = await asyncio.to_thread(encode_tile, frame.image, camera=cam, seq=frame.seq,
                                            captured_at=frame.captured_at, variant="sd")
-            self.link.publish(f"{LIVE}/{cam}/tile", tile, qos=0, retain=True)
+            self.link.publish(topics.live_camera(cam, "tile"), tile, qos=0, retain=True)
             now = time.monotonic()
             if frame.full is not None and self.hd_fps > 0 and now >= next_hd and frame.seq != last_hd:
                 # due again a little early: frames that come exactly every 1/hd_fps (keyframes)
@@ -142,7 +142,7 @@ class CameraService:
                 last_hd = frame.seq
                 hd = await asyncio.to_thread(encode_tile, frame.full, camera=cam, seq=frame.seq,
                                              captured_at=frame.captured_at, variant="hd")
-                self.link.publish(f"{LIVE}/{cam}/tile/hd", hd, qos=0, retain=True)
+                self.link.publish(topics.live_camera(cam, "tile/hd"), hd, qos=0, retain=True)
 
     async def _status_heartbeat(self) -> None:
         while True:
@@ -151,16 +151,17 @@ class CameraService:
                 self._status(m.status)
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool, generation: int) -> None:
-        if topic.startswith(DEMAND + "/"):
-            self._demand(topic[len(DEMAND) + 1 :], payload)
+        node = topics.parse_wall_demand(topic)
+        if node is not None:
+            self._demand(node, payload)
         else:
             self._command(topic, payload)
 
     def _demand(self, node: str, payload: bytes) -> None:
         """A wall node's list of cameras shown large; an empty payload (its will) withdraws it."""
         try:
-            cams = frozenset(str(c) for c in orjson.loads(payload)["hd"]) if payload else frozenset()
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            cams = wall_contract.decode_demand(payload)
+        except (ValueError, KeyError, TypeError) as exc:
             log.warning("wall demand ignored", extra={"node": node[:100], "error": str(exc)[:200]})
             return
         if cams:
@@ -182,12 +183,13 @@ class CameraService:
 
     def _command(self, topic: str, payload: bytes) -> None:
         """An operator accepts a camera's current view as its normal one (after it was moved on purpose)."""
-        parts = topic.split("/")
-        monitor = self.monitors.get(parts[4]) if len(parts) == 6 else None
+        camera_id = topics.parse_camera_reference(topic)
+        monitor = self.monitors.get(camera_id) if camera_id else None
         if monitor is None or monitor.tracker.last is None:
             return  # another shard's camera, or no picture yet
         monitor.tracker.set_reference(monitor.tracker.last)
-        log.info("camera reference accepted", extra={"camera": parts[4], "by": payload[:64].decode("utf-8", "replace")})
+        log.info("camera reference accepted",
+                 extra={"camera": camera_id, "by": camera_contract.decode_reference_command(payload)})
 
     # -- cameras come and go (admins add them through the API) ----------------------------
     def _start(self, cam: Camera) -> None:
@@ -214,8 +216,8 @@ class CameraService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.monitors.pop(camera_id, None)
         if forget:  # take it off the wall: empty retained messages delete the retained ones
-            for topic in ("status", "tile", "tile/hd"):
-                self.link.publish(f"{LIVE}/{camera_id}/{topic}", b"", qos=1, retain=True)
+            for channel in ("status", "tile", "tile/hd"):
+                self.link.publish(topics.live_camera(camera_id, channel), b"", qos=1, retain=True)
 
     async def _watch_registry(self) -> None:
         assert self._reload is not None

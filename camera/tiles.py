@@ -1,29 +1,22 @@
-"""Camera tiles for the wall: JPEG snapshots with a small header saying what and when.
+"""Camera tiles for the wall: a picture scaled and JPEG-encoded, framed by the tile contract.
 
-Wire format of a tile (MQTT payload, and later the websocket binary frame), so a screen
-can show the picture's age without parsing the JPEG:
-
-    b"IOCT" | u16 big-endian header length | header (UTF-8 JSON) | JPEG bytes
-
-header: {"camera", "seq", "captured_at" (epoch s, float), "width", "height", "variant"}.
+The frame format itself (header, magic) is `ioc.core.contracts.tile_frame`; this module only
+makes the JPEG, in a worker thread, from the reader's picture.
 """
 
 from __future__ import annotations
 
-import struct
-
 import cv2
 import numpy as np
-import orjson
 
-MAGIC = b"IOCT"
-VARIANTS: dict[str, tuple[int, int]] = {"sd": (640, 360), "hd": (1920, 1080)}
+from ioc.core.contracts.tile_frame import VARIANT_SIZES, TileHeader
+from ioc.core.contracts.tile_frame import encode_tile as frame_tile
 
 
 def encode_tile(image: np.ndarray, *, camera: str, seq: int, captured_at: float, variant: str,
                 quality: int = 80) -> bytes:
     """Scale to the variant's size (never up) and JPEG-encode; call from a worker thread."""
-    w, h = VARIANTS[variant]
+    w, h = VARIANT_SIZES[variant]
     src_h, src_w = image.shape[:2]
     scale = min(w / src_w, h / src_h, 1.0)
     if scale < 1.0:
@@ -31,13 +24,6 @@ def encode_tile(image: np.ndarray, *, camera: str, seq: int, captured_at: float,
     ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    header = orjson.dumps({"camera": camera, "seq": seq, "captured_at": captured_at,
-                           "width": image.shape[1], "height": image.shape[0], "variant": variant})
-    return MAGIC + struct.pack(">H", len(header)) + header + jpeg.tobytes()
-
-
-def decode_tile(payload: bytes) -> tuple[dict[str, object], bytes]:
-    if payload[:4] != MAGIC:
-        raise ValueError("not a tile")
-    (n,) = struct.unpack(">H", payload[4:6])
-    return orjson.loads(payload[6 : 6 + n]), payload[6 + n :]
+    header: TileHeader = {"camera": camera, "seq": seq, "captured_at": captured_at,
+                          "width": image.shape[1], "height": image.shape[0], "variant": variant}
+    return frame_tile(header, jpeg.tobytes())

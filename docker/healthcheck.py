@@ -22,7 +22,9 @@ import sys
 import time
 import urllib.request
 
-from ioc.settings import Settings, load_settings
+from ioc.core.contracts import topics
+from ioc.core.contracts.camera import decode_presence
+from ioc.core.settings import Settings, load_settings
 
 TIMEOUT_S = 5.0
 
@@ -58,14 +60,14 @@ def check_cameras(settings: Settings) -> str | None:
     import paho.mqtt.client as mqtt
 
     target = settings.require_mqtt()
-    topic = f"ioc/v1/status/camera/{settings.camera_worker_id}"
+    topic = topics.camera_presence(settings.camera_worker_id)
     seen: dict[str, object] = {}
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"health-{settings.camera_worker_id}-{os.getpid()}")
     client.username_pw_set(target.username, target.password)
     if target.tls:
         client.tls_set()
     client.on_connect = lambda c, _u, _f, rc, _p: c.subscribe(topic, qos=0) if not rc.is_failure else seen.update(error=str(rc))
-    client.on_message = lambda _c, _u, msg: seen.update(presence=json.loads(msg.payload))
+    client.on_message = lambda _c, _u, msg: seen.update(presence=decode_presence(msg.payload))
     client.connect(target.host, target.port, keepalive=int(TIMEOUT_S) + 5)
     deadline = time.monotonic() + TIMEOUT_S
     while not seen and time.monotonic() < deadline:

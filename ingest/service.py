@@ -21,21 +21,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
-import orjson
 
 from ingest.readings import Reading, Reject
 from ingest.rules import Rules, load_rules
 from ingest.stats import IngestStats
 from ingest.store import DeadLetter, Outcome, ReadingStore
 from ingest.validate import Limits, parse_payload
-from ioc.mqtt.link import MqttLink, Subscription
-from ioc.settings import Settings, SettingsError, parse_shard
-from ioc.storage.modes import StorageMode
-from ioc.supervise import run_together
+from ioc.core.contracts import kpi as kpi_contract
+from ioc.core.contracts import topics
+from ioc.core.mqtt.link import MqttLink, Subscription
+from ioc.core.settings import Settings, SettingsError, parse_shard
+from ioc.core.storage.modes import StorageMode
+from ioc.core.supervise import run_together
 
 log = logging.getLogger("ioc.ingest")
 UTC = timezone.utc
-KPI_PREFIX = "ioc/v1/kpi/"
 MAX_ACK_ITEMS = 100
 _TRANSIENT_SQLSTATE = ("08", "40", "53", "55", "57", "58", "3D", "XX")
 
@@ -122,10 +122,10 @@ class IngestService:
         (IOC_INGEST_SHARE_GROUP) for brokers that persist them.
         """
         group = self.settings.ingest_share_group
-        wildcard = f"{KPI_PREFIX}+"
-        agency_topics = {a: f"{KPI_PREFIX}{a}" for a in self.rules.agencies}
+        wildcard = topics.KPI_ALL
+        agency_topics = {a: topics.kpi(a) for a in self.rules.agencies}
         if group:
-            return [Subscription(f"$share/{group}/{wildcard}", 1, 2)], [wildcard, *agency_topics.values()]
+            return [Subscription(topics.shared(group, wildcard), 1, 2)], [wildcard, *agency_topics.values()]
         index, count = self.shard
         if count == 1:
             return [Subscription(wildcard, 1, 2)], list(agency_topics.values())
@@ -145,10 +145,10 @@ class IngestService:
             self._clock_dt = datetime.fromtimestamp(now, UTC)
         received_at = self._clock_dt
         self.stats.messages += 1
-        agency = topic[len(KPI_PREFIX):] if topic.startswith(KPI_PREFIX) else ""
-        if not agency or "/" in agency:
+        agency = topics.agency_of_kpi_topic(topic)
+        if agency is None:
             readings: list[Reading] = []
-            rejects = [Reject(f"unexpected topic {topic[:200]!r}: publish on ioc/v1/kpi/<agency>")]
+            rejects = [Reject(f"unexpected topic {topic[:200]!r}: publish on {topics.kpi('<agency>')}")]
             agency_or_none = None
         else:
             readings, rejects = parse_payload(agency, payload, self.rules, self.limits, received_at)
@@ -320,11 +320,9 @@ class IngestService:
         stats.rejected += sum(len(p.rejects) for p in batch) + len(out.conflicts) + len(result.refused)
         for rec in out.live:
             link.publish(
-                f"ioc/v1/live/kpi/{rec['kpi']}/{rec['area']}",
-                orjson.dumps({
-                    "kpi": rec["kpi"], "area": rec["area"], "ts": rec["ts"], "value": rec["value"],
-                    "rev": rec["revision"], "agency": rec["agency"], "received_at": rec["received_at"],
-                }),
+                topics.live_kpi(rec["kpi"], rec["area"]),
+                kpi_contract.encode_live(rec["kpi"], rec["area"], rec["ts"], rec["value"], rec["revision"],
+                                         rec["agency"], rec["received_at"]),
                 qos=1,
                 retain=True,
             )
@@ -339,14 +337,11 @@ class IngestService:
             if id(p) in refused:
                 items.append({"index": None, "kpi": None, "area": None, "msg_id": None, "reason": refused[id(p)]})
             first_id = next((r.msg_id for r in p.readings if r.msg_id), None) or next((r.msg_id for r in p.rejects if r.msg_id), None)
-            self._send_ack(p.agency, {
-                "status": "partial" if p.readings else "rejected",
-                "msg_id": first_id,
-                "accepted": len(p.readings),
-                "rejected_count": len(p.rejects) + (1 if id(p) in refused else 0),
-                "rejected": items,
-                "received_at": p.received_at,
-            })
+            self._send_ack(p.agency, kpi_contract.encode_ack(
+                "partial" if p.readings else "rejected", items,
+                msg_id=first_id, accepted=len(p.readings),
+                rejected_count=len(p.rejects) + (1 if id(p) in refused else 0), received_at=p.received_at,
+            ))
             log.info("readings rejected", extra={"agency": p.agency, "count": len(p.rejects), "first": items[0]["reason"]})
         by_agency: dict[str, list[dict[str, Any]]] = {}
         for reading, why in out.conflicts:
@@ -354,11 +349,11 @@ class IngestService:
                 {"kpi": reading.kpi, "area": reading.area, "ts": reading.ts, "msg_id": reading.msg_id, "reason": why}
             )
         for agency, items in by_agency.items():
-            self._send_ack(agency, {"status": "conflict", "rejected_count": len(items), "rejected": items[:MAX_ACK_ITEMS]})
+            self._send_ack(agency, kpi_contract.encode_ack("conflict", items[:MAX_ACK_ITEMS], rejected_count=len(items)))
             log.info("conflicting readings", extra={"agency": agency, "count": len(items), "first": items[0]["reason"]})
 
-    def _send_ack(self, agency: str, body: dict[str, Any]) -> None:
-        self.link.publish(f"ioc/v1/ack/{agency}", orjson.dumps(body), qos=1)
+    def _send_ack(self, agency: str, body: bytes) -> None:
+        self.link.publish(topics.ack(agency), body, qos=1)
 
     # -- housekeeping ----------------------------------------------------------------
     async def _load_rules_until_ready(self) -> None:

@@ -17,6 +17,7 @@ from operator import itemgetter
 import asyncpg
 
 from ingest.readings import READING_COLUMNS, Reading, Reject
+from ioc.core.contracts import topics
 
 DEAD_LETTER_COLUMNS = (
     "received_at", "agency", "topic", "reason", "reading_index", "kpi", "area", "msg_id", "payload", "payload_bytes",
@@ -87,7 +88,7 @@ class ReadingStore:
                 await self._write_round(conn, rows, out)
             for reading, reason in out.conflicts:
                 dead.append(
-                    DeadLetter(reading.received_at, reading.agency, f"ioc/v1/kpi/{reading.agency}", b"",
+                    DeadLetter(reading.received_at, reading.agency, topics.kpi(reading.agency), b"",
                                Reject(reason, None, reading.kpi, reading.area, reading.msg_id))
                 )
             if dead:

@@ -20,10 +20,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ioc.accounts import broker_accounts, create_agency, create_user
-from ioc.settings import load_settings
-from ioc.storage.pool import create_pool
-from ioc.storage.setup import prepare_database
+from ioc.core.accounts import broker_accounts, create_agency, create_user
+from ioc.core.settings import load_settings
+from ioc.core.storage.pool import create_pool
+from ioc.core.storage.setup import prepare_database
 from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.children import read_text
 from tests.rigs.serve import ServeProcess

@@ -33,16 +33,16 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from ingest.readings import Reading
 from ingest.store import ReadingStore
-from ioc.accounts import create_agency, create_user, set_disabled
-from ioc.api.app import create_app
-from ioc.catalogue.shipped import shipped_catalogue
-from ioc.settings import load_settings
+from ioc.core.accounts import create_agency, create_user, set_disabled
+from ioc.serve.api.app import create_app
+from ioc.core.catalogue.shipped import shipped_catalogue
+from ioc.core.settings import load_settings
 
 SECRET = "s3cret-" + "x" * 40
 METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 UTC = timezone.utc
-AREAS_CSV = Path(__file__).resolve().parents[1] / "ioc" / "catalogue" / "data" / "areas" / "ha-nam.csv"
+AREAS_CSV = Path(__file__).resolve().parents[1] / "ioc" / "core" / "catalogue" / "data" / "areas" / "ha-nam.csv"
 
 COUNTER = "tthc.dossiers_received"
 GAUGE = "mt.aqi"

@@ -1,11 +1,11 @@
 """The generated broker config, proven against a real Mosquitto 2.0.
 
 Every broker test runs ``/usr/sbin/mosquitto`` started by ``MosquittoRig`` from
-the files ``ioc.broker.config`` writes: password hashes, per-agency ACLs,
+the files ``ioc.core.mqtt.broker_files`` writes: password hashes, per-agency ACLs,
 shared subscriptions for ingest, queue limits and persistence.  Several tests
 pin down Mosquitto 2.0.11 behaviour the services must design around (marked
 "known limitation"); if one of them starts failing, the broker changed and the
-docstrings in ``ioc/broker/config.py`` need revisiting.
+docstrings in ``ioc/core/mqtt/broker_files.py`` need revisiting.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ioc.broker.config import (
+from ioc.core.mqtt.broker_files import (
     BrokerAccount,
     render_acl,
     render_mosquitto_conf,
     render_password_file,
     write_broker_files,
 )
-from ioc.broker.passwords import hash_password, new_password, verify_password
+from ioc.core.passwords import hash_password, new_password, verify_password
 from tests.rigs.mosquitto import MOSQUITTO_BINARY, BrokerStartError, MosquittoRig
 
 SHARE = "$share/ioc-ingest/ioc/v1/kpi/+"

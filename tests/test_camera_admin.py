@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import orjson
 
-from ioc.accounts import create_user
+from ioc.core.accounts import create_user
 from tests.conftest import REPO
 from tests.rigs.children import end, preexec, track
 from tests.rigs.mosquitto import MosquittoRig

@@ -18,7 +18,7 @@ import pytest
 
 from camera.health import HealthTracker, analyse
 from camera.monitor import CameraMonitor, CameraStatus
-from camera.registry import Camera, RegistryError, load_registry, shard
+from ioc.core.cameras import Camera, RegistryError, load_registry, shard
 from tests.rigs.rtsp.rig import BlackHole, RtspRig, refused_url
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,11 +18,11 @@ import httpx
 import numpy as np
 import orjson
 
-from camera.history import uptime_per_day
-from camera.tiles import decode_tile
-from ioc.accounts import create_user
-from ioc.api.app import create_app
-from ioc.settings import load_settings
+from ioc.core.storage.cameras import uptime_per_day
+from ioc.core.contracts.tile_frame import decode_tile
+from ioc.core.accounts import create_user
+from ioc.serve.api.app import create_app
+from ioc.core.settings import load_settings
 from tests.conftest import REPO
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client

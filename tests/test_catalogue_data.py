@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "ioc" / "catalogue" / "data"
+DATA = Path(__file__).resolve().parents[1] / "ioc" / "core" / "catalogue" / "data"
 KPIS_TOML = DATA / "kpis.toml"
 HA_NAM_CSV = DATA / "areas" / "ha-nam.csv"
 

@@ -263,7 +263,7 @@ async def test_a_video_file_plays_as_an_endless_camera_at_its_own_rate(tmp_path:
     import numpy as np
 
     from camera.capture import CaptureThread, probe
-    from camera.registry import Camera
+    from ioc.core.cameras import Camera
 
     clip = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 180))

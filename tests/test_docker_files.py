@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from ioc.cli import build_parser
-from ioc.settings import Settings, load_settings, parse_mqtt_url, parse_shard
+from ioc.cli.main import build_parser
+from ioc.core.settings import Settings, load_settings, parse_mqtt_url, parse_shard
 
 yaml = pytest.importorskip("yaml")
 
@@ -165,7 +165,7 @@ def test_every_ioc_variable_is_a_setting() -> None:
     for path in ("compose.yaml", ".env.example", "setup.sh", "healthcheck.py"):
         used = set(re.findall(r"\bIOC_[A-Z0-9_]+", (DOCKER / path).read_text(encoding="utf-8")))
         unknown = sorted(used - known)
-        assert not unknown, f"docker/{path} uses IOC_ variables that ioc/settings.py does not know: {unknown}"
+        assert not unknown, f"docker/{path} uses IOC_ variables that ioc/core/settings.py does not know: {unknown}"
 
 
 def test_each_service_loads_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -291,7 +291,14 @@ def test_setup_job_stops_before_anything_without_its_passwords(tmp_path: Path) -
 def test_dockerfile_basics() -> None:
     steps = dockerfile_instructions()
     args = dict(rest.split("=", 1) for kw, rest in steps if kw == "ARG" and "=" in rest)
-    bases = [args.get(rest.split()[0].strip("${}"), rest.split()[0]) for kw, rest in steps if kw == "FROM"]
+    stages: list[str] = []
+    bases = []
+    for kw, rest in steps:
+        if kw == "FROM":
+            words = rest.split()
+            if words[0] not in stages:  # a stage built on an earlier one has that one's base
+                bases.append(args.get(words[0].strip("${}"), words[0]))
+            stages.append(words[-1] if len(words) == 3 and words[1].upper() == "AS" else "")
     assert bases and all(b == "python:3.11-slim" for b in bases), bases
     users = [rest for kw, rest in steps if kw == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must end as a non-root user"
@@ -301,7 +308,9 @@ def test_dockerfile_basics() -> None:
             assert not any(w in rest.upper() for w in SECRET_WORDS), f"no secrets in the image: {kw} {rest}"
         if kw == "RUN" and "pip install" in rest:
             assert ("PIP_NO_CACHE_DIR=1" in str(steps)) or "--no-cache-dir" in rest
-    assert steps[-2:] == [("ENTRYPOINT", '["ioc"]'), ("CMD", '["--help"]')]
+    runtime = steps[[i for i, s in enumerate(steps) if s == ("FROM", "${PYTHON_IMAGE} AS runtime")][0]:]
+    runtime = runtime[: [i for i, s in enumerate(runtime) if s[0] == "FROM"][1]]
+    assert runtime[-2:] == [("ENTRYPOINT", '["ioc"]'), ("CMD", '["--help"]')]
     # the context (docker/Dockerfile.dockerignore) holds what `pip install .` needs: every
     # package pyproject.toml installs, and every file a COPY names
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
@@ -320,10 +329,37 @@ def test_dockerfile_basics() -> None:
                 assert src in allowed, f"{src} is excluded by Dockerfile.dockerignore"
             installed[words[-1]] = src
     assert installed["/usr/local/bin/ioc-setup"] == "docker/setup.sh"
+    # the optional parts stay out of every image: the context leaves them out
+    assert "ioc/extras" in ignore and ignore.index("ioc/extras") > ignore.index("!ioc")
     assert installed["/usr/local/bin/ioc-healthcheck"] == "docker/healthcheck.py"
     for script in ("setup.sh", "healthcheck.py"):
         assert (DOCKER / script).read_text(encoding="utf-8").startswith("#!"), script
     assert "set -eu" in (DOCKER / "setup.sh").read_text(encoding="utf-8")
+
+
+def test_two_images_app_without_video_libraries_and_camera_with_them() -> None:
+    """The default target (the last stage) is `app`, built from the stage that installs no
+    extra; only `camera` copies the venv with OpenCV; compose builds each service from its own."""
+    steps = dockerfile_instructions()
+    froms = [rest for kw, rest in steps if kw == "FROM"]
+    assert froms[-1] == "runtime AS app" and "runtime AS camera" in froms
+    copies = {}
+    stage = ""
+    for kw, rest in steps:
+        if kw == "FROM":
+            stage = rest.split()[-1]
+        elif kw == "COPY" and "--from=" in rest:
+            copies[stage] = rest.split("--from=")[1].split()[0]
+        elif kw == "RUN" and "pip install" in rest:
+            extras = "[camera]" in rest
+            assert extras == (stage == "build-camera"), f"stage {stage}: {rest}"
+            assert "[demo]" not in rest
+    assert copies == {"camera": "build-camera", "app": "build"}
+    services = compose()["services"]
+    assert services["cameras"]["build"]["target"] == "camera"
+    for name in ("setup", "ingest-0", "ingest-1", "api", "cli"):
+        assert services[name]["build"]["target"] == "app", name
+        assert services[name]["image"] != services["cameras"]["image"], name
 
 
 # -- the health check ---------------------------------------------------------------------

@@ -21,11 +21,11 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ioc.broker.config import BrokerAccount, render_acl
-from ioc.broker.embedded import codec
-from ioc.broker.embedded.access import READ, WRITE, AccessFileError, load_access
-from ioc.broker.embedded.topics import matches, overlaps, split_shared, valid_filter
-from ioc.broker.passwords import hash_password, new_password
+from ioc.core.mqtt.broker_files import BrokerAccount, render_acl
+from ioc.extras.broker import codec
+from ioc.extras.broker.access import READ, WRITE, AccessFileError, load_access
+from ioc.extras.broker.topics import matches, overlaps, split_shared, valid_filter
+from ioc.core.passwords import hash_password, new_password
 from tests.rigs.embedded_broker import EmbeddedBrokerRig
 from tests.rigs.mosquitto import BrokerStartError
 from tests.test_broker_access import (  # noqa: F401 - `passwords` is a fixture

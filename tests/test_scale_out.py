@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ioc.accounts import broker_accounts, create_agency, create_user
+from ioc.core.accounts import broker_accounts, create_agency, create_user
 from tests.conftest import REPO, IngestProcess, service_env
 from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.mqtt_clients import Client as MqttClient

@@ -10,7 +10,7 @@ import time
 import asyncpg
 import httpx
 
-from ioc.accounts import create_user
+from ioc.core.accounts import create_user
 from tests.conftest import REPO
 from tests.rigs.mosquitto import free_port
 

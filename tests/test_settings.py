@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ioc.settings import SettingsError, load_settings, parse_mqtt_url
+from ioc.core.settings import SettingsError, load_settings, parse_mqtt_url
 
 
 def test_environment_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

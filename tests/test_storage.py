@@ -11,9 +11,9 @@ import pytest
 
 from ingest.readings import Reading
 from ingest.store import ReadingStore, split_rounds
-from ioc.storage.migrate import load_migrations, migrate
-from ioc.storage.modes import StorageMode
-from ioc.storage.rollups import refresh
+from ioc.core.storage.migrate import load_migrations, migrate
+from ioc.core.storage.modes import StorageMode
+from ioc.core.storage.rollups import refresh
 
 UTC = timezone.utc
 TZ = "Asia/Ho_Chi_Minh"

@@ -22,11 +22,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from ioc.catalogue.store import seed_shipped
-from ioc.storage import rollups
-from ioc.storage.migrate import MigrateResult, migrate
-from ioc.storage.modes import StorageMode
-from ioc.storage.queries import parse_bucket, series
+from ioc.core.catalogue.store import seed_shipped
+from ioc.core.storage import rollups
+from ioc.core.storage.migrate import MigrateResult, migrate
+from ioc.core.storage.modes import StorageMode
+from ioc.core.storage.queries import parse_bucket, series
 from tests.rigs.pglite import PgliteTimescaleRig, PgliteUnavailable
 
 TZ_NAME = "Asia/Ho_Chi_Minh"

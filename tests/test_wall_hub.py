@@ -18,8 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from camera.tiles import encode_tile
-from ioc.accounts import create_user
-from ioc.wall.frames import parse_picture_frame
+from ioc.core.accounts import create_user
+from ioc.core.contracts.wall_frames import parse_picture_frame
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
 from tests.rigs.serve import ServeProcess
@@ -289,7 +289,7 @@ async def test_refusals_are_clear_and_touch_nobody_else(wall_api: ServeProcess, 
         r = await http.post("/api/v1/wall/screen-tokens", json={"name": name},
                             headers={"Authorization": f"Bearer {logins['operator']}"})
         assert r.status_code == 403
-    from ioc.accounts import set_disabled
+    from ioc.core.accounts import set_disabled
     pool = await asyncpg.connect(wall_api.env["IOC_DATABASE_URL"])
     try:
         await set_disabled(pool, name, True, actor="test")

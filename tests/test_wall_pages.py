@@ -29,8 +29,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from camera.tiles import encode_tile
 from dashboards import LAYOUTS
-from ioc.wall.layout import load_presets
-from ioc.accounts import create_user
+from ioc.serve.wall.layout import load_presets
+from ioc.core.accounts import create_user
 from tests.conftest import REPO, Agencies, IngestProcess
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient

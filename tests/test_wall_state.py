@@ -6,8 +6,8 @@ import orjson
 import pytest
 
 from dashboards import LAYOUTS
-from ioc.wall import hub as hub_module
-from ioc.wall.layout import LayoutError, load_presets, parse_layout
+from ioc.serve.wall import hub as hub_module
+from ioc.serve.wall.layout import LayoutError, load_presets, parse_layout
 
 
 def test_presets_load_and_every_screen_has_tiles() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ioc.broker.config import BrokerAccount
+from ioc.core.mqtt.broker_files import BrokerAccount
 from tests.rigs.embedded_broker import EmbeddedBrokerRig
 from tests.rigs.mosquitto import MosquittoRig
 

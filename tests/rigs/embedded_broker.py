@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ioc.broker.config import BrokerAccount, write_broker_files
+from ioc.core.mqtt.broker_files import BrokerAccount, write_broker_files
 from tests.rigs import children
 from tests.rigs.mosquitto import MosquittoRig
 

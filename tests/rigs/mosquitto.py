@@ -1,7 +1,7 @@
 """A real Mosquitto broker for tests, configured exactly as production is.
 
 Tests talk to ``/usr/sbin/mosquitto`` started from the files that
-``ioc.broker.config.write_broker_files`` generates, so what they prove (ACLs,
+``ioc.core.mqtt.broker_files.write_broker_files`` generates, so what they prove (ACLs,
 queue limits, persistence) is a property of the configuration we ship, not of
 a mock.  Each rig runs its own broker on a free 127.0.0.1 port in its own
 directory; the system broker on :1883 is never touched.
@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from ioc.broker.config import BrokerAccount, write_broker_files
+from ioc.core.mqtt.broker_files import BrokerAccount, write_broker_files
 
 from tests.rigs import children
 

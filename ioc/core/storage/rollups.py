@@ -1,0 +1,111 @@
+"""Keeping the hourly and daily roll-ups true to the readings.
+
+Plain mode: `readings_hourly` and `readings_daily` are tables, and every hour the ingest
+touched is listed in `rollup_dirty`; `refresh` recomputes exactly those hours from
+readings and the days that contain them from the hours. TimescaleDB mode: the continuous
+aggregates' policy keeps recent data current and real-time aggregation covers the tail;
+`rollup_dirty` then lists only late arrivals older than the policy window, which `refresh`
+hands to `refresh_continuous_aggregate`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from ioc.core.storage.modes import StorageMode
+
+_LOCK_KEY = 0x10C0002  # int4 for the two-key advisory lock
+
+
+async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *, kpi: str | None = None) -> int:
+    """Bring roll-ups up to date (for one KPI, or all); returns the hours recomputed."""
+    if mode is StorageMode.TIMESCALE:
+        return await _refresh_timescale(conn)
+    if kpi is None:
+        total = 0
+        for row in await conn.fetch("SELECT DISTINCT kpi FROM rollup_dirty"):
+            total += await _refresh_plain(conn, row["kpi"], timezone)
+        return total
+    return await _refresh_plain(conn, kpi, timezone)
+
+
+async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> int:
+    async with conn.transaction():
+        # one refresher per KPI at a time: two computing the same day from different
+        # snapshots of the hours could commit a stale day last
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_KEY, kpi)
+        # two statements: the CTEs of one statement share a snapshot, so a daily roll-up
+        # computed in the same statement would read the hours as they were before it
+        touched = await conn.fetch(
+            """WITH d AS (
+                   DELETE FROM rollup_dirty WHERE kpi = $1 RETURNING kpi, area, hour
+               )
+               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
+                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+                 FROM d JOIN readings r
+                   ON r.kpi = d.kpi AND r.area = d.area AND r.ts >= d.hour AND r.ts < d.hour + interval '1 hour'
+                GROUP BY d.hour, d.kpi, d.area
+               ON CONFLICT (kpi, area, bucket) DO UPDATE
+                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
+               RETURNING t.kpi, t.area, t.bucket""",
+            kpi,
+        )
+        if not touched:
+            return 0
+        await conn.execute(
+            """WITH days AS (
+                   SELECT DISTINCT k, a, date_trunc('day', b, $4) AS day
+                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
+               )
+               INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               SELECT days.day, days.k, days.a, sum(x.n), sum(x.sum), min(x.min), max(x.max),
+                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts)
+                 FROM days JOIN readings_hourly x
+                   ON x.kpi = days.k AND x.area = days.a
+                  AND x.bucket >= days.day AND x.bucket < days.day + interval '1 day'
+                GROUP BY days.day, days.k, days.a
+               ON CONFLICT (kpi, area, bucket) DO UPDATE
+                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts""",
+            [t["kpi"] for t in touched], [t["area"] for t in touched], [t["bucket"] for t in touched], timezone,
+        )
+        n = len(touched)
+    return int(n or 0)
+
+
+async def _refresh_timescale(conn: asyncpg.Connection) -> int:
+    rows = await conn.fetch("SELECT kpi, area, hour FROM rollup_dirty")
+    if not rows:
+        return 0
+    hours = sorted({r["hour"] for r in rows})
+    # refresh_continuous_aggregate cannot run inside a transaction block: one call per span.
+    # Its window arguments are of type "any": a bare $1 has no type to bind to, hence the casts.
+    for start, end in _spans(hours):
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('readings_hourly', $1::timestamptz, $2::timestamptz)", start, end
+        )
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
+            start - timedelta(days=1), end + timedelta(days=1),
+        )
+    # only now: a refresh that failed leaves its hours listed for the next round
+    await conn.execute(
+        """DELETE FROM rollup_dirty d USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, h)
+            WHERE d.kpi = u.k AND d.area = u.a AND d.hour = u.h""",
+        [r["kpi"] for r in rows], [r["area"] for r in rows], [r["hour"] for r in rows],
+    )
+    return len(hours)
+
+
+def _spans(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+    spans: list[tuple[datetime, datetime]] = []
+    for h in hours:
+        if spans and h <= spans[-1][1] + timedelta(hours=6):
+            spans[-1] = (spans[-1][0], h + timedelta(hours=1))
+        else:
+            spans.append((h, h + timedelta(hours=1)))
+    return spans

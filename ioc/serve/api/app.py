@@ -1,0 +1,114 @@
+"""The FastAPI application behind `ioc serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from dashboards import STATIC
+from ioc.serve.api import (
+    routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_wall,
+)
+from ioc.serve.api.login_guard import LoginGuard
+from ioc.serve.api.security import TokenIssuer
+from ioc.core.settings import Settings
+from ioc.core.storage import rollups
+from ioc.core.storage.modes import StorageMode
+from ioc.core.storage.pool import create_pool
+from ioc.core.storage.setup import prepare_database
+
+log = logging.getLogger("ioc.api")
+
+
+async def _rollup_loop(pool: asyncpg.Pool, mode: StorageMode, timezone: str, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            async with pool.acquire() as conn:
+                await rollups.refresh(conn, mode, timezone)
+        except Exception as exc:  # noqa: BLE001 - logged, retried next round
+            log.warning("roll-up refresh failed", extra={"error": str(exc)[:300]})
+
+
+def create_app(settings: Settings) -> FastAPI:
+    issuer = TokenIssuer(settings.require_jwt_secret(), settings.jwt_ttl_s)
+    dsn = settings.require_database_url()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, app="ioc-api", min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        info = await prepare_database(pool, settings)
+        app.state.pool = pool
+        app.state.mode = info.mode
+        app.state.timezone = info.timezone
+        task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
+        app.state.wall = None
+        if settings.mqtt_url and settings.wall_port:
+            from ioc.serve.wall.node import WallNode
+
+            app.state.wall = WallNode(settings, pool, issuer, info.timezone)
+            await app.state.wall.start()
+        else:
+            log.warning("wall hub off: IOC_MQTT_URL is not set or IOC_WALL_PORT is 0")
+        try:
+            yield
+        finally:
+            if app.state.wall is not None:
+                await app.state.wall.stop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await pool.close()
+
+    app = FastAPI(
+        title="IOC backend API",
+        version="1",
+        description="KPIs, areas and readings of the provincial Intelligent Operations Centre.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.issuer = issuer
+    app.state.login_guard = LoginGuard()
+    app.state.principal_cache = {}
+    app.state.wall = None
+    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_wall, routes_ops):
+        app.include_router(module.router)
+    # the wall screens, console and tablet pages: files only, nothing from the internet
+    app.mount("/wall", StaticFiles(directory=STATIC, html=True, check_dir=False), name="wall")
+
+    @app.get("/", include_in_schema=False)
+    async def _home() -> RedirectResponse:
+        return RedirectResponse("/wall/console.html")
+
+    @app.exception_handler(asyncpg.DataError)
+    async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+        # a NUL character, a number past bigint, a date past year 9999: the database
+        # refuses the value, and that is the caller's mistake, not a server error
+        log.info("value refused by the database", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": f"invalid value: {str(exc)[:200]}"}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # the default answer echoes the input, which cannot be JSON when it holds NaN
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+    @app.exception_handler(OSError)
+    async def _db_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("backend unreachable", extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+
+    return app

@@ -1,0 +1,168 @@
+"""One API node's share of the wall: its hub, its broker link, its websocket server, alerts.
+
+Started by `ioc serve` when a broker is configured. Nodes share nothing but the broker and
+PostgreSQL, so any number can run side by side behind a load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import asyncpg
+import jwt
+from websockets.asyncio.server import Server
+
+from dashboards import LAYOUTS
+from ioc.core.accounts import get_user
+from ioc.core.contracts import topics
+from ioc.core.contracts import wall as wall_contract
+from ioc.core.contracts.wall import WallState
+from ioc.core.mqtt.link import MqttLink, Subscription
+from ioc.core.settings import Settings
+from ioc.core.supervise import run_together
+from ioc.serve.wall import store
+from ioc.serve.wall.alerts import AlertKeeper
+from ioc.serve.wall.hub import Hub
+from ioc.serve.wall.layout import Layout, load_presets
+from ioc.serve.wall.server import Refused, start_server
+from ioc.serve.wall.tiledata import KpiMeta
+
+log = logging.getLogger("ioc.wall")
+
+
+class WallNode:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, issuer: Any, timezone: str) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.issuer = issuer
+        self.presets = load_presets(LAYOUTS)
+        self.alerts = AlertKeeper(pool, self._publish_retained, self._show_alerts,
+                                  watched_kpis=self._watched_kpis, timezone=timezone)
+        self.hub = Hub(self.presets, buffer_limit=settings.wall_client_buffer_bytes,
+                       on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi)
+        client_id = f"ioc-api-{socket.gethostname()}-{os.getpid()}"
+        self.demand_topic = topics.wall_demand(client_id)
+        self.link = MqttLink(
+            settings.require_mqtt(), client_id,
+            subscriptions=[Subscription(topics.LIVE_ALL, qos=0), Subscription(topics.WALL_ALL, qos=0)],
+            on_message=self.hub.on_message,
+            will=(self.demand_topic, b"", 1, True),  # gone: our screens' HD wishes go with us
+        )
+        self._demand: frozenset[str] | None = None
+        self._demand_generation = -1
+        self.server: Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._watched: set[tuple[str, str]] = set()
+
+    # -- wiring -------------------------------------------------------------------------
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self.link.publish(topic, payload, qos=1, retain=True)
+
+    def _show_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        self.hub.set_alerts(alerts)
+
+    def _watched_kpis(self) -> set[tuple[str, str]]:
+        return self._watched
+
+    def _rewatch(self) -> None:
+        self._watched = {(t.kpi, t.area) for lay in self.hub.layouts().values() for t in lay.tiles
+                         if t.kpi and t.area and t.kind in ("kpi", "chart")}
+
+    async def authorize(self, token: str) -> tuple[str, str]:
+        try:
+            claims = self.issuer.decode(token)
+        except jwt.ExpiredSignatureError:
+            raise Refused(4401, "token expired: log in again") from None
+        except jwt.PyJWTError:
+            raise Refused(4401, "invalid token") from None
+        async with self.pool.acquire() as conn:
+            user = await get_user(conn, str(claims["sub"]))
+        if user is None or user.disabled or user.role != claims.get("role"):
+            raise Refused(4401, "account unknown, disabled or changed: log in again")
+        return user.username, user.role
+
+    async def _load(self) -> None:
+        async with self.pool.acquire() as conn:
+            self.hub.saved = await store.saved_layouts(conn)
+            state = await store.current_state(conn)
+            await self._load_catalogue(conn)
+        self._rewatch()
+        if state is not None:
+            self.hub.apply_state(state)
+
+    async def _load_catalogue(self, conn: asyncpg.Connection) -> None:
+        kpis = await conn.fetch("SELECT id, name_vi, name_en, unit, target, better FROM kpis")
+        cams = await conn.fetch("SELECT id, name FROM cameras")
+        self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"])
+                                for r in kpis}, {r["id"]: r["name"] for r in cams})
+
+    async def _refresh_catalogue(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            try:
+                async with self.pool.acquire() as conn:
+                    await self._load_catalogue(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("wall catalogue not refreshed", extra={"error": str(exc)[:200]})
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.hub.tick()
+            self._publish_demand()
+
+    def _publish_demand(self) -> None:
+        """Tell the camera services which cameras need HD tiles; again after every reconnect
+        (the broker may have run our will meanwhile). An empty retained payload withdraws it."""
+        if not self.link.connected.is_set():
+            return
+        demand = self.hub.hd_cameras()
+        if demand == self._demand and self.link.generation == self._demand_generation:
+            return
+        payload = wall_contract.encode_demand(demand, time.time())
+        self.link.publish(self.demand_topic, payload, qos=1, retain=True)
+        self._demand, self._demand_generation = demand, self.link.generation
+
+    # -- operators' changes ---------------------------------------------------------------
+    def publish_state(self, state: WallState, layout: Layout) -> None:
+        """Show it here at once, and on every other node through the broker."""
+        self._publish_retained(topics.WALL_STATE, wall_contract.encode_state(state, layout.model_dump(mode="json")))
+        self.hub.apply_state(state, layout)
+
+    def layout_saved(self, layout: Layout | None, layout_id: str) -> None:
+        if layout is None:
+            self.hub.saved.pop(layout_id, None)
+        else:
+            self.hub.saved[layout_id] = layout
+        self._rewatch()
+
+    # -- life ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._load()
+        self.server = await start_server(self.hub, self.authorize, self.settings.api_host, self.settings.wall_port,
+                                         max_clients=self.settings.wall_max_clients)
+        tasks = [asyncio.create_task(self.link.run(), name="wall-mqtt"),
+                 asyncio.create_task(self.alerts.run(), name="wall-alerts"),
+                 asyncio.create_task(self._refresh_catalogue(), name="wall-catalogue"),
+                 asyncio.create_task(self._tick(), name="wall-tick")]
+        self._task = asyncio.create_task(run_together(tasks), name="wall")
+        self._task.add_done_callback(self._ended)
+        log.info("wall hub listening", extra={"host": self.settings.api_host, "port": self.settings.wall_port,
+                                              "layout": self.hub.state.layout})
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("wall hub stopped", exc_info=task.exception())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""Saved layouts and the wall's current state in PostgreSQL.
+
+PostgreSQL holds the truth, so a restarted API node puts the wall back as the operators
+left it; the broker (`ioc/v1/wall/state`, retained) carries each change to every node.
+The version is bumped in the same statement that changes the state, so two operators
+switching at once give two versions, never one state with two meanings.
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import orjson
+
+from ioc.core.storage import audit
+from ioc.core.contracts.wall import WallState
+from ioc.serve.wall.layout import Layout, parse_layout
+
+
+async def saved_layouts(conn: asyncpg.Connection) -> dict[str, Layout]:
+    rows = await conn.fetch("SELECT id, doc FROM wall_layouts ORDER BY id")
+    return {r["id"]: parse_layout(orjson.loads(r["doc"]), where=f"saved layout {r['id']}") for r in rows}
+
+
+async def save_layout(conn: asyncpg.Connection, layout: Layout, actor: str) -> None:
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO wall_layouts (id, doc, updated_by) VALUES ($1, $2::jsonb, $3) "
+            "ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc, updated_by = EXCLUDED.updated_by, updated_at = now()",
+            layout.id, orjson.dumps(layout.model_dump(mode="json")).decode(), actor,
+        )
+        await audit.record(conn, actor, "wall.layout_saved", layout.id, {"tiles": len(layout.tiles)})
+
+
+async def delete_layout(conn: asyncpg.Connection, layout_id: str, actor: str) -> bool:
+    async with conn.transaction():
+        gone = await conn.fetchval("DELETE FROM wall_layouts WHERE id = $1 RETURNING id", layout_id)
+        if gone:
+            await audit.record(conn, actor, "wall.layout_deleted", layout_id, {})
+    return gone is not None
+
+
+async def current_state(conn: asyncpg.Connection) -> WallState | None:
+    row = await conn.fetchrow("SELECT layout, version, at, pins FROM wall_state")
+    if row is None:
+        return None
+    return WallState(row["layout"], row["version"], row["at"], orjson.loads(row["pins"]))
+
+
+async def change_state(conn: asyncpg.Connection, *, layout: str | None, pins: dict[str, str | None] | None,
+                       delay_s: float, actor: str, default_layout: str) -> WallState:
+    """Switch layout (pins are dropped with it) and/or change pins; returns the new state."""
+    at = time.time() + delay_s
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT layout, version, pins FROM wall_state FOR UPDATE")
+        cur_layout = row["layout"] if row else default_layout
+        cur_pins: dict[str, str] = orjson.loads(row["pins"]) if row else {}
+        version = (row["version"] if row else 0) + 1
+        new_layout = layout or cur_layout
+        new_pins = {} if layout and layout != cur_layout else dict(cur_pins)
+        for tile, cam in (pins or {}).items():
+            if cam is None:
+                new_pins.pop(tile, None)
+            else:
+                new_pins[tile] = cam
+        await conn.execute(
+            "INSERT INTO wall_state (one, layout, version, at, pins, updated_by) VALUES (true, $1, $2, $3, $4::jsonb, $5) "
+            "ON CONFLICT (one) DO UPDATE SET layout = EXCLUDED.layout, version = EXCLUDED.version, at = EXCLUDED.at, "
+            "pins = EXCLUDED.pins, updated_by = EXCLUDED.updated_by, updated_at = now()",
+            new_layout, version, at, orjson.dumps(new_pins).decode(), actor,
+        )
+        await audit.record(conn, actor, "wall.switched" if layout else "wall.pinned", new_layout,
+                    {"version": version, "pins": new_pins})
+    return WallState(new_layout, version, at, new_pins)

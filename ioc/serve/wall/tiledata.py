@@ -1,0 +1,103 @@
+"""What a tile shows, from what arrived on the broker: pure functions, easy to test.
+
+The hub keeps the raw live messages; these turn them into the `data` of a tile message
+(dashboards/PROTOCOL.md), so a page never has to know the catalogue or the camera
+service's status format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ioc.serve.wall.layout import Tile
+
+PROBLEMS = ("offline", "black", "uniform", "frozen", "blurred", "scene_changed")
+
+
+@dataclass(frozen=True)
+class KpiMeta:
+    id: str
+    name_vi: str
+    name_en: str
+    unit: str
+    target: float | None
+    better: str
+
+
+def target_status(meta: KpiMeta | None, value: float) -> str:
+    if meta is None or meta.target is None:
+        return "none"
+    met = value >= meta.target if meta.better == "higher" else value <= meta.target
+    return "met" if met else "missed"
+
+
+def trend(value: float, previous: float | None) -> str | None:
+    if previous is None:
+        return None
+    if abs(value - previous) <= 1e-9 * max(1.0, abs(previous)):
+        return "flat"
+    return "up" if value > previous else "down"
+
+
+def kpi_data(meta: KpiMeta | None, live: dict[str, Any], previous: float | None) -> dict[str, Any]:
+    value = float(live["value"])
+    return {
+        "kpi": live["kpi"], "area": live["area"],
+        "name_vi": meta.name_vi if meta else live["kpi"], "name_en": meta.name_en if meta else live["kpi"],
+        "unit": meta.unit if meta else "", "value": value, "ts": live.get("ts"),
+        "target": meta.target if meta else None, "better": meta.better if meta else "higher",
+        "status": target_status(meta, value), "trend": trend(value, previous), "previous": previous,
+    }
+
+
+def chart_data(tile: Tile, changed_at: str | None) -> dict[str, Any]:
+    return {"kpi": tile.kpi, "area": tile.area, "bucket": tile.bucket, "hours": tile.hours, "changed_at": changed_at}
+
+
+def problems_of(status: dict[str, Any]) -> list[str]:
+    out = ["offline"] if status.get("state") != "online" else []
+    flags = status.get("flags") or {}
+    out.extend(k for k in PROBLEMS if k != "offline" and flags.get(k))
+    return out
+
+
+SILENT = {"state": "offline", "healthy": False, "reason": "no status from the camera service"}
+
+
+def camera_data(camera: str, name: str | None, status: dict[str, Any] | None) -> dict[str, Any]:
+    if status is None:
+        # nothing heard from the camera service: never show it as healthy
+        return {"camera": camera, "name": name or camera, "state": "unknown", "online": False, "healthy": False,
+                "mode": None, "fps": None, "since": None, "problems": ["offline"], "reason": "no status yet"}
+    online = status.get("state") == "online"
+    return {
+        "camera": camera, "name": name or camera, "state": status.get("state"), "online": online,
+        "healthy": bool(status.get("healthy")) and online, "mode": status.get("mode"), "fps": status.get("fps"),
+        "keyframe_interval_s": status.get("keyframe_interval_s"),
+        "since": status.get("since"), "problems": problems_of(status), "reason": status.get("reason"),
+    }
+
+
+def health_summary(statuses: dict[str, dict[str, Any]], names: dict[str, str]) -> dict[str, Any]:
+    """Every camera a camera service reports on, with its worst state (names from the registry)."""
+    ids = sorted(statuses)
+    counts = {p: 0 for p in PROBLEMS if p != "offline"}
+    cameras = []
+    online = 0
+    for cam in ids:
+        st = statuses.get(cam)
+        probs = problems_of(st) if st is not None else ["offline"]
+        if "offline" not in probs:
+            online += 1
+        for p in probs:
+            if p in counts:
+                counts[p] += 1
+        cameras.append({"id": cam, "name": names.get(cam, cam), "state": probs[0] if probs else "ok"})
+    return {"total": len(ids), "online": online, "offline": len(ids) - online, "problems": counts, "cameras": cameras}
+
+
+def static_data(tile: Tile) -> dict[str, Any]:
+    if tile.kind == "clock":
+        return {"tz": tile.tz}
+    return {"text_vi": tile.text_vi, "text_en": tile.text_en}

@@ -1,0 +1,142 @@
+"""The contracts between processes are defined once (ioc.core.contracts) and round-trip.
+
+The topic-literal check reads the shipped code (the services, the core, the extras, the
+pages, docker/ and bench/); tests are left out on purpose: they state the wire format
+independently, so that a changed topic fails them instead of being followed silently.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from ioc.core.contracts import camera, kpi, tile_frame, topics, wall, wall_frames
+from ioc.core.contracts.camera import CameraStatus
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ["ioc", "ingest", "camera", "dashboards", "docker", "bench"]
+TOPICS_MODULE = REPO / "ioc/core/contracts/topics.py"
+TOPIC_TEXT = re.compile(r"ioc/v1\b|v1/devices/")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def topic_literals_in_python(path: Path, root: Path = REPO) -> list[str]:
+    """Where a string in code (not a docstring or comment) spells out a topic."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    docs = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and id(node) not in docs:
+            value = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
+            if isinstance(value, str) and TOPIC_TEXT.search(value):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {value[:80]!r}")
+    return found
+
+
+def defined_topics() -> set[str]:
+    return {v for k, v in vars(topics).items() if k.isupper() and isinstance(v, str)}
+
+
+def test_no_topic_literal_outside_the_contracts() -> None:
+    offenders: list[str] = []
+    for top in SHIPPED:
+        for path in sorted((REPO / top).rglob("*")):
+            if not path.is_file() or path == TOPICS_MODULE or "__pycache__" in path.parts:
+                continue
+            if path.suffix == ".py":
+                offenders += topic_literals_in_python(path)
+            elif path.suffix in (".js", ".html", ".sh", ".yaml", ".yml", ".toml", ".conf") or path.name == "Dockerfile":
+                # non-Python files cannot import the module: they may name only a topic it defines
+                for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                    for used in re.findall(r"ioc/v1/[A-Za-z0-9_/+#-]*", line):
+                        if used not in defined_topics():
+                            offenders.append(f"{path.relative_to(REPO)}:{n}: {used!r}")
+    assert not offenders, "topic spelled out outside ioc.core.contracts.topics:\n" + "\n".join(offenders)
+
+
+def test_the_literal_check_finds_a_topic(tmp_path: Path) -> None:
+    """The check itself: an f-string or bytes topic in code is found, a docstring is not."""
+    bad = tmp_path / "bad.py"
+    bad.write_text('"""Publishes on ioc/v1/kpi/<agency>."""\nT = f"ioc/v1/live/kpi/{1}"\nB = b"ioc/v1/ack/x"\n')
+    found = sorted(topic_literals_in_python(bad, tmp_path))
+    assert [f.split(":")[1] for f in found] == ["2", "3"]
+
+
+def test_topic_builders_and_parsers_agree() -> None:
+    assert topics.agency_of_kpi_topic(topics.kpi("tthc")) == "tthc"
+    assert topics.agency_of_kpi_topic(topics.kpi("tthc") + "/x") is None
+    assert topics.agency_of_kpi_topic(topics.ack("tthc")) is None
+    assert topics.parse_live_kpi(topics.live_kpi("tthc.dossiers_received", "347")) == ("tthc.dossiers_received", "347")
+    for channel in topics.CAMERA_CHANNELS:
+        assert topics.parse_live_camera(topics.live_camera("pl-01", channel)) == ("pl-01", channel)
+    assert topics.parse_live_camera(topics.live_kpi("a", "b")) is None
+    assert topics.parse_camera_reference(topics.camera_reference("pl-03")) == "pl-03"
+    assert topics.parse_wall_demand(topics.wall_demand("node-1")) == "node-1"
+    assert topics.shared("ioc-ingest", topics.KPI_ALL) == "$share/ioc-ingest/" + topics.KPI_ALL
+
+
+def test_tile_frame_round_trip_and_refusals() -> None:
+    head: tile_frame.TileHeader = {"camera": "pl-01", "seq": 7, "captured_at": 1.5, "width": 640, "height": 360,
+                                   "variant": "sd"}
+    payload = tile_frame.encode_tile(head, b"\xff\xd8jpeg")
+    got, jpeg = tile_frame.decode_tile(bytearray(payload))
+    assert got == head and jpeg == b"\xff\xd8jpeg"
+    for bad in (b"", b"IOCT", b"JPEG" + payload[4:], payload[:8], b"IOCT\x00\x03abc"):
+        with pytest.raises(ValueError):
+            tile_frame.decode_tile(bad)
+
+
+def test_wall_picture_frame_round_trip() -> None:
+    frame = wall_frames.picture_frame("cam-main", "pl-02", {"seq": 3, "captured_at": 2.0, "width": 1920,
+                                                            "height": 1080}, b"jpeg")
+    head, jpeg = wall_frames.parse_picture_frame(frame)
+    assert head["tile"] == "cam-main" and head["camera"] == "pl-02" and head["seq"] == 3 and jpeg == b"jpeg"
+    with pytest.raises(ValueError):
+        wall_frames.parse_picture_frame(frame[:7])
+
+
+def test_camera_status_event_and_command() -> None:
+    status = CameraStatus("pl-01", state="online", flags={"black": True, "frozen": False})
+    doc = camera.decode_status(camera.encode_status(status))
+    assert doc["camera"] == "pl-01" and doc["healthy"] is False and status.faults() == {"black"}
+    assert CameraStatus("x", state="offline").faults() == {"offline"}
+    assert CameraStatus("x").faults() == set()
+    event = camera.decode_event(camera.encode_event("pl-01", "black", "started", 10.0, "too dark"))
+    assert event == {"camera": "pl-01", "kind": "black", "state": "started", "at": 10.0, "reason": "too dark"}
+    assert camera.decode_reference_command(camera.encode_reference_command("op-lan")) == "op-lan"
+    assert camera.decode_presence(camera.encode_presence(True, ["a"])) == {"state": "online", "cameras": ["a"]}
+    for bad in (b"[]", b'{"state": "online"}', b"{"):
+        with pytest.raises(ValueError):
+            camera.decode_status(bad)
+
+
+def test_live_kpi_and_ack() -> None:
+    live = kpi.decode_live(kpi.encode_live("aqi", "347", 1.0, 82.5, 0, "stnmt", 2.0))
+    assert live["value"] == 82.5 and live["area"] == "347"
+    for bad in (b'{"kpi": "aqi", "area": "347", "value": "x"}', b'{"kpi": "aqi", "area": "347", "value": true}',
+                b'{"kpi": "aqi", "value": 1}', b"nope"):
+        with pytest.raises(ValueError):
+            kpi.decode_live(bad)
+    ack = kpi.decode_ack(kpi.encode_ack("partial", [{"index": 1, "reason": "unknown kpi"}], accepted=1, msg_id="m"))
+    assert ack["rejected_count"] == 1 and ack["accepted"] == 1 and ack["msg_id"] == "m"
+
+
+def test_wall_state_alerts_demand() -> None:
+    state = wall.WallState("overview", 4, 12.5, {"cam-a": "pl-02"})
+    got, doc = wall.decode_state(wall.encode_state(state, {"id": "overview"}))
+    assert got == state and doc == {"id": "overview"}
+    assert wall.decode_alerts(wall.encode_alerts([{"id": 1}])) == [{"id": 1}]
+    assert wall.decode_demand(wall.encode_demand({"b", "a"}, 1.0)) == {"a", "b"}
+    assert wall.encode_demand(set(), 1.0) == b"" and wall.decode_demand(b"") == frozenset()
