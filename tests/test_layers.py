@@ -54,3 +54,23 @@ def test_a_wrong_import_breaks_the_build(tmp_path: Path, module: str, bad_import
     assert done.returncode != 0, done.stdout[-3000:]
     broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
     assert any(contract in line for line in broken), done.stdout[-3000:]
+
+
+def test_the_readme_table_matches_the_tree() -> None:
+    """"What is here" names only paths that exist, and every folder of `ioc/` and `ioc/core/`."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("## What is here"):]
+    table = table[: table.index("\n## ", 5)]
+    named = {p.rstrip("/") for row in table.splitlines() if row.startswith("| `")
+             for p in __import__("re").findall(r"`([a-z_./]+)`", row.split("|")[1])}
+    # a bare file name in a row stands beside the path before it (`ioc/core/accounts.py`, `passwords.py`)
+    paths = set()
+    for p in named:
+        paths.add(p if "/" in p else next((q.rsplit("/", 1)[0] + "/" + p for q in named if q.endswith(".py") and "/" in q
+                                           and (REPO / q.rsplit("/", 1)[0] / p).exists()), p))
+    missing = sorted(p for p in paths if not (REPO / p).exists())
+    assert not missing, f"README names paths that do not exist: {missing}"
+    folders = {str(d.relative_to(REPO)) for base in ("ioc", "ioc/core") for d in (REPO / base).iterdir()
+               if d.is_dir() and (d / "__init__.py").exists()}
+    unnamed = sorted(f for f in folders if not any(p == f or p.startswith(f + "/") for p in paths))
+    assert not unnamed, f"folders the README's table does not mention: {unnamed}"
