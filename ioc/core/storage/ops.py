@@ -45,11 +45,15 @@ async def report_worker(conn: asyncpg.Connection, w: WorkerReport) -> None:
 
 
 async def workers(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every worker's row, as it reported it."""
+    return [dict(r) for r in await conn.fetch("SELECT * FROM ingest_workers ORDER BY worker_id")]
+
+
+async def worker_figures(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every worker's row, with `age`: seconds since it last reported."""
-    rows = await conn.fetch(
+    return await conn.fetch(
         "SELECT *, extract(epoch FROM now() - last_seen) AS age FROM ingest_workers ORDER BY worker_id"
     )
-    return [dict(r) for r in rows]
 
 
 async def dead_letters(conn: asyncpg.Connection, *, agency: str | None, since: datetime | None,
