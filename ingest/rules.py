@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from ioc.core.storage import catalogue
+
 
 @dataclass(frozen=True, slots=True)
 class KpiRule:
@@ -31,11 +33,6 @@ class Rules:
 async def load_rules(conn: asyncpg.Connection) -> Rules:
     kpis = {
         r["id"]: KpiRule(r["sector"], r["min_value"], r["max_value"], r["integer_only"])
-        for r in await conn.fetch("SELECT id, sector, min_value, max_value, integer_only FROM kpis")
+        for r in await catalogue.kpi_limits(conn)
     }
-    areas = frozenset(r["code"] for r in await conn.fetch("SELECT code FROM areas"))
-    agencies = {
-        r["id"]: frozenset(r["sectors"])
-        for r in await conn.fetch("SELECT id, sectors FROM agencies WHERE NOT disabled")
-    }
-    return Rules(kpis, areas, agencies)
+    return Rules(kpis, await catalogue.area_codes(conn), await catalogue.enabled_agency_sectors(conn))

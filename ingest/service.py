@@ -22,7 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from ingest.readings import Reading, Reject
+from ingest.readings import Reject
+from ioc.core.readings import Reading
 from ingest.rules import Rules, load_rules
 from ingest.stats import IngestStats
 from ingest.store import DeadLetter, Outcome, ReadingStore

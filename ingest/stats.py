@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 
 import asyncpg
 
+from ioc.core.storage import ops
+
 
 @dataclass
 class IngestStats:
@@ -29,17 +31,7 @@ class IngestStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     async def report(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
-            """INSERT INTO ingest_workers AS w (worker_id, started_at, last_seen, messages, readings_accepted,
-                   readings_rejected, readings_duplicate, batches, buffered_messages, commit_lag_p50_ms,
-                   commit_lag_p99_ms, db_errors)
-               VALUES ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11)
-               ON CONFLICT (worker_id) DO UPDATE SET started_at = EXCLUDED.started_at, last_seen = now(),
-                   messages = EXCLUDED.messages, readings_accepted = EXCLUDED.readings_accepted,
-                   readings_rejected = EXCLUDED.readings_rejected, readings_duplicate = EXCLUDED.readings_duplicate,
-                   batches = EXCLUDED.batches, buffered_messages = EXCLUDED.buffered_messages,
-                   commit_lag_p50_ms = EXCLUDED.commit_lag_p50_ms, commit_lag_p99_ms = EXCLUDED.commit_lag_p99_ms,
-                   db_errors = EXCLUDED.db_errors""",
+        await ops.report_worker(conn, ops.WorkerReport(
             self.worker_id, self.started_at, self.messages, self.accepted, self.rejected, self.duplicates,
             self.batches, self.buffered, self.lag_percentile(0.5), self.lag_percentile(0.99), self.db_errors,
-        )
+        ))

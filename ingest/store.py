@@ -16,12 +16,11 @@ from operator import itemgetter
 
 import asyncpg
 
-from ingest.readings import READING_COLUMNS, Reading, Reject
+from ingest.readings import Reject
 from ioc.core.contracts import topics
+from ioc.core.readings import Reading
+from ioc.core.storage import reading_writes
 
-DEAD_LETTER_COLUMNS = (
-    "received_at", "agency", "topic", "reason", "reading_index", "kpi", "area", "msg_id", "payload", "payload_bytes",
-)
 PAYLOAD_EXCERPT = 2048
 UTC = timezone.utc
 # (kpi, area, ts): every writer inserts keys in this order, so two workers given the same
@@ -92,7 +91,7 @@ class ReadingStore:
                                Reject(reason, None, reading.kpi, reading.area, reading.msg_id))
                 )
             if dead:
-                await conn.copy_records_to_table("dead_letters", records=[d.record() for d in dead], columns=DEAD_LETTER_COLUMNS)
+                await reading_writes.copy_dead_letters(conn, [d.record() for d in dead])
             if out.written:
                 best, first = _scan(out.written)
                 out.live = await _update_latest(conn, best)
@@ -106,7 +105,7 @@ class ReadingStore:
             rows = sorted(rows, key=_LOCK_ORDER)
             try:
                 async with conn.transaction():
-                    await conn.copy_records_to_table("readings", records=rows, columns=READING_COLUMNS)
+                    await reading_writes.copy_readings(conn, rows)
                 out.written.extend(rows)
                 return
             except asyncpg.UniqueViolationError:
@@ -115,26 +114,7 @@ class ReadingStore:
         await self._upsert(conn, rows, out)
 
     async def _upsert(self, conn: asyncpg.Connection, rows: list[Reading], out: Outcome) -> None:
-        await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (idx integer, ts timestamptz, kpi text, area text, "
-            "value double precision, agency text, revision integer, msg_id text, received_at timestamptz) "
-            "ON COMMIT DELETE ROWS"
-        )
-        await conn.execute("TRUNCATE ingest_stage")
-        await conn.copy_records_to_table(
-            "ingest_stage", records=[(i, *r) for i, r in enumerate(rows)], columns=("idx", *READING_COLUMNS)
-        )
-        # ORDER BY gives every worker the same row-lock order: no deadlocks between them
-        returned = await conn.fetch(
-            """INSERT INTO readings AS r (ts, kpi, area, value, agency, revision, msg_id, received_at)
-               SELECT ts, kpi, area, value, agency, revision, msg_id, received_at FROM ingest_stage
-               ORDER BY kpi, area, ts
-               ON CONFLICT (kpi, area, ts) DO UPDATE
-                  SET value = EXCLUDED.value, revision = EXCLUDED.revision,
-                      msg_id = EXCLUDED.msg_id, received_at = EXCLUDED.received_at
-                WHERE r.revision < EXCLUDED.revision AND r.agency = EXCLUDED.agency
-               RETURNING kpi, area, ts"""
-        )
+        returned = await reading_writes.stage_and_upsert(conn, rows)
         index = {(r.kpi, r.area, r.ts): i for i, r in enumerate(rows)}
         done = set()
         for rec in returned:
@@ -144,12 +124,7 @@ class ReadingStore:
         if len(done) == len(rows):
             return
         left = [i for i in range(len(rows)) if i not in done]
-        stored = await conn.fetch(
-            """SELECT s.idx, r.value, r.revision, r.agency FROM ingest_stage s
-               JOIN readings r ON r.kpi = s.kpi AND r.area = s.area AND r.ts = s.ts
-               WHERE s.idx = ANY($1::int[])""",
-            left,
-        )
+        stored = await reading_writes.stored_beside_stage(conn, left)
         for rec in stored:
             reading = rows[rec["idx"]]
             if rec["agency"] != reading.agency:
@@ -192,12 +167,7 @@ class ReadingStore:
         if not hours:
             return
         ordered = [(k, a, datetime.fromtimestamp(h * 3600, UTC)) for k, a, h in sorted(hours)]
-        await conn.execute(
-            """INSERT INTO rollup_dirty (kpi, area, hour)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
-               ON CONFLICT DO NOTHING""",
-            [h[0] for h in ordered], [h[1] for h in ordered], [h[2] for h in ordered],
-        )
+        await reading_writes.mark_dirty_hours(conn, ordered)
 
 
 def _scan(rows: list[Reading]) -> tuple[dict[tuple[str, str], Reading], dict[tuple[str, str], datetime]]:
@@ -257,17 +227,4 @@ def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Rea
 
 
 async def _update_latest(conn: asyncpg.Connection, best: dict[tuple[str, str], Reading]) -> list[asyncpg.Record]:
-    ordered = [best[k] for k in sorted(best)]
-    return await conn.fetch(
-        """INSERT INTO kpi_latest AS l (kpi, area, ts, value, revision, agency, received_at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::int[],
-                                $6::text[], $7::timestamptz[])
-           ON CONFLICT (kpi, area) DO UPDATE
-              SET ts = EXCLUDED.ts, value = EXCLUDED.value, revision = EXCLUDED.revision,
-                  agency = EXCLUDED.agency, received_at = EXCLUDED.received_at
-            WHERE EXCLUDED.ts > l.ts OR (EXCLUDED.ts = l.ts AND EXCLUDED.revision > l.revision)
-           RETURNING kpi, area, ts, value, revision, agency, received_at""",
-        [r.kpi for r in ordered], [r.area for r in ordered], [r.ts for r in ordered],
-        [r.value for r in ordered], [r.revision for r in ordered], [r.agency for r in ordered],
-        [r.received_at for r in ordered],
-    )
+    return await reading_writes.update_latest(conn, [best[k] for k in sorted(best)])

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from ingest.readings import Reading, Reject
+from ingest.readings import Reject
+from ioc.core.readings import Reading
 from ingest.rules import Rules
 
 ALLOWED_FIELDS = frozenset({"kpi", "ts", "value", "area", "msg_id", "rev", "agency"})

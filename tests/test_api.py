@@ -31,7 +31,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from ingest.readings import Reading
+from ioc.core.readings import Reading
 from ingest.store import ReadingStore
 from ioc.core.accounts import create_agency, create_user, set_disabled
 from ioc.serve.api.app import create_app

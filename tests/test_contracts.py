@@ -7,12 +7,12 @@ independently, so that a changed topic fails them instead of being followed sile
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.code_strings import code_strings
 from ioc.core.contracts import camera, kpi, tile_frame, topics, wall, wall_frames
 from ioc.core.contracts.camera import CameraStatus
 
@@ -22,27 +22,10 @@ TOPICS_MODULE = REPO / "ioc/core/contracts/topics.py"
 TOPIC_TEXT = re.compile(r"ioc/v1\b|v1/devices/")
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    ids: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
-                ids.add(id(body[0].value))
-    return ids
-
-
 def topic_literals_in_python(path: Path, root: Path = REPO) -> list[str]:
     """Where a string in code (not a docstring or comment) spells out a topic."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    docs = _docstrings(tree)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and id(node) not in docs:
-            value = node.value.decode("latin-1") if isinstance(node.value, bytes) else node.value
-            if isinstance(value, str) and TOPIC_TEXT.search(value):
-                found.append(f"{path.relative_to(root)}:{node.lineno}: {value[:80]!r}")
-    return found
+    return [f"{path.relative_to(root)}:{line}: {value[:80]!r}"
+            for line, value in code_strings(path) if TOPIC_TEXT.search(value)]
 
 
 def defined_topics() -> set[str]:

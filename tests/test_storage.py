@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from ingest.readings import Reading
+from ioc.core.readings import Reading
 from ingest.store import ReadingStore, split_rounds
 from ioc.core.storage.migrate import load_migrations, migrate
 from ioc.core.storage.modes import StorageMode

@@ -17,7 +17,8 @@ import asyncpg
 
 from ioc.core.mqtt.broker_files import BrokerAccount
 from ioc.core.passwords import hash_password, new_password, verify_password
-from ioc.core.storage import audit
+from ioc.core.storage import accounts as store
+from ioc.core.storage import audit, catalogue
 
 HUMAN_ROLES = ("admin", "operator", "leader")
 SERVICE_ROLES = ("ingest", "api", "camera")
@@ -54,7 +55,7 @@ async def create_agency(
         raise AccountError("agency id: 2-32 characters, lowercase letters, digits, '-' or '_', starting with a letter or digit")
     if not name_vi.strip():
         raise AccountError("an agency needs a name")
-    known = {r["id"] for r in await conn.fetch("SELECT id FROM sectors")}
+    known = await catalogue.sector_ids(conn)
     unknown = [s for s in sectors if s not in known]
     if unknown:
         raise AccountError(f"unknown sector(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -62,23 +63,18 @@ async def create_agency(
         raise AccountError("an agency reports at least one sector (--sector)")
     password = new_password()
     async with conn.transaction():
-        if await conn.fetchval("SELECT true FROM agencies WHERE id = $1", agency_id):
+        if await store.agency_exists(conn, agency_id):
             raise AccountError(f"agency {agency_id!r} exists already")
-        if await conn.fetchval("SELECT true FROM users WHERE username = $1", agency_id):
+        if await store.username_taken(conn, agency_id):
             raise AccountError(f"the name {agency_id!r} is already taken by an account")
         try:
-            await conn.execute(
-                "INSERT INTO agencies (id, name_vi, name_en, sectors) VALUES ($1, $2, $3, $4)",
-                agency_id, name_vi.strip(), name_en.strip(), sorted(set(sectors)),
-            )
+            await store.insert_agency(conn, agency_id, name_vi.strip(), name_en.strip(), sorted(set(sectors)))
         except asyncpg.UniqueViolationError:
             raise AccountError(f"agency {agency_id!r} exists already") from None
-        await conn.execute(
-            "INSERT INTO users (username, password_hash, role, agency_id, display_name) VALUES ($1, $2, 'agency', $1, $3)",
-            agency_id, await asyncio.to_thread(hash_password, password), name_vi.strip(),
-        )
+        await store.insert_user(conn, agency_id, await asyncio.to_thread(hash_password, password), "agency",
+                                name_vi.strip(), agency_id=agency_id)
         await audit.record(conn, actor, "agency.created", agency_id, {"sectors": sorted(set(sectors))})
-        await conn.execute("SELECT pg_notify('ioc_catalogue', $1)", agency_id)
+        await catalogue.notify_changed(conn, agency_id)
     return password
 
 
@@ -100,10 +96,7 @@ async def create_user(
         raise AccountError("a password needs at least 12 characters")
     try:
         async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO users (username, password_hash, role, display_name) VALUES ($1, $2, $3, $4)",
-                username, await asyncio.to_thread(hash_password, password), role, display_name,
-            )
+            await store.insert_user(conn, username, await asyncio.to_thread(hash_password, password), role, display_name)
             await audit.record(conn, actor, "user.created", username, {"role": role})
     except asyncpg.UniqueViolationError:
         raise AccountError(f"user {username!r} exists already") from None
@@ -113,9 +106,7 @@ async def create_user(
 async def reset_password(conn: asyncpg.Connection, username: str, *, actor: str) -> str:
     password = new_password()
     async with conn.transaction():
-        done = await conn.execute("UPDATE users SET password_hash = $2 WHERE username = $1", username,
-                                  await asyncio.to_thread(hash_password, password))
-        if done.endswith(" 0"):
+        if not await store.set_password_hash(conn, username, await asyncio.to_thread(hash_password, password)):
             raise AccountError(f"no account named {username!r}")
         await audit.record(conn, actor, "user.password_reset", username, {})
     return password
@@ -123,20 +114,17 @@ async def reset_password(conn: asyncpg.Connection, username: str, *, actor: str)
 
 async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool, *, actor: str) -> None:
     async with conn.transaction():
-        role = await conn.fetchval("UPDATE users SET disabled = $2 WHERE username = $1 RETURNING role", username, disabled)
+        role = await store.set_user_disabled(conn, username, disabled)
         if role is None:
             raise AccountError(f"no account named {username!r}")
         if role == "agency":
-            await conn.execute("UPDATE agencies SET disabled = $2 WHERE id = $1", username, disabled)
-            await conn.execute("SELECT pg_notify('ioc_catalogue', $1)", username)
+            await store.set_agency_disabled(conn, username, disabled)
+            await catalogue.notify_changed(conn, username)
         await audit.record(conn, actor, "user.disabled" if disabled else "user.enabled", username, {})
 
 
 async def authenticate(conn: asyncpg.Connection, username: str, password: str) -> User | None:
-    row = await conn.fetchrow(
-        "SELECT username, password_hash, role, agency_id, display_name, disabled FROM users WHERE username = $1",
-        username,
-    )
+    row = await store.login_row(conn, username)
     # PBKDF2 takes milliseconds: off the event loop. An unknown name costs the same time
     # as a real check, so timing does not reveal which names exist.
     encoded = _DUMMY_HASH if row is None else row["password_hash"]
@@ -147,17 +135,12 @@ async def authenticate(conn: asyncpg.Connection, username: str, password: str) -
 
 
 async def get_user(conn: asyncpg.Connection, username: str) -> User | None:
-    row = await conn.fetchrow(
-        "SELECT username, role, agency_id, display_name, disabled FROM users WHERE username = $1", username
-    )
+    row = await store.user_row(conn, username)
     return User(**dict(row)) if row else None
 
 
 async def broker_accounts(conn: asyncpg.Connection) -> list[BrokerAccount]:
-    rows = await conn.fetch(
-        "SELECT username, password_hash, role FROM users WHERE role = ANY($1::text[]) AND NOT disabled ORDER BY username",
-        ["agency", *SERVICE_ROLES],
-    )
+    rows = await store.enabled_with_roles(conn, ["agency", *SERVICE_ROLES])
     return [BrokerAccount(r["username"], r["password_hash"], r["role"]) for r in rows]
 
 

@@ -147,3 +147,46 @@ async def uptime_per_day(conn: asyncpg.Connection, camera: str, start: datetime,
     return [{"day": r["day_start"], "online_s": float(r["online_s"]), "known_s": float(r["known_s"]),
              "uptime": (float(r["online_s"]) / float(r["known_s"])) if r["known_s"] else None} for r in rows]
 
+
+
+async def camera_exists(conn: asyncpg.Connection, camera_id: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM cameras WHERE id = $1", camera_id))
+
+
+async def camera_names(conn: asyncpg.Connection) -> dict[str, str]:
+    """Camera id -> display name, for labels on the wall."""
+    return {r["id"]: r["name"] for r in await conn.fetch("SELECT id, name FROM cameras")}
+
+
+async def cameras_with_status(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Every camera with its latest status row (credentials are never stored here)."""
+    rows = await conn.fetch(
+        """SELECT c.id, c.name, c.lat, c.lon, c.area, c.stream_url, c.mode, c.tags, c.source,
+                  s.state, s.healthy, s.flags, s.reason, s.at AS status_since
+             FROM cameras c LEFT JOIN LATERAL (
+                  SELECT * FROM camera_status_log l WHERE l.camera = c.id ORDER BY at DESC LIMIT 1) s ON true
+            ORDER BY c.id"""
+    )
+    return [dict(r) for r in rows]
+
+
+async def status_history(conn: asyncpg.Connection, camera_id: str, start: datetime, end: datetime,
+                         limit: int) -> list[dict[str, Any]]:
+    """Status rows in [start, end), newest first."""
+    rows = await conn.fetch(
+        """SELECT at, state, healthy, flags, reason FROM camera_status_log
+            WHERE camera = $1 AND at >= $2 AND at < $3 ORDER BY at DESC LIMIT $4""",
+        camera_id, start, end, limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def events(conn: asyncpg.Connection, camera_id: str, *, open_only: bool, limit: int) -> list[dict[str, Any]]:
+    """Fault events, newest first; `details` as JSON text."""
+    rows = await conn.fetch(
+        """SELECT id, kind, started_at, ended_at, details::text AS details, acknowledged_by, acknowledged_at
+             FROM camera_events WHERE camera = $1 AND (NOT $2 OR ended_at IS NULL)
+            ORDER BY started_at DESC LIMIT $3""",
+        camera_id, open_only, limit,
+    )
+    return [dict(r) for r in rows]

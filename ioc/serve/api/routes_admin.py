@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from ioc.core.accounts import AccountError, create_agency
 from ioc.core.contracts import topics
-from ioc.core.storage import audit
+from ioc.core.storage import accounts as account_store
+from ioc.core.storage import audit, ops
 from ioc.serve.api.security import Principal, require
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
@@ -32,15 +33,7 @@ async def dead_letters(
         agency = p.agency_id
     limit = max(1, min(limit, 1000))
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT id, received_at, agency, topic, reason, reading_index, kpi, area, msg_id, payload, payload_bytes
-                 FROM dead_letters
-                WHERE ($1::text IS NULL OR agency = $1) AND ($2::timestamptz IS NULL OR received_at >= $2)
-                  AND ($3::bigint IS NULL OR id < $3)
-                ORDER BY id DESC LIMIT $4""",
-            agency, since, before_id, limit,
-        )
-    return [dict(r) for r in rows]
+        return await ops.dead_letters(conn, agency=agency, since=since, before_id=before_id, limit=limit)
 
 
 class AgencyIn(BaseModel):
@@ -53,12 +46,7 @@ class AgencyIn(BaseModel):
 @router.get("/agencies")
 async def agencies(request: Request, _: Annotated[Principal, Depends(require("admin", "operator"))]) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT a.id, a.name_vi, a.name_en, a.sectors, a.disabled, a.created_at,
-                      (SELECT max(received_at) FROM kpi_latest l WHERE l.agency = a.id) AS last_reading_at
-                 FROM agencies a ORDER BY a.id"""
-        )
-    return [dict(r) for r in rows]
+        return await account_store.agencies_overview(conn)
 
 
 @router.post("/agencies", status_code=status.HTTP_201_CREATED)
@@ -90,5 +78,4 @@ async def audit_entries(
 @router.get("/ingest/workers")
 async def workers(request: Request, _: Annotated[Principal, Depends(require("admin", "operator"))]) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT * FROM ingest_workers ORDER BY worker_id")
-    return [dict(r) for r in rows]
+        return await ops.workers(conn)

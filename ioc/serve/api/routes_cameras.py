@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
 
 async def _known(request: Request, camera_id: str) -> None:
     async with request.app.state.pool.acquire() as conn:
-        if not await conn.fetchval("SELECT true FROM cameras WHERE id = $1", camera_id):
+        if not await camera_store.camera_exists(conn, camera_id):
             raise HTTPException(404, detail=f"unknown camera {camera_id[:80]!r}")
 
 
@@ -28,14 +28,7 @@ async def _known(request: Request, camera_id: str) -> None:
 async def cameras(request: Request, _: Annotated[Principal, Depends(require(*VIEWERS))]) -> list[dict[str, Any]]:
     """Every camera with its latest status (credentials are never stored here)."""
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT c.id, c.name, c.lat, c.lon, c.area, c.stream_url, c.mode, c.tags, c.source,
-                      s.state, s.healthy, s.flags, s.reason, s.at AS status_since
-                 FROM cameras c LEFT JOIN LATERAL (
-                      SELECT * FROM camera_status_log l WHERE l.camera = c.id ORDER BY at DESC LIMIT 1) s ON true
-                ORDER BY c.id"""
-        )
-    return [dict(r) for r in rows]
+        return await camera_store.cameras_with_status(conn)
 
 
 @router.get("/{camera_id}/history")
@@ -47,12 +40,7 @@ async def status_history(
     end = end or datetime.now(timezone.utc)
     start = start or end - timedelta(days=1)
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT at, state, healthy, flags, reason FROM camera_status_log
-                WHERE camera = $1 AND at >= $2 AND at < $3 ORDER BY at DESC LIMIT $4""",
-            camera_id, start, end, max(1, min(limit, 5000)),
-        )
-    return [dict(r) for r in rows]
+        return await camera_store.status_history(conn, camera_id, start, end, max(1, min(limit, 5000)))
 
 
 @router.get("/{camera_id}/events")
@@ -62,13 +50,7 @@ async def events(
 ) -> list[dict[str, Any]]:
     await _known(request, camera_id)
     async with request.app.state.pool.acquire() as conn:
-        rows = await conn.fetch(
-            """SELECT id, kind, started_at, ended_at, details::text AS details, acknowledged_by, acknowledged_at
-                 FROM camera_events WHERE camera = $1 AND (NOT $2 OR ended_at IS NULL)
-                ORDER BY started_at DESC LIMIT $3""",
-            camera_id, open_only, max(1, min(limit, 2000)),
-        )
-    return [dict(r) for r in rows]
+        return await camera_store.events(conn, camera_id, open_only=open_only, limit=max(1, min(limit, 2000)))
 
 
 @router.get("/{camera_id}/uptime")

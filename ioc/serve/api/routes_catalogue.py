@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from ioc.serve.api.security import READERS, Principal, require
-from ioc.core.catalogue import store
+from ioc.core.storage import catalogue as store
 from ioc.core.catalogue.model import Area, KpiDef, Sector
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])

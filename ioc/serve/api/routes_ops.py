@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ioc.core.storage import ops
 from ioc.serve.api.security import oauth2, principal_from_token
 
 router = APIRouter(tags=["ops"])
@@ -25,7 +26,7 @@ async def healthz(request: Request, response: Response) -> dict[str, Any]:
     state = request.app.state
     try:
         async with state.pool.acquire(timeout=2.0) as conn:
-            await conn.fetchval("SELECT 1")
+            await ops.ping(conn)
         db = "ok"
     except Exception:  # noqa: BLE001 - the answer is the status
         db = "unavailable"
@@ -52,11 +53,9 @@ async def metrics(request: Request, token: Annotated[str | None, Depends(oauth2)
         if principal.role != "admin":
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="metrics: admin or the metrics token")
     async with state.pool.acquire() as conn:
-        workers = await conn.fetch(
-            "SELECT *, extract(epoch FROM now() - last_seen) AS age FROM ingest_workers ORDER BY worker_id"
-        )
-        dead_5m = await conn.fetchval("SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '5 minutes'")
-        dirty = await conn.fetchval("SELECT count(*) FROM rollup_dirty")
+        workers = await ops.worker_figures(conn)
+        dead_5m = await ops.recent_dead_letters(conn)
+        dirty = await ops.dirty_hours(conn)
     fams: list[Any] = []
 
     def counter(name: str, doc: str, col: str) -> None:

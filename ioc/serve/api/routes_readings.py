@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from ioc.serve.api.security import READERS, Principal, require
-from ioc.core.catalogue import store as catalogue
+from ioc.core.storage import catalogue
 from ioc.core.storage import queries, rollups
 from ioc.core.storage.modes import StorageMode
 

@@ -9,11 +9,12 @@ from pydantic import BaseModel, Field
 
 from ioc.core import accounts
 from ioc.serve.api.security import STAFF, VIEWERS, Principal, require
-from ioc.serve.wall import alerts as wall_alerts
-from ioc.serve.wall import store
 from ioc.serve.wall.layout import LayoutError, parse_layout
 from ioc.serve.wall.node import WallNode
+from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit
+from ioc.core.storage import cameras as camera_store
+from ioc.core.storage import wall as wall_store
 
 router = APIRouter(prefix="/api/v1", tags=["wall"])
 OPERATORS = ("admin", "operator")
@@ -69,11 +70,11 @@ async def save_layout(request: Request, layout_id: str, body: dict[str, Any],
     except LayoutError as exc:
         raise HTTPException(422, detail=str(exc)) from None
     async with request.app.state.pool.acquire() as conn:
-        await store.save_layout(conn, new, p.username)
+        await wall_store.save_layout(conn, layout_id, new.model_dump(mode="json"), p.username)
         state = None
         if node.hub.state.layout == layout_id:  # the wall shows it: show the new version
-            state = await store.change_state(conn, layout=None, pins=None, delay_s=0, actor=p.username,
-                                             default_layout=layout_id)
+            state = await wall_store.change_state(conn, layout=None, pins=None, delay_s=0, actor=p.username,
+                                                  default_layout=layout_id)
     node.layout_saved(new, layout_id)
     if state is not None:
         node.publish_state(state, new)
@@ -84,7 +85,7 @@ async def save_layout(request: Request, layout_id: str, body: dict[str, Any],
 async def delete_layout(request: Request, layout_id: str, p: Annotated[Principal, Depends(require(*OPERATORS))]) -> Response:
     node = _node(request)
     async with request.app.state.pool.acquire() as conn:
-        gone = await store.delete_layout(conn, layout_id, p.username)
+        gone = await wall_store.delete_layout(conn, layout_id, p.username)
     if not gone:
         raise HTTPException(404, detail=f"no saved layout {layout_id!r} (presets cannot be deleted)")
     node.layout_saved(None, layout_id)
@@ -114,8 +115,8 @@ async def switch(request: Request, body: SwitchIn, p: Annotated[Principal, Depen
         raise HTTPException(404, detail=f"no layout {body.layout!r}")
     delay = body.delay_s if body.delay_s is not None else request.app.state.settings.wall_switch_delay_s
     async with request.app.state.pool.acquire() as conn:
-        state = await store.change_state(conn, layout=body.layout, pins=None, delay_s=delay, actor=p.username,
-                                         default_layout=node.hub.state.layout)
+        state = await wall_store.change_state(conn, layout=body.layout, pins=None, delay_s=delay, actor=p.username,
+                                              default_layout=node.hub.state.layout)
     node.publish_state(state, target)
     return _state_out(node)
 
@@ -132,10 +133,10 @@ async def pin(request: Request, body: PinIn, p: Annotated[Principal, Depends(req
     if base is None or base.tile(body.tile) is None:
         raise HTTPException(404, detail=f"the current layout has no tile {body.tile!r}")
     async with request.app.state.pool.acquire() as conn:
-        if body.camera is not None and not await conn.fetchval("SELECT true FROM cameras WHERE id = $1", body.camera):
+        if body.camera is not None and not await camera_store.camera_exists(conn, body.camera):
             raise HTTPException(404, detail=f"no camera {body.camera!r}")
-        state = await store.change_state(conn, layout=None, pins={body.tile: body.camera}, delay_s=0,
-                                         actor=p.username, default_layout=node.hub.state.layout)
+        state = await wall_store.change_state(conn, layout=None, pins={body.tile: body.camera}, delay_s=0,
+                                              actor=p.username, default_layout=node.hub.state.layout)
     node.publish_state(state, base)
     return _state_out(node)
 
@@ -171,13 +172,13 @@ async def screen_token(request: Request, body: ScreenTokenIn, p: Annotated[Princ
 async def alerts(request: Request, _: Annotated[Principal, Depends(require(*STAFF))], open: bool = False,
                  limit: int = 50) -> list[dict[str, Any]]:
     async with request.app.state.pool.acquire() as conn:
-        return await wall_alerts.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
+        return await alert_store.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
 
 
 @router.post("/alerts/{alert_id}/ack")
 async def ack(request: Request, alert_id: int, p: Annotated[Principal, Depends(require(*OPERATORS))]) -> dict[str, Any]:
     async with request.app.state.pool.acquire() as conn:
-        done = await wall_alerts.acknowledge(conn, alert_id, p.username)
+        done = await alert_store.acknowledge(conn, alert_id, p.username)
     if done is None:
         raise HTTPException(404, detail=f"no alert {alert_id}")
     node: WallNode | None = request.app.state.wall

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer
 
 from ioc.core.accounts import User, get_user
+from ioc.core.storage import catalogue
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 _ALGO = "HS256"
@@ -69,7 +70,7 @@ async def principal_from_token(request: Request, token: str | None) -> Principal
             user = await get_user(conn, username)
             sectors = None
             if user is not None and user.role == "agency":
-                rows = await conn.fetchval("SELECT sectors FROM agencies WHERE id = $1", user.agency_id)
+                rows = await catalogue.agency_sectors(conn, user.agency_id)
                 sectors = tuple(rows or ())
         p = None if user is None or user.disabled else Principal(user.username, user.role, user.agency_id, sectors)
         cache[username] = (now, p)

@@ -24,11 +24,13 @@ from ioc.core.contracts import wall as wall_contract
 from ioc.core.contracts.wall import WallState
 from ioc.core.mqtt.link import MqttLink, Subscription
 from ioc.core.settings import Settings
+from ioc.core.storage import cameras as camera_store
+from ioc.core.storage import catalogue
+from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
-from ioc.serve.wall import store
 from ioc.serve.wall.alerts import AlertKeeper
 from ioc.serve.wall.hub import Hub
-from ioc.serve.wall.layout import Layout, load_presets
+from ioc.serve.wall.layout import Layout, load_presets, parse_layout
 from ioc.serve.wall.server import Refused, start_server
 from ioc.serve.wall.tiledata import KpiMeta
 
@@ -88,18 +90,19 @@ class WallNode:
 
     async def _load(self) -> None:
         async with self.pool.acquire() as conn:
-            self.hub.saved = await store.saved_layouts(conn)
-            state = await store.current_state(conn)
+            docs = await wall_store.saved_layout_docs(conn)
+            state = await wall_store.current_state(conn)
             await self._load_catalogue(conn)
+        self.hub.saved = {k: parse_layout(doc, where=f"saved layout {k}") for k, doc in docs.items()}
         self._rewatch()
         if state is not None:
             self.hub.apply_state(state)
 
     async def _load_catalogue(self, conn: asyncpg.Connection) -> None:
-        kpis = await conn.fetch("SELECT id, name_vi, name_en, unit, target, better FROM kpis")
-        cams = await conn.fetch("SELECT id, name FROM cameras")
+        kpis = await catalogue.kpi_labels(conn)
+        cams = await camera_store.camera_names(conn)
         self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"])
-                                for r in kpis}, {r["id"]: r["name"] for r in cams})
+                                for r in kpis}, cams)
 
     async def _refresh_catalogue(self) -> None:
         while True:

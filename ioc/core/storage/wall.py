@@ -4,33 +4,38 @@ PostgreSQL holds the truth, so a restarted API node puts the wall back as the op
 left it; the broker (`ioc/v1/wall/state`, retained) carries each change to every node.
 The version is bumped in the same statement that changes the state, so two operators
 switching at once give two versions, never one state with two meanings.
+
+Layouts are stored and returned as JSON documents: the wall service owns their model and
+parses them (storage must not import a service).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import asyncpg
 import orjson
 
-from ioc.core.storage import audit
 from ioc.core.contracts.wall import WallState
-from ioc.serve.wall.layout import Layout, parse_layout
+from ioc.core.storage import audit
 
 
-async def saved_layouts(conn: asyncpg.Connection) -> dict[str, Layout]:
+async def saved_layout_docs(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+    """Layout id -> its saved document, unparsed."""
     rows = await conn.fetch("SELECT id, doc FROM wall_layouts ORDER BY id")
-    return {r["id"]: parse_layout(orjson.loads(r["doc"]), where=f"saved layout {r['id']}") for r in rows}
+    return {r["id"]: orjson.loads(r["doc"]) for r in rows}
 
 
-async def save_layout(conn: asyncpg.Connection, layout: Layout, actor: str) -> None:
+async def save_layout(conn: asyncpg.Connection, layout_id: str, doc: dict[str, Any], actor: str) -> None:
+    """Insert or replace a layout document (already validated by the caller), audited."""
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO wall_layouts (id, doc, updated_by) VALUES ($1, $2::jsonb, $3) "
             "ON CONFLICT (id) DO UPDATE SET doc = EXCLUDED.doc, updated_by = EXCLUDED.updated_by, updated_at = now()",
-            layout.id, orjson.dumps(layout.model_dump(mode="json")).decode(), actor,
+            layout_id, orjson.dumps(doc).decode(), actor,
         )
-        await audit.record(conn, actor, "wall.layout_saved", layout.id, {"tiles": len(layout.tiles)})
+        await audit.record(conn, actor, "wall.layout_saved", layout_id, {"tiles": len(doc.get("tiles", ()))})
 
 
 async def delete_layout(conn: asyncpg.Connection, layout_id: str, actor: str) -> bool:
@@ -71,5 +76,5 @@ async def change_state(conn: asyncpg.Connection, *, layout: str | None, pins: di
             new_layout, version, at, orjson.dumps(new_pins).decode(), actor,
         )
         await audit.record(conn, actor, "wall.switched" if layout else "wall.pinned", new_layout,
-                    {"version": version, "pins": new_pins})
+                           {"version": version, "pins": new_pins})
     return WallState(new_layout, version, at, new_pins)
