@@ -25,6 +25,7 @@ import cv2
 
 from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap
 from camera.monitor import CameraMonitor
+from ioc.core import sharding
 from ioc.core.cameras import Camera
 from camera.tiles import encode_tile
 from ioc.core.contracts import camera as camera_contract
@@ -41,10 +42,15 @@ log = logging.getLogger("ioc.camera")
 
 class CameraService:
     def __init__(self, cameras: list[Camera], mqtt: MqttTarget, *, worker_id: str | None = None,
+                 shard: tuple[int, int] = (0, 1),
                  tile_fps: float = 2.0, hd_fps: float = 0.5, status_every_s: float = 10.0,
                  pool: asyncpg.Pool | None = None,
                  reload: Callable[[], Awaitable[list[Camera]]] | None = None, reload_every_s: float = 15.0,
                  file_cameras: list[Camera] | None = None, hd_always: bool = False) -> None:
+        """`cameras` (and what `reload` returns) are ALL the cameras, every shard's: this
+        process runs the share `ioc.core.sharding` gives shard `shard` = (index, count). Knowing
+        the others is what tells a camera gone from the registry (taken off the wall) from one
+        that moved to another shard (left on the wall for its new owner to overwrite)."""
         self.pool = pool
         self._reload = reload
         self.reload_every_s = reload_every_s
@@ -52,13 +58,14 @@ class CameraService:
         self._cam_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._fatal: asyncio.Future[None] | None = None
         self._changes: asyncio.Queue[CameraStatus] = asyncio.Queue()
-        self.cameras = cameras
+        self.shard = shard
+        self.cameras = self._share(cameras)
         self.worker_id = worker_id or f"cameras-{socket.gethostname()}"
         presence = topics.camera_presence(self.worker_id)
         self.link = MqttLink(
             mqtt, self.worker_id,
             will=(presence, camera_contract.encode_presence(False), 1, True),
-            birth=(presence, camera_contract.encode_presence(True, [c.id for c in cameras]), 1, True),
+            birth=(presence, camera_contract.encode_presence(True, [c.id for c in self.cameras]), 1, True),
             subscriptions=[Subscription(topics.CAMERA_REFERENCE_ALL, qos=0, retain_handling=2),
                            Subscription(topics.WALL_DEMAND_ALL, qos=0)],
             on_message=self._on_message,
@@ -192,6 +199,10 @@ class CameraService:
                  extra={"camera": camera_id, "by": camera_contract.decode_reference_command(payload)})
 
     # -- cameras come and go (admins add them through the API) ----------------------------
+    def _share(self, cameras: list[Camera]) -> list[Camera]:
+        index, count = self.shard
+        return sharding.mine(cameras, index, count, key=lambda c: c.id)
+
     def _start(self, cam: Camera) -> None:
         m = CameraMonitor(cam, on_status=self._changed)
         m.want_full = self._hd_wanted(cam.id)
@@ -224,16 +235,21 @@ class CameraService:
         while True:
             await asyncio.sleep(self.reload_every_s)
             try:
-                wanted = {c.id: c for c in await self._reload()}
+                listed = await self._reload()
             except Exception as exc:  # noqa: BLE001 - keep the running cameras, try again
                 log.warning("camera list not reloaded", extra={"error": str(exc)[:300]})
                 continue
+            everyone = {c.id for c in listed}
+            wanted = {c.id: c for c in self._share(listed)}
             current = {c.id: c for c in self.cameras}
             for cam_id, cam in current.items():
                 if wanted.get(cam_id) != cam:
-                    await self._stop(cam_id, forget=cam_id not in wanted)
-                    log.info("camera removed" if cam_id not in wanted else "camera changed",
-                             extra={"camera": cam_id, "worker": self.worker_id})
+                    # only a camera gone from the registry leaves the wall; one that moved to
+                    # another shard keeps its retained tiles until the new owner overwrites them
+                    gone = cam_id not in everyone
+                    await self._stop(cam_id, forget=gone)
+                    what = "camera removed" if gone else "camera changed" if cam_id in wanted else "camera moved away"
+                    log.info(what, extra={"camera": cam_id, "worker": self.worker_id})
             for cam_id, cam in wanted.items():
                 if current.get(cam_id) != cam:
                     self._start(cam)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from ioc.core.contracts import kpi as kpi_contract
 from ioc.core.contracts import topics
 from ioc.core.mqtt.link import MqttLink, Subscription
 from ioc.core.settings import Settings, SettingsError, parse_shard
+from ioc.core.sharding import owner
 from ioc.core.storage.modes import StorageMode
 from ioc.core.supervise import run_together
 
@@ -62,11 +62,6 @@ class Pending:
 class BatchResult:
     outcome: Outcome = field(default_factory=Outcome)
     refused: list[tuple[Pending, str]] = field(default_factory=list)
-
-
-def shard_of(agency: str, count: int) -> int:
-    """A stable assignment of agencies to N workers (the same on every host and run)."""
-    return zlib.crc32(agency.encode()) % count
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -119,7 +114,7 @@ class IngestService:
         after a broker restart but not its shared ones, so messages published before a
         shared subscriber reconnects reach nobody. Plain persistent subscriptions are
         therefore the default: one worker takes `ioc/v1/kpi/+`; N workers (`--shard i/N`)
-        each take the agencies that hash to them. A shared subscription remains available
+        each take the agencies `ioc.core.sharding` gives them (the cameras' rule). A shared subscription remains available
         (IOC_INGEST_SHARE_GROUP) for brokers that persist them.
         """
         group = self.settings.ingest_share_group
@@ -130,8 +125,8 @@ class IngestService:
         index, count = self.shard
         if count == 1:
             return [Subscription(wildcard, 1, 2)], list(agency_topics.values())
-        mine = [Subscription(t, 1, 2) for a, t in sorted(agency_topics.items()) if shard_of(a, count) == index]
-        others = [t for a, t in sorted(agency_topics.items()) if shard_of(a, count) != index]
+        mine = [Subscription(t, 1, 2) for a, t in sorted(agency_topics.items()) if owner(a, count) == index]
+        others = [t for a, t in sorted(agency_topics.items()) if owner(a, count) != index]
         return mine, [wildcard, *others]
 
     def _apply_subscriptions(self) -> None:

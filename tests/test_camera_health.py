@@ -18,7 +18,8 @@ import pytest
 
 from camera.health import HealthTracker, analyse
 from camera.monitor import CameraMonitor, CameraStatus
-from ioc.core.cameras import Camera, RegistryError, load_registry, shard
+from ioc.core.cameras import Camera, RegistryError, load_registry
+from ioc.core.sharding import mine
 from tests.rigs.rtsp.rig import BlackHole, RtspRig, refused_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def test_the_shipped_phu_ly_registry_loads() -> None:
     assert all(c.name and c.lat and c.lon for c in cams)
     by_id = {c.id: c for c in cams}
     assert by_id["pl-01"].mode == "sub-full" and by_id["pl-07"].mode == "main-keyframes"
-    assert sorted(c.id for i in range(3) for c in shard(cams, i, 3)) == sorted(by_id)
+    assert sorted(c.id for i in range(3) for c in mine(cams, i, 3, key=lambda c: c.id)) == sorted(by_id)
 
 
 def test_credentials_stay_out_of_what_is_shown(tmp_path: Path) -> None:

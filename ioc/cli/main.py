@@ -107,7 +107,7 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
 
 def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.storage import cameras as camera_store
-    from ioc.core.cameras import Camera, RegistryError, load_registry, shard
+    from ioc.core.cameras import Camera, RegistryError, load_registry
     from camera.service import CameraService
     from ioc.core.settings import parse_shard
 
@@ -132,15 +132,17 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
             await prepare_database(pool, settings)
 
         async def listing() -> list[Camera]:
-            """The registry file's cameras and the API's (the file wins on an id), this shard's share."""
+            """The registry file's cameras and the API's (the file wins on an id): all of them,
+            every shard's; the service runs its own share."""
             extra: list[Camera] = []
             if pool is not None:
                 async with pool.acquire() as conn:
                     extra = await camera_store.api_cameras(conn)
             ids = {c.id for c in file_cameras}
-            return shard(file_cameras + [c for c in extra if c.id not in ids], index, count)
+            return file_cameras + [c for c in extra if c.id not in ids]
 
-        service = CameraService(await listing(), target, worker_id=worker, tile_fps=settings.camera_tile_fps,
+        service = CameraService(await listing(), target, worker_id=worker, shard=(index, count),
+                                tile_fps=settings.camera_tile_fps,
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
                                 reload=listing if pool is not None else None,
                                 reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always)
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("cameras", help="run the camera service: capture, health, tiles")
     s.add_argument("--registry", help="camera registry file (default: IOC_CAMERA_REGISTRY)")
-    s.add_argument("--shard", help="i/N: with N processes, this one takes every N-th camera from i")
+    s.add_argument("--shard", help="i/N: with N processes, this one takes the cameras the sharding rule gives shard i (default 0/1: all)")
 
     s = sub.add_parser("serve", help="run the API")
     s.add_argument("--host")

@@ -102,7 +102,3 @@ def load_registry(path: Path) -> list[Camera]:
         raise RegistryError(f"camera registry {path}: duplicate camera ids: {', '.join(dupes)}")
     return cameras
 
-
-def shard(cameras: list[Camera], index: int, count: int) -> list[Camera]:
-    """Camera i of N processes: a stable split by position in the sorted id list."""
-    return [c for n, c in enumerate(sorted(cameras, key=lambda c: c.id)) if n % count == index]
