@@ -284,6 +284,7 @@ const BUCKET_S = { m: 60, h: 3600, d: 86400, w: 7 * 86400 };
 const REFETCH_EVERY_S = 300; // safety net: readings the live stream never showed, the sliding window
 const LIVE_REFETCH_GAP_S = 10; // refetches a live value asks for (a correction, a gap) at most this often
 const SETTLED_S = 30; // a correction received this long before a fetch is in its answer
+const MONTH_AT_LEAST_MS = 28 * 86400 * 1000;
 
 /** A bucket's length in ms, or null for months (their length varies: those charts refetch). */
 function bucketMs(bucket) {
@@ -378,26 +379,29 @@ class ChartTile extends TileView {
     const step = bucketMs(this.settings().bucket);
     const pts = this.points;
     const last = pts[pts.length - 1];
-    if (step === null || this.origin === null || !last) {
-      this.reloadSoon();
+    if (!last) {
+      this.reloadSoon(); // nothing to tell where buckets start, nor how big the batch was
       return false;
     }
-    const start = this.origin + Math.floor((r.ms - this.origin) / step) * step;
     const lastStart = last.t.getTime();
-    if (start < lastStart) return false; // older than the newest counted: the safety net has it
-    this.newest = r.ms;
-    if (start === lastStart) {
+    if (r.ms < lastStart) return false; // older than the newest counted: the safety net has it
+    // months are 28 days or more: a reading that soon after the last one's start is in it
+    const inLast = r.ms < lastStart + (step === null ? MONTH_AT_LEAST_MS : step);
+    const start = step === null || this.origin === null ? null : this.origin + Math.floor((r.ms - this.origin) / step) * step;
+    if (inLast) {
       last.v = this.aggregate === "sum" ? last.v + r.v : (last.v * last.n + r.v) / (last.n + 1);
       last.n += 1;
-    } else if (start === lastStart + step) {
+    } else if (start !== null && start === lastStart + step) {
       pts.push({ t: new Date(start), v: r.v, n: 1 });
       const from = this.ctx.serverNow() * 1000 - this.settings().hours * 3600 * 1000 - step;
       while (pts.length > 1 && pts[0].t.getTime() < from) pts.shift();
     } else {
-      // buckets between came with no live value of their own (a batch sends only its newest)
+      // a new month, or buckets between that came with no live value of their own (a batch
+      // publishes only its newest reading): the server knows
       this.reloadSoon();
       return false;
     }
+    this.newest = r.ms;
     return true;
   }
 
