@@ -636,6 +636,7 @@ def expected_points(readings: list[tuple[datetime, float]], key: Key, kind: str)
         out[b] = {
             "value": sum(values) if kind == "counter" else sum(values) / len(values),
             "n": len(values), "min": min(values), "max": max(values), "last": max(items)[1],
+            "last_ts": max(items)[0],
         }
     return out
 
@@ -646,6 +647,7 @@ def got_points(body: dict[str, Any]) -> dict[datetime, dict[str, Any]]:
         b = datetime.fromisoformat(p["bucket"])
         assert b.tzinfo is not None, p
         out[b] = {k: p[k] for k in ("value", "n", "min", "max", "last")}
+        out[b]["last_ts"] = datetime.fromisoformat(p["last_ts"])
     return out
 
 
@@ -655,6 +657,8 @@ def assert_same(got: dict[datetime, dict[str, Any]], want: dict[datetime, dict[s
         for field in ("value", "min", "max", "last"):
             assert got[b][field] == pytest.approx(want[b][field]), (label, b, field, got[b], want[b])
         assert got[b]["n"] == want[b]["n"], (label, b, got[b], want[b])
+        # pages skip live readings up to it (dashboards/PROTOCOL.md, "chart")
+        assert got[b]["last_ts"] == want[b]["last_ts"], (label, b, got[b], want[b])
 
 
 async def test_counter_series_buckets_match_python(api: Api, people: People) -> None:

@@ -137,6 +137,7 @@ def _expected(
             "min": min(vals),
             "max": max(vals),
             "last": max(groups[b])[1],
+            "last_ts": max(groups[b])[0],
         })
     return out
 
@@ -153,7 +154,7 @@ def _assert_series(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> Non
     for g, w in zip(got, want):
         assert g["n"] == w["n"], g["bucket"]
         assert g["value"] == pytest.approx(w["value"], rel=1e-12), g["bucket"]
-        assert (g["min"], g["max"], g["last"]) == (w["min"], w["max"], w["last"]), g["bucket"]
+        assert (g["min"], g["max"], g["last"], g["last_ts"]) == (w["min"], w["max"], w["last"], w["last_ts"]), g["bucket"]
 
 
 async def _insert(conn: asyncpg.Connection, rows: list[tuple[datetime, str, str, float]]) -> None:

@@ -236,9 +236,11 @@ async def test_kpi_tiles_carry_value_target_and_trend(wall_api: ServeProcess, lo
             await asyncio.sleep(0.05)
         assert last["data"]["trend"] == "down" and last["data"]["previous"] == 99.21
         assert last["seq"] > first["seq"]
-        # the chart of the same KPI is told to reload
-        chart = [m for m in tablet.of("tile") if m["kind"] == "chart" and m["data"]["kpi"] == "tthc.on_time_rate"]
-        assert not chart or chart[-1]["data"]["changed_at"]
+        # a chart of the same KPI and area gets the reading to put into its series
+        chart = [m for m in tablet.of("tile") if m["kind"] == "chart" and m["data"]["kpi"] == "tthc.on_time_rate"
+                 and m["data"]["area"] == "35"]
+        assert not chart or {k: chart[-1]["data"][k] for k in ("ts", "value", "rev", "changed_at")} == {
+            "ts": "2026-11-02T00:00:00+07:00", "value": 97.5, "rev": 0, "changed_at": "2026-11-02T00:00:00+07:00"}
         # a malformed live message changes nothing and breaks nothing
         kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", b"{not json", retain=False)
         kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", kpi_live("tthc.on_time_rate", "35", 98.0,

@@ -583,3 +583,71 @@ async def test_bad_tokens_and_wrong_passwords_are_said_plainly(site: Site, conte
     await cform.locator("input[name=password]").fill(site.users["leader"][1])
     await cform.locator("button[type=submit]").click()
     await expect(cform.locator(".error")).to_contain_text("không được mở trang này")
+
+
+async def test_chart_fetches_its_series_once_and_follows_live_readings(
+        site: Site, context: tuple[BrowserContext, Watch], agencies: Agencies, ingest: IngestProcess,
+        broker: MosquittoRig) -> None:
+    """One /series per layout, not one per reading: the page puts each live reading into the
+    last bucket (or a new one) itself, as the server would (AQI: the mean per hour)."""
+    ctx, watch = context
+    chart = _tile("cf-chart", "chart", 4, 4, 4, 4, "AQI Phủ Lý", "AQI Phu Ly", kpi="mt.aqi", area="347",
+                  bucket="1h", hours=48)
+    first = {**LAYOUT, "id": "cf-a", "tiles": [chart]}
+    # the same chart moved, next to a text: the view is kept, the new layout loads it once more
+    second = {**LAYOUT, "id": "cf-b", "tiles": [{**chart, "w": 2}, _tile("cf-text", "text", 6, 4, 2, 4, text_vi="B")]}
+    for doc in (first, second):
+        await site.call("PUT", f"/api/v1/wall/layouts/{doc['id']}", json=doc)
+    agency, password = await agencies.add(["mt"], prefix="cf")
+    pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
+    base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=10)
+    query = {"kpi": "mt.aqi", "area": "347", "bucket": "1h", "start": (base - timedelta(hours=5)).isoformat()}
+    try:
+        # a little history, committed before the screen opens
+        pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": "347", "ts": (base - timedelta(hours=h)).isoformat(),
+                                              "value": 30 + h} for h in (3, 2, 1)])
+        deadline = time.monotonic() + 20
+        while len((await site.call("GET", "/api/v1/series", params=query))["points"]) < 3:
+            assert time.monotonic() < deadline, "the history never reached the database"
+            await asyncio.sleep(0.2)
+        await site.show("cf-a")
+        page = await open_screen(ctx, watch, site, 5, "cf-a")
+        fetches: list[str] = []
+        page.on("request", lambda r: "/api/v1/series" in r.url and fetches.append(r.url))
+        tile = slot(page, "cf-chart").locator(".tile")
+        await expect(tile).to_have_attribute("data-points", "3", timeout=15000)
+        opened = len([u for u in watch.requests if "/api/v1/series" in u])
+        assert opened == 1, watch.requests
+
+        # 20 readings, one at a time, two per hour: every other one starts a new bucket
+        buckets: dict[datetime, list[int]] = {}
+        for i in range(20):
+            ts = base + timedelta(minutes=30 * i)
+            value = 40 + 2 * i
+            buckets.setdefault(ts.replace(minute=0), []).append(value)
+            pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": "347", "ts": ts.isoformat(), "value": value}])
+            mean = sum(buckets[ts.replace(minute=0)]) / len(buckets[ts.replace(minute=0)])
+            await expect(tile.locator("text.chart-last")).to_have_text(f"{mean:.0f} AQI", timeout=15000)
+        await expect(tile).to_have_attribute("data-points", str(3 + len(buckets)))
+        await page.wait_for_timeout(1500)  # a refetch that would still come
+        assert fetches == [], f"{len(fetches)} fetches of /series for 20 readings"
+        assert await tile.get_attribute("data-fetches") == "1"
+        # what the page worked out is what the server says
+        server = (await site.call("GET", "/api/v1/series", params=query))["points"]
+        assert len(server) == 3 + len(buckets)
+        assert float(await tile.get_attribute("data-last-value") or "nan") == pytest.approx(server[-1]["value"])
+        assert int(await tile.get_attribute("data-last-n") or 0) == server[-1]["n"] == 2
+        assert datetime.fromisoformat((await tile.get_attribute("data-last-bucket") or "").replace("Z", "+00:00")) == \
+            datetime.fromisoformat(server[-1]["bucket"])
+
+        # another layout with the same chart: one more fetch, not more
+        await site.show("cf-b")
+        await expect(page.locator("body")).to_have_attribute("data-layout", "cf-b", timeout=15000)
+        await expect(tile).to_have_attribute("data-fetches", "2", timeout=15000)
+        await page.wait_for_timeout(1500)
+        assert len(fetches) == 1 and await tile.get_attribute("data-fetches") == "2", fetches
+        await expect(tile.locator("text.chart-last")).to_have_text(f"{server[-1]['value']:.0f} AQI")
+        assert not watch.errors, watch.errors
+    finally:
+        pub.close()
+        await site.show(LAYOUT_ID)

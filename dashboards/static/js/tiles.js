@@ -98,6 +98,9 @@ class TileView {
 
   tick() {}
 
+  /** Shown again by a new layout or after a reconnection: views that load data reload it. */
+  refresh() {}
+
   destroy() {}
 }
 
@@ -277,63 +280,173 @@ class KpiTile extends TileView {
 
 // -- chart ------------------------------------------------------------------------------
 
-const BUCKET_S = { m: 60, h: 3600, d: 86400, w: 7 * 86400, M: 30 * 86400 };
+const BUCKET_S = { m: 60, h: 3600, d: 86400, w: 7 * 86400 };
+const REFETCH_EVERY_S = 300; // safety net: readings the live stream never showed, the sliding window
+const LIVE_REFETCH_GAP_S = 10; // refetches a live value asks for (a correction, a gap) at most this often
+const SETTLED_S = 30; // a correction received this long before a fetch is in its answer
+const MONTH_AT_LEAST_MS = 28 * 86400 * 1000;
 
+/** A bucket's length in ms, or null for months (their length varies: those charts refetch). */
+function bucketMs(bucket) {
+  const m = /^(\d+)([mhdw])$/.exec(bucket || "");
+  return m ? Number(m[1]) * BUCKET_S[m[2]] * 1000 : null;
+}
+
+/**
+ * A chart loads its series once when it is shown (a new layout, its own new definition, a
+ * reconnection) and then puts every live reading the hub sends into the right bucket itself,
+ * with the series' own aggregate (sum for counters, mean otherwise): a reading no longer
+ * makes every page query /series (dashboards/PROTOCOL.md, "chart").
+ */
 class ChartTile extends TileView {
   build() {
     this.svg = svg("svg", { class: "chart-svg" });
     this.msg = el("div", "chart-msg");
     this.body.append(this.svg, this.msg);
     this.points = null;
-    this.loadedKey = null;
-    this.loadedAt = 0;
+    this.loadedAt = 0; // server clock, when the last fetch started
+    this.origin = null; // ms: where the buckets start (the answer's aligned `start`)
+    this.aggregate = "mean";
+    this.newest = -Infinity; // ms: the newest reading counted (series' last_ts, then live values)
+    this.inflight = 0;
+    this.queue = []; // live readings that came during a fetch, applied after its answer
+    this.corrected = null;
+    this.later = null;
+    this.fetches = 0;
+    this.loads = 0; // numbers the fetches: only the newest one's answer is drawn
     this.resize = new ResizeObserver(() => this.draw());
     this.resize.observe(this.body);
+    this.load();
   }
 
   settings() {
     const d = this.data || {};
     return {
-      kpi: d.kpi || this.def.kpi,
-      area: d.area || this.def.area,
-      bucket: d.bucket || this.def.bucket || "1h",
-      hours: Number(d.hours || this.def.hours || 24),
+      kpi: this.def.kpi || d.kpi,
+      area: this.def.area || d.area,
+      bucket: this.def.bucket || d.bucket || "1h",
+      hours: Number(this.def.hours || d.hours || 24),
     };
   }
 
   update(data) {
     super.update(data);
-    const key = JSON.stringify([data && data.changed_at, this.settings()]);
-    if (key !== this.loadedKey) this.load(key);
+    this.live(data);
+  }
+
+  /** The layout was shown again (a new version, a reconnection): its series may have moved. */
+  refresh() {
+    this.load();
   }
 
   tick() {
-    // the window slides: reload now and then even when nothing new was reported
-    const every = Math.max(300, BUCKET_S[(this.settings().bucket.match(/[a-zA-Z]$/) || ["h"])[0]] || 3600);
-    if (this.loadedKey && this.ctx.serverNow() - this.loadedAt > Math.min(every, 1800)) this.load(this.loadedKey);
+    if (this.loads && this.ctx.serverNow() - this.loadedAt > REFETCH_EVERY_S) this.load();
   }
 
-  async load(key) {
+  /** A refetch a live value asked for: now, or once a little later if one ran just now. */
+  reloadSoon() {
+    if (this.later) return;
+    const wait = (this.loadedAt + LIVE_REFETCH_GAP_S - this.ctx.serverNow()) * 1000;
+    if (!(wait > 0)) return this.load();
+    this.later = setTimeout(() => this.load(), wait);
+  }
+
+  live(d) {
+    if (!d || d.ts === null || d.ts === undefined || d.value === null || d.value === undefined) return;
     const s = this.settings();
+    // during an announced switch the same tile id may already chart something else
+    if ((d.kpi || null) !== (s.kpi || null) || (d.area || null) !== (s.area || null)) return;
+    const at = toDate(d.ts);
+    const v = Number(d.value);
+    if (!at || !Number.isFinite(v)) return;
+    if (Number(d.rev) > 0) {
+      // a correction may change any bucket, by an amount only the server knows
+      const key = `${at.getTime()}|${d.rev}`;
+      if (key === this.corrected) return;
+      this.corrected = key;
+      const received = toDate(d.changed_at);
+      if (received && this.loadedAt && received.getTime() / 1000 < this.loadedAt - SETTLED_S) return;
+      return this.reloadSoon();
+    }
+    const r = { ms: at.getTime(), v };
+    if (this.inflight) this.queue.push(r);
+    else if (this.points && this.add(r)) this.draw();
+  }
+
+  /** Puts a reading into its bucket; false when it changed nothing drawn. */
+  add(r) {
+    if (r.ms <= this.newest) return false; // in the series already, or seen
+    const step = bucketMs(this.settings().bucket);
+    const pts = this.points;
+    const last = pts[pts.length - 1];
+    if (!last) {
+      this.reloadSoon(); // nothing to tell where buckets start, nor how big the batch was
+      return false;
+    }
+    const lastStart = last.t.getTime();
+    if (r.ms < lastStart) return false; // older than the newest counted: the safety net has it
+    // months are 28 days or more: a reading that soon after the last one's start is in it
+    const inLast = r.ms < lastStart + (step === null ? MONTH_AT_LEAST_MS : step);
+    const start = step === null || this.origin === null ? null : this.origin + Math.floor((r.ms - this.origin) / step) * step;
+    if (inLast) {
+      last.v = this.aggregate === "sum" ? last.v + r.v : (last.v * last.n + r.v) / (last.n + 1);
+      last.n += 1;
+    } else if (start !== null && start === lastStart + step) {
+      pts.push({ t: new Date(start), v: r.v, n: 1 });
+      const from = this.ctx.serverNow() * 1000 - this.settings().hours * 3600 * 1000 - step;
+      while (pts.length > 1 && pts[0].t.getTime() < from) pts.shift();
+    } else {
+      // a new month, or buckets between that came with no live value of their own (a batch
+      // publishes only its newest reading): the server knows
+      this.reloadSoon();
+      return false;
+    }
+    this.newest = r.ms;
+    return true;
+  }
+
+  async load() {
+    const s = this.settings();
+    clearTimeout(this.later);
+    this.later = null;
     if (!s.kpi) return;
-    this.loadedKey = key;
+    const mine = ++this.loads;
     this.loadedAt = this.ctx.serverNow();
     const end = new Date(this.loadedAt * 1000);
     const start = new Date(end.getTime() - s.hours * 3600 * 1000);
     const q = new URLSearchParams({ kpi: s.kpi, bucket: s.bucket, start: start.toISOString(), end: end.toISOString() });
     if (s.area) q.set("area", s.area);
     if (!this.points) this.showMessage(t(this.lang, "chart.loading"));
+    this.inflight += 1;
+    this.fetches += 1;
+    this.el.dataset.fetches = String(this.fetches);
+    let res = null;
     try {
-      const res = await this.ctx.api(`/api/v1/series?${q}`);
-      if (this.loadedKey !== key) return;
-      this.unit = res.unit || "";
-      this.points = (res.points || [])
-        .map((p) => ({ t: toDate(p.bucket), v: Number(p.value) }))
-        .filter((p) => p.t && Number.isFinite(p.v));
-      this.failed = false;
+      res = await this.ctx.api(`/api/v1/series?${q}`);
     } catch (err) {
-      this.failed = true;
-      console.warn("chart: series failed", s, err);
+      if (mine === this.loads) {
+        this.failed = true;
+        console.warn("chart: series failed", s, err);
+      }
+    } finally {
+      this.inflight -= 1;
+    }
+    if (this.destroyed) return;
+    if (res && mine === this.loads) {
+      this.unit = res.unit || "";
+      this.aggregate = res.aggregate === "sum" ? "sum" : "mean";
+      const origin = toDate(res.start);
+      this.origin = origin ? origin.getTime() : null;
+      this.points = (res.points || [])
+        .map((p) => ({ t: toDate(p.bucket), v: Number(p.value), n: Number(p.n) || 1, last: toDate(p.last_ts) }))
+        .filter((p) => p.t && Number.isFinite(p.v));
+      this.newest = Math.max(-Infinity, ...this.points.map((p) => (p.last ? p.last.getTime() : p.t.getTime())));
+      this.failed = false;
+    }
+    if (!this.inflight) { // no answer on its way that might already hold them
+      const queued = this.queue;
+      this.queue = [];
+      if (this.points) for (const r of queued) this.add(r);
     }
     this.draw();
   }
@@ -386,6 +499,7 @@ class ChartTile extends TileView {
     svgEl.append(svg("path", { class: "chart-area", d: area }));
     svgEl.append(svg("path", { class: "chart-line", d: line, "stroke-width": Math.max(2, font / 6) }));
     const last = pts[pts.length - 1];
+    Object.assign(this.el.dataset, { points: String(pts.length), lastBucket: last.t.toISOString(), lastValue: String(last.v), lastN: String(last.n) });
     svgEl.append(svg("circle", { class: "chart-dot", cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5) }));
     const unit = this.unit && this.unit.length <= 6 ? ` ${this.unit}` : "";
     svgEl.append(svg("text", { class: "chart-last", x: W - padX, y: font * 1.15, "text-anchor": "end", "font-size": font * 1.15 },
@@ -400,7 +514,8 @@ class ChartTile extends TileView {
 
   destroy() {
     this.resize.disconnect();
-    this.loadedKey = "destroyed";
+    clearTimeout(this.later);
+    this.destroyed = true;
   }
 }
 

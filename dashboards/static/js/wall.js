@@ -32,7 +32,10 @@ export class WallModel {
     const sig = JSON.stringify([msg.layout, msg.region || null]);
     if (sig === this.signature && !this.pending) {
       if (this.current) this.current = { ...this.current, version: msg.version };
-      return; // the same layout again (a reconnection): keep every element as it is
+      // the same layout again (a reconnection): keep every element as it is, but what
+      // happened during the gap reached no view: those that load data load it again
+      for (const v of this.views.values()) v.refresh();
+      return;
     }
     clearTimeout(this.timer);
     this.pending = msg;
@@ -55,6 +58,7 @@ export class WallModel {
       }
       if (view) {
         view.setDef(def);
+        view.refresh(); // a new layout: the one time a kept chart loads its series again
       } else {
         view = createTile(def, this.ctx);
         this.page.mount(view);

@@ -101,7 +101,8 @@ async def series(
     timezone: str,
     agency: str | None,
 ) -> list[dict[str, object]]:
-    """Aggregates per bucket: `value` is the sum for counters and the mean otherwise."""
+    """Aggregates per bucket: `value` is the sum for counters and the mean otherwise;
+    `last_ts` is the time of the bucket's newest reading."""
     if end <= start:
         raise QueryError("end must be after start")
     if start < EARLIEST or end > LATEST:
@@ -130,7 +131,7 @@ async def series(
         extra = [bucket.approx, origin]
     if source == "readings":
         sql = f"""SELECT {b_expr} AS b, count(*) AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
-                         (array_agg(value ORDER BY ts DESC))[1] AS last
+                         (array_agg(value ORDER BY ts DESC))[1] AS last, max(ts) AS last_ts
                     FROM readings
                    WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND ts >= $3 AND ts < $4
                      AND ($5::text IS NULL OR agency = $5)
@@ -138,7 +139,7 @@ async def series(
         args: list[object] = [kpi, area, start, end, agency, *extra]
     else:
         sql = f"""SELECT {b_expr} AS b, sum(n) AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                         (array_agg(last_value ORDER BY last_ts DESC))[1] AS last
+                         (array_agg(last_value ORDER BY last_ts DESC))[1] AS last, max(last_ts) AS last_ts
                     FROM {source}
                    WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND bucket >= $3 AND bucket < $4
                      AND $5::text IS NULL
@@ -156,5 +157,6 @@ async def series(
             "min": r["min"],
             "max": r["max"],
             "last": r["last"],
+            "last_ts": r["last_ts"],  # the newest reading counted: pages skip live values up to it
         })
     return out

@@ -315,8 +315,7 @@ class Hub:
                 if live is not None:
                     self._emit(t, tiledata.kpi_data(self.kpi_meta.get(t.kpi or ""), live, self.kpi_prev.get((t.kpi or "", t.area or ""))))
             elif t.kind == "chart":
-                live = self.kpi_live.get((t.kpi or "", t.area or ""))
-                self._emit(t, tiledata.chart_data(t, live.get("received_at") if live else None))
+                self._emit(t, tiledata.chart_data(t, self.kpi_live.get((t.kpi or "", t.area or ""))))
             elif t.kind == "camera" and t.camera:
                 self._emit(t, tiledata.camera_data(t.camera, self.camera_names.get(t.camera), self.cam_status.get(t.camera)))
                 for variant in ("sd", "hd"):
@@ -405,7 +404,7 @@ class Hub:
             if t.kind == "kpi":
                 self._emit(t, tiledata.kpi_data(meta, live, self.kpi_prev.get(source)))
             else:
-                self._emit(t, tiledata.chart_data(t, live.get("received_at")))
+                self._emit(t, tiledata.chart_data(t, live))
 
     def _on_status(self, cam: str, payload: bytes) -> None:
         if not payload:

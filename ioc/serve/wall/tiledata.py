@@ -51,8 +51,14 @@ def kpi_data(meta: KpiMeta | None, live: dict[str, Any], previous: float | None)
     }
 
 
-def chart_data(tile: Tile, changed_at: str | None) -> dict[str, Any]:
-    return {"kpi": tile.kpi, "area": tile.area, "bucket": tile.bucket, "hours": tile.hours, "changed_at": changed_at}
+def chart_data(tile: Tile, live: dict[str, Any] | None) -> dict[str, Any]:
+    """The chart's settings and the newest live reading of its KPI (or nulls): the page loads
+    the series once and puts each reading into its last bucket itself, instead of every
+    reading making every page query `/series` again (dashboards/PROTOCOL.md, "chart")."""
+    live = live or {}
+    return {"kpi": tile.kpi, "area": tile.area, "bucket": tile.bucket, "hours": tile.hours,
+            "changed_at": live.get("received_at"), "ts": live.get("ts"),
+            "value": float(live["value"]) if "value" in live else None, "rev": int(live.get("rev") or 0)}
 
 
 def problems_of(status: dict[str, Any]) -> list[str]:
