@@ -17,7 +17,7 @@ import asyncpg
 
 from ioc.core.mqtt.broker_files import BrokerAccount
 from ioc.core.passwords import hash_password, new_password, verify_password
-from ioc.core.storage import audit
+from ioc.core.storage import account_events, audit
 
 HUMAN_ROLES = ("admin", "operator", "leader")
 SERVICE_ROLES = ("ingest", "api", "camera")
@@ -130,6 +130,7 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool, 
             await conn.execute("UPDATE agencies SET disabled = $2 WHERE id = $1", username, disabled)
             await conn.execute("SELECT pg_notify('ioc_catalogue', $1)", username)
         await audit.record(conn, actor, "user.disabled" if disabled else "user.enabled", username, {})
+        await account_events.notify(conn, username)  # every API node drops its tokens' principal
 
 
 async def authenticate(conn: asyncpg.Connection, username: str, password: str) -> User | None:
