@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ioc.core.accounts import create_user
+from ioc.serve.api.principal_cache import PrincipalCache
 from tests.conftest import REPO
 from tests.rigs.serve import ServeProcess
 from tests.test_wall_hub import WallClient, open_client
@@ -147,3 +148,20 @@ async def test_a_lost_listener_reconnects_and_still_revokes(
     assert [await me(n, token) for n in nodes] == [200, 200]
     took = await disable_and_measure(nodes, name, token, screens, serve_env)
     print(f"\nrevoked after a listener reconnect in {took:.2f} s")
+
+
+async def test_principals_live_briefly_while_no_notification_can_arrive() -> None:
+    cache: PrincipalCache[str] = PrincipalCache(ttl_s=10.0, fallback_ttl_s=0.5)
+    listening = True
+    cache.listening = lambda: listening
+    cache.put("ops", "principal", cache.generation)
+    await asyncio.sleep(0.7)
+    assert cache.get("ops") == (True, "principal")  # a disable would have dropped it
+    listening = False  # the listener connection is down: a disable would go unheard
+    assert cache.get("ops") == (False, None)
+    # a lookup that started before a drop does not store what it read
+    generation = cache.generation
+    cache.drop("ops")
+    cache.put("ops", "stale", generation)
+    listening = True
+    assert cache.get("ops") == (False, None)

@@ -90,8 +90,9 @@ class WallNode:
     async def recheck_accounts(self, usernames: set[str] | None) -> None:
         """Close the websockets of these users (None: of everyone connected) whose accounts
         are now disabled or gone; called when PostgreSQL tells that accounts changed."""
-        connected = {c.user for c in self.hub.clients}
-        names = connected if usernames is None else connected & usernames
+        # a named user is asked about even when not connected yet: a hello authorized just
+        # before the disable committed may join the hub while this query runs
+        names = {c.user for c in self.hub.clients} if usernames is None else usernames
         if not names:
             return
         try:
