@@ -11,6 +11,7 @@ import pytest
 
 from ioc.core.readings import Reading
 from ingest.store import ReadingStore, split_rounds
+from ioc.core.storage import login_failures
 from ioc.core.storage.migrate import load_migrations, migrate
 from ioc.core.storage.modes import StorageMode
 from ioc.core.storage.rollups import refresh
@@ -32,6 +33,37 @@ async def test_migrations_run_twice_and_concurrently_without_change(db_url: str)
     finally:
         for c in conns:
             await c.close()
+
+
+async def check_login_failures(conn: asyncpg.Connection) -> None:
+    """The throttle's store: a sliding window per key, only the newest `limit` times kept.
+    (Run here on plain PostgreSQL and by test_timescale_sql on TimescaleDB.)"""
+    pair, address = f"u{random.randrange(10**9)}@10.9.0.1", f"@10.9.{random.randrange(256)}.1"
+    keys, window = [(pair, 2), (address, 3)], 1.0
+    assert await login_failures.wait_s(conn, keys, window) == 0
+    await login_failures.record(conn, keys, window)
+    assert await login_failures.wait_s(conn, keys, window) == 0
+    await login_failures.record(conn, keys, window)
+    assert 0 < await login_failures.wait_s(conn, keys, window) <= window  # the pair is at its limit
+    for _ in range(3):
+        await login_failures.record(conn, keys, window)
+    kept = dict(await conn.fetch("SELECT key, cardinality(failures) FROM login_failures WHERE key = ANY($1::text[])",
+                                 [pair, address]))
+    assert kept == {pair: 2, address: 3}
+    await login_failures.clear(conn, pair)
+    assert 0 < await login_failures.wait_s(conn, keys, window) <= window  # the address still is
+    await asyncio.sleep(window + 0.2)
+    assert await login_failures.wait_s(conn, keys, window) == 0
+    assert await login_failures.prune(conn, window) >= 1
+    assert await conn.fetchval("SELECT count(*) FROM login_failures WHERE key = $1", address) == 0
+
+
+async def test_login_failures_store(db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await check_login_failures(conn)
+    finally:
+        await conn.close()
 
 
 async def test_asking_for_timescale_without_the_extension_fails_clearly(db_url: str) -> None:

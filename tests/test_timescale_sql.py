@@ -28,6 +28,7 @@ from ioc.core.storage.migrate import MigrateResult, migrate
 from ioc.core.storage.modes import StorageMode
 from ioc.core.storage.queries import parse_bucket, series
 from tests.rigs.pglite import PgliteTimescaleRig, PgliteUnavailable
+from tests.test_storage import check_login_failures
 
 TZ_NAME = "Asia/Ho_Chi_Minh"
 TZ = ZoneInfo(TZ_NAME)
@@ -206,9 +207,14 @@ def _job_summary(jobs: list[asyncpg.Record]) -> list[tuple[str, str, dict[str, A
 async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.Connection, migrated: MigrateResult) -> None:
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
-    assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin"]
+    assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin",
+                                "0006_login_failures"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
+
+
+async def test_login_failures_store_on_timescale(conn: asyncpg.Connection, migrated: MigrateResult) -> None:
+    await check_login_failures(conn)
 
 
 async def test_readings_is_a_compressed_hypertable(conn: asyncpg.Connection, migrated: MigrateResult) -> None:

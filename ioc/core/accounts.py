@@ -17,8 +17,8 @@ import asyncpg
 
 from ioc.core.mqtt.broker_files import BrokerAccount
 from ioc.core.passwords import hash_password, new_password, verify_password
+from ioc.core.storage import account_events, audit, catalogue
 from ioc.core.storage import accounts as store
-from ioc.core.storage import audit, catalogue
 
 HUMAN_ROLES = ("admin", "operator", "leader")
 SERVICE_ROLES = ("ingest", "api", "camera")
@@ -121,6 +121,7 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool, 
             await store.set_agency_disabled(conn, username, disabled)
             await catalogue.notify_changed(conn, username)
         await audit.record(conn, actor, "user.disabled" if disabled else "user.enabled", username, {})
+        await account_events.notify(conn, username)  # every API node drops its tokens' principal
 
 
 async def authenticate(conn: asyncpg.Connection, username: str, password: str) -> User | None:

@@ -18,6 +18,8 @@ from ioc.serve.api import (
     routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_wall,
 )
 from ioc.serve.api.login_guard import LoginGuard
+from ioc.serve.api.principal_cache import PrincipalCache
+from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
 from ioc.core.settings import Settings
 from ioc.core.storage import rollups
@@ -58,13 +60,15 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.wall.start()
         else:
             log.warning("wall hub off: IOC_MQTT_URL is not set or IOC_WALL_PORT is 0")
+        revocation = asyncio.create_task(Revocation(dsn, app.state.principal_cache, app.state.wall).run())
         try:
             yield
         finally:
             if app.state.wall is not None:
                 await app.state.wall.stop()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            revocation.cancel()
+            await asyncio.gather(task, revocation, return_exceptions=True)
             await pool.close()
 
     app = FastAPI(
@@ -76,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
-    app.state.principal_cache = {}
+    app.state.principal_cache = PrincipalCache()
     app.state.wall = None
     for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_wall, routes_ops):
         app.include_router(module.router)

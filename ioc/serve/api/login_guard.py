@@ -3,12 +3,21 @@
 Failures count per (name, address) and, with a higher threshold, per address. A name
 alone is never locked: otherwise anyone could keep the admin out by failing on purpose.
 Behind a reverse proxy, `ioc serve` reads the client address from X-Forwarded-For.
+
+The counts live in PostgreSQL (`ioc.core.storage.login_failures`), not in this process:
+with N API nodes behind a load balancer, a guesser must not get N times the tries.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict, deque
+import logging
+import random
+
+from ioc.core.storage import login_failures
+from ioc.core.storage.login_failures import Db
+
+log = logging.getLogger("ioc.api.auth")
+_PRUNE_CHANCE = 0.02  # now and then a failure also forgets keys that went quiet
 
 
 class LoginGuard:
@@ -16,33 +25,19 @@ class LoginGuard:
         self.max_failures = max_failures
         self.max_per_address = max_per_address
         self.window_s = window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
 
-    def _recent(self, key: str) -> deque[float]:
-        q = self._failures[key]
-        cutoff = time.monotonic() - self.window_s
-        while q and q[0] < cutoff:
-            q.popleft()
-        return q
+    def _keys(self, username: str, address: str) -> list[tuple[str, int]]:
+        return [(f"{username}@{address}", self.max_failures), (f"@{address}", self.max_per_address)]
 
-    def _keys(self, username: str, address: str) -> tuple[tuple[str, int], tuple[str, int]]:
-        return (f"{username}@{address}", self.max_failures), (f"@{address}", self.max_per_address)
-
-    def blocked_for(self, username: str, address: str) -> float:
+    async def blocked_for(self, db: Db, username: str, address: str) -> float:
         """Seconds until this name may try again from this address (0 when allowed)."""
-        wait = 0.0
-        for key, limit in self._keys(username, address):
-            q = self._recent(key)
-            if len(q) >= limit:
-                wait = max(wait, q[0] + self.window_s - time.monotonic())
-        return wait
+        return await login_failures.wait_s(db, self._keys(username, address), self.window_s)
 
-    def failed(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100_000:
-            self._failures.clear()
-        for key, _ in self._keys(username, address):
-            self._recent(key).append(now)
+    async def failed(self, db: Db, username: str, address: str) -> None:
+        await login_failures.record(db, self._keys(username, address), self.window_s)
+        if random.random() < _PRUNE_CHANCE:
+            gone = await login_failures.prune(db, self.window_s)
+            log.debug("login failures pruned", extra={"keys": gone})
 
-    def succeeded(self, username: str, address: str) -> None:
-        self._failures.pop(f"{username}@{address}", None)
+    async def succeeded(self, db: Db, username: str, address: str) -> None:
+        await login_failures.clear(db, f"{username}@{address}")

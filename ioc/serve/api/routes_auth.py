@@ -29,7 +29,7 @@ async def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
     state = request.app.state
     client = request.client.host if request.client else "unknown"
     username = form.username.strip().lower()[:64]
-    wait = state.login_guard.blocked_for(username, client)
+    wait = await state.login_guard.blocked_for(state.pool, username, client)
     if wait > 0:
         log.warning("login throttled", extra={"user": username, "client": client})
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=f"too many failed logins: try again in {int(wait) + 1} s",
@@ -37,7 +37,7 @@ async def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
     async with state.pool.acquire() as conn:
         user = await authenticate(conn, username, form.password[:1024])
     if user is None:
-        state.login_guard.failed(username, client)
+        await state.login_guard.failed(state.pool, username, client)
         log.warning("login failed", extra={"user": username, "client": client})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong user name or password",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -45,7 +45,7 @@ async def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="service accounts connect to the broker, not the API")
     if user.role == SCREEN_ROLE:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="wall screens use the token an admin issued for them")
-    state.login_guard.succeeded(username, client)
+    await state.login_guard.succeeded(state.pool, username, client)
     token, ttl = state.issuer.issue(user)
     log.info("login", extra={"user": username, "role": user.role, "client": client})
     return TokenOut(access_token=token, expires_in=ttl, role=user.role, agency=user.agency_id)

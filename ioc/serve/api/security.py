@@ -12,10 +12,10 @@ from fastapi.security import OAuth2PasswordBearer
 
 from ioc.core.accounts import User, get_user
 from ioc.core.storage import catalogue
+from ioc.serve.api.principal_cache import PrincipalCache
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 _ALGO = "HS256"
-_USER_CACHE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,18 @@ async def principal_from_token(request: Request, token: str | None) -> Principal
     except jwt.PyJWTError:
         raise _unauthorized("invalid token") from None
     username = str(claims["sub"])
-    cache: dict[str, tuple[float, Principal | None]] = state.principal_cache
-    hit = cache.get(username)
-    now = time.monotonic()
-    if hit is None or now - hit[0] > _USER_CACHE_S:
+    cache: PrincipalCache[Principal] = state.principal_cache
+    found, principal = cache.get(username)
+    if not found:
+        generation = cache.generation
         async with state.pool.acquire() as conn:
             user = await get_user(conn, username)
             sectors = None
             if user is not None and user.role == "agency":
                 rows = await catalogue.agency_sectors(conn, user.agency_id)
                 sectors = tuple(rows or ())
-        p = None if user is None or user.disabled else Principal(user.username, user.role, user.agency_id, sectors)
-        cache[username] = (now, p)
-        hit = cache[username]
-    principal = hit[1]
+        principal = None if user is None or user.disabled else Principal(user.username, user.role, user.agency_id, sectors)
+        cache.put(username, principal, generation)
     if principal is None:
         raise _unauthorized("account unknown or disabled")
     if principal.role != claims["role"]:

@@ -24,14 +24,14 @@ from ioc.core.contracts import wall as wall_contract
 from ioc.core.contracts.wall import WallState
 from ioc.core.mqtt.link import MqttLink, Subscription
 from ioc.core.settings import Settings
+from ioc.core.storage import account_events, catalogue
 from ioc.core.storage import cameras as camera_store
-from ioc.core.storage import catalogue
 from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
 from ioc.serve.wall.alerts import AlertKeeper
 from ioc.serve.wall.hub import Hub
 from ioc.serve.wall.layout import Layout, load_presets, parse_layout
-from ioc.serve.wall.server import Refused, start_server
+from ioc.serve.wall.server import Refused, close_revoked, start_server
 from ioc.serve.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.wall")
@@ -87,6 +87,25 @@ class WallNode:
         if user is None or user.disabled or user.role != claims.get("role"):
             raise Refused(4401, "account unknown, disabled or changed: log in again")
         return user.username, user.role
+
+    async def recheck_accounts(self, usernames: set[str] | None) -> None:
+        """Close the websockets of these users (None: of everyone connected) whose accounts
+        are now disabled or gone; called when PostgreSQL tells that accounts changed."""
+        # a named user is asked about even when not connected yet: a hello authorized just
+        # before the disable committed may join the hub while this query runs
+        names = {c.user for c in self.hub.clients} if usernames is None else usernames
+        if not names:
+            return
+        try:
+            gone = await account_events.inactive_among(self.pool, names)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("wall accounts not rechecked", extra={"users": sorted(names)[:20], "error": str(exc)[:200]})
+            return
+        revoked = [c for c in self.hub.clients if c.user in gone]
+        for c in revoked:
+            log.warning("wall client closed: account disabled", extra={
+                "user": c.user, "address": c.address, "client": c.id, "role": c.role, "screen": c.screen})
+        await asyncio.gather(*(close_revoked(c.conn) for c in revoked))
 
     async def _load(self) -> None:
         async with self.pool.acquire() as conn:

@@ -91,6 +91,11 @@ async def _refuse(conn: ServerConnection, code: int, reason: str) -> None:
         pass
 
 
+async def close_revoked(conn: ServerConnection) -> None:
+    """Close a client whose account was disabled: 4401 tells the page not to retry this token."""
+    await _refuse(conn, 4401, "account disabled or removed: log in again")
+
+
 def _after_hello(hub: Hub, client: Client, raw: str | bytes) -> None:
     if not isinstance(raw, str):
         raise Refused(4400, "clients send JSON text messages only")
