@@ -109,6 +109,28 @@ async def test_login_failures_count_once_across_nodes(nodes: list[ServeProcess],
         assert 0 < int(r.headers["retry-after"]) <= 301
 
 
+async def test_a_burst_of_parallel_guesses_gets_no_more_than_the_limit(
+        nodes: list[ServeProcess], pool: asyncpg.Pool) -> None:
+    """40 wrong passwords sent at once, over both nodes: each attempt is counted before its
+    password is checked, so no more than the limit get to be checked (401), the rest 429."""
+    name = f"rbur{secrets.token_hex(3)}"
+    async with pool.acquire() as conn:
+        await create_user(conn, name, role="leader", actor="test")
+    answers = await asyncio.gather(*(login(nodes[i % 2], name, f"wrong-password-{i}") for i in range(40)))
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(401) == 8 and codes.count(429) == 32, codes
+
+
+async def test_a_good_login_takes_back_its_attempt(nodes: list[ServeProcess], pool: asyncpg.Pool) -> None:
+    """Logins that succeed are not failures: more than the limit of them in a row all pass."""
+    name = f"rgood{secrets.token_hex(3)}"
+    async with pool.acquire() as conn:
+        password = await create_user(conn, name, role="leader", actor="test")
+    for i in range(12):
+        r = await login(nodes[i % 2], name, password)
+        assert r.status_code == 200, (i, r.text)
+
+
 async def test_cli_disable_closes_websockets_and_voids_rest_on_every_node(
         nodes: list[ServeProcess], pool: asyncpg.Pool, serve_env: dict[str, str]) -> None:
     name, token = await screen_token(nodes, pool)

@@ -44,6 +44,29 @@ async def wait_s(db: Db, keys: Sequence[tuple[str, int]], window_s: float) -> fl
     return max(0.0, float(wait)) if wait is not None else 0.0
 
 
+async def reserve(pool: asyncpg.Pool, keys: Sequence[tuple[str, int]], window_s: float) -> float:
+    """Count one attempt now unless a key is at its limit; returns the seconds to wait (0: the
+    attempt is counted and may go on). Checking and counting in one transaction with the keys'
+    rows locked means that a burst of parallel guesses, on one node or many, cannot all pass
+    the check before any of them is counted."""
+    names = sorted(k for k, _ in keys)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO login_failures (key, failures) SELECT k, '{}' FROM unnest($1::text[]) AS k "
+                           "ON CONFLICT (key) DO NOTHING", names)
+        await conn.execute("SELECT 1 FROM login_failures WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE", names)
+        wait = await wait_s(conn, keys, window_s)
+        if wait <= 0:
+            await record(conn, keys, window_s)
+        return wait
+
+
+async def release(db: Db, key: str) -> None:
+    """Take back the newest attempt of `key` (a login that succeeded is not a failure)."""
+    await db.execute(
+        """UPDATE login_failures SET failures = failures[1:cardinality(failures) - 1]
+            WHERE key = $1 AND cardinality(failures) > 0""", key)
+
+
 async def clear(db: Db, key: str) -> None:
     await db.execute("DELETE FROM login_failures WHERE key = $1", key)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import random
 
+import asyncpg
+
 from ioc.core.storage import login_failures
 from ioc.core.storage.login_failures import Db
 
@@ -29,15 +31,16 @@ class LoginGuard:
     def _keys(self, username: str, address: str) -> list[tuple[str, int]]:
         return [(f"{username}@{address}", self.max_failures), (f"@{address}", self.max_per_address)]
 
-    async def blocked_for(self, db: Db, username: str, address: str) -> float:
-        """Seconds until this name may try again from this address (0 when allowed)."""
-        return await login_failures.wait_s(db, self._keys(username, address), self.window_s)
-
-    async def failed(self, db: Db, username: str, address: str) -> None:
-        await login_failures.record(db, self._keys(username, address), self.window_s)
-        if random.random() < _PRUNE_CHANCE:
-            gone = await login_failures.prune(db, self.window_s)
+    async def attempt(self, pool: asyncpg.Pool, username: str, address: str) -> float:
+        """Seconds until this name may try again from this address; 0 means the attempt is
+        counted as a failure already (until `succeeded` takes it back) and may check the
+        password. Counting before the check is what stops a burst of parallel guesses."""
+        wait = await login_failures.reserve(pool, self._keys(username, address), self.window_s)
+        if wait <= 0 and random.random() < _PRUNE_CHANCE:
+            gone = await login_failures.prune(pool, self.window_s)
             log.debug("login failures pruned", extra={"keys": gone})
+        return wait
 
     async def succeeded(self, db: Db, username: str, address: str) -> None:
         await login_failures.clear(db, f"{username}@{address}")
+        await login_failures.release(db, f"@{address}")

@@ -29,15 +29,14 @@ async def login(request: Request, form: Annotated[OAuth2PasswordRequestForm, Dep
     state = request.app.state
     client = request.client.host if request.client else "unknown"
     username = form.username.strip().lower()[:64]
-    wait = await state.login_guard.blocked_for(state.pool, username, client)
+    wait = await state.login_guard.attempt(state.pool, username, client)
     if wait > 0:
         log.warning("login throttled", extra={"user": username, "client": client})
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=f"too many failed logins: try again in {int(wait) + 1} s",
                             headers={"Retry-After": str(int(wait) + 1)})
     async with state.pool.acquire() as conn:
         user = await authenticate(conn, username, form.password[:1024])
-    if user is None:
-        await state.login_guard.failed(state.pool, username, client)
+    if user is None:  # counted already, by attempt()
         log.warning("login failed", extra={"user": username, "client": client})
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong user name or password",
                             headers={"WWW-Authenticate": "Bearer"})
