@@ -87,6 +87,7 @@ def wait_for_log(proc: subprocess.Popen[bytes], log_path: Path, mark: str, timeo
 async def test_services_refuse_an_empty_database_until_ioc_migrate(empty_db: str, tmp_path: Path) -> None:
     env = child_env(empty_db)
     assert_refused(ioc(env, "ingest"), "run `ioc migrate`")
+    assert_refused(ioc(env, "cameras"), "run `ioc migrate`")
     assert_refused(ioc(env, "serve", "--host", "127.0.0.1", "--port", str(free_port())), "run `ioc migrate`")
     assert await public_tables(empty_db) == []
 
@@ -131,7 +132,7 @@ async def test_a_database_from_a_newer_version_is_refused_by_all(empty_db: str) 
     await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (9999, 'from_the_future')")
     await conn.close()
     before = await migrations(empty_db)
-    for args in (("ingest",), ("serve", "--host", "127.0.0.1", "--port", str(free_port())), ("user", "list"),
+    for args in (("ingest",), ("cameras",), ("serve", "--host", "127.0.0.1", "--port", str(free_port())), ("user", "list"),
                  ("migrate",)):
         out = ioc(env, *args)
         assert_refused(out, "upgrade ioc")
