@@ -11,10 +11,13 @@ import signal
 import sys
 from pathlib import Path
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from ioc.core.logs import setup_logging
 from ioc.core.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from ioc.core.storage.schema import SchemaInfo
 
 log = logging.getLogger("ioc")
 
@@ -25,7 +28,7 @@ def _die(msg: str, code: int = 2) -> None:
 
 
 @asynccontextmanager
-async def _database(settings: Settings, *, migrate: bool = False) -> AsyncIterator[tuple[Any, Any]]:
+async def _database(settings: Settings, *, migrate: bool = False) -> AsyncIterator[tuple[Any, "SchemaInfo"]]:
     """A small pool and the database's SchemaInfo for an admin command. Only `ioc migrate`
     passes `migrate`: every other command refuses a database whose schema does not fit,
     and never changes it."""
@@ -55,7 +58,7 @@ async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) ->
             return await fn(conn)
 
 
-async def _schema_or_exit(pool: Any, settings: Settings, *, announce: bool = True) -> Any:
+async def _schema_or_exit(pool: Any, settings: Settings, *, announce: bool = True) -> "SchemaInfo":
     """A service's start: the database's schema must fit this version, or the service stops
     with the one line saying what to run (logged, so a container's log shows it)."""
     from ioc.core.storage.schema import SchemaError, check_schema, log_storage
@@ -90,6 +93,7 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
 
     async def main() -> None:
         from ingest.service import IngestService
+
         pool = await _pool_when_ready(dsn, "ioc-ingest", settings)
         info = await _schema_or_exit(pool, settings)
         service = IngestService(settings, pool, info.mode)
