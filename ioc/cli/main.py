@@ -10,10 +10,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from ioc.core.logs import setup_logging
 from ioc.core.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from ioc.core.storage.schema import SchemaInfo
 
 log = logging.getLogger("ioc")
 
@@ -23,10 +27,15 @@ def _die(msg: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+@asynccontextmanager
+async def _database(settings: Settings, *, migrate: bool = False) -> AsyncIterator[tuple[Any, "SchemaInfo"]]:
+    """A small pool and the database's SchemaInfo for an admin command. Only `ioc migrate`
+    passes `migrate`: every other command refuses a database whose schema does not fit,
+    and never changes it."""
     import asyncpg
 
     from ioc.core.storage.pool import create_pool
+    from ioc.core.storage.schema import SchemaError, check_schema
     from ioc.core.storage.setup import prepare_database
 
     try:
@@ -34,21 +43,44 @@ async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) ->
     except (OSError, asyncpg.PostgresError) as exc:
         _die(f"cannot connect to the database ({exc})")
     try:
-        await prepare_database(pool, settings)
-        async with pool.acquire() as conn:
-            return await fn(conn)
+        try:
+            info = (await prepare_database(pool, settings)).schema if migrate else await check_schema(pool)
+        except SchemaError as exc:
+            _die(str(exc), 1)
+        yield pool, info
     finally:
         await pool.close()
 
 
+async def _with_conn(settings: Settings, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    async with _database(settings) as (pool, _):
+        async with pool.acquire() as conn:
+            return await fn(conn)
+
+
+async def _schema_or_exit(pool: Any, settings: Settings, *, announce: bool = True) -> "SchemaInfo":
+    """A service's start: the database's schema must fit this version, or the service stops
+    with the one line saying what to run (logged, so a container's log shows it)."""
+    from ioc.core.storage.schema import SchemaError, check_schema, log_storage
+
+    try:
+        info = await check_schema(pool)
+    except SchemaError as exc:
+        await pool.close()
+        log.error(str(exc), extra={"refused": "database schema"})
+        raise SystemExit(1) from None
+    if announce:
+        log_storage(info, settings)
+    return info
+
+
 # -- commands -----------------------------------------------------------------------
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    async def run(conn: Any) -> None:
-        mode = await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'")
-        versions = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
-        print(f"database ready: storage mode {mode}; migrations {', '.join(f'{v[0]:04d}_{v[1]}' for v in versions)}")
+    async def run() -> None:
+        async with _database(settings, migrate=True) as (_, info):
+            print(f"database ready: storage mode {info.mode.value}; migrations {', '.join(info.applied)}")
 
-    asyncio.run(_with_conn(settings, run))
+    asyncio.run(run())
 
 
 def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
@@ -61,11 +93,9 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
 
     async def main() -> None:
         from ingest.service import IngestService
-        from ioc.core.storage.pool import create_pool
-        from ioc.core.storage.setup import prepare_database
 
         pool = await _pool_when_ready(dsn, "ioc-ingest", settings)
-        info = await prepare_database(pool, settings)
+        info = await _schema_or_exit(pool, settings)
         service = IngestService(settings, pool, info.mode)
         # the ingest allocates a few small objects per reading and keeps no cycles on
         # the hot path: fewer, later collections (a full one scans the whole heap)
@@ -73,12 +103,11 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
         gc.set_threshold(50_000, 20, 50)
         await _run_until_signal(service.run())
         await pool.close()
-        _ = create_pool
 
     asyncio.run(main())
 
 
-async def _pool_when_ready(dsn: str, app: str, settings: Settings) -> Any:
+async def _pool_when_ready(dsn: str, app: str, settings: Settings, size: int | None = None) -> Any:
     """Services start before their database in a compose stack: wait for it, saying so."""
     import asyncpg
 
@@ -87,7 +116,8 @@ async def _pool_when_ready(dsn: str, app: str, settings: Settings) -> Any:
     delay = 0.5
     while True:
         try:
-            return await create_pool(dsn, app=app, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+            return await create_pool(dsn, app=app, min_size=size or settings.db_pool_min,
+                                     max_size=size or settings.db_pool_max)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("database not reachable yet", extra={"error": str(exc)[:200], "retry_s": delay})
             await asyncio.sleep(delay)
@@ -124,12 +154,10 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     target = settings.require_mqtt()
 
     async def main() -> None:
-        from ioc.core.storage.setup import prepare_database
-
         pool = None
         if settings.database_url:
             pool = await _pool_when_ready(settings.database_url, "ioc-cameras", settings)
-            await prepare_database(pool, settings)
+            await _schema_or_exit(pool, settings)
 
         async def listing() -> list[Camera]:
             """The registry file's cameras and the API's (the file wins on an id): all of them,
@@ -159,6 +187,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.serve.api.app import create_app
 
     app = create_app(settings)
+
+    async def schema_fits() -> None:
+        """Refuse before uvicorn starts, so a database to migrate is one line, not a lifespan traceback."""
+        pool = await _pool_when_ready(settings.require_database_url(), "ioc-api", settings, size=1)
+        await _schema_or_exit(pool, settings, announce=False)
+        await pool.close()
+
+    asyncio.run(schema_fits())
     uvicorn.run(
         app,
         host=args.host or settings.api_host,
@@ -172,6 +208,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core import accounts
     from ioc.core.contracts import topics
+    from ioc.core.storage.account_lists import list_agencies
 
     async def run(conn: Any) -> None:
         actor = f"cli:{os.environ.get('USER', 'admin')}"
@@ -182,8 +219,8 @@ def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
                   f"  publish to:    {topics.kpi(args.id)}\n  answers on:    {topics.ack(args.id)}\n"
                   "The password is shown only now. Run `ioc broker config` so the broker knows the account.")
         elif args.action == "list":
-            for r in await conn.fetch("SELECT id, name_vi, sectors, disabled FROM agencies ORDER BY id"):
-                print(f"{r['id']:<20} {'disabled' if r['disabled'] else 'active':<9} {','.join(r['sectors']):<20} {r['name_vi']}")
+            for a in await list_agencies(conn):
+                print(f"{a.id:<20} {'disabled' if a.disabled else 'active':<9} {','.join(a.sectors):<20} {a.name_vi}")
         elif args.action == "reset-password":
             pw = await accounts.reset_password(conn, args.id, actor=actor)
             print(f"new MQTT password for {args.id}: {pw}\nRun `ioc broker config` to apply it.")
@@ -199,6 +236,7 @@ def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core import accounts
+    from ioc.core.storage.account_lists import list_users
 
     async def run(conn: Any) -> None:
         actor = f"cli:{os.environ.get('USER', 'admin')}"
@@ -214,8 +252,8 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
             await accounts.set_disabled(conn, args.username, args.action == "disable", actor=actor)
             print(f"user {args.username} {args.action}d.")
         elif args.action == "list":
-            for r in await conn.fetch("SELECT username, role, disabled, display_name FROM users ORDER BY role, username"):
-                print(f"{r['username']:<24} {r['role']:<9} {'disabled' if r['disabled'] else 'active':<9} {r['display_name']}")
+            for u in await list_users(conn):
+                print(f"{u.username:<24} {u.role:<9} {'disabled' if u.disabled else 'active':<9} {u.display_name}")
 
     try:
         asyncio.run(_with_conn(settings, run))
@@ -294,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ioc", description="Open backend for a provincial Intelligent Operations Centre")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("migrate", help="create or update the database schema and load the shipped catalogue")
+    sub.add_parser("migrate", help="create or update the database schema, load the shipped catalogue, apply the "
+                                  "TimescaleDB policies (the only command that changes the schema: services check it)")
 
     s = sub.add_parser("ingest", help="run the MQTT ingest service")
     s.add_argument("--worker-id", help="MQTT client id and name in metrics (default: ingest-<hostname>)")

@@ -18,7 +18,7 @@ from ioc.core.storage.modes import StorageMode, apply_timescale_policies, choose
 
 log = logging.getLogger("ioc.storage")
 
-_LOCK_KEY = 0x10C_0001
+MIGRATE_LOCK_KEY = 0x10C_0001  # whoever migrates holds it (a test holds it to show a command does not)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(plain|timescale))?\.sql$")
 
 
@@ -57,7 +57,7 @@ async def migrate(
     compress_after_days: int = 30,
     retention_days: int = 0,
 ) -> MigrateResult:
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -90,7 +90,7 @@ async def migrate(
             )
         return MigrateResult(mode, version, applied)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
 
 
 def _quote_literal(text: str) -> str:

@@ -1,4 +1,8 @@
-"""Bringing a database up to date at start: migrations, the shipped catalogue, the mode."""
+"""Bringing a database up to date: migrations, the shipped catalogue, the TimescaleDB policies.
+
+This is admin work: `ioc migrate`, the demo and the test rigs do it; services only check
+the result (`schema.check_schema`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from ioc.core.catalogue.store import seed_shipped
 from ioc.core.settings import Settings
 from ioc.core.storage.migrate import migrate
 from ioc.core.storage.modes import StorageMode
+from ioc.core.storage.schema import SchemaInfo, check_schema, log_storage
 
 log = logging.getLogger("ioc.storage")
 
@@ -20,10 +25,13 @@ class DatabaseInfo:
     mode: StorageMode
     timescale_version: str | None
     timezone: str
-    applied: list[str]
+    applied: list[str]  # the migrations this run applied
+    schema: SchemaInfo
 
 
 async def prepare_database(pool: asyncpg.Pool, settings: Settings) -> DatabaseInfo:
+    """Migrate, seed and apply the policies, then check the result as a service would (a
+    database migrated by a newer ioc is refused here too)."""
     async with pool.acquire() as conn:
         result = await migrate(
             conn,
@@ -33,15 +41,8 @@ async def prepare_database(pool: asyncpg.Pool, settings: Settings) -> DatabaseIn
             retention_days=settings.retention_days,
         )
         seeded = await seed_shipped(conn)
-        tz = await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") or settings.timezone
-    if result.mode is StorageMode.TIMESCALE:
-        log.info("storage: TimescaleDB %s (hypertable, compression, continuous aggregates)", result.timescale_version,
-                 extra={"mode": "timescale", "applied": result.applied})
-    else:
-        log.info("storage: plain PostgreSQL (roll-ups computed by the service)%s",
-                 "" if result.timescale_version is None else f"; TimescaleDB {result.timescale_version} present but not used",
-                 extra={"mode": "plain", "applied": result.applied})
-    if tz != settings.timezone:
-        log.warning("this database buckets days in %s (set at creation), not IOC_TIMEZONE=%s", tz, settings.timezone)
-    _ = seeded
-    return DatabaseInfo(result.mode, result.timescale_version, tz, result.applied)
+    if result.applied:
+        log.info("schema migrated", extra={"applied": result.applied, "seeded": seeded})
+    info = await check_schema(pool)
+    log_storage(info, settings)
+    return DatabaseInfo(info.mode, result.timescale_version, info.timezone, result.applied, info)

@@ -25,7 +25,7 @@ from ioc.core.settings import Settings
 from ioc.core.storage import rollups
 from ioc.core.storage.modes import StorageMode
 from ioc.core.storage.pool import create_pool
-from ioc.core.storage.setup import prepare_database
+from ioc.core.storage.schema import check_schema, log_storage
 
 log = logging.getLogger("ioc.api")
 
@@ -47,7 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await create_pool(dsn, app="ioc-api", min_size=settings.db_pool_min, max_size=settings.db_pool_max)
-        info = await prepare_database(pool, settings)
+        info = await check_schema(pool)  # only `ioc migrate` changes the schema: SchemaError if it does not fit
+        log_storage(info, settings)
         app.state.pool = pool
         app.state.mode = info.mode
         app.state.timezone = info.timezone
