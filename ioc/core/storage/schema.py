@@ -46,6 +46,17 @@ async def applied_migrations(conn: asyncpg.Connection) -> dict[int, str]:
     return {r["version"]: r["name"] for r in await conn.fetch("SELECT version, name FROM schema_migrations")}
 
 
+def refuse_newer(done: dict[int, str]) -> int:
+    """SchemaError when a newer ioc migrated this database (which this one must not touch,
+    not even its policies); else the newest migration this version ships."""
+    newest = max(m.version for m in load_migrations())
+    ahead = [v for v in done if v > newest]
+    if ahead:
+        raise SchemaError(f"database schema was migrated by a newer version of ioc ({max(ahead):04d}); "
+                          f"this one knows up to {newest:04d}: upgrade ioc")
+    return newest
+
+
 async def check_schema(pool: asyncpg.Pool) -> SchemaInfo:
     """The database's storage mode and time zone, or SchemaError when its schema does not fit."""
     async with pool.acquire() as conn:
@@ -54,11 +65,7 @@ async def check_schema(pool: asyncpg.Pool) -> SchemaInfo:
         ts_version = await timescale_version(conn, create=False)
         timezone = await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") if mode else None
     shipped = load_migrations()
-    newest = max(m.version for m in shipped)
-    ahead = [v for v in done if v > newest]
-    if ahead:
-        raise SchemaError(f"database schema was migrated by a newer version of ioc ({max(ahead):04d}); "
-                          f"this one knows up to {newest:04d}: upgrade ioc")
+    newest = refuse_newer(done)
     if mode is None or not done or timezone is None:
         raise SchemaError(f"database has no ioc schema yet (this version needs {newest:04d}): run `ioc migrate`")
     wanted = {m.version: m.name for m in shipped if m.mode in (None, mode)}

@@ -15,7 +15,7 @@ from ioc.core.catalogue.store import seed_shipped
 from ioc.core.settings import Settings
 from ioc.core.storage.migrate import migrate
 from ioc.core.storage.modes import StorageMode
-from ioc.core.storage.schema import SchemaInfo, check_schema, log_storage
+from ioc.core.storage.schema import SchemaInfo, applied_migrations, check_schema, log_storage, refuse_newer
 
 log = logging.getLogger("ioc.storage")
 
@@ -33,6 +33,7 @@ async def prepare_database(pool: asyncpg.Pool, settings: Settings) -> DatabaseIn
     """Migrate, seed and apply the policies, then check the result as a service would (a
     database migrated by a newer ioc is refused here too)."""
     async with pool.acquire() as conn:
+        refuse_newer(await applied_migrations(conn))
         result = await migrate(
             conn,
             timezone=settings.timezone,
