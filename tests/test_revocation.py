@@ -159,7 +159,7 @@ async def test_a_lost_listener_reconnects_and_still_revokes(
     async with pool.acquire() as conn:
         killed = await conn.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                      "WHERE application_name = 'ioc-account-listener' AND datname = current_database()")
-    assert killed == 2
+    assert killed >= 2  # the two nodes here, and any other `ioc serve` of the session
     deadline = time.monotonic() + 15
     for n, off in zip(nodes, offsets):
         while not ("account listener lost" in n.log_text(off) and "account listener connected" in n.log_text(off)):

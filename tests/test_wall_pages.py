@@ -589,9 +589,11 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
         site: Site, context: tuple[BrowserContext, Watch], agencies: Agencies, ingest: IngestProcess,
         broker: MosquittoRig) -> None:
     """One /series per layout, not one per reading: the page puts each live reading into the
-    last bucket (or a new one) itself, as the server would (AQI: the mean per hour)."""
+    last bucket (or a new one) itself, as the server would (AQI: the mean per hour). A commune
+    no other test reports for, so the series holds this test's readings only."""
     ctx, watch = context
-    chart = _tile("cf-chart", "chart", 4, 4, 4, 4, "AQI Phủ Lý", "AQI Phu Ly", kpi="mt.aqi", area="347",
+    AREA = "13627"  # noqa: N806 - Xã Tiến Thắng
+    chart = _tile("cf-chart", "chart", 4, 4, 4, 4, "AQI Tiến Thắng", "AQI Tien Thang", kpi="mt.aqi", area=AREA,
                   bucket="1h", hours=48)
     first = {**LAYOUT, "id": "cf-a", "tiles": [chart]}
     # the same chart moved, next to a text: the view is kept, the new layout loads it once more
@@ -601,10 +603,10 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
     agency, password = await agencies.add(["mt"], prefix="cf")
     pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
     base = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=10)
-    query = {"kpi": "mt.aqi", "area": "347", "bucket": "1h", "start": (base - timedelta(hours=5)).isoformat()}
+    query = {"kpi": "mt.aqi", "area": AREA, "bucket": "1h", "start": (base - timedelta(hours=5)).isoformat()}
     try:
         # a little history, committed before the screen opens
-        pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": "347", "ts": (base - timedelta(hours=h)).isoformat(),
+        pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": AREA, "ts": (base - timedelta(hours=h)).isoformat(),
                                               "value": 30 + h} for h in (3, 2, 1)])
         deadline = time.monotonic() + 20
         while len((await site.call("GET", "/api/v1/series", params=query))["points"]) < 3:
@@ -625,7 +627,7 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
             ts = base + timedelta(minutes=30 * i)
             value = 40 + 2 * i
             buckets.setdefault(ts.replace(minute=0), []).append(value)
-            pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": "347", "ts": ts.isoformat(), "value": value}])
+            pub.publish(f"ioc/v1/kpi/{agency}", [{"kpi": "mt.aqi", "area": AREA, "ts": ts.isoformat(), "value": value}])
             mean = sum(buckets[ts.replace(minute=0)]) / len(buckets[ts.replace(minute=0)])
             await expect(tile.locator("text.chart-last")).to_have_text(f"{mean:.0f} AQI", timeout=15000)
         await expect(tile).to_have_attribute("data-points", str(3 + len(buckets)))
