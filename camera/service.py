@@ -167,7 +167,7 @@ class CameraService:
     def _demand(self, node: str, payload: bytes) -> None:
         """A wall node's list of cameras shown large; an empty payload (its will) withdraws it."""
         try:
-            cams = wall_contract.decode_demand(payload)
+            cams = wall_contract.decode_demand(payload).hd
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("wall demand ignored", extra={"node": node[:100], "error": str(exc)[:200]})
             return

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.code_strings import code_strings
-from ioc.core.contracts import camera, kpi, tile_frame, topics, wall, wall_frames
+from ioc.core.contracts import camera, kpi, tile_frame, topics, video_frame, wall, wall_frames
 from ioc.core.contracts.camera import CameraStatus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,10 +116,27 @@ def test_live_kpi_and_ack() -> None:
     assert ack["rejected_count"] == 1 and ack["accepted"] == 1 and ack["msg_id"] == "m"
 
 
+def test_video_frame_round_trip_and_codec_string() -> None:
+    head: video_frame.VideoHeader = {"camera": "pl-01", "stream": "main", "seq": 1, "captured_at": 2.5, "key": True,
+                                     "codec": "avc1.64001f", "width": 1920, "height": 1080}
+    au = b"\x00\x00\x00\x01\x67\x64\x00\x1f" + b"\x00\x00\x00\x01\x65data"
+    got, body = video_frame.decode_video(video_frame.encode_video(head, au))
+    assert got == head and bytes(body) == au
+    assert video_frame.avc_codec_string(au[:8]) == "avc1.64001f"
+    assert video_frame.avc_codec_string(b"\x67\x42\xc0\x1e") == "avc1.42c01e"
+    for bad in (b"IOCT" + au, b"IOCV\x00\x02{}", video_frame.encode_video({**head, "stream": "hd"}, au)):  # type: ignore[typeddict-item]
+        with pytest.raises(ValueError):
+            video_frame.decode_video(bad)
+    with pytest.raises(ValueError):
+        video_frame.avc_codec_string(b"\x00\x00\x01\x68\xce")  # a PPS
+
+
 def test_wall_state_alerts_demand() -> None:
     state = wall.WallState("overview", 4, 12.5, {"cam-a": "pl-02"})
     got, doc = wall.decode_state(wall.encode_state(state, {"id": "overview"}))
     assert got == state and doc == {"id": "overview"}
     assert wall.decode_alerts(wall.encode_alerts([{"id": 1}])) == [{"id": 1}]
-    assert wall.decode_demand(wall.encode_demand({"b", "a"}, 1.0)) == {"a", "b"}
-    assert wall.encode_demand(set(), 1.0) == b"" and wall.decode_demand(b"") == frozenset()
+    demand = wall.Demand(hd=frozenset({"b", "a"}), video_sub=frozenset({"c"}))
+    assert wall.decode_demand(wall.encode_demand(demand, 1.0)) == demand
+    assert wall.encode_demand(wall.Demand(), 1.0) == b"" and wall.decode_demand(b"") == wall.Demand()
+    assert wall.decode_demand(b'{"hd": ["x"], "at": 1}') == wall.Demand(hd=frozenset({"x"}))  # an older node

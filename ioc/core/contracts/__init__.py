@@ -2,6 +2,7 @@
 
 - `topics`: every broker topic and filter, as builders and parsers.
 - `tile_frame`: the camera service's binary picture (MQTT payload), `IOCT`.
+- `video_frame`: a camera's H.264 access units (`IOCV`), camera service -> hubs -> pages.
 - `wall_frames`: what the hub writes to a websocket (binary `IOCW` pictures, JSON messages);
   the pages' side of it is `dashboards/PROTOCOL.md`.
 - `camera`: a camera's status and events as the camera service publishes them, and the

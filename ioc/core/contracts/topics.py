@@ -49,8 +49,8 @@ LIVE_ALL = f"{PREFIX}/live/#"
 LIVE_KPI_ALL = f"{PREFIX}/live/kpi/#"
 LIVE_CAMERA_ALL = f"{PREFIX}/live/camera/#"
 
-CameraChannel = Literal["tile", "tile/hd", "status", "event"]
-CAMERA_CHANNELS: tuple[CameraChannel, ...] = ("tile", "tile/hd", "status", "event")
+CameraChannel = Literal["tile", "tile/hd", "status", "event", "video/main", "video/sub"]
+CAMERA_CHANNELS: tuple[CameraChannel, ...] = ("tile", "tile/hd", "status", "event", "video/main", "video/sub")
 
 
 def live_kpi(kpi_id: str, area: str) -> str:

@@ -3,7 +3,8 @@
 - `topics.WALL_STATE` (retained): the layout in force, its version, when it takes effect,
   the pins, and the layout's document (so a node that never saw a saved layout can show it).
 - `topics.WALL_ALERTS` (retained): the open alerts, as every hub shows them.
-- `topics.wall_demand(node)` (retained, empty will): cameras a node's screens show large.
+- `topics.wall_demand(node)` (retained, empty will): cameras a node's screens show large, and
+  those whose video they play, per stream.
 """
 
 from __future__ import annotations
@@ -45,15 +46,33 @@ def decode_alerts(payload: bytes | bytearray) -> list[dict[str, Any]]:
     return alerts
 
 
-def encode_demand(hd: set[str] | frozenset[str], at: float) -> bytes:
+@dataclass(frozen=True)
+class Demand:
+    """What one API node's clients show: cameras large enough for HD tiles, and the cameras
+    whose video they play live, per stream (main for large tiles, sub for small ones)."""
+
+    hd: frozenset[str] = frozenset()
+    video_main: frozenset[str] = frozenset()
+    video_sub: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.hd or self.video_main or self.video_sub)
+
+
+def encode_demand(demand: Demand, at: float) -> bytes:
     """Empty when the node wants nothing: the same as its will, so the topic clears."""
-    return orjson.dumps({"hd": sorted(hd), "at": at}) if hd else b""
+    if not demand:
+        return b""
+    return orjson.dumps({"hd": sorted(demand.hd), "at": at,
+                         "video": {"main": sorted(demand.video_main), "sub": sorted(demand.video_sub)}})
 
 
-def decode_demand(payload: bytes | bytearray) -> frozenset[str]:
+def decode_demand(payload: bytes | bytearray) -> Demand:
     if not payload:
-        return frozenset()
-    hd = orjson.loads(payload)["hd"]
-    if not isinstance(hd, list):
-        raise ValueError("hd is not a list")
-    return frozenset(str(c) for c in hd)
+        return Demand()
+    doc = orjson.loads(payload)
+    video = doc.get("video") or {}  # nodes of an earlier version ask for HD tiles only
+    parts = (doc["hd"], video.get("main", []), video.get("sub", []))
+    if not all(isinstance(p, list) for p in parts):
+        raise ValueError("demand lists are not lists")
+    return Demand(*(frozenset(str(c) for c in p) for p in parts))

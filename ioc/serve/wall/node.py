@@ -143,7 +143,7 @@ class WallNode:
         (the broker may have run our will meanwhile). An empty retained payload withdraws it."""
         if not self.link.connected.is_set():
             return
-        demand = self.hub.hd_cameras()
+        demand = wall_contract.Demand(hd=self.hub.hd_cameras())
         if demand == self._demand and self.link.generation == self._demand_generation:
             return
         payload = wall_contract.encode_demand(demand, time.time())
