@@ -168,3 +168,48 @@ async def test_a_correction_goes_straight_to_the_upsert(pool: asyncpg.Pool) -> N
         value = await conn.fetchval("SELECT value FROM readings WHERE agency = 'corr' AND ts = $1", t0)
     assert len(first.written) == 1 and len(fixed.written) == 1 and value == 42.0
     assert store._prefer_upsert_until == 0.0  # no COPY failed on the way
+
+
+async def test_last_of_a_bucket_is_defined_when_areas_report_at_the_same_time(pool: asyncpg.Pool) -> None:
+    """Several areas at the bucket's newest timestamp: `last` is the lowest area code's value,
+    whatever plan PostgreSQL takes (index or sequential scan), from readings and roll-ups."""
+    from ioc.core.storage.queries import parse_bucket, series
+
+    ts = datetime(2024, 3, 5, 10, 30, tzinfo=timezone.utc)
+    values = {"13630": 128.5, "13294": 115.3, "13513": 121.0}  # an order that is neither code nor value
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO readings (ts, kpi, area, value, agency, revision, received_at) "
+            "VALUES ($1, 'mt.aqi', $2, $3, 'test', 0, now())", [(ts, a, v) for a, v in values.items()])
+        await conn.executemany("INSERT INTO rollup_dirty (kpi, area, hour) VALUES ('mt.aqi', $1, $2) ON CONFLICT DO NOTHING",
+                               [(a, ts.replace(minute=0)) for a in values])
+        mode = StorageMode(await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'"))
+        await refresh(conn, mode, "Asia/Ho_Chi_Minh", kpi="mt.aqi")
+        answers = set()
+        for bucket in ("1m", "1h", "1d"):  # readings, hourly and daily roll-ups
+            for plan in ("on", "off"):
+                await conn.execute(f"SET enable_indexscan = {plan}; SET enable_bitmapscan = {plan}")
+                points = await series(conn, kpi="mt.aqi", kind="gauge", area=None, start=ts - timedelta(days=1),
+                                      end=ts + timedelta(days=1), bucket=parse_bucket(bucket),
+                                      timezone="Asia/Ho_Chi_Minh", agency=None)
+                last = [p for p in points if p["last_ts"] == ts]
+                answers.add((bucket, last[-1]["last"]))
+        await conn.execute("RESET enable_indexscan; RESET enable_bitmapscan")
+    assert answers == {(b, values["13294"]) for b in ("1m", "1h", "1d")}
+
+
+def test_one_bucket_grammar_for_layouts_and_the_series_api() -> None:
+    """A chart tile may ask for any bucket the series API serves (`1w`, `1M` included), and is
+    refused for what the API refuses."""
+    from ioc.core.storage.queries import QueryError, parse_bucket
+    from ioc.serve.wall.layout import Tile
+
+    base = {"id": "c", "kind": "chart", "x": 0, "y": 0, "w": 2, "h": 2, "kpi": "mt.aqi", "area": "347"}
+    for good in ("15m", "1h", "6h", "1d", "1w", "1M"):
+        parse_bucket(good)
+        assert Tile.model_validate({**base, "bucket": good}).bucket == good
+    for bad in ("0d", "1y", "h", "1.5h", "10000d"):
+        with pytest.raises(QueryError):
+            parse_bucket(bad)
+        with pytest.raises(ValueError):
+            Tile.model_validate({**base, "bucket": bad})

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-_BUCKET = re.compile(r"(\d{1,4})(m|h|d|w|M)")
+from ioc.core import buckets
+from ioc.core.buckets import Bucket
+
 MAX_POINTS = 10_000
 
 
@@ -17,31 +17,12 @@ class QueryError(ValueError):
     """A query the caller got wrong; the message says how."""
 
 
-@dataclass(frozen=True)
-class Bucket:
-    text: str
-    count: int
-    unit: str
-
-    @property
-    def approx(self) -> timedelta:
-        return {
-            "m": timedelta(minutes=self.count),
-            "h": timedelta(hours=self.count),
-            "d": timedelta(days=self.count),
-            "w": timedelta(weeks=self.count),
-            "M": timedelta(days=30 * self.count),
-        }[self.unit]
-
-
 def parse_bucket(text: str) -> Bucket:
-    m = _BUCKET.fullmatch(text)
-    if not m or int(m.group(1)) == 0:
-        raise QueryError("bucket must look like 5m, 1h, 6h, 1d, 1w or 1M")
-    b = Bucket(text, int(m.group(1)), m.group(2))
-    if b.unit == "m" and b.count < 1:
-        raise QueryError("the smallest bucket is 1m")
-    return b
+    """The shared grammar (`ioc.core.buckets`), refusals as this module's QueryError."""
+    try:
+        return buckets.parse_bucket(text)
+    except buckets.BucketError as exc:
+        raise QueryError(str(exc)) from None
 
 
 EARLIEST = datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC"))
@@ -102,7 +83,9 @@ async def series(
     agency: str | None,
 ) -> list[dict[str, object]]:
     """Aggregates per bucket: `value` is the sum for counters and the mean otherwise;
-    `last_ts` is the time of the bucket's newest reading."""
+    `last_ts` is the time of the bucket's newest reading, and `last` its value. When several
+    areas report at that same time, `last` is the one of the lowest area code: a defined
+    answer, whichever plan PostgreSQL picks."""
     if end <= start:
         raise QueryError("end must be after start")
     if start < EARLIEST or end > LATEST:
@@ -131,7 +114,7 @@ async def series(
         extra = [bucket.approx, origin]
     if source == "readings":
         sql = f"""SELECT {b_expr} AS b, count(*) AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
-                         (array_agg(value ORDER BY ts DESC))[1] AS last, max(ts) AS last_ts
+                         (array_agg(value ORDER BY ts DESC, area))[1] AS last, max(ts) AS last_ts
                     FROM readings
                    WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND ts >= $3 AND ts < $4
                      AND ($5::text IS NULL OR agency = $5)
@@ -139,7 +122,7 @@ async def series(
         args: list[object] = [kpi, area, start, end, agency, *extra]
     else:
         sql = f"""SELECT {b_expr} AS b, sum(n) AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                         (array_agg(last_value ORDER BY last_ts DESC))[1] AS last, max(last_ts) AS last_ts
+                         (array_agg(last_value ORDER BY last_ts DESC, area))[1] AS last, max(last_ts) AS last_ts
                     FROM {source}
                    WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND bucket >= $3 AND bucket < $4
                      AND $5::text IS NULL

@@ -8,18 +8,18 @@ message that names the tile.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ioc.core.buckets import parse_bucket
+
 TileKind = Literal["camera", "kpi", "chart", "camera_health", "alerts", "clock", "text"]
 SCREENS = 9
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _KPI = r"^[a-z][a-z0-9_]{0,31}\.[a-z0-9_]{1,64}$"
-_BUCKET = re.compile(r"^\d{1,4}(m|h|d)$")
 
 
 class LayoutError(ValueError):
@@ -52,8 +52,7 @@ class Tile(BaseModel):
             raise ValueError("a camera tile needs `camera`")
         if self.kind in ("kpi", "chart") and (self.kpi is None or self.area is None):
             raise ValueError(f"a {self.kind} tile needs `kpi` and `area`")
-        if not _BUCKET.match(self.bucket):
-            raise ValueError("bucket looks like 15m, 1h or 1d")
+        parse_bucket(self.bucket)  # BucketError is a ValueError: pydantic reports it on the tile
         return self
 
     def touches(self, region: Region) -> bool:
