@@ -391,6 +391,8 @@ class IngestService:
                 raise
             except Exception as exc:  # noqa: BLE001
                 log.warning("catalogue refresh failed", extra={"error": str(exc)[:300]})
+                if listener is not None:  # a broken connection is closed, not left to the GC
+                    listener.terminate()
                 listener = None
                 await asyncio.sleep(5.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -112,8 +113,13 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
 
     @app.exception_handler(OSError)
-    async def _db_unreachable(request: Request, exc: Exception) -> JSONResponse:
-        log.error("backend unreachable", extra={"path": request.url.path, "error": str(exc)[:200]})
-        return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+    async def _os_error(request: Request, exc: Exception) -> JSONResponse:
+        # a network failure here is the database's connection (the API talks to nothing else
+        # while answering); any other OSError (a file, a permission) is our fault, not an outage
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+            log.error("database unreachable", extra={"path": request.url.path, "error": str(exc)[:200]})
+            return JSONResponse({"detail": "database unavailable, try again shortly"}, status_code=503)
+        log.error("request failed", exc_info=exc, extra={"path": request.url.path, "error": str(exc)[:200]})
+        return JSONResponse({"detail": "internal error (logged)"}, status_code=500)
 
     return app
