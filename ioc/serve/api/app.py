@@ -18,6 +18,7 @@ from dashboards import STATIC
 from ioc.serve.api import (
     routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_wall,
 )
+from ioc.serve.api.docs import serve_docs
 from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.revocation import Revocation
@@ -78,7 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description="KPIs, areas and readings of the provincial Intelligent Operations Centre.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # both served from the package (docs.py): the CDN is unreachable offline
     )
+    serve_docs(app)
     app.state.settings = settings
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
