@@ -44,7 +44,7 @@ async def test_cameras_added_through_the_api_go_live_and_leave(
             r = await http.post("/api/v1/cameras", json=body, headers={"Authorization": f"Bearer {tokens['operator']}"})
             assert r.status_code == 403
             r = await http.post("/api/v1/cameras", json={**body, "main_url": "http://x/"}, headers=admin)
-            assert r.status_code == 422 and "main_url" in r.json()["detail"]
+            assert r.status_code == 422 and "main_url" in r.json()["detail"][0]["msg"]
             r = await http.post("/api/v1/cameras", json={**body, "main_url": "rtsp://u:p@10.0.0.1/x"}, headers=admin)
             assert r.status_code == 422
             r = await http.post("/api/v1/cameras", json=body, headers=admin)

@@ -335,7 +335,7 @@ async def test_layout_switch_reaches_every_screen_together(wall_api: ServeProces
             doc = (await http.get("/api/v1/wall/layouts/overview")).json()
             doc["tiles"][0]["x"] = 11
             r = await http.put("/api/v1/wall/layouts/overview-mine", json={**doc, "id": "overview-mine"})
-            assert r.status_code == 422 and "runs off" in r.json()["detail"]
+            assert r.status_code == 422 and "runs off" in r.json()["detail"][0]["msg"]
             doc["tiles"][0]["x"] = 0
             doc["name_vi"] = "Tổng quan (ca đêm)"
             r = await http.put("/api/v1/wall/layouts/overview-mine", json={**doc, "id": "overview-mine"})

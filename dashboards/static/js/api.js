@@ -53,7 +53,9 @@ export function explain(err, lang) {
   if (err.status === 0) return t(lang, "err.network");
   if (err.status === 401) return t(lang, "err.bad_token");
   if (err.status === 403) return t(lang, "err.forbidden");
-  const detail = typeof err.detail === "string" ? err.detail : "";
+  // 422 answers carry a list of {loc, msg, type}; the others a sentence (ioc/serve/api/errors.py)
+  const detail = typeof err.detail === "string" ? err.detail
+    : Array.isArray(err.detail) ? err.detail.map((e) => (e && e.msg) || "").filter(Boolean).join("; ") : "";
   return detail ? `${t(lang, "err.server")} (${err.status}): ${detail}` : `${t(lang, "err.server")} (${err.status})`;
 }
 

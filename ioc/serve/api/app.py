@@ -18,6 +18,7 @@ from dashboards import STATIC
 from ioc.serve.api import (
     routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_wall,
 )
+from ioc.serve.api import errors
 from ioc.serve.api.docs import serve_docs
 from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,  # both served from the package (docs.py): the CDN is unreachable offline
     )
     serve_docs(app)
+    errors.install(app)
     app.state.settings = settings
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
@@ -102,7 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
         # a NUL character, a number past bigint, a date past year 9999: the database
         # refuses the value, and that is the caller's mistake, not a server error
         log.info("value refused by the database", extra={"path": request.url.path, "error": str(exc)[:200]})
-        return JSONResponse({"detail": f"invalid value: {str(exc)[:200]}"}, status_code=422)
+        return JSONResponse({"detail": errors.as_validation_list(f"invalid value: {str(exc)[:200]}")}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
