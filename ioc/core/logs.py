@@ -9,11 +9,28 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+#: the address of the client whose request is being served (set by the API for each request):
+#: every line logged while serving it says where it came from, the audit lines included
+REQUEST_CLIENT: ContextVar[str | None] = ContextVar("request_client", default=None)
+
+
+def _name(record: logging.LogRecord) -> str:
+    # uvicorn files its own start-up and shutdown lines under "uvicorn.error" whatever their level
+    return "uvicorn" if record.name == "uvicorn.error" and record.levelno < logging.ERROR else record.name
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    client = REQUEST_CLIENT.get()
+    if client is not None:
+        out.setdefault("client", client)
+    return out
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,12 +38,10 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "logger": record.name,
+            "logger": _name(record),
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+        out.update(_extras(record))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
@@ -34,10 +49,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        record.name = _name(record)
         base = super().format(record)
-        extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
-        )
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         return f"{base} {extras}" if extras else base
 
 

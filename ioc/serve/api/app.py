@@ -6,12 +6,13 @@ import asyncio
 import logging
 import socket
 from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import AsyncIterator
 
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from dashboards import STATIC
@@ -24,6 +25,7 @@ from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
+from ioc.core.logs import REQUEST_CLIENT
 from ioc.core.settings import Settings
 from ioc.core.storage import rollups
 from ioc.core.storage.modes import StorageMode
@@ -85,6 +87,16 @@ def create_app(settings: Settings) -> FastAPI:
     )
     serve_docs(app)
     errors.install(app)
+
+    @app.middleware("http")
+    async def _who(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # every line logged while serving this request names the client (behind a proxy:
+        # X-Forwarded-For, which uvicorn applies with proxy_headers)
+        token = REQUEST_CLIENT.set(request.client.host if request.client else None)
+        try:
+            return await call_next(request)
+        finally:
+            REQUEST_CLIENT.reset(token)
     app.state.settings = settings
     app.state.issuer = issuer
     app.state.login_guard = LoginGuard()
