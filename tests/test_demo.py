@@ -292,3 +292,25 @@ async def test_a_video_file_plays_as_an_endless_camera_at_its_own_rate(tmp_path:
     assert thread.error is None
     assert thread.frames > 20  # past the end of the one-second file: it loops
     assert 7 <= rate <= 13, rate  # paced at the file's 10 fps, not decoded as fast as possible
+
+
+def test_a_data_dir_the_service_user_cannot_enter_is_named_before_initdb() -> None:
+    """As root, the demo's PostgreSQL runs as an unprivileged user: a --data-dir under a
+    directory closed to it gets a message naming that directory and what to do, not initdb's
+    'could not open file ... initdb.pw: Permission denied'."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the database to another user")
+    base = Path(tempfile.mkdtemp(prefix="ioc-demo-closed-"))  # pytest's own tmp root is closed already
+    base.chmod(0o755)
+    closed = base / "private"
+    closed.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "ioc.cli", "demo", "--data-dir", str(closed / "demo"),
+                               "--port", str(free_port())], env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert done.returncode != 0
+    assert f"cannot enter {closed}" in done.stderr and "--data-dir" in done.stderr, done.stderr[-2000:]
+    assert "initdb" not in done.stderr

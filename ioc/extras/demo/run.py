@@ -34,7 +34,7 @@ from ioc.extras.demo.figures import AGENCIES
 from ioc.extras.demo.logins import Logins, Secrets, ensure_logins, token
 from ioc.extras.demo.postgres import DemoError, EmbeddedPostgres
 from ioc.extras.demo.procs import Children
-from ioc.extras.demo.system import check_port, default_data_dir, service_user
+from ioc.extras.demo.system import check_port, check_reachable, default_data_dir, service_user
 from ioc.core.settings import Settings, parse_mqtt_url
 
 log = logging.getLogger("ioc.demo")
@@ -348,9 +348,10 @@ def _http_json(url: str, bearer: str | None, form: dict[str, str]) -> dict[str, 
 async def _main(demo: Demo) -> int:
     started = time.monotonic()
     opts = demo.opts
+    demo.user = service_user() if (demo.own_db or demo.own_broker) else None
+    check_reachable(demo.user, demo.data)  # before initdb, which would only say "Permission denied"
     demo.check_ports()
     demo.prepare_dirs()
-    demo.user = service_user() if (demo.own_db or demo.own_broker) else None
     cams_task = asyncio.create_task(asyncio.to_thread(_cameras_or_none, opts))  # drawn while PostgreSQL starts
     try:
         dsn = await demo.start_database()

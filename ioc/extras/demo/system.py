@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import grp
 import pwd
+import stat
 import socket
 import subprocess
 from pathlib import Path
@@ -50,6 +52,43 @@ def service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
     except (OSError, subprocess.SubprocessError, KeyError):
         return pwd.getpwnam("nobody")
+
+
+def closed_to(user: pwd.struct_passwd, path: Path) -> Path | None:
+    """The first directory on the way to `path` that `user` may not enter (None: all open).
+
+    As root the demo runs PostgreSQL and Mosquitto as an unprivileged user; os.access()
+    answers for root, so the permission bits are read as that user would meet them."""
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    here = Path(path).resolve()
+    for directory in [*reversed(here.parents), here]:
+        if not directory.exists():
+            break
+        st = directory.stat()
+        bit = 0o100 if st.st_uid == user.pw_uid else 0o010 if st.st_gid in groups else 0o001
+        if not st.st_mode & bit:
+            return directory
+    return None
+
+
+def check_reachable(user: pwd.struct_passwd | None, data_dir: Path) -> None:
+    """Stop before initdb with what to do, rather than initdb's "Permission denied" on a file."""
+    if user is None:
+        return
+    closed = closed_to(user, data_dir)
+    if closed is not None:
+        st = closed.stat()
+        raise DemoError(
+            f"the demo runs PostgreSQL and the broker as the user {user.pw_name}, who cannot enter {closed} "
+            f"(mode {stat.filemode(st.st_mode)}, owner {_owner(st.st_uid)}): choose a --data-dir it can reach "
+            f"(the default, {default_data_dir()}, works), or let it in with `chmod o+x {closed}`")
+
+
+def _owner(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _listeners(port: int) -> set[str]:
