@@ -557,3 +557,58 @@ def test_mutated_packets_never_break_the_broker(rig: EmbeddedBrokerRig, password
         ingest.subscribe("ioc/v1/kpi/+")
         assert tthc.publish("ioc/v1/kpi/tthc", b"after the fuzz").value == RC_SUCCESS
         assert b"after the fuzz" in payloads_of(ingest.wait_payload(b"after the fuzz"))
+
+
+def _publish_expiring(peer: Peer, topic: str, payload: bytes, expiry_s: int, retain: bool = False) -> None:
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = expiry_s
+    info = peer.client.publish(topic, payload, qos=1, retain=retain, properties=props)
+    info.wait_for_publish(10)
+
+
+def test_message_expiry_drops_what_waited_too_long_and_counts_down_the_rest(
+        rig: EmbeddedBrokerRig, passwords: dict[str, str]) -> None:
+    """MQTT 5 Message Expiry: a queued message whose interval ran out is not delivered; one
+    still valid arrives with what is left of its interval; an expired retained message is gone."""
+    cid = f"expiry-{time.monotonic_ns()}"
+    with durable(rig, passwords, cid) as ingest:
+        ingest.subscribe("ioc/v1/kpi/+")
+    with Peer(rig, "tthc", passwords["tthc"]) as tthc:  # type: ignore[arg-type]
+        _publish_expiring(tthc, "ioc/v1/kpi/tthc", b"short", 1)
+        _publish_expiring(tthc, "ioc/v1/kpi/tthc", b"long", 120)
+        _publish_expiring(tthc, "ioc/v1/kpi/tthc", b"retained-short", 1, retain=True)
+    time.sleep(2.2)
+    with durable(rig, passwords, cid) as ingest:
+        got = ingest.wait_payload(b"long")
+        assert b"short" not in payloads_of(got)
+        left = next(m for m in got if m.payload == b"long").properties.MessageExpiryInterval
+        assert 100 <= left <= 119, left  # counted down while it waited, not forwarded as sent
+    with Peer(rig, "ingest", passwords["ingest"]) as late:  # type: ignore[arg-type]
+        late.subscribe("ioc/v1/kpi/tthc")
+        time.sleep(0.5)
+        assert b"retained-short" not in payloads_of(late.messages)
+
+
+def test_session_expiry_set_in_disconnect_is_kept(rig: EmbeddedBrokerRig, passwords: dict[str, str]) -> None:
+    """A client that connected with a long Session Expiry may shorten it to 0 in DISCONNECT:
+    its session is gone at once (was kept for the CONNECT's hour)."""
+    cid = f"dis-expiry-{time.monotonic_ns()}"
+    with durable(rig, passwords, cid) as ingest:
+        ingest.subscribe("ioc/v1/kpi/+")
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        ingest.client.disconnect(properties=props)
+        wait_until(lambda: bool(ingest.disconnects), "the DISCONNECT written")
+    again = durable(rig, passwords, cid)
+    try:
+        assert again.connect().value == RC_SUCCESS
+        assert again.session_present is False
+    finally:
+        again.close()
+
+
+def test_subscriptions_at_qos_2_are_granted_qos_1(rig: EmbeddedBrokerRig, passwords: dict[str, str]) -> None:
+    """The broker delivers at QoS 0 or 1 (README): a QoS 2 subscription is granted QoS 1 in
+    its SUBACK, as MQTT allows, so the client knows before any message comes."""
+    with Peer(rig, "ingest", passwords["ingest"]) as ingest:  # type: ignore[arg-type]
+        assert [c.value for c in ingest.subscribe("ioc/v1/kpi/+", qos=2)] == [1]

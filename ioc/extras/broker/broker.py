@@ -11,6 +11,7 @@ subscriber's session, in memory (and in the snapshot on the next save).
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -172,7 +173,14 @@ class Broker:
             m = self.retained.get(f)
             found = [m] if m is not None else []
         ids = (sub.subscription_id,) if sub.subscription_id else ()
+        now = time.time()
+        for m in [m for m in found if m.expired(now)]:  # retained past its expiry: gone (MQTT 5, 3.3.2.3.3)
+            if self.retained.get(m.topic) is m:
+                del self.retained[m.topic]
+                self.changed = True
         for m in found:
+            if m.expired(now):
+                continue
             if self.may_read(session, m.topic):
                 session.deliver(Delivery(m, min(m.qos, sub.qos), True, ids))
 

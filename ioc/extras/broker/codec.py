@@ -268,8 +268,13 @@ def property_body(props: Properties) -> bytes:
 
 
 def forwarded_properties(props: Properties) -> bytes:
-    """The PUBLISH properties a subscriber receives, encoded without their length."""
-    return property_body({k: v for k, v in props.items() if k in _FORWARDED})
+    """The PUBLISH properties a subscriber receives, encoded without their length; the
+    Message Expiry Interval is not among them: each delivery sends what is left of it."""
+    return property_body({k: v for k, v in props.items() if k in _FORWARDED and k != P_MESSAGE_EXPIRY})
+
+
+def expiry_property(seconds_left: int) -> bytes:
+    return property_body({P_MESSAGE_EXPIRY: seconds_left})
 
 
 def packet(first_byte: int, body: bytes) -> bytes:

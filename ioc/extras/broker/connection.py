@@ -43,6 +43,7 @@ class Connection(asyncio.Protocol):
         self.opened = self.last_rx
         self.will: Message | None = None
         self.will_delay = 0
+        self._connect_expiry = 0  # the Session Expiry Interval the client connected with
         self.write_cache: dict[str, bool] = {}
         self._denied_logged: set[str] = set()
         self._out: list[bytes] = []
@@ -155,9 +156,11 @@ class Connection(asyncio.Protocol):
         elif kind == c.PINGREQ:
             self.send(c.PINGRESP_PACKET)
         elif kind == c.DISCONNECT:
-            reason, _ = c.read_disconnect(body, self.level)
+            reason, props = c.read_disconnect(body, self.level)
             if reason != c.DISCONNECT_WITH_WILL:
                 self.will = None
+            if c.P_SESSION_EXPIRY in props and self.session is not None:
+                self._new_session_expiry(int(props[c.P_SESSION_EXPIRY]))
             self.close("client disconnected")
         elif kind == c.CONNECT:
             raise MalformedPacket("second CONNECT", c.PROTOCOL_ERROR)
@@ -252,6 +255,7 @@ class Connection(asyncio.Protocol):
         session, present = broker.open_session(client_id, req.username, req.clean_start)
         session.level = self.level
         session.expiry_s = expiry
+        self._connect_expiry = expiry
         session.receive_maximum = receive_maximum
         session.max_packet_bytes = int(req.props.get(c.P_MAXIMUM_PACKET_SIZE, 0))
         self.session = session
@@ -294,6 +298,8 @@ class Connection(asyncio.Protocol):
             return
         msg = Message(pub.topic, pub.payload, min(pub.qos, 1), pub.retain,
                       c.forwarded_properties(pub.props) if pub.props else b"")
+        if pub.props and c.P_MESSAGE_EXPIRY in pub.props:
+            msg.expires_at = time.time() + int(pub.props[c.P_MESSAGE_EXPIRY])
         delivered = self.broker.route(msg, self.client_id)
         # MQTT 5 publishers learn that nobody took the message (e.g. no ingest running)
         reason = c.SUCCESS if delivered else c.NO_MATCHING_SUBSCRIBERS
@@ -376,6 +382,14 @@ class Connection(asyncio.Protocol):
         if self.level == 5 and self.state == "connected":
             self.send(c.disconnect(reason, why))  # before CONNECT there is no dialect to answer in
         self.close(why, quiet=True)
+
+    def _new_session_expiry(self, seconds: int) -> None:
+        """A DISCONNECT may change how long the session outlives the connection (MQTT 5,
+        3.14.2.2.2), except from 0, which would keep a session the client said it does not want."""
+        assert self.session is not None
+        if self._connect_expiry == 0 and seconds != 0:
+            raise MalformedPacket("Session Expiry Interval set in DISCONNECT after 0 in CONNECT", c.PROTOCOL_ERROR)
+        self.session.expiry_s = min(seconds, self.broker.limits.max_session_expiry_s)
 
     def close(self, why: str, quiet: bool = False) -> None:
         self.flush()  # a CONNACK refusal or a DISCONNECT goes out before the close

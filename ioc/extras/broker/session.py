@@ -9,12 +9,15 @@ dropped rather than buffered for a client whose socket is not draining.
 
 from __future__ import annotations
 
+import math
+import time
+
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from ioc.extras.broker.codec import OutgoingPublish
+from ioc.extras.broker.codec import OutgoingPublish, expiry_property
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,8 +37,17 @@ class Message:
     retain: bool
     props_raw: bytes = b""  # forwarded MQTT 5 properties, encoded
     out: OutgoingPublish | None = None
+    expires_at: float | None = None  # epoch s, from the publisher's Message Expiry Interval
 
-    def encoded(self) -> OutgoingPublish:
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def encoded(self, now: float = 0.0) -> OutgoingPublish:
+        """The message as sent; one with an expiry carries what is left of it (MQTT 5,
+        3.3.2.3.3), so it is encoded afresh each time rather than cached."""
+        if self.expires_at is not None:
+            left = max(1, math.ceil(self.expires_at - (now or time.time())))
+            return OutgoingPublish(self.topic, self.payload, self.props_raw + expiry_property(left))
         if self.out is None:
             self.out = OutgoingPublish(self.topic, self.payload, self.props_raw)
         return self.out
@@ -86,6 +98,7 @@ class Session:
     max_queued: int = 1_000_000
     expiry_timer: asyncio.TimerHandle | None = None
     dropped: int = 0
+    expired: int = 0  # messages that expired while they waited for this client
     _next_id: int = 0
     read_cache: dict[str, bool] = field(default_factory=dict)
 
@@ -108,7 +121,11 @@ class Session:
         self.queue.append(d)
 
     def _send(self, conn: Transport, d: Delivery, packet_id: int, dup: bool = False) -> None:
-        data = d.message.encoded().encode(conn.level, d.qos, d.retain, packet_id, dup,
+        now = time.time()
+        if d.message.expired(now) and not dup:  # waited in the queue past its expiry: never sent
+            self.expired += 1
+            return
+        data = d.message.encoded(now).encode(conn.level, d.qos, d.retain, packet_id, dup,
                                            d.subscription_ids if conn.level == 5 else ())
         if self.max_packet_bytes and len(data) > self.max_packet_bytes:
             # the client said it cannot take a packet this large: MQTT 5 says discard it

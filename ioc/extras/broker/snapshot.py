@@ -27,12 +27,13 @@ FORMAT = 1
 
 def _message(m: Message) -> dict[str, Any]:
     return {"t": m.topic, "p": base64.b64encode(m.payload).decode(), "q": m.qos, "r": m.retain,
-            "x": base64.b64encode(m.props_raw).decode() if m.props_raw else ""}
+            "x": base64.b64encode(m.props_raw).decode() if m.props_raw else "", "e": m.expires_at}
 
 
 def _unmessage(d: dict[str, Any]) -> Message:
     return Message(d["t"], base64.b64decode(d["p"]), int(d["q"]), bool(d["r"]),
-                   base64.b64decode(d["x"]) if d.get("x") else b"")
+                   base64.b64decode(d["x"]) if d.get("x") else b"",
+                   expires_at=float(d["e"]) if d.get("e") is not None else None)
 
 
 def save(broker: Broker, path: Path) -> int:
