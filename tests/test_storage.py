@@ -213,3 +213,34 @@ def test_one_bucket_grammar_for_layouts_and_the_series_api() -> None:
             parse_bucket(bad)
         with pytest.raises(ValueError):
             Tile.model_validate({**base, "bucket": bad})
+
+
+async def test_people_get_owasp_iterations_and_broker_logins_the_affordable_ones(pool: asyncpg.Pool) -> None:
+    """People's API passwords: PBKDF2-SHA512 at 210,000 iterations; agencies' and services'
+    broker passwords at 20,000 (a broker restart's reconnect storm, bench/logins.py). An older,
+    weaker hash of a person is upgraded at the next good login; all stay Mosquitto's $7$ format."""
+    import secrets as _secrets
+
+    from ioc.core.accounts import authenticate, create_agency, create_user, reset_password
+    from ioc.core.passwords import hash_password, iterations_of
+
+    tag = _secrets.token_hex(3)
+    async with pool.acquire() as conn:
+        op_pw = await create_user(conn, f"hash-op-{tag}", role="operator", actor="test")
+        await create_user(conn, f"hash-svc-{tag}", role="ingest", actor="test")
+        await create_agency(conn, f"hash-ag-{tag}", name_vi="Cơ quan thử", sectors=["tthc"], actor="test")
+        stored = {r["username"]: r["password_hash"] for r in await conn.fetch(
+            "SELECT username, password_hash FROM users WHERE username LIKE $1", f"hash-%-{tag}")}
+        assert stored[f"hash-op-{tag}"].startswith("$7$210000$")
+        assert stored[f"hash-svc-{tag}"].startswith("$7$20000$")
+        assert stored[f"hash-ag-{tag}"].startswith("$7$20000$")
+        await reset_password(conn, f"hash-op-{tag}", actor="test")
+        assert iterations_of(await conn.fetchval("SELECT password_hash FROM users WHERE username = $1",
+                                                 f"hash-op-{tag}")) == 210_000
+        # a person's hash from before: upgraded by the next good login, which still works
+        await conn.execute("UPDATE users SET password_hash = $2 WHERE username = $1", f"hash-op-{tag}",
+                           hash_password(op_pw, 20_000))
+        assert await authenticate(conn, f"hash-op-{tag}", op_pw) is not None
+        upgraded = await conn.fetchval("SELECT password_hash FROM users WHERE username = $1", f"hash-op-{tag}")
+        assert iterations_of(upgraded) == 210_000
+        assert await authenticate(conn, f"hash-op-{tag}", op_pw) is not None

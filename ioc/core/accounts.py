@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import asyncpg
 
 from ioc.core.mqtt.broker_files import BrokerAccount
-from ioc.core.passwords import hash_password, new_password, verify_password
+from ioc.core.passwords import (
+    BROKER_ITERATIONS,
+    HUMAN_ITERATIONS,
+    hash_password,
+    iterations_of,
+    new_password,
+    verify_password,
+)
 from ioc.core.storage import account_events, audit, catalogue
 from ioc.core.storage import accounts as store
 
@@ -71,7 +78,7 @@ async def create_agency(
             await store.insert_agency(conn, agency_id, name_vi.strip(), name_en.strip(), sorted(set(sectors)))
         except asyncpg.UniqueViolationError:
             raise AccountError(f"agency {agency_id!r} exists already") from None
-        await store.insert_user(conn, agency_id, await asyncio.to_thread(hash_password, password), "agency",
+        await store.insert_user(conn, agency_id, await _hash_for("agency", password), "agency",
                                 name_vi.strip(), agency_id=agency_id)
         await audit.record(conn, actor, "agency.created", agency_id, {"sectors": sorted(set(sectors))})
         await catalogue.notify_changed(conn, agency_id)
@@ -96,7 +103,7 @@ async def create_user(
         raise AccountError("a password needs at least 12 characters")
     try:
         async with conn.transaction():
-            await store.insert_user(conn, username, await asyncio.to_thread(hash_password, password), role, display_name)
+            await store.insert_user(conn, username, await _hash_for(role, password), role, display_name)
             await audit.record(conn, actor, "user.created", username, {"role": role})
     except asyncpg.UniqueViolationError:
         raise AccountError(f"user {username!r} exists already") from None
@@ -106,7 +113,8 @@ async def create_user(
 async def reset_password(conn: asyncpg.Connection, username: str, *, actor: str) -> str:
     password = new_password()
     async with conn.transaction():
-        if not await store.set_password_hash(conn, username, await asyncio.to_thread(hash_password, password)):
+        row = await store.login_row(conn, username)
+        if row is None or not await store.set_password_hash(conn, username, await _hash_for(row["role"], password)):
             raise AccountError(f"no account named {username!r}")
         await audit.record(conn, actor, "user.password_reset", username, {})
     return password
@@ -124,6 +132,13 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool, 
         await account_events.notify(conn, username)  # every API node drops its tokens' principal
 
 
+async def _hash_for(role: str, password: str) -> str:
+    """People's passwords get OWASP's iterations; broker logins (agencies, services) fewer,
+    as the broker derives every CONNECT's key on its one thread (ioc/core/passwords.py)."""
+    iterations = HUMAN_ITERATIONS if role in HUMAN_ROLES else BROKER_ITERATIONS
+    return await asyncio.to_thread(hash_password, password, iterations)
+
+
 async def authenticate(conn: asyncpg.Connection, username: str, password: str) -> User | None:
     row = await store.login_row(conn, username)
     # PBKDF2 takes milliseconds: off the event loop. An unknown name costs the same time
@@ -132,6 +147,9 @@ async def authenticate(conn: asyncpg.Connection, username: str, password: str) -
     ok = await asyncio.to_thread(verify_password, password, encoded)
     if row is None or not ok or row["disabled"]:
         return None
+    if row["role"] in HUMAN_ROLES and iterations_of(row["password_hash"]) < HUMAN_ITERATIONS:
+        # made before people's hashes got stronger: the password is at hand only now
+        await store.set_password_hash(conn, row["username"], await _hash_for(row["role"], password))
     return User(row["username"], row["role"], row["agency_id"], row["display_name"], row["disabled"])
 
 
@@ -145,4 +163,4 @@ async def broker_accounts(conn: asyncpg.Connection) -> list[BrokerAccount]:
     return [BrokerAccount(r["username"], r["password_hash"], r["role"]) for r in rows]
 
 
-_DUMMY_HASH = hash_password("not-a-real-password-just-timing")
+_DUMMY_HASH = hash_password("not-a-real-password-just-timing", HUMAN_ITERATIONS)  # an unknown name: a person's cost

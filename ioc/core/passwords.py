@@ -23,17 +23,28 @@ import hmac
 import secrets
 
 __all__ = [
+    "BROKER_ITERATIONS",
     "DEFAULT_ITERATIONS",
+    "HUMAN_ITERATIONS",
+    "iterations_of",
     "hash_password",
     "is_mosquitto_hash",
     "new_password",
     "verify_password",
 ]
 
-#: Iteration count for new hashes.  ``mosquitto_passwd`` defaults to 101, far
-#: too few today; 20 000 keeps a broker CONNECT (which re-derives the key on
-#: every login) in the low milliseconds on a 2-core box.
-DEFAULT_ITERATIONS = 20_000
+#: Iterations for people's passwords (they log in to the API only, in a worker thread, behind
+#: the login throttle): OWASP's figure for PBKDF2-HMAC-SHA512. 138 ms a login on a 2-core box
+#: (`python bench/logins.py`).
+HUMAN_ITERATIONS = 210_000
+#: Iterations for broker logins (agencies, services). Mosquitto derives the key on its only
+#: thread, so after a broker restart every client's CONNECT queues behind the others: 60 at
+#: once took 0.67 s at 20k, 3.5 s at 100k and 10.3 s at 210k, the broker deaf to all traffic
+#: meanwhile (bench/logins.py). These passwords are ours, random and 24+ characters
+#: (`new_password`, or `openssl rand` for the compose services): the iteration count adds
+#: nothing an attacker would notice against that entropy, and the broker's stall would matter.
+BROKER_ITERATIONS = 20_000
+DEFAULT_ITERATIONS = BROKER_ITERATIONS
 
 _SALT_BYTES = 12  # what mosquitto_passwd uses (SALT_LEN in its source)
 _DIGEST = "sha512"
@@ -64,6 +75,13 @@ def hash_password(password: str, iterations: int = DEFAULT_ITERATIONS) -> str:
         salt=_b64encode(salt),
         hash=_b64encode(derived),
     )
+
+
+def iterations_of(encoded: str) -> int:
+    """The iteration count of a stored hash (1 for the old `$6$` format, 0 if unreadable):
+    a login that checks out on a weaker hash than today's is rehashed."""
+    parsed = _parse(encoded)
+    return 0 if parsed is None else parsed[1]
 
 
 def verify_password(password: str, encoded: str) -> bool:
