@@ -83,7 +83,7 @@ class IngestService:
             settings.ingest_max_readings_per_message,
             settings.ingest_future_skew_s,
         )
-        self.store = ReadingStore(track_all_hours=mode is StorageMode.PLAIN)
+        self.store = ReadingStore(mode)
         self.rules = Rules()
         self.stats = IngestStats(settings.ingest_worker_id)
         self.buffer: deque[Pending] = deque()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from operator import itemgetter
 
 import asyncpg
@@ -20,6 +20,7 @@ from ingest.readings import Reject
 from ioc.core.contracts import topics
 from ioc.core.readings import Reading
 from ioc.core.storage import reading_writes
+from ioc.core.storage.modes import StorageMode
 
 PAYLOAD_EXCERPT = 2048
 UTC = timezone.utc
@@ -65,11 +66,14 @@ class Outcome:
 class ReadingStore:
     """Writes batches; remembers per connection whether its staging table exists."""
 
-    def __init__(self, *, track_all_hours: bool, stale_hours_before: timedelta = timedelta(days=6)) -> None:
-        # plain mode recomputes roll-ups for every touched hour; TimescaleDB only needs
-        # the hours its continuous-aggregate policy will not revisit
-        self.track_all_hours = track_all_hours
-        self.stale_hours_before = stale_hours_before
+    def __init__(self, mode: StorageMode) -> None:
+        # Every touched hour is listed for the roll-ups, in both modes: plain recomputes them;
+        # TimescaleDB shows recent hours in real time but only what a refresh materialized
+        # below its watermark, and its policy revisits an hour only minutes (1h buckets) to an
+        # hour (1d) later, so a late reading or a correction two days back stayed invisible that
+        # long. `ioc serve` refreshes the listed hours before answering a series, and every
+        # IOC_ROLLUP_REFRESH_S.
+        self.mode = mode
         self._prefer_upsert_until = 0.0
 
     async def write(
@@ -161,9 +165,6 @@ class ReadingStore:
             hours.update((key[0], key[1], h) for h in range(lo, hi + 1))
         if exact:
             hours = {(r.kpi, r.area, int(r.ts.timestamp() // 3600)) for r in rows}
-        if not self.track_all_hours:
-            cutoff = (datetime.now(UTC) - self.stale_hours_before).timestamp() // 3600
-            hours = {h for h in hours if h[2] < cutoff}
         if not hours:
             return
         ordered = [(k, a, datetime.fromtimestamp(h * 3600, UTC)) for k, a, h in sorted(hours)]
