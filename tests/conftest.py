@@ -55,6 +55,25 @@ async def db_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+async def storage_mode(db_url: str) -> str:
+    """The mode the test database got: "plain" on plain PostgreSQL (CI), "timescale" where
+    the server has the extension (README, "Running the tests on TimescaleDB")."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        return str(await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'"))
+    finally:
+        await conn.close()
+
+
+async def timescale_available(db_url: str) -> bool:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"))
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(db_url, app="ioc-test", min_size=1, max_size=6)
     yield p

@@ -842,13 +842,13 @@ async def test_bad_agency_ids_get_422(api: Api, people: People) -> None:
 # --------------------------------------------------------------------------- 8. health and metrics
 
 
-async def test_healthz_is_open(api: Api) -> None:
+async def test_healthz_is_open(api: Api, storage_mode: str) -> None:
     r = await api.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "database": "ok", "storage_mode": "plain"}
+    assert r.json() == {"status": "ok", "database": "ok", "storage_mode": storage_mode}
 
 
-async def test_metrics_need_admin_or_the_metrics_token(api: Api, people: People) -> None:
+async def test_metrics_need_admin_or_the_metrics_token(api: Api, people: People, storage_mode: str) -> None:
     worker = uid("w-api")
     async with api.pool.acquire() as conn:
         await conn.execute(
@@ -872,7 +872,7 @@ async def test_metrics_need_admin_or_the_metrics_token(api: Api, people: People)
         # prometheus_client names a CounterMetricFamily's samples <name>_total (newer releases
         # put _total in the TYPE line too)
         assert lines & {"# TYPE ioc_ingest_readings_accepted counter", "# TYPE ioc_ingest_readings_accepted_total counter"}
-        assert 'ioc_storage_mode{mode="plain"} 1.0' in lines
+        assert f'ioc_storage_mode{{mode="{storage_mode}"}} 1.0' in lines
         assert any(line.startswith("ioc_rollup_dirty_hours ") for line in lines)
 
 

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from tests.rigs.mosquitto import free_port
 
 
-async def test_ioc_serve_answers_over_http(db_url: str, pool: asyncpg.Pool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_ioc_serve_answers_over_http(db_url: str, pool: asyncpg.Pool, tmp_path, storage_mode: str) -> None:  # type: ignore[no-untyped-def]
     async with pool.acquire() as conn:
         password = await create_user(conn, f"adm{os.getpid()}", role="admin", actor="test")
     port = free_port()
@@ -36,7 +36,7 @@ async def test_ioc_serve_answers_over_http(db_url: str, pool: asyncpg.Pool, tmp_
                     assert proc.poll() is None, (tmp_path / "serve.log").read_text()
                     assert time.monotonic() < deadline, "ioc serve did not answer in 20 s"
                     time.sleep(0.1)
-            assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok", "storage_mode": "plain"}
+            assert r.status_code == 200 and r.json() == {"status": "ok", "database": "ok", "storage_mode": storage_mode}
             assert (await client.get("/api/v1/kpis")).status_code == 401
             r = await client.post("/api/v1/auth/token", data={"username": f"adm{os.getpid()}", "password": password})
             token = r.json()["access_token"]
