@@ -47,11 +47,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: what agencies send (a msg_id, a KPI id, a topic) reaches the
+    text log, where a newline would forge a log line and an escape sequence drive a terminal.
+    (The JSON format escapes them by itself.) A traceback keeps its lines."""
+    head, sep, trace = text.partition("\nTraceback (most recent call last):")
+    return head.translate(_CONTROL) + (sep + trace if sep else "")
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.name = _name(record)
-        base = super().format(record)
-        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
+        base = _printable(super().format(record))
+        extras = " ".join(f"{k}={_printable(str(v))}" for k, v in _extras(record).items())
         return f"{base} {extras}" if extras else base
 
 
