@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address the API, the wall hub and the broker listen on (default IOC_API_HOST, "
                                   "127.0.0.1; 0.0.0.0 for screens on other machines)")
     s.add_argument("--port", type=int, help="API and wall pages port (default IOC_API_PORT, 8080)")
-    s.add_argument("--cameras", type=int, default=5, help="how many simulated cameras (default 5: the overview layout shows pl-01..pl-05)")
+    s.add_argument("--cameras", type=int, default=10, help="how many simulated cameras (default 10, pl-01..pl-10: every camera the shipped layouts show)")
     s.add_argument("--video", action="append", help="a video file to loop as a camera (repeat for more)")
 
     s = sub.add_parser("agency", help="manage agencies (publishers of KPIs)")

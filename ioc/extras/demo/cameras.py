@@ -6,7 +6,8 @@ camera's name burnt in. Each mover crosses a whole number of times per clip, so 
 has no visible seam, and there is always motion, so the picture-health checks (frozen,
 black, blurred, turned) see a healthy camera. `--video FILE` (repeatable) plays the user's
 own files instead. Either way the registry lists them as `file:///...` sources and
-`ioc cameras` reads them with OpenCV exactly as it reads RTSP, paced at the file's rate.
+`ioc cameras` reads them exactly as it reads RTSP, paced at the file's rate. The clips are
+H.264 (PyAV's libx264), so the wall plays them live like real cameras.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-WIDTH, HEIGHT, FPS, SECONDS = 960, 540, 10, 20
-CLIP_VERSION = 3  # bump when the drawing changes, so old clips are redrawn
+WIDTH, HEIGHT, FPS, SECONDS = 960, 540, 15, 20
+CLIP_VERSION = 4  # bump when the drawing or the encoding changes, so old clips are redrawn
 
 # Phủ Lý's camera sites (the wall shows ten today)
 SITES = [
@@ -60,9 +61,7 @@ def draw_clip(path: Path, index: int, title: str) -> None:
     background = _background(rng, index)
     movers = _movers(rng)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
-    if not writer.isOpened():
-        raise RuntimeError("OpenCV cannot write MP4 video here (no mp4v encoder)")
+    writer = H264Writer(tmp)
     caption = f"CAM {index + 1:02d}  {ascii_name(title)}"
     caption_w = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, 0.65, 1)[0][0]
     try:
@@ -80,8 +79,37 @@ def draw_clip(path: Path, index: int, title: str) -> None:
                         (0, 210, 255), 1, cv2.LINE_AA)
             writer.write(img)
     finally:
-        writer.release()
+        writer.close()
     os.replace(tmp, path)
+
+
+class H264Writer:
+    """H.264 in MP4 through PyAV's libx264, as a camera would send it: a keyframe every second
+    and no B-frames, so the wall plays the demo's cameras live (WebCodecs decodes H.264; the
+    MPEG-4 Part 2 that OpenCV's writer makes is not playable in browsers)."""
+
+    def __init__(self, path: Path) -> None:
+        import av
+
+        self.container = av.open(str(path), "w", format="mp4")
+        self.stream = self.container.add_stream("libx264", rate=FPS)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        ctx = self.stream.codec_context
+        ctx.gop_size = FPS
+        ctx.max_b_frames = 0
+        ctx.options = {"preset": "veryfast", "profile": "main", "keyint_min": str(FPS), "sc_threshold": "0"}
+
+    def write(self, bgr: object) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")  # type: ignore[arg-type]
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
 
 
 def _background(rng: object, index: int) -> object:
