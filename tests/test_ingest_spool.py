@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
+import pytest
 import paho.mqtt.client as mqtt
 from tests.helpers import wait_value
+from ingest.spool import Spool, SpoolFull, SpoolRecord, encode
 from tests.conftest import Stack
 from tests.test_ingest_resilience import KPI, readings, set_db_available
 
@@ -115,3 +118,68 @@ async def test_broker_crash_during_a_database_outage_loses_nothing(stack: Stack)
     assert n == acked, f"{acked - n} acknowledged readings lost"
     assert worker.proc is not None and worker.proc.poll() is None
     worker.stop()
+
+
+async def test_a_killed_ingest_replays_its_spool_and_drops_a_torn_record(stack: Stack) -> None:
+    """SIGKILL with a spool waiting, a half-written record at its end: the rest is stored."""
+    worker = await asyncio.to_thread(stack.ingest("spool-2").start)
+    pub = await asyncio.to_thread(CountingPublisher, stack)
+    topic = f"ioc/v1/kpi/{stack.agency}"
+    await stack.pool.expire_connections()
+    await set_db_available(stack.db_name, False)
+    acked = await asyncio.to_thread(pub.publish, topic, readings(0, 3000))
+    assert acked == 3000
+    await wait_spooled(worker.log_path, acked, timeout=30)
+    pub.close()
+    worker.kill()
+    segments = sorted((stack.tmp / "spool" / "spool-2").glob("*.seg"))
+    assert segments, "nothing was spooled"
+    torn = encode(SpoolRecord(topic, stack.agency, orjson.dumps(readings(5000, 1)[0]), datetime.now(timezone.utc)))
+    with open(segments[-1], "ab") as f:
+        f.write(torn[: len(torn) // 2])  # what a crash in the middle of a write leaves
+
+    await set_db_available(stack.db_name, True)
+    restarted = await asyncio.to_thread(stack.ingest("spool-2").start)
+    n = await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v >= acked, timeout=60)
+    await asyncio.sleep(1.0)
+    n, distinct = await stored(stack)
+    assert (n, distinct) == (acked, acked)
+    log = restarted.log_text()
+    assert "torn spool record dropped" in log and "spool found at start" in log
+    await asyncio.to_thread(wait_logged, restarted.log_path, "spool drained")
+    assert not list((stack.tmp / "spool" / "spool-2").glob("*.seg"))
+    restarted.stop()
+
+
+def wait_logged(path: Path, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text(encoding="utf-8", errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} not logged"
+        time.sleep(0.1)
+
+
+def record(i: int) -> SpoolRecord:
+    return SpoolRecord("ioc/v1/kpi/a1", "a1", b'{"i":%d}' % i, datetime(2024, 1, 1, tzinfo=timezone.utc))
+
+
+def test_spool_segments_cursor_and_size_limit(tmp_path: Path) -> None:
+    """Replayed records are not replayed again after a restart; finished segments go; the
+    limit refuses a batch whole."""
+    spool = Spool(tmp_path, max_bytes=10_000, segment_bytes=500)
+    for i in range(0, 40, 4):
+        spool.append([record(i + k) for k in range(4)])
+    assert spool.pending == 40 and len(spool.segments) > 2
+    chunk = spool.read(6)
+    assert chunk is not None and [r.payload for r in chunk.records] == [b'{"i":%d}' % i for i in range(6)]
+    spool.consumed(chunk)
+    reopened = Spool(tmp_path, max_bytes=10_000, segment_bytes=500)  # as after a crash
+    assert reopened.pending == 34
+    seen = []
+    while (chunk := reopened.read(100)) is not None:
+        seen.extend(int(r.payload[5:-1]) for r in chunk.records)
+        reopened.consumed(chunk)
+    assert seen == list(range(6, 40))
+    assert reopened.clear_if_drained() and not list(tmp_path.glob("*.seg"))
+    with pytest.raises(SpoolFull):
+        reopened.append([record(i) for i in range(400)])
+    assert reopened.pending == 0 and not list(tmp_path.glob("*.seg"))
