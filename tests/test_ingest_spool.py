@@ -18,7 +18,7 @@ import orjson
 import pytest
 import paho.mqtt.client as mqtt
 from tests.helpers import wait_value
-from ingest.spool import Spool, SpoolFull, SpoolRecord, encode
+from ingest.spool import Spool, SpoolFull, SpoolRecord, decode_all, encode
 from tests.conftest import Stack
 from tests.test_ingest_resilience import KPI, readings, set_db_available
 
@@ -29,7 +29,7 @@ class CountingPublisher:
 
     def __init__(self, stack: Stack) -> None:
         self.acked: set[int] = set()
-        self.failed = 0
+        self.failed: set[int] = set()
         self._lock = threading.Lock()
         self._up = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
@@ -46,7 +46,7 @@ class CountingPublisher:
     def _on_publish(self, client: object, userdata: object, mid: int, reason: mqtt.ReasonCode, props: object) -> None:
         with self._lock:
             if reason.is_failure:
-                self.failed += 1
+                self.failed.add(mid)
             else:
                 self.acked.add(mid)
 
@@ -56,7 +56,7 @@ class CountingPublisher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if self.acked.issuperset(mids) or len(self.acked) + self.failed >= len(mids):
+                if all(m in self.acked or m in self.failed for m in mids):
                     break
             time.sleep(0.05)
         with self._lock:
@@ -73,15 +73,16 @@ async def stored(stack: Stack) -> tuple[int, int]:
     return int(row["n"]), int(row["d"])
 
 
-async def wait_spooled(log_path: Path, at_least: int, timeout: float = 30.0) -> None:
-    """Until the ingest logged a spool holding `at_least` messages (at most `timeout`)."""
+async def wait_spooled(directory: Path, at_least: int, timeout: float = 30.0) -> None:
+    """Until the spool in `directory` holds `at_least` whole records (at most `timeout`).
+
+    Read-only: the ingest is appending meanwhile. Without a spool this just times out and
+    the test goes on to count what was lost.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        best = 0
-        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if '"spooled"' in line:
-                best = max(best, int(orjson.loads(line).get("total", 0)))
-        if best >= at_least:
+        held = sum(len(decode_all(seg.read_bytes())[0]) for seg in directory.glob("*.seg"))
+        if held >= at_least:
             return
         await asyncio.sleep(0.2)
 
@@ -98,7 +99,7 @@ async def test_broker_crash_during_a_database_outage_loses_nothing(stack: Stack)
     await set_db_available(stack.db_name, False)
     outage = time.monotonic()
     acked = 100 + await asyncio.to_thread(pub.publish, topic, readings(100, total - 100))
-    await wait_spooled(worker.log_path, acked - 100, timeout=20)
+    await wait_spooled(stack.tmp / "spool" / "spool-1", acked - 100, timeout=20)
     pub.close()
     await asyncio.to_thread(stack.rig.kill)  # a crash: the broker saves nothing
     await asyncio.to_thread(stack.rig.start)
@@ -117,6 +118,9 @@ async def test_broker_crash_during_a_database_outage_loses_nothing(stack: Stack)
     assert n == distinct
     assert n == acked, f"{acked - n} acknowledged readings lost"
     assert worker.proc is not None and worker.proc.poll() is None
+    await asyncio.to_thread(wait_logged, worker.log_path, "spool drained")
+    log = worker.log_text()
+    assert "spooling started: the database is unavailable" in log and "draining the spool" in log
     worker.stop()
 
 
@@ -129,7 +133,7 @@ async def test_a_killed_ingest_replays_its_spool_and_drops_a_torn_record(stack: 
     await set_db_available(stack.db_name, False)
     acked = await asyncio.to_thread(pub.publish, topic, readings(0, 3000))
     assert acked == 3000
-    await wait_spooled(worker.log_path, acked, timeout=30)
+    await wait_spooled(stack.tmp / "spool" / "spool-2", acked, timeout=30)
     pub.close()
     worker.kill()
     segments = sorted((stack.tmp / "spool" / "spool-2").glob("*.seg"))
