@@ -3,8 +3,12 @@
 One asyncio loop does everything: the MQTT link feeds parsed messages into a buffer, one
 writer drains the buffer in batches (a batch is whatever arrived while the previous one was
 committing, so batches grow with load), and only after a batch commits are its messages
-acknowledged to the broker. If PostgreSQL is down, the writer retries and nothing is
-acknowledged; the broker holds the rest (Receive Maximum bounds what sits in memory here).
+acknowledged to the broker. If PostgreSQL is down, the batch goes to a durable local spool
+(`ingest.spool`, fsynced before the acknowledgement) and so does everything after it until
+the spool has been replayed, in order, through the same write path: the broker keeps its
+queue in memory, so a broker crash during an outage must not find the backlog there. With
+the spool off or full, the writer retries and nothing is acknowledged; the broker holds the
+rest (Receive Maximum bounds what sits in memory here).
 A message the database itself refuses is isolated by bisecting the batch and dead-lettered,
 so one poison message cannot stall an agency's stream.
 """
@@ -24,6 +28,7 @@ import asyncpg
 from ingest.readings import Reject
 from ioc.core.readings import Reading
 from ingest.rules import Rules, load_rules
+from ingest.spool import Chunk, Spool, SpoolFull, SpoolRecord, prepare_dir
 from ingest.stats import IngestStats
 from ingest.store import DeadLetter, Outcome, ReadingStore
 from ingest.validate import Limits, parse_payload
@@ -56,12 +61,18 @@ class Pending:
     size: int
     unknown_agency: bool = False
     corrections: bool = False  # may carry "rev": a correction (conservative byte test)
+    raw: bytes = b""  # the message as received, kept for the spool
+
+
+class DatabaseAway(Exception):
+    """A batch could not be written because the database is unavailable (not the data)."""
 
 
 @dataclass
 class BatchResult:
     outcome: Outcome = field(default_factory=Outcome)
     refused: list[tuple[Pending, str]] = field(default_factory=list)
+    away: str | None = None  # the database was unavailable (why): nothing was written
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -105,6 +116,19 @@ class IngestService:
         self._clock_t = 0.0
         self._clock_dt = datetime.now(UTC)
         self._rules_loaded_at = 0.0
+        self.spool: Spool | None = None
+        if settings.ingest_spool_max_bytes > 0:
+            self.spool = Spool(prepare_dir(settings.ingest_spool_dir, settings.ingest_worker_id),
+                               settings.ingest_spool_max_bytes)
+            if self.spool.pending:
+                log.warning("spool found at start: replaying it before new messages",
+                            extra={"records": self.spool.pending, "bytes": self.spool.bytes,
+                                   "dir": str(self.spool.directory)})
+        self._spooled_total = 0
+        self._spool_logged = 0.0
+        self._spool_full_logged = False
+        self._spool_lock = asyncio.Lock()
+        self._spool_wake = asyncio.Event()
 
     # -- what to subscribe to ----------------------------------------------------------
     def subscriptions(self) -> tuple[list[Subscription], list[str]]:
@@ -139,8 +163,18 @@ class IngestService:
         if now - self._clock_t > 0.001:  # one datetime per millisecond, not per message
             self._clock_t = now
             self._clock_dt = datetime.fromtimestamp(now, UTC)
-        received_at = self._clock_dt
         self.stats.messages += 1
+        p = self._pending(topic, payload, self._clock_dt, now, mid, qos, generation)
+        self.buffer.append(p)
+        self.buffered_bytes += p.size
+        if (len(self.buffer) >= self.settings.ingest_receive_maximum
+                or self.buffered_bytes > self.settings.ingest_max_buffered_bytes):
+            self.link.pause_reading()
+        self._wake.set()
+
+    def _pending(self, topic: str, payload: bytes, received_at: datetime, now: float,
+                 mid: int = 0, qos: int = 0, generation: int = 0) -> Pending:
+        """Parse one message, as received or as replayed from the spool."""
         agency = topics.agency_of_kpi_topic(topic)
         if agency is None:
             readings: list[Reading] = []
@@ -150,17 +184,9 @@ class IngestService:
             readings, rejects = parse_payload(agency, payload, self.rules, self.limits, received_at)
             agency_or_none = agency
         unknown = agency_or_none is not None and agency_or_none not in self.rules.agencies
-        size = len(payload)
-        self.buffer.append(
-            Pending(mid, qos, generation, agency_or_none, topic, readings, rejects,
-                    payload if rejects else b"", received_at, now, size, unknown,
-                    bool(readings) and b'"rev"' in payload)
-        )
-        self.buffered_bytes += size
-        if (len(self.buffer) >= self.settings.ingest_receive_maximum
-                or self.buffered_bytes > self.settings.ingest_max_buffered_bytes):
-            self.link.pause_reading()
-        self._wake.set()
+        return Pending(mid, qos, generation, agency_or_none, topic, readings, rejects,
+                       payload if rejects else b"", received_at, now, len(payload), unknown,
+                       bool(readings) and b'"rev"' in payload, payload)
 
     # -- writing ---------------------------------------------------------------------
     def _take_batch(self) -> list[Pending]:
@@ -202,6 +228,12 @@ class IngestService:
                 self.stats.buffered = len(self.buffer)
                 if not batch:
                     continue
+                if self._spooling():
+                    if inflight:  # batches taken before must be decided (and spooled) first
+                        waiting = batch
+                        break
+                    await self._spool_batch(batch, None)
+                    continue
                 if any(p.unknown_agency for p in batch):
                     await self._revalidate(batch)
                 if inflight and any(p.corrections for p in batch):
@@ -224,7 +256,10 @@ class IngestService:
                     result = await task
                 finally:
                     inflight.popleft()
-                self._after_commit(batch, result)
+                if result.away is not None:
+                    await self._spool_batch(batch, result.away)
+                else:
+                    self._after_commit(batch, result)
             self._maybe_resume()
 
     def _maybe_resume(self) -> None:
@@ -259,12 +294,18 @@ class IngestService:
         self._apply_subscriptions()
 
     async def _commit(self, batch: list[Pending]) -> BatchResult:
-        """Write a batch, retrying while the database is away; bisect what it refuses."""
+        """Write a batch, or say the database is away (the spool takes it); bisect what it refuses.
+
+        Without a spool (off, or full) the batch is retried until the database returns.
+        """
         result = BatchResult()
-        await self._write_parts(batch, result)
+        try:
+            await self._write_parts(batch, result, hold=self.spool is None)
+        except DatabaseAway as exc:
+            result.away = str(exc)
         return result
 
-    async def _write_parts(self, batch: list[Pending], result: BatchResult) -> None:
+    async def _write_parts(self, batch: list[Pending], result: BatchResult, hold: bool = True) -> None:
         readings = [r for p in batch for r in p.readings]
         delay = 0.25
         while True:
@@ -276,6 +317,8 @@ class IngestService:
             except Exception as exc:  # noqa: BLE001 - sorted below, never swallowed
                 if is_transient(exc):
                     self.stats.db_errors += 1
+                    if not hold:
+                        raise DatabaseAway(str(exc)[:300]) from exc
                     log.error("database unavailable, holding acknowledgements",
                               extra={"error": str(exc)[:300], "retry_s": delay, "held": len(batch) + len(self.buffer)})
                     await asyncio.sleep(delay)
@@ -299,13 +342,13 @@ class IngestService:
             o.live.extend(outcome.live)
             return
 
-    def _after_commit(self, batch: list[Pending], result: BatchResult) -> None:
+    def _after_commit(self, batch: list[Pending], result: BatchResult, *, ack: bool = True) -> None:
         now = time.time()
         link = self.link
         stats = self.stats
         stats.batches += 1
         mids = [p.mid for p in batch if p.qos]
-        if mids:
+        if mids and ack:
             link.ack_many(mids, batch[0].generation)
         lags = stats.lags_ms
         for p in batch[:: max(1, len(batch) // 200)]:  # a sample is enough for percentiles
@@ -350,6 +393,88 @@ class IngestService:
 
     def _send_ack(self, agency: str, body: bytes) -> None:
         self.link.publish(topics.ack(agency), body, qos=1)
+
+    # -- the spool -------------------------------------------------------------------
+    def _spooling(self) -> bool:
+        """New messages go to the spool while it holds anything: their order is kept."""
+        return self.spool is not None and bool(self.spool.segments)
+
+    async def _spool_batch(self, batch: list[Pending], why: str | None) -> None:
+        """Append the batch to the spool, fsynced, then acknowledge it to the broker.
+
+        A full spool (or a failing disk) leaves the batch unacknowledged here until there
+        is room: the broker holds what follows, as it would without a spool.
+        """
+        assert self.spool is not None
+        records = [SpoolRecord(p.topic, p.agency, p.raw, p.received_at) for p in batch]
+        delay = 0.5
+        while True:
+            async with self._spool_lock:
+                starting = not self.spool.segments
+                try:
+                    await asyncio.to_thread(self.spool.append, records)
+                    break
+                except (SpoolFull, OSError) as exc:
+                    if not self._spool_full_logged:
+                        self._spool_full_logged = True
+                        log.error("spool cannot take more: messages wait unacknowledged in the broker",
+                                  extra={"error": str(exc)[:300], "spool_bytes": self.spool.bytes,
+                                         "max_bytes": self.spool.max_bytes, "held": len(batch) + len(self.buffer)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        if self._spool_full_logged:
+            self._spool_full_logged = False
+            log.info("spool takes messages again", extra={"spool_bytes": self.spool.bytes})
+        if starting:
+            log.warning("spooling started: the database is unavailable",
+                        extra={"reason": why or "the spool was not empty", "dir": str(self.spool.directory)})
+        mids = [p.mid for p in batch if p.qos]
+        if mids:
+            self.link.ack_many(mids, batch[0].generation)
+        self._spooled_total += len(batch)
+        self.stats.batches += 1
+        now = time.monotonic()
+        if starting or now - self._spool_logged >= 5.0:
+            self._spool_logged = now
+            log.info("spooled", extra={"count": len(batch), "total": self._spooled_total,
+                                       "pending": self.spool.pending, "spool_bytes": self.spool.bytes})
+        self._spool_wake.set()
+
+    async def _drainer(self) -> None:
+        """Replay the spool, oldest first, through the same write path, once the database is back.
+
+        Rows are committed before their records are marked consumed, so a crash here replays
+        them again: a duplicate for each, nothing changed.
+        """
+        spool = self.spool
+        assert spool is not None
+        replayed = 0
+        while True:
+            if not spool.segments:
+                self._spool_wake.clear()
+                await self._spool_wake.wait()
+                continue
+            chunk: Chunk | None = await asyncio.to_thread(spool.read, self.settings.ingest_batch_max_rows)
+            if chunk is None:
+                async with self._spool_lock:
+                    if await asyncio.to_thread(spool.clear_if_drained):
+                        log.info("spool drained: new messages go straight to the database",
+                                 extra={"replayed": replayed})
+                        replayed = 0
+                        self._spooled_total = 0
+                        self._wake.set()
+                continue
+            now = time.time()
+            batch = [self._pending(r.topic, r.payload, r.received_at, now) for r in chunk.records]
+            if any(p.unknown_agency for p in batch):
+                await self._revalidate(batch)
+            result = BatchResult()
+            await self._write_parts(batch, result)  # retries until the database is back
+            if replayed == 0:
+                log.info("draining the spool", extra={"pending": spool.pending})
+            self._after_commit(batch, result, ack=False)
+            await asyncio.to_thread(spool.consumed, chunk)
+            replayed += len(batch)
 
     # -- housekeeping ----------------------------------------------------------------
     async def _load_rules_until_ready(self) -> None:
@@ -414,5 +539,7 @@ class IngestService:
             asyncio.create_task(self._rules_refresher(), name="rules"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
+        if self.spool is not None:
+            tasks.append(asyncio.create_task(self._drainer(), name="spool"))
         log.info("ingest running", extra={"worker": self.settings.ingest_worker_id})
         await run_together(tasks)

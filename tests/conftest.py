@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +27,7 @@ from ioc.core.storage.pool import create_pool
 from ioc.core.storage.setup import prepare_database
 from tests.rigs.brokers import BrokerRig, make_broker_rig
 from tests.rigs.children import read_text
+from tests.rigs.mqtt_clients import Client
 from tests.rigs.serve import ServeProcess
 
 ADMIN_DSN = os.environ.get("IOC_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -214,3 +216,54 @@ def wall_api(serve_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     proc = ServeProcess(serve_env, tmp_path_factory.mktemp("serve") / "serve.log", REPO).start()
     yield proc
     proc.stop()
+
+
+@dataclass
+class Stack:
+    """A database, broker and ingest of one test's own, which it may break freely."""
+
+    db_name: str
+    db_url: str
+    pool: asyncpg.Pool
+    rig: BrokerRig
+    agency: str
+    agency_pw: str
+    ingest_env: dict[str, str]
+    tmp: Path
+    started: list[IngestProcess]
+
+    def ingest(self, worker_id: str = "resilient-1") -> IngestProcess:
+        proc = IngestProcess(self.ingest_env, self.tmp / f"{worker_id}.log", worker_id)
+        self.started.append(proc)
+        return proc
+
+    def publisher(self) -> Client:
+        return Client(self.rig.host, self.rig.port, self.agency, self.agency_pw).wait_connected()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, ingest_env: dict[str, str]) -> AsyncIterator[Stack]:
+    name = f"ioc_test_r_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = _dsn_for(name)
+    pool = await create_pool(url, app="ioc-test-resilience", max_size=3)
+    await prepare_database(pool, load_settings(database_url=url))
+    async with pool.acquire() as conn:
+        pw = await create_agency(conn, "moitruong", name_vi="Sở Tài nguyên và Môi trường", sectors=["mt"], actor="test")
+        ingest_pw = await create_user(conn, "svc-ingest", role="ingest", actor="test")
+        accounts = await broker_accounts(conn)
+    rig = make_broker_rig(tmp_path / "broker", accounts).start()
+    env = {**ingest_env, "IOC_DATABASE_URL": url, "IOC_MQTT_URL": rig.url_for("svc-ingest", ingest_pw),
+           "IOC_INGEST_SPOOL_DIR": str(tmp_path / "spool")}
+    stack = Stack(name, url, pool, rig, "moitruong", pw, env, tmp_path, [])
+    yield stack
+    for proc in stack.started:
+        proc.kill()
+    rig.stop()
+    await pool.close()
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()

@@ -7,72 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
-import pytest
 
-from ioc.core.accounts import broker_accounts, create_agency, create_user
-from ioc.core.settings import load_settings
-from ioc.core.storage.pool import create_pool
-from ioc.core.storage.setup import prepare_database
-from tests.conftest import ADMIN_DSN, IngestProcess, _dsn_for
+from tests.conftest import ADMIN_DSN, Stack
 from tests.helpers import wait_value
-from tests.rigs.brokers import BrokerRig, make_broker_rig
-from tests.rigs.mqtt_clients import Client
 
 KPI = "mt.pm25"
-
-
-@dataclass
-class Stack:
-    db_name: str
-    db_url: str
-    pool: asyncpg.Pool
-    rig: BrokerRig
-    agency: str
-    agency_pw: str
-    ingest_env: dict[str, str]
-    tmp: Path
-    started: list[IngestProcess]
-
-    def ingest(self, worker_id: str = "resilient-1") -> IngestProcess:
-        proc = IngestProcess(self.ingest_env, self.tmp / f"{worker_id}.log", worker_id)
-        self.started.append(proc)
-        return proc
-
-    def publisher(self) -> Client:
-        return Client(self.rig.host, self.rig.port, self.agency, self.agency_pw).wait_connected()
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, ingest_env: dict[str, str]) -> AsyncIterator[Stack]:
-    name = f"ioc_test_r_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = _dsn_for(name)
-    pool = await create_pool(url, app="ioc-test-resilience", max_size=3)
-    await prepare_database(pool, load_settings(database_url=url))
-    async with pool.acquire() as conn:
-        pw = await create_agency(conn, "moitruong", name_vi="Sở Tài nguyên và Môi trường", sectors=["mt"], actor="test")
-        ingest_pw = await create_user(conn, "svc-ingest", role="ingest", actor="test")
-        accounts = await broker_accounts(conn)
-    rig = make_broker_rig(tmp_path / "broker", accounts).start()
-    env = {**ingest_env, "IOC_DATABASE_URL": url, "IOC_MQTT_URL": rig.url_for("svc-ingest", ingest_pw)}
-    stack = Stack(name, url, pool, rig, "moitruong", pw, env, tmp_path, [])
-    yield stack
-    for proc in stack.started:
-        proc.kill()
-    rig.stop()
-    await pool.close()
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
 
 
 def readings(start: int, count: int) -> list[dict[str, object]]:

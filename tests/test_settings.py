@@ -52,3 +52,22 @@ def test_required_settings_say_what_to_set() -> None:
         with pytest.raises(SettingsError, match=name):
             call()
     assert parse_mqtt_url("mqtts://h").port == 8883
+
+
+def test_an_unwritable_spool_dir_stops_the_ingest_at_start(tmp_path: Path) -> None:
+    """Found at start, not at the first database outage, when the spool is needed."""
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update({"IOC_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "IOC_MQTT_URL": "mqtt://u:p@127.0.0.1:1",
+                "IOC_INGEST_SPOOL_DIR": str(blocker / "spool"), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    done = subprocess.run([sys.executable, "-m", "ioc.cli", "ingest", "--worker-id", "w1"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "IOC_INGEST_SPOOL_DIR" in done.stderr and "a-file" in done.stderr, done.stderr
+    with pytest.raises(SettingsError, match="IOC_INGEST_SPOOL_MAX_BYTES"):
+        load_settings(ingest_spool_max_bytes=-1)

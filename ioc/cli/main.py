@@ -90,6 +90,13 @@ def cmd_ingest(settings: Settings, args: argparse.Namespace) -> None:
         settings = settings.model_copy(update={"ingest_shard": args.shard})
     settings.require_mqtt()
     dsn = settings.require_database_url()
+    if settings.ingest_spool_max_bytes > 0:
+        from ingest.spool import SpoolError, prepare_dir
+
+        try:  # at start, not at the first outage
+            prepare_dir(settings.ingest_spool_dir, settings.ingest_worker_id)
+        except SpoolError as exc:
+            raise SettingsError(str(exc)) from None
 
     async def main() -> None:
         from ingest.service import IngestService

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     ingest_max_buffered_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
     ingest_session_expiry_s: int = Field(7 * 86400, ge=0)
     ingest_heartbeat_s: float = Field(5.0, gt=0, le=300)
+    ingest_spool_dir: str = Field(
+        "spool", min_length=1,
+        description="where the ingest keeps, fsynced, what it acknowledged while the database is away "
+                    "(a subdirectory per worker id; relative to the working directory)")
+    ingest_spool_max_bytes: int = Field(
+        4 * 1024 ** 3, ge=0,
+        description="the spool grows no further (messages then wait unacknowledged in the broker); 0 turns it off")
 
     # cameras
     camera_registry: str | None = Field(None, description="TOML file of [[camera]] tables")
