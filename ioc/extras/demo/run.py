@@ -191,7 +191,8 @@ class Demo:
             return {**env, "IOC_MQTT_URL": url or ""}
 
         ingest = self.children.start("ingest", [py, "-m", "ioc.cli", "ingest", "--worker-id", "demo-ingest"],
-                                     env=with_mqtt("demo-ingest"))
+                                     env={**with_mqtt("demo-ingest"),  # the spool beside the demo's data
+                                          "IOC_INGEST_SPOOL_DIR": str(self.data / "spool")})
         # on the first run the broker has no session for the ingest yet: readings published
         # before it subscribes would reach nobody, so the agencies wait for it
         await self._wait_log(ingest, "mqtt connected", 60.0)
