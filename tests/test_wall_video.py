@@ -167,12 +167,14 @@ async def test_streams_by_tile_size_in_order_and_a_picture_at_once(
 
         # a screen that connects in the middle of a group of pictures gets it from its keyframe at once
         main = replays[("pl-01", "main")]
-        await s5.until(lambda: GOP // 4 <= (main.last - 1) % GOP <= GOP // 2, what="mid-GOP")
+        await s5.until(lambda: GOP // 4 <= (main.last - 1) % GOP <= GOP // 3, what="mid-GOP")
+        joined_at = time.time()
         late = await join(url, tokens["screen"], "screen", 5)
         await late.until(lambda: bool(late.of("pl-01")), timeout=5, what="a picture")
         first_at, first = next((t, h) for t, h in late.frames if h["camera"] == "pl-01")
         live = max(seq for seq in range(first["seq"], main.last + 1) if main.sent[seq][1] <= first_at)
         assert first["key"] and (first["seq"] - 1) % GOP == 0 and live - first["seq"] < GOP, (first, live)
+        assert main.sent[first["seq"]][1] < joined_at, "not the current GOP: a keyframe sent after joining"
         await late.until(lambda: late.of("pl-01")[-1]["seq"] > live, timeout=5, what="live frames")
         got = late.of("pl-01")
         assert consecutive([h["seq"] for h in got])
@@ -213,11 +215,13 @@ async def test_streams_by_tile_size_in_order_and_a_picture_at_once(
 async def test_clients_that_want_pictures_only_get_no_video(
         wall_api: ServeProcess, tokens: dict[str, str], replays: dict[tuple[str, str], VideoReplay]) -> None:
     light = await join(wall_api.ws_url, tokens["leader"], "tablet", video=False)
+    full = await join(wall_api.ws_url, tokens["leader"], "tablet")
     try:
-        await asyncio.sleep(1.5)
+        await full.until(lambda: len(full.of("pl-01")) > GOP, what="the other tablet's video")
         assert not light.frames and any(m["type"] == "layout" for m in light.texts)
     finally:
         await light.close()
+        await full.close()
 
 
 async def test_a_stalled_client_resumes_at_a_keyframe_and_slows_nobody(
