@@ -286,3 +286,36 @@ async def test_demand_lists_the_streams_clients_play_and_withdraws_them(
         await s5.close()
         await s4.close()
         watcher.close()
+
+
+async def test_a_layout_switch_plays_the_new_cameras_at_once_and_the_old_ones_until_it(
+        wall_api: ServeProcess, tokens: dict[str, str], replays: dict[tuple[str, str], VideoReplay]) -> None:
+    auth = {"Authorization": f"Bearer {tokens['admin']}"}
+    s1 = await join(wall_api.ws_url, tokens["screen"], "screen", 1)  # overview: no camera there
+    try:
+        async with httpx.AsyncClient(base_url=wall_api.base, headers=auth, timeout=10) as http:
+            await asyncio.sleep(1.0)
+            assert not s1.frames
+            main = replays[("pl-01", "main")]
+            await s1.until(lambda: GOP // 4 <= (main.last - 1) % GOP <= GOP // 3, what="mid-GOP")
+            asked_at = time.time()
+            r = await http.post("/api/v1/wall/switch", json={"layout": "phu-ly-cameras", "delay_s": 0})
+            assert r.status_code == 200, r.text
+            # cam-01 fills screen 1: pl-01's main stream, from the GOP the hub kept
+            await s1.until(lambda: bool(s1.of("pl-01")), timeout=5, what="the new layout's video")
+            first = s1.of("pl-01")[0]
+            assert first["key"] and first["stream"] == "main" and main.sent[first["seq"]][1] < asked_at
+            # an announced switch away: screen 1 plays on until the switch's time, then stops
+            r = await http.post("/api/v1/wall/switch", json={"layout": "overview", "delay_s": 2.0})
+            at = r.json()["at"]
+            asked_at = time.time()
+            await asyncio.sleep(max(0.0, at - time.time()) + 2.0)  # the hub looks once a second
+            arrivals = [t for t, h in s1.frames if h["camera"] == "pl-01"]
+            assert [t for t in arrivals if asked_at + 0.5 < t < at - 0.2], "the old layout's video stopped early"
+            n = len(s1.frames)
+            await asyncio.sleep(1.0)
+            assert len(s1.frames) == n, "the old layout's video goes on after the switch"
+    finally:
+        await s1.close()
+        async with httpx.AsyncClient(base_url=wall_api.base, headers=auth, timeout=10) as http:
+            await http.post("/api/v1/wall/switch", json={"layout": "overview", "delay_s": 0})
