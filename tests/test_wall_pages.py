@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -748,6 +748,31 @@ async def test_camera_tile_falls_back_to_pictures_without_webcodecs(
         # it told the hub so in its hello: no video came at all
         assert await page.evaluate("() => window.__ioc.wall.videoSince.size") == 0
         assert await cam.get_attribute("data-video-frames") is None
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+async def test_camera_tile_falls_back_to_pictures_for_a_codec_the_browser_refuses(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """H.265 (which Chromium does not decode) in the header: pictures, and the hub is told to
+    stop sending that camera's video to this page."""
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    hevc = replace(load_clip(media_path("counter-360p.mp4")), codec="hev1.1.6.L93.B0")
+    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", hevc).start()
+    try:
+        live.healthy("wp-c1")
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=10000)
+        assert await cam.get_attribute("data-video-reason") == "codec"
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        await expect(cam.locator("img.cam-img")).to_be_visible()
+        await page.wait_for_timeout(500)
+        got = await page.evaluate("() => window.__ioc.wall.videoFrames")
+        await page.wait_for_timeout(1500)
+        assert got > 0 and await page.evaluate("() => window.__ioc.wall.videoFrames") == got, "the hub sends on"
         assert not watch.errors, watch.errors
     finally:
         replay.stop()

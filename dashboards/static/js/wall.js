@@ -18,6 +18,7 @@ export class WallModel {
     this.videoOff = new Set(); // cameras some view asked pictures only for
     this.gops = new Map(); // camera -> [{header, data}] since its last keyframe
     this.videoSince = new Map(); // camera -> performance.now() of its first video frame here
+    this.videoFrames = 0; // video frames received (for people debugging a wall, and tests)
     this.views = new Map(); // tile id -> view, for the layout shown now
     this.states = new Map(); // tile id -> latest {kind, seq, data}
     this.pictures = new Map(); // tile id -> latest {header, jpeg}
@@ -55,6 +56,7 @@ export class WallModel {
   video(header, data) {
     const camera = header.camera;
     if (!this.videoSince.has(camera)) this.videoSince.set(camera, performance.now());
+    this.videoFrames += 1;
     let gop = this.gops.get(camera);
     if (header.key) {
       gop = [];
