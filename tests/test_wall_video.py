@@ -319,3 +319,21 @@ async def test_a_layout_switch_plays_the_new_cameras_at_once_and_the_old_ones_un
         await s1.close()
         async with httpx.AsyncClient(base_url=wall_api.base, headers=auth, timeout=10) as http:
             await http.post("/api/v1/wall/switch", json={"layout": "overview", "delay_s": 0})
+
+
+async def test_malformed_video_wishes_are_refused(wall_api: ServeProcess, tokens: dict[str, str]) -> None:
+    bad_hello = await join(wall_api.ws_url, tokens["leader"], "tablet", video="yes")  # type: ignore[arg-type]
+    await asyncio.wait_for(bad_hello.task, 5)
+    assert bad_hello.ws.close_code == 4400 and "video" in bad_hello.texts[-1]["reason"]
+    for wish in ({"on": "no"}, {"on": False, "camera": 7}, {"on": False, "camera": ""}):
+        c = await join(wall_api.ws_url, tokens["leader"], "tablet")
+        await c.until(lambda: any(m["type"] == "layout" for m in c.texts), what="the layout")
+        await c.say(type="video", **wish)
+        await asyncio.wait_for(c.task, 5)
+        assert c.ws.close_code == 4400, wish
+    # one camera off at a time is for the cameras a page shows, not an unbounded list
+    c = await join(wall_api.ws_url, tokens["leader"], "tablet")
+    for i in range(257):
+        await c.say(type="video", on=False, camera=f"x-{i}")
+    await asyncio.wait_for(c.task, 5)
+    assert c.ws.close_code == 4400 and "more than 256" in c.texts[-1]["reason"]

@@ -25,6 +25,7 @@ from ioc.serve.wall.hub import Client, Hub
 log = logging.getLogger("ioc.wall")
 MAX_MESSAGE = 4096
 HELLO_TIMEOUT_S = 5.0
+MAX_VIDEO_OFF = 256  # cameras a client may ask no video for, one by one (each costs the hub memory)
 # which account roles may open which kind of client
 ALLOWED = {
     "screen": {"screen", "admin", "operator"},
@@ -115,6 +116,8 @@ def _after_hello(hub: Hub, client: Client, raw: str | bytes) -> None:
         on, camera = msg.get("on"), msg.get("camera")
         if not isinstance(on, bool) or not (camera is None or (isinstance(camera, str) and 0 < len(camera) <= 200)):
             raise Refused(4400, 'video: {"type": "video", "on": true|false, "camera"?: "<id>"}')
+        if not on and camera is not None and len(client.video_off) >= MAX_VIDEO_OFF and camera not in client.video_off:
+            raise Refused(4400, f"video off for more than {MAX_VIDEO_OFF} cameras: turn it off altogether")
         hub.set_video(client, on, camera)
     else:
         raise Refused(4400, f"unknown message type {str(kind)[:40]!r}")
