@@ -683,6 +683,21 @@ READ_COUNTER = """(tile) => {
 }"""
 
 
+# Drops the page's hub link; ms from the link being open again to the next frame drawn.
+AFTER_RECONNECTION = """async () => {
+  const hub = window.__ioc.hub;
+  const tile = document.querySelector('.slot[data-tile="wp-cam"] .tile');
+  const sleep = () => new Promise((r) => setTimeout(r, 5));
+  const before = hub.connections;
+  hub._drop("test");
+  while (hub.connections === before) await sleep();
+  const open = performance.now();
+  const frames = Number(tile.dataset.videoFrames);
+  while (Number(tile.dataset.videoFrames) === frames) await sleep();
+  return performance.now() - open;
+}"""
+
+
 async def test_camera_tile_plays_live_video_from_the_counter_clip(
         site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
     """WebCodecs in Debian's Chromium decodes the H.264 the hub forwards; the frame numbers the
@@ -718,6 +733,16 @@ async def test_camera_tile_plays_live_video_from_the_counter_clip(
         assert seqs == sorted(seqs) and seqs[-1] - seqs[0] > 50, seqs  # ~4 s at 25 fps
         assert readings[-1]["frames"] - readings[0]["frames"] >= seqs[-1] - seqs[0] - 5
         await expect(cam.locator(".cam-age")).to_have_text(re.compile(r"^(vừa xong|1 giây trước)$"))
+        # a reconnection: a picture again within 1 s of the link being back, never an older one
+        waited = await page.evaluate(AFTER_RECONNECTION)
+        assert waited < 1000, f"first picture {waited:.0f} ms after reconnecting"
+        for _ in range(15):
+            r = await cam.evaluate(READ_COUNTER)
+            assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+            readings.append(r)
+            await page.wait_for_timeout(100)
+        seqs = [r["seq"] for r in readings]
+        assert seqs == sorted(seqs), seqs
         # a camera the service calls offline shows its banner over the video
         live.status("wp-c1", "offline")
         await expect(cam.locator(".cam-status")).to_have_text("Mất tín hiệu", timeout=10000)

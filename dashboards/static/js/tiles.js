@@ -162,6 +162,7 @@ class CameraTile extends TileView {
     this.vframes = 0;
     this.vfeedStart = 0; // when the first frame fed since the last one drawn went in (0: none)
     this.vdrawnAt = 0;
+    this.vshownAt = 0; // captured_at of the frame shown
     this.vslowTicks = 0;
     this.verrors = [];
     this.vretry = null;
@@ -285,7 +286,14 @@ class CameraTile extends TileView {
     try {
       const head = this.vmeta.get(frame.timestamp);
       this.vmeta.delete(frame.timestamp);
+      this.vfeedStart = 0; // the decoder keeps up
       if (this.destroyed || this.vmode === "snapshots") return;
+      // a group of pictures sent again (a reconnection, the other stream) starts before what
+      // is shown: decoded for its references, drawn only once it is newer (never back in time;
+      // a clock that jumped back seconds is followed)
+      const at = head ? Number(head.captured_at) || 0 : 0;
+      if (at && at <= this.vshownAt && at > this.vshownAt - 5) return;
+      if (at) this.vshownAt = at;
       const w = frame.displayWidth;
       const h = frame.displayHeight;
       const c = this.canvas;
@@ -297,7 +305,6 @@ class CameraTile extends TileView {
       this.cctx.drawImage(frame, 0, 0, w, h);
       this.vframes += 1;
       this.vdrawnAt = performance.now();
-      this.vfeedStart = 0;
       const ds = this.el.dataset;
       ds.videoFrames = String(this.vframes);
       if (head) {
