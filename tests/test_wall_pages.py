@@ -787,3 +787,31 @@ async def test_camera_tile_falls_back_to_pictures(site: Site, context: tuple[Bro
         assert not watch.errors, watch.errors
     finally:
         replay.stop()
+
+
+@pytest.mark.parametrize("light", [False, True])
+async def test_tablet_plays_the_sub_stream_unless_in_light_mode(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, light: bool) -> None:
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.healthy("wp-c1")
+    clip = load_clip(media_path("counter-360p.mp4"))
+    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{site.base}/wall/tablet.html{'?video=off' if light else ''}")
+        await log_in(page, site.users["leader"])
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        if light:  # pictures only: the hub sends no video at all
+            await page.wait_for_timeout(1500)
+            assert await page.evaluate("() => window.__ioc.wall.videoFrames") == 0
+            await expect(cam.locator("img.cam-img")).to_be_visible()
+        else:
+            await expect(cam).to_have_attribute("data-video", "playing", timeout=10000)
+            assert await cam.get_attribute("data-video-stream") == "sub"
+            r = await cam.evaluate(READ_COUNTER)
+            assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
