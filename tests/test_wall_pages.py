@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ from ioc.core.accounts import create_user
 from tests.conftest import REPO, Agencies, IngestProcess
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
+from tests.rigs.rtsp.rig import media_path
 from tests.rigs.serve import ServeProcess
+from tests.rigs.video_replay import VideoReplay, load_clip
 
 CHROMIUM = os.environ.get("IOC_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -654,3 +656,163 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
     finally:
         pub.close()
         await site.show(LAYOUT_ID)
+
+
+# The frame number the counter clips carry (tests/rigs/rtsp/counter.py), read from a camera
+# tile's canvas in the page: 16 blocks of 32 px at the top left, MSB first, white = 1, and
+# below them the same bits inverted; the centre 16 x 16 px of each block is sampled.
+READ_COUNTER = """(tile) => {
+  const c = tile.querySelector("canvas.cam-video");
+  if (!c || c.width < 512 || c.height < 64) return null;
+  const px = c.getContext("2d").getImageData(0, 0, 512, 64).data;
+  const mean = (block, row) => {
+    let sum = 0;
+    for (let y = row * 32 + 8; y < row * 32 + 24; y++)
+      for (let x = block * 32 + 8; x < block * 32 + 24; x++) {
+        const i = (y * 512 + x) * 4;
+        sum += (px[i] + px[i + 1] + px[i + 2]) / 3;
+      }
+    return sum / 256;
+  };
+  let value = 0;
+  for (let b = 0; b < 16; b++) {
+    const bit = mean(b, 0), inverse = mean(b, 1);
+    if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return { value: null };
+    value = value * 2 + (bit >= 175 ? 1 : 0);
+  }
+  return { value, seq: Number(tile.dataset.videoLastSeq), frames: Number(tile.dataset.videoFrames) };
+}"""
+
+
+# Drops the page's hub link; ms from the link being open again to the next frame drawn.
+AFTER_RECONNECTION = """async () => {
+  const hub = window.__ioc.hub;
+  const tile = document.querySelector('.slot[data-tile="wp-cam"] .tile');
+  const sleep = () => new Promise((r) => setTimeout(r, 5));
+  const before = hub.connections;
+  hub._drop("test");
+  while (hub.connections === before) await sleep();
+  const open = performance.now();
+  const frames = Number(tile.dataset.videoFrames);
+  while (Number(tile.dataset.videoFrames) === frames) await sleep();
+  return performance.now() - open;
+}"""
+
+
+async def test_camera_tile_plays_live_video_from_the_counter_clip(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """WebCodecs in Debian's Chromium decodes the H.264 the hub forwards; the frame numbers the
+    clip carries advance, in order, on the canvas; the banners still lie over the video."""
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.healthy("wp-c1")
+    clip = load_clip(media_path("counter-360p.mp4"))
+    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()  # a 960 px tile: the sub-stream
+    try:
+        await asyncio.sleep(1.4)  # the screen joins in the middle of a group of pictures
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=10000)
+        # a picture within 1 s of the first frame reaching the page: the hub sent the GOP at once
+        waited = await page.evaluate("""() => {
+          const tile = document.querySelector('.slot[data-tile="wp-cam"] .tile');
+          return Number(tile.dataset.videoFirstDrawn) - window.__ioc.wall.videoSince.get("wp-c1");
+        }""")
+        assert 0 <= waited < 1000, f"first picture {waited:.0f} ms after the first frame"
+        await expect(cam.locator("canvas.cam-video")).to_be_visible()
+        await expect(cam.locator("img.cam-img")).to_have_css("visibility", "hidden")
+        assert await cam.get_attribute("data-video-stream") == "sub"
+        # the frame drawn is the frame the header says, and they advance in order
+        readings = []
+        for _ in range(40):
+            r = await cam.evaluate(READ_COUNTER)
+            assert r and r["value"] is not None, f"no counter on the canvas: {r}"
+            assert r["value"] == (r["seq"] - 1) % len(clip.units), r
+            readings.append(r)
+            await page.wait_for_timeout(100)
+        seqs = [r["seq"] for r in readings]
+        assert seqs == sorted(seqs) and seqs[-1] - seqs[0] > 50, seqs  # ~4 s at 25 fps
+        assert readings[-1]["frames"] - readings[0]["frames"] >= seqs[-1] - seqs[0] - 5
+        await expect(cam.locator(".cam-age")).to_have_text(re.compile(r"^(vừa xong|1 giây trước)$"))
+        # a reconnection: a picture again within 1 s of the link being back, never an older one
+        waited = await page.evaluate(AFTER_RECONNECTION)
+        assert waited < 1000, f"first picture {waited:.0f} ms after reconnecting"
+        for _ in range(15):
+            r = await cam.evaluate(READ_COUNTER)
+            assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+            readings.append(r)
+            await page.wait_for_timeout(100)
+        seqs = [r["seq"] for r in readings]
+        assert seqs == sorted(seqs), seqs
+        # a camera the service calls offline shows its banner over the video
+        live.status("wp-c1", "offline")
+        await expect(cam.locator(".cam-status")).to_have_text("Mất tín hiệu", timeout=10000)
+        await expect(cam.locator(".cam-status")).to_be_visible()
+        live.status("wp-c1")
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        assert not watch.errors, watch.errors
+        await page.screenshot(path=str(SHOTS / "wall-screen-5-video.png"))
+    finally:
+        replay.stop()
+
+
+@pytest.mark.parametrize("why", ["no-webcodecs", "codec"])
+async def test_camera_tile_falls_back_to_pictures(site: Site, context: tuple[BrowserContext, Watch], live: Live,
+                                                  why: str) -> None:
+    """Without WebCodecs the page asks for no video in its hello; with a codec Chromium refuses
+    (H.265 in the header) the tile asks the hub to stop that camera's video. Pictures either way."""
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    clip = load_clip(media_path("counter-360p.mp4"))
+    if why == "no-webcodecs":
+        await ctx.add_init_script("delete window.VideoDecoder")
+    else:
+        clip = replace(clip, codec="hev1.1.6.L93.B0")
+    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
+    try:
+        live.healthy("wp-c1")
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=10000)
+        assert await cam.get_attribute("data-video-reason") == why
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        assert await cam.locator("img.cam-img").evaluate("i => i.naturalWidth") == 640
+        await expect(cam.locator("img.cam-img")).to_be_visible()
+        await page.wait_for_timeout(500)
+        got = await page.evaluate("() => window.__ioc.wall.videoFrames")
+        await page.wait_for_timeout(1500)
+        assert await page.evaluate("() => window.__ioc.wall.videoFrames") == got, "the hub sends video on"
+        # no decoder: none came at all; a refused codec: some, until the hub heard the page
+        assert (got == 0) == (why == "no-webcodecs"), got
+        assert await cam.get_attribute("data-video-frames") is None
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+@pytest.mark.parametrize("light", [False, True])
+async def test_tablet_plays_the_sub_stream_unless_in_light_mode(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, light: bool) -> None:
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.healthy("wp-c1")
+    clip = load_clip(media_path("counter-360p.mp4"))
+    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{site.base}/wall/tablet.html{'?video=off' if light else ''}")
+        await log_in(page, site.users["leader"])
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        if light:  # pictures only: the hub sends no video at all
+            await page.wait_for_timeout(1500)
+            assert await page.evaluate("() => window.__ioc.wall.videoFrames") == 0
+            await expect(cam.locator("img.cam-img")).to_be_visible()
+        else:
+            await expect(cam).to_have_attribute("data-video", "playing", timeout=10000)
+            assert await cam.get_attribute("data-video-stream") == "sub"
+            r = await cam.evaluate(READ_COUNTER)
+            assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()

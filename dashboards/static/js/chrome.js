@@ -54,8 +54,9 @@ function loginForm(overlay, lang) {
  * Runs a page that needs a person's login: shows the login overlay until there is a session,
  * then connects to the hub with `role`. Tiles already on the page stay when the session ends.
  * handlers: the hub's `on` handlers (welcome, layout, tile, ...); returns {hub(), session()}.
+ * video: whether to ask the hub for live video (false: pictures only).
  */
-export function runLoggedIn({ page, role, roles, lang, handlers, onSession }) {
+export function runLoggedIn({ page, role, roles, lang, handlers, onSession, video = true }) {
   const overlay = document.getElementById("login");
   const form = loginForm(overlay, lang.get());
   const banner = document.getElementById("banner");
@@ -82,7 +83,7 @@ export function runLoggedIn({ page, role, roles, lang, handlers, onSession }) {
     if (hub) hub.stop();
     hub = new HubClient({
       url: () => hubAddress(s.token),
-      hello: { token: s.token, role },
+      hello: { token: s.token, role, video },
       on: {
         ...handlers,
         state(state, detail) {

@@ -5,7 +5,7 @@ import { api, explain } from "./api.js";
 import { languageState, runLoggedIn } from "./chrome.js";
 import { formatShort, formatTime } from "./format.js";
 import { pick, t } from "./i18n.js";
-import { alertItem } from "./tiles.js";
+import { alertItem, hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, slotted } from "./wall.js";
 
 const $ = (id) => document.getElementById(id);
@@ -71,6 +71,7 @@ wall = new WallModel(ctx, {
     loadState();
   },
 });
+wall.sender = (msg) => run && run.hub() && run.hub().send(msg);
 Object.assign(hooks, { wall, applied: wall.history });
 
 // -- layouts ----------------------------------------------------------------------------
@@ -304,6 +305,7 @@ run = runLoggedIn({
   page: "console",
   role: "console",
   roles: ["operator", "admin"],
+  video: hasVideoDecoder(),
   lang,
   handlers: {
     welcome() {
@@ -320,6 +322,7 @@ run = runLoggedIn({
       }
     },
     picture: (header, jpeg) => wall.picture(header, jpeg),
+    video: (header, data) => wall.video(header, data),
     screens(msg) {
       screens = msg.screens || [];
       renderScreens();

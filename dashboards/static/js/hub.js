@@ -1,19 +1,31 @@
 // The websocket to the wall hub (dashboards/PROTOCOL.md): hello, welcome, layouts, tiles,
-// camera pictures as binary frames, pings for the clock offset and for liveness, and
+// camera pictures and live video as binary frames, pings for the clock offset and for liveness, and
 // reconnection with exponential backoff and jitter. The page keeps its DOM across
 // reconnections; only this object's socket is replaced.
 
 const MAGIC = [0x49, 0x4f, 0x43, 0x57]; // "IOCW"
+const VIDEO_MAGIC = [0x49, 0x4f, 0x43, 0x56]; // "IOCV"
 const decoder = new TextDecoder();
+
+/** magic | u16 BE header length | JSON header | payload  ->  {header, body: Uint8Array}. */
+function parseBinary(buffer, magic, what) {
+  const bytes = new Uint8Array(buffer);
+  if (bytes.length < 6 || magic.some((b, i) => bytes[i] !== b)) throw new Error(`not a ${what}`);
+  const n = (bytes[4] << 8) | bytes[5];
+  if (6 + n > bytes.length) throw new Error(`${what} shorter than its header`);
+  return { header: JSON.parse(decoder.decode(bytes.subarray(6, 6 + n))), body: bytes.subarray(6 + n) };
+}
+
+/** b"IOCV" | u16 BE header length | JSON header | H.264 access unit (Annex B)  ->  {header, data}. */
+export function parseVideo(buffer) {
+  const { header, body } = parseBinary(buffer, VIDEO_MAGIC, "video frame");
+  return { header, data: body };
+}
 
 /** b"IOCW" | u16 BE header length | JSON header | JPEG  ->  {header, jpeg: Blob}. */
 export function parseFrame(buffer) {
-  const bytes = new Uint8Array(buffer);
-  if (bytes.length < 6 || MAGIC.some((b, i) => bytes[i] !== b)) throw new Error("not a wall picture frame");
-  const n = (bytes[4] << 8) | bytes[5];
-  if (6 + n > bytes.length) throw new Error("picture frame shorter than its header");
-  const header = JSON.parse(decoder.decode(bytes.subarray(6, 6 + n)));
-  return { header, jpeg: new Blob([bytes.subarray(6 + n)], { type: "image/jpeg" }) };
+  const { header, body } = parseBinary(buffer, MAGIC, "wall picture frame");
+  return { header, jpeg: new Blob([body], { type: "image/jpeg" }) };
 }
 
 // Close codes after which trying again with the same token cannot help.
@@ -22,8 +34,8 @@ const FATAL = new Set([4400, 4401, 4403]);
 export class HubClient {
   /**
    * url: the ws:// address, or an async function returning it (asked again after failures).
-   * hello: {token, role, screen?}. on: {state, welcome, layout, tile, picture, screens,
-   * alerts, message, fatal}: each optional.
+   * hello: {token, role, screen?, video?}. on: {state, welcome, layout, tile, picture, video,
+   * screens, alerts, message, fatal}: each optional.
    * fatalRetryMs: for kiosks, try again this long after an auth failure (null: stop).
    */
   constructor({ url, hello, on = {}, pingEveryMs = 10000, deadAfterMs = 25000, fatalRetryMs = null }) {
@@ -170,14 +182,18 @@ export class HubClient {
   }
 
   _binary(buffer) {
+    // the fourth byte tells "IOCV" (video) from "IOCW" (a picture)
+    const video = buffer.byteLength >= 4 && new Uint8Array(buffer, 3, 1)[0] === VIDEO_MAGIC[3];
     let frame;
     try {
-      frame = parseFrame(buffer);
+      frame = video ? parseVideo(buffer) : parseFrame(buffer);
     } catch (err) {
       console.warn("hub: bad binary frame", err);
       return;
     }
-    if (this.on.picture) this.on.picture(frame.header, frame.jpeg);
+    if (video) {
+      if (this.on.video) this.on.video(frame.header, frame.data);
+    } else if (this.on.picture) this.on.picture(frame.header, frame.jpeg);
   }
 
   _startPings() {

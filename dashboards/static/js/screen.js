@@ -4,6 +4,7 @@
 import { api, hubAddress } from "./api.js";
 import { HubClient } from "./hub.js";
 import { t } from "./i18n.js";
+import { hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, screenRegion, slotted } from "./wall.js";
 
 const W = 1920;
@@ -94,7 +95,7 @@ function start() {
   });
   hub = new HubClient({
     url: () => hubAddress(token),
-    hello: { token, role: "screen", screen },
+    hello: { token, role: "screen", screen, video: hasVideoDecoder() },
     fatalRetryMs: 60000, // a kiosk has no keyboard: keep trying, an admin may fix the account
     on: {
       state(state) {
@@ -111,11 +112,13 @@ function start() {
       layout: (msg) => wall.layout(msg),
       tile: (msg) => wall.tile(msg),
       picture: (header, jpeg) => wall.picture(header, jpeg),
+      video: (header, data) => wall.video(header, data),
       fatal(code, reason) {
         showFatal(code === 4403 ? "err.forbidden" : code === 4400 ? "err.bad_request" : "err.bad_token", reason);
       },
     },
   });
+  wall.sender = (msg) => hub.send(msg);
   Object.assign(hooks, { hub, wall, applied: wall.history });
   hub.start();
   // keep the screen awake where the browser allows it

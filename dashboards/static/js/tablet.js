@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { languageState, runLoggedIn } from "./chrome.js";
 import { pick } from "./i18n.js";
+import { hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, slotted } from "./wall.js";
 
 const grid = document.getElementById("tiles");
@@ -51,18 +52,22 @@ wall = new WallModel(ctx, {
     showLayoutName();
   },
 });
+wall.sender = (msg) => run && run.hub() && run.hub().send(msg);
 Object.assign(hooks, { wall, applied: wall.history });
 
 run = runLoggedIn({
   page: "tablet",
   role: "tablet",
   roles: ["leader", "operator", "admin"],
+  // light mode (`?video=off`, for a tablet on a thin link): the pictures, once or twice a second
+  video: hasVideoDecoder() && new URLSearchParams(location.search).get("video") !== "off",
   lang,
   handlers: {
     welcome: () => wall.welcome(),
     layout: (msg) => wall.layout(msg),
     tile: (msg) => wall.tile(msg),
     picture: (header, jpeg) => wall.picture(header, jpeg),
+    video: (header, data) => wall.video(header, data),
     state: (state) => {
       hooks.state = state;
     },

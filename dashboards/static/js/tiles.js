@@ -1,8 +1,10 @@
 // One view per tile kind. A view owns its element (`el`) and is told: update(data) for a
-// JSON tile update, picture(header, jpeg) for a camera frame, tick() every second,
+// JSON tile update, picture(header, jpeg) for a camera frame, video(header, data) for a
+// live video frame of its camera (camera tiles), tick() every second,
 // setDef(def) when the layout moves it, setLang() when the language changes. Views never
 // talk to the hub themselves; `ctx` gives them the clock, the language and REST calls:
-//   ctx = {lang(): "vi"|"en", serverNow(): epoch s, api(path): Promise<json>, ack(id)?}
+//   ctx = {lang(): "vi"|"en", serverNow(): epoch s, api(path): Promise<json>, ack(id)?,
+//          video(camera, on)?: ask the hub for a camera's video, or pictures only}
 
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
@@ -118,13 +120,53 @@ function problemKey(status) {
   return null;
 }
 
+// Live video: WebCodecs decodes the camera's own H.264 into a canvas over the picture.
+const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
+const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
+const VIDEO_IDLE_MS = 3000; // no frame drawn this long: the pictures show again
+const VIDEO_RETRY_MS = 30000; // after falling back to pictures, try video again this much later
+const VIDEO_MAX_ERRORS = 3; // decoding errors within VIDEO_RETRY_MS before falling back
+
+/** Whether this browser has WebCodecs' decoder at all (a page says so in its hello). */
+export const hasVideoDecoder = () => typeof globalThis.VideoDecoder === "function";
+
+const codecChecks = new Map(); // codec string -> Promise<boolean>
+
+function codecSupported(codec) {
+  let check = codecChecks.get(codec);
+  if (!check) {
+    check = hasVideoDecoder() && typeof codec === "string"
+      ? VideoDecoder.isConfigSupported({ codec, optimizeForLatency: true }).then((r) => !!r.supported, () => false)
+      : Promise.resolve(false);
+    codecChecks.set(codec, check);
+  }
+  return check;
+}
+
 class CameraTile extends TileView {
   build() {
     this.frame = el("div", "cam-frame");
     this.img = el("img", "cam-img");
     this.img.alt = "";
     this.img.draggable = false;
-    this.frame.append(this.img);
+    this.canvas = el("canvas", "cam-video");
+    this.frame.append(this.img, this.canvas);
+    this.dec = null; // VideoDecoder, configured for `decSig`
+    this.decSig = null; // "codec|widthxheight" of the keyframe it was configured for
+    this.decGen = 0;
+    this.vqueue = null; // frames waiting for the codec check
+    this.vneedKey = true;
+    this.vstream = null;
+    this.vmeta = new Map(); // chunk timestamp -> its header, until drawn
+    this.vts = 0;
+    this.vframes = 0;
+    this.vfeedStart = 0; // when the first frame fed since the last one drawn went in (0: none)
+    this.vdrawnAt = 0;
+    this.vshownAt = 0; // captured_at of the frame shown
+    this.vslowTicks = 0;
+    this.verrors = [];
+    this.vretry = null;
+    this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
     this.body.append(this.frame);
     this.statusEl = el("div", "cam-status");
     this.ageEl = el("div", "cam-age");
@@ -163,7 +205,8 @@ class CameraTile extends TileView {
         if (this.url) URL.revokeObjectURL(this.url);
         this.url = url;
         this.header = item.header;
-        this.capturedAt = Number(item.header.captured_at) || null;
+        // video frames may be newer than the picture: the badge tells the newest one shown
+        this.capturedAt = Math.max(Number(item.header.captured_at) || 0, this.vmode === "playing" ? this.capturedAt || 0 : 0) || null;
         this.el.classList.add("has-picture");
         this.el.dataset.seq = String(item.header.seq ?? "");
         this.el.dataset.camera = String(item.header.camera ?? "");
@@ -174,6 +217,164 @@ class CameraTile extends TileView {
     }
     this.loading = false;
     if (this.next) this._load();
+  }
+
+  setVideoMode(mode, reason = "") {
+    this.vmode = mode;
+    this.el.dataset.video = mode;
+    this.el.dataset.videoReason = reason;
+    this.el.classList.toggle("has-video", mode === "playing");
+  }
+
+  /** A frame of this camera's live video (IOCV header, Annex B access unit). */
+  video(header, data) {
+    if (this.destroyed || this.vmode === "snapshots") return;
+    if (header.key) {
+      const sig = `${header.codec}|${header.width}x${header.height}`;
+      if (sig !== this.decSig) this._configure(header, sig); // a new camera, stream or resolution
+      this.vneedKey = false;
+      this.vstream = header.stream;
+    } else if (this.vneedKey || header.stream !== this.vstream) {
+      return; // a decoder starts only at a keyframe
+    }
+    if (this.vqueue) {
+      if (this.vqueue.length < 400) this.vqueue.push({ header, data });
+      return;
+    }
+    this._decode(header, data);
+  }
+
+  _configure(header, sig) {
+    this.decSig = sig;
+    this.vqueue = [];
+    const mine = ++this.decGen;
+    codecSupported(header.codec).then((ok) => {
+      if (mine !== this.decGen || this.destroyed || this.vmode === "snapshots") return;
+      const queued = this.vqueue || [];
+      this.vqueue = null;
+      if (!ok) return this._fallBack("codec");
+      try {
+        if (!this.dec || this.dec.state === "closed") {
+          this.dec = new VideoDecoder({ output: (f) => this._draw(f), error: (e) => this._decodeError(e) });
+        }
+        // Annex B with SPS/PPS in every keyframe: no description
+        this.dec.configure({ codec: header.codec, optimizeForLatency: true });
+      } catch (err) {
+        console.warn("camera video: configure failed", header.codec, err);
+        return this._fallBack("codec");
+      }
+      for (const f of queued) this._decode(f.header, f.data);
+    });
+  }
+
+  _decode(header, data) {
+    const dec = this.dec;
+    if (!dec || dec.state !== "configured") return;
+    const ts = ++this.vts;
+    this.vmeta.set(ts, header);
+    if (this.vmeta.size > 500) this.vmeta.delete(this.vmeta.keys().next().value);
+    try {
+      dec.decode(new EncodedVideoChunk({ type: header.key ? "key" : "delta", timestamp: ts, data }));
+    } catch (err) {
+      this._decodeError(err);
+      return;
+    }
+    if (!this.vfeedStart) this.vfeedStart = performance.now();
+  }
+
+  _draw(frame) {
+    try {
+      const head = this.vmeta.get(frame.timestamp);
+      this.vmeta.delete(frame.timestamp);
+      this.vfeedStart = 0; // the decoder keeps up
+      if (this.destroyed || this.vmode === "snapshots") return;
+      // a group of pictures sent again (a reconnection, the other stream) starts before what
+      // is shown: decoded for its references, drawn only once it is newer (never back in time;
+      // a clock that jumped back seconds is followed)
+      const at = head ? Number(head.captured_at) || 0 : 0;
+      if (at && at <= this.vshownAt && at > this.vshownAt - 5) return;
+      if (at) this.vshownAt = at;
+      const w = frame.displayWidth;
+      const h = frame.displayHeight;
+      const c = this.canvas;
+      if (c.width !== w || c.height !== h) {
+        c.width = w;
+        c.height = h;
+      }
+      if (!this.cctx) this.cctx = c.getContext("2d");
+      this.cctx.drawImage(frame, 0, 0, w, h);
+      this.vframes += 1;
+      this.vdrawnAt = performance.now();
+      const ds = this.el.dataset;
+      ds.videoFrames = String(this.vframes);
+      if (head) {
+        ds.videoLastSeq = String(head.seq);
+        ds.videoStream = String(head.stream);
+        this.capturedAt = Number(head.captured_at) || this.capturedAt;
+      }
+      if (this.vframes === 1) ds.videoFirstDrawn = String(this.vdrawnAt);
+      if (this.vmode !== "playing") {
+        this.setVideoMode("playing");
+        this.render();
+      }
+    } finally {
+      frame.close();
+    }
+  }
+
+  _resetDecoder() {
+    this.decGen += 1;
+    this.decSig = null;
+    this.vqueue = null;
+    this.vneedKey = true;
+    this.vmeta.clear();
+    this.vfeedStart = 0;
+    this.vslowTicks = 0;
+    if (this.dec && this.dec.state !== "closed") {
+      try {
+        this.dec.close();
+      } catch { /* closed already */ }
+    }
+    this.dec = null;
+  }
+
+  _decodeError(err) {
+    console.warn("camera video: decoding failed, waiting for a keyframe", this.def.camera, err);
+    this._resetDecoder();
+    const now = performance.now();
+    this.verrors = this.verrors.filter((t) => now - t < VIDEO_RETRY_MS);
+    this.verrors.push(now);
+    if (this.verrors.length >= VIDEO_MAX_ERRORS) this._fallBack("errors");
+  }
+
+  /** Pictures only for this camera (no decoder, codec refused, decoding behind); video again later. */
+  _fallBack(reason) {
+    this._resetDecoder();
+    this.setVideoMode("snapshots", reason);
+    this.render();
+    if (this.ctx.video) this.ctx.video(this.def.camera, false);
+    clearTimeout(this.vretry);
+    this.vretry = setTimeout(() => this._stepUp(), VIDEO_RETRY_MS);
+  }
+
+  _stepUp() {
+    if (this.destroyed) return;
+    this.verrors = [];
+    this.setVideoMode("waiting");
+    if (this.ctx.video) this.ctx.video(this.def.camera, true); // the hub sends its group of pictures again
+  }
+
+  _videoTick() {
+    if (this.vmode === "snapshots") return;
+    const now = performance.now();
+    if (this.dec && this.dec.state === "configured") {
+      this.vslowTicks = this.dec.decodeQueueSize > VIDEO_MAX_QUEUE ? this.vslowTicks + 1 : 0;
+      if (this.vslowTicks >= 2 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
+        console.warn("camera video: decoding falls behind, pictures instead", this.def.camera);
+        return this._fallBack("behind");
+      }
+    }
+    if (this.vmode === "playing" && now - this.vdrawnAt > VIDEO_IDLE_MS) this.setVideoMode("waiting");
   }
 
   render() {
@@ -196,6 +397,7 @@ class CameraTile extends TileView {
   }
 
   tick() {
+    this._videoTick();
     this.render();
   }
 
@@ -225,6 +427,10 @@ class CameraTile extends TileView {
   destroy() {
     this.destroyed = true;
     if (this.url) URL.revokeObjectURL(this.url);
+    clearTimeout(this.vretry);
+    this._resetDecoder();
+    // this camera's video was refused for this tile only: another tile may play it
+    if (this.vmode === "snapshots" && this.ctx.video && hasVideoDecoder()) this.ctx.video(this.def.camera, true);
   }
 }
 

@@ -10,8 +10,15 @@ export class WallModel {
    * page: {mount(view), unmount(view), place(view, def, msg), applied?(record)}.
    */
   constructor(ctx, page) {
-    this.ctx = ctx;
+    // views ask for a camera's video, or pictures only, through the model: it says it again
+    // after a reconnection
+    this.ctx = { ...ctx, video: (camera, on) => this.videoWish(camera, on) };
     this.page = page;
+    this.sender = null; // (message) => void: the page's hub.send
+    this.videoOff = new Set(); // cameras some view asked pictures only for
+    this.gops = new Map(); // camera -> [{header, data}] since its last keyframe
+    this.videoSince = new Map(); // camera -> performance.now() of its first video frame here
+    this.videoFrames = 0; // video frames received (for people debugging a wall, and tests)
     this.views = new Map(); // tile id -> view, for the layout shown now
     this.states = new Map(); // tile id -> latest {kind, seq, data}
     this.pictures = new Map(); // tile id -> latest {header, jpeg}
@@ -26,6 +33,42 @@ export class WallModel {
   /** A new connection: sequence numbers start again. */
   welcome() {
     for (const s of this.states.values()) s.seq = -Infinity;
+    this.gops.clear(); // the hub sends each stream's group of pictures again
+    for (const camera of this.videoOff) this._send({ type: "video", on: false, camera });
+  }
+
+  _send(msg) {
+    if (this.sender) this.sender(msg);
+  }
+
+  videoWish(camera, on) {
+    if (!camera || this.videoOff.has(camera) === !on) return;
+    if (on) this.videoOff.delete(camera);
+    else this.videoOff.add(camera);
+    this._send({ type: "video", on, camera });
+  }
+
+  /**
+   * A live video frame (dashboards/PROTOCOL.md, "Live video"): to every view of its camera.
+   * The current group of pictures is kept per camera, so that a view made later (a layout
+   * announced ahead, shown at its `at`) starts with a picture at once.
+   */
+  video(header, data) {
+    const camera = header.camera;
+    if (!this.videoSince.has(camera)) this.videoSince.set(camera, performance.now());
+    this.videoFrames += 1;
+    let gop = this.gops.get(camera);
+    if (header.key) {
+      gop = [];
+      this.gops.set(camera, gop);
+    }
+    if (gop) {
+      if (gop.length < 300) gop.push({ header, data });
+      else this.gops.delete(camera); // no keyframe for too long: wait for one
+    }
+    for (const view of this.views.values()) {
+      if (view.def.kind === "camera" && view.def.camera === camera) view.video(header, data);
+    }
   }
 
   layout(msg) {
@@ -66,6 +109,7 @@ export class WallModel {
         if (st && st.kind === def.kind) view.update(st.data);
         const pic = this.pictures.get(def.id);
         if (pic && def.kind === "camera" && (!pic.header.camera || pic.header.camera === def.camera)) view.picture(pic.header, pic.jpeg);
+        if (def.kind === "camera") for (const f of this.gops.get(def.camera) || []) view.video(f.header, f.data);
       }
       next.set(def.id, view);
     }
@@ -80,6 +124,8 @@ export class WallModel {
     this.signature = sig;
     for (const def of msg.layout.tiles || []) this.page.place(this.views.get(def.id), def, msg);
     for (const id of this.pictures.keys()) if (!next.has(id)) this.pictures.delete(id);
+    const cameras = new Set((msg.layout.tiles || []).map((d) => d.camera).filter(Boolean));
+    for (const camera of this.gops.keys()) if (!cameras.has(camera)) this.gops.delete(camera);
     const serverAppliedAt = this.ctx.serverNow();
     const record = {
       layout: msg.layout.id, version: msg.version, at: msg.at, appliedAt, serverAppliedAt,

@@ -102,6 +102,19 @@ async def metrics(request: Request, token: Annotated[str | None, Depends(oauth2)
         c = CounterMetricFamily("ioc_wall_skipped", "stale tile messages replaced before a slow client took them")
         c.add_metric([], float(hub.skipped))
         fams.append(c)
+        for family, name, doc, value in (
+            (CounterMetricFamily, "ioc_wall_video_frames", "video frames written to clients by this node",
+             hub.video_delivered),
+            (CounterMetricFamily, "ioc_wall_video_skipped", "video frames slow clients lost, up to the next keyframe",
+             hub.video_skipped),
+            (GaugeMetricFamily, "ioc_wall_video_gop_bytes", "bytes of the groups of pictures the hub keeps",
+             hub.video_buffered()),
+            (GaugeMetricFamily, "ioc_wall_send_buffer_bytes", "bytes waiting in the clients' send buffers",
+             sum(x.buffered() for x in hub.clients)),
+        ):
+            m = family(name, doc)
+            m.add_metric([], float(value))
+            fams.append(m)
     registry = CollectorRegistry()
     registry.register(_Snapshot(fams))  # type: ignore[arg-type]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,6 +9,13 @@ Fan-out is the whole job, so it is built around two rules:
   more writes; its newest message per tile waits in a dict (one slot per tile, so it
   cannot grow) and a flusher sends those when the socket drains. A slow tablet therefore
   skips stale pictures and never delays anyone else; one that stays stuck is closed.
+
+Live video (`video_frame`, IOCV) follows the same two rules, except that a video frame
+cannot replace another: latest-wins becomes skip-to-keyframe. Each IOCV message is written
+unchanged, as one binary websocket frame built once, to the clients that play its camera's
+stream; a client over its buffer limit gets none of that stream until the next keyframe.
+The hub keeps each stream's current group of pictures (from its last keyframe) so that a
+client that joins, reconnects or switches layout paints at once.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from websockets.protocol import State
 
 from ioc.core.contracts import camera as camera_contract
 from ioc.core.contracts import kpi as kpi_contract
-from ioc.core.contracts import tile_frame, topics
+from ioc.core.contracts import tile_frame, topics, video_frame
 from ioc.core.contracts import wall_frames as frames
 from ioc.core.contracts import wall as wall_contract
 from ioc.core.contracts.wall import WallState
@@ -40,6 +47,10 @@ HD_MIN_PIXELS = 961  # tiles wider than this on a screen get the full-screen pic
 HD_FRESH_S = 5.0  # without an HD picture this recent, HD tiles get the SD one
 STUCK_CLOSE_S = 30.0
 STATUS_SILENT_S = 30.0  # camera services repeat each status every 10 s
+VIDEO_FRESH_S = 2.0  # a stream with no frame this recent is not playing: clients take the other
+GOP_MAX_FRAMES = 300  # the current group of pictures kept per stream, at most this many frames
+GOP_MAX_BYTES = 16 * 1024 * 1024  # ... and bytes; over either, nothing until the next keyframe
+GOP_STALE_S = 10.0  # a group of pictures older than this is not sent to a joining client
 
 Message = tuple[bytes, bool, bytes]  # (payload, is_text, the websocket frame every client gets)
 _OPEN = State.OPEN
@@ -77,17 +88,36 @@ class Client:
     flusher: asyncio.Task[None] | None = None
     sent: int = 0
     skipped: int = 0
+    video: bool = True  # False: this client asked for pictures only
+    video_off: set[str] = field(default_factory=set)  # cameras it asked no video for
+    playing: dict[str, str] = field(default_factory=dict)  # camera -> stream it gets now
+    awaiting_key: set[tuple[str, str]] = field(default_factory=set)  # (camera, stream) skipped to a keyframe
+    video_skipped: int = 0
 
     def buffered(self) -> int:
         transport = self.conn.transport
         return transport.get_write_buffer_size() if transport is not None else 0
 
 
+@dataclass(eq=False)
+class VideoStream:
+    """One camera stream as the hub last heard it: its frames since the last keyframe, each
+    already a websocket frame (`gop` empty while waiting for a keyframe), and who plays it."""
+
+    gop: list[bytes] = field(default_factory=list)
+    gop_bytes: int = 0
+    heard: float = -1e9  # monotonic time of the last frame
+    playing: bool = False  # had a frame within VIDEO_FRESH_S at the last look
+    clients: set[Client] = field(default_factory=set)
+
+
 class Hub:
     def __init__(self, presets: dict[str, Layout], *, buffer_limit: int = 512 * 1024,
                  on_camera_event: Callable[[dict[str, Any]], None] | None = None,
-                 on_kpi: Callable[[KpiMeta | None, dict[str, Any]], None] | None = None) -> None:
+                 on_kpi: Callable[[KpiMeta | None, dict[str, Any]], None] | None = None,
+                 on_demand_change: Callable[[], None] | None = None) -> None:
         self.presets = presets
+        self.on_demand_change = on_demand_change  # what clients show changed: HD or video demand may too
         self.saved: dict[str, Layout] = {}
         self.buffer_limit = buffer_limit
         self.on_camera_event = on_camera_event
@@ -114,6 +144,11 @@ class Hub:
         self._health_dirty = False
         self.delivered = 0
         self.skipped = 0
+        self.videos: dict[tuple[str, str], VideoStream] = {}
+        self.video_delivered = 0
+        self.video_skipped = 0
+        self._video_bad: set[str] = set()  # cameras whose malformed video was logged once
+        self._previous: Layout | None = None  # the layout being left, until the switch's `at`
         self._index()
 
     # -- layouts ----------------------------------------------------------------------
@@ -131,6 +166,7 @@ class Hub:
         if layout is None:
             log.error("wall state names an unknown layout", extra={"layout": state.layout})
             return False
+        self._previous = self.layout if state.at > time.time() else None
         self.state = state
         self.layout = layout.with_pins(state.pins)
         self._index()
@@ -139,8 +175,14 @@ class Hub:
         for c in list(self.clients):
             self._send_layout(c)
             self._send_current(c)
+            self._replay(c)
+        self._demand_changed()
         log.info("wall layout", extra={"layout": layout.id, "version": state.version, "clients": len(self.clients)})
         return True
+
+    def _demand_changed(self) -> None:
+        if self.on_demand_change is not None:
+            self.on_demand_change()
 
     def _index(self) -> None:
         self._by_kpi, self._by_camera, self._by_kind = {}, {}, {}
@@ -180,6 +222,8 @@ class Hub:
         self._write(c, frames.message("welcome", client=c.id, role=c.role, screen=c.screen, now=time.time()), True)
         self._send_layout(c)
         self._send_current(c)
+        self._replay(c)
+        self._demand_changed()
         if c.role == "screen":
             self._screens_changed()
         log.info("wall client connected", extra={"client": c.id, "role": c.role, "screen": c.screen,
@@ -193,12 +237,32 @@ class Hub:
             s = self.subs.get(k)
             if s is not None:
                 s.discard(c)
+        for cam, stream in c.playing.items():
+            v = self.videos.get((cam, stream))
+            if v is not None:
+                v.clients.discard(c)
+        c.playing.clear()
         if c.flusher is not None:
             c.flusher.cancel()
+        self._demand_changed()
         if c.role == "screen":
             self._screens_changed()
         log.info("wall client left", extra={"client": c.id, "role": c.role, "screen": c.screen,
-                                            "sent": c.sent, "skipped": c.skipped})
+                                            "sent": c.sent, "skipped": c.skipped, "video_skipped": c.video_skipped})
+
+    def set_video(self, c: Client, on: bool, camera: str | None = None) -> None:
+        """A client's wish: video (the default) or pictures only, for one camera or all."""
+        if camera is None:
+            c.video = on
+            c.video_off.clear()
+        elif on:
+            c.video_off.discard(camera)
+        else:
+            c.video_off.add(camera)
+        self._replay(c)
+        self._demand_changed()
+        log.info("wall client video", extra={"client": c.id, "role": c.role, "screen": c.screen, "user": c.user,
+                                             "camera": camera, "on": on})
 
     def hd_cameras(self) -> frozenset[str]:
         """Cameras that some connected screen shows large: only these need HD tiles."""
@@ -305,6 +369,162 @@ class Hub:
     def _emit(self, tile: Tile, data: dict[str, Any]) -> None:
         self._fanout(tile.id, frames.tile_message(tile.id, tile.kind, self._next_seq(tile.id), data), True)
 
+    # -- live video -------------------------------------------------------------------------
+    def wanted_streams(self, c: Client) -> dict[str, str]:
+        """camera -> the stream this client should play: "main" where a screen shows the
+        camera wider than HD_MIN_PIXELS (as HD pictures), else "sub"; tablets and the console
+        get "sub". During an announced switch, the layout being left still plays until `at`."""
+        if not c.video:
+            return {}
+        want: dict[str, str] = {}
+        layouts = [self.layout] if self._previous is None else [self._previous, self.layout]
+        for layout in layouts:
+            for t in layout.tiles_for(c.screen if c.role == "screen" else None):
+                if t.kind != "camera" or not t.camera or t.camera in c.video_off:
+                    continue
+                large = c.role == "screen" and t.pixel_width(layout) >= HD_MIN_PIXELS
+                if large or t.camera not in want:
+                    want[t.camera] = "main" if large else "sub"
+        return want
+
+    def _fresh(self, cam: str, stream: str, now: float) -> bool:
+        v = self.videos.get((cam, stream))
+        return v is not None and now - v.heard <= VIDEO_FRESH_S
+
+    def _choose(self, cam: str, want: str, now: float) -> str:
+        """The wanted stream, or the other one while only that one plays (a camera without a
+        sub-stream, a main stream nobody forwards)."""
+        other = "sub" if want == "main" else "main"
+        return other if not self._fresh(cam, want, now) and self._fresh(cam, other, now) else want
+
+    def _replay(self, c: Client) -> None:
+        """Bring what a client plays in line with its tiles and wishes; a stream it starts
+        gets the current group of pictures at once, so the page paints without waiting."""
+        now = time.monotonic()
+        target = {cam: self._choose(cam, want, now) for cam, want in self.wanted_streams(c).items()}
+        for cam, stream in list(c.playing.items()):
+            if target.get(cam) != stream:
+                v = self.videos.get((cam, stream))
+                if v is not None:
+                    v.clients.discard(c)
+                del c.playing[cam]
+                c.awaiting_key.discard((cam, stream))
+        for cam, stream in target.items():
+            if c.playing.get(cam) == stream:
+                continue
+            c.playing[cam] = stream
+            v = self.videos.setdefault((cam, stream), VideoStream())
+            v.clients.add(c)
+            self._send_gop(c, cam, stream, v)
+
+    def _send_gop(self, c: Client, cam: str, stream: str, v: VideoStream) -> None:
+        if not v.gop or c.pending or time.monotonic() - v.heard > GOP_STALE_S:
+            c.awaiting_key.add((cam, stream))
+            return
+        c.awaiting_key.discard((cam, stream))
+        for frame in v.gop:
+            if c.buffered() > self.buffer_limit:  # the rest would be a queue: next keyframe
+                c.awaiting_key.add((cam, stream))
+                return
+            if self._send(c, frame):
+                self.video_delivered += 1
+
+    def video_demand(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(main, sub): the cameras whose streams this node's clients want, for the camera
+        services (wanted, not the fallback actually played: that is the camera service's call)."""
+        main: set[str] = set()
+        sub: set[str] = set()
+        for c in self.clients:
+            for cam, stream in self.wanted_streams(c).items():
+                (main if stream == "main" else sub).add(cam)
+        return frozenset(main), frozenset(sub)
+
+    def video_buffered(self) -> int:
+        """Bytes the hub holds for video: every stream's current group of pictures."""
+        return sum(v.gop_bytes for v in self.videos.values())
+
+    def _on_video(self, cam: str, stream: str, payload: bytes) -> None:
+        try:
+            head, _ = video_frame.decode_video(payload)
+            if head["camera"] != cam or head["stream"] != stream:
+                raise ValueError(f"header says {head['camera']}/{head['stream']}, the topic {cam}/{stream}")
+            if head["key"] and not isinstance(head.get("codec"), str):
+                raise ValueError("keyframe without a codec string")
+        except ValueError as exc:
+            if cam not in self._video_bad:  # once per camera: a broken encoder sends 25 a second
+                self._video_bad.add(cam)
+                log.warning("camera video ignored", extra={"camera": cam, "stream": stream, "error": str(exc)[:200]})
+            return
+        key = head["key"]
+        frame = ws_frame(payload, False)  # the IOCV bytes as they came, framed once for everyone
+        sk = (cam, stream)
+        v = self.videos.get(sk)
+        if v is None:
+            v = self.videos[sk] = VideoStream()
+        now = time.monotonic()
+        started = now - v.heard > VIDEO_FRESH_S
+        v.heard = now
+        v.playing = True
+        limit = self.buffer_limit
+        sent = 0
+        for c in v.clients:
+            if sk in c.awaiting_key:
+                if not key:
+                    c.video_skipped += 1
+                    self.video_skipped += 1
+                    continue
+                c.awaiting_key.discard(sk)
+            conn = c.conn
+            if conn.protocol.state is not _OPEN:
+                continue
+            transport = conn.transport
+            if c.pending or transport.get_write_buffer_size() > limit:
+                c.awaiting_key.add(sk)  # never a queue of video: the rest of this GOP is lost to it
+                c.video_skipped += 1
+                self.video_skipped += 1
+                continue
+            transport.write(frame)
+            c.sent += 1
+            sent += 1
+        self.video_delivered += sent
+        if key:
+            v.gop = [frame]
+            v.gop_bytes = len(frame)
+        elif v.gop:
+            v.gop.append(frame)
+            v.gop_bytes += len(frame)
+            if len(v.gop) > GOP_MAX_FRAMES or v.gop_bytes > GOP_MAX_BYTES:
+                v.gop, v.gop_bytes = [], 0  # a camera with rare keyframes: joiners wait for one
+        if started:  # a stream (re)starts: clients that took the other one may come back
+            for c in list(self.clients):
+                if cam in c.playing:
+                    self._replay(c)
+
+    def _video_tick(self) -> None:
+        """Clients of a stream that stopped take the other one; a switch's old layout ends.
+        Only the clients concerned are looked at: this runs every second for thousands."""
+        everyone = False
+        if self._previous is not None and time.time() >= self.state.at:
+            self._previous = None
+            everyone = True
+            self._demand_changed()
+        now = time.monotonic()
+        stopped: set[str] = set()
+        for sk, v in list(self.videos.items()):
+            quiet = now - v.heard
+            if v.playing and quiet > VIDEO_FRESH_S:
+                v.playing = False
+                stopped.add(sk[0])
+            if quiet > 60:
+                if not v.clients:
+                    del self.videos[sk]
+                else:
+                    v.gop, v.gop_bytes = [], 0  # a stream gone quiet: its pictures are a minute old
+        if everyone or stopped:
+            for c in list(self.clients):
+                if everyone or not stopped.isdisjoint(c.playing):
+                    self._replay(c)
+
     # -- building tiles -----------------------------------------------------------------
     def _rebuild_all(self) -> None:
         for t in self.layout.tiles:
@@ -348,6 +568,7 @@ class Hub:
         """Called about once a second: summaries that many messages change at once, and
         cameras whose service went quiet (it repeats every status at least every 10 s):
         their last retained "online" must not stay on the wall."""
+        self._video_tick()
         now = time.monotonic()
         for cam, heard in list(self.cam_heard.items()):
             st = self.cam_status.get(cam)
@@ -379,6 +600,8 @@ class Hub:
                 self._on_picture(cam, "hd", payload)
             elif what == "status":
                 self._on_status(cam, payload)
+            elif what in ("video/main", "video/sub"):
+                self._on_video(cam, what[6:], payload)
             elif what == "event" and self.on_camera_event is not None and payload:
                 self.on_camera_event(dict(camera_contract.decode_event(payload)))
             return

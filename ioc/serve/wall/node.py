@@ -46,7 +46,8 @@ class WallNode:
         self.alerts = AlertKeeper(pool, self._publish_retained, self._show_alerts,
                                   watched_kpis=self._watched_kpis, timezone=timezone)
         self.hub = Hub(self.presets, buffer_limit=settings.wall_client_buffer_bytes,
-                       on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi)
+                       on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi,
+                       on_demand_change=self._demand_soon)
         client_id = f"ioc-api-{socket.gethostname()}-{os.getpid()}"
         self.demand_topic = topics.wall_demand(client_id)
         self.link = MqttLink(
@@ -55,8 +56,9 @@ class WallNode:
             on_message=self.hub.on_message,
             will=(self.demand_topic, b"", 1, True),  # gone: our screens' HD wishes go with us
         )
-        self._demand: frozenset[str] | None = None
+        self._demand: wall_contract.Demand | None = None
         self._demand_generation = -1
+        self._demand_timer: asyncio.TimerHandle | None = None
         self.server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._watched: set[tuple[str, str]] = set()
@@ -138,12 +140,24 @@ class WallNode:
             self.hub.tick()
             self._publish_demand()
 
+    def _demand_soon(self) -> None:
+        """Clients came, left or switched: publish the demand shortly (once for a burst of
+        them, as when every screen reconnects after a restart), not at the next tick."""
+        if self._demand_timer is None:
+            self._demand_timer = asyncio.get_running_loop().call_later(0.1, self._demand_now)
+
+    def _demand_now(self) -> None:
+        self._demand_timer = None
+        self._publish_demand()
+
     def _publish_demand(self) -> None:
-        """Tell the camera services which cameras need HD tiles; again after every reconnect
-        (the broker may have run our will meanwhile). An empty retained payload withdraws it."""
+        """Tell the camera services which cameras need HD tiles and whose video our clients
+        play, per stream; again after every reconnect (the broker may have run our will
+        meanwhile). An empty retained payload withdraws it: camera services stop sending."""
         if not self.link.connected.is_set():
             return
-        demand = wall_contract.Demand(hd=self.hub.hd_cameras())
+        main, sub = self.hub.video_demand()
+        demand = wall_contract.Demand(hd=self.hub.hd_cameras(), video_main=main, video_sub=sub)
         if demand == self._demand and self.link.generation == self._demand_generation:
             return
         payload = wall_contract.encode_demand(demand, time.time())

@@ -25,6 +25,7 @@ from ioc.serve.wall.hub import Client, Hub
 log = logging.getLogger("ioc.wall")
 MAX_MESSAGE = 4096
 HELLO_TIMEOUT_S = 5.0
+MAX_VIDEO_OFF = 256  # cameras a client may ask no video for, one by one (each costs the hub memory)
 # which account roles may open which kind of client
 ALLOWED = {
     "screen": {"screen", "admin", "operator"},
@@ -52,7 +53,7 @@ def _address(conn: ServerConnection) -> str:
     return str(peer[0]) if peer else "?"
 
 
-async def _hello(conn: ServerConnection, authorize: Authorize) -> tuple[str, int | None, str]:
+async def _hello(conn: ServerConnection, authorize: Authorize) -> tuple[str, int | None, str, bool]:
     try:
         raw = await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT_S)
     except TimeoutError:
@@ -77,10 +78,13 @@ async def _hello(conn: ServerConnection, authorize: Authorize) -> tuple[str, int
     token = hello.get("token")
     if not isinstance(token, str) or not token or len(token) > 2048:
         raise Refused(4401, "a token is needed: log in, or use the screen token an admin issued")
+    video = hello.get("video", True)
+    if not isinstance(video, bool):
+        raise Refused(4400, "video must be true or false")
     user, account_role = await authorize(token)
     if account_role not in ALLOWED[role]:
         raise Refused(4403, f"a {account_role} account cannot open a {role} client")
-    return role, screen, user
+    return role, screen, user, video
 
 
 async def _refuse(conn: ServerConnection, code: int, reason: str) -> None:
@@ -108,6 +112,13 @@ def _after_hello(hub: Hub, client: Client, raw: str | bytes) -> None:
         t = msg.get("t")
         hub._write(client, frames.message("pong", t=t if isinstance(t, (int, float)) else None,
                                           now=time.time()), True)
+    elif kind == "video":
+        on, camera = msg.get("on"), msg.get("camera")
+        if not isinstance(on, bool) or not (camera is None or (isinstance(camera, str) and 0 < len(camera) <= 200)):
+            raise Refused(4400, 'video: {"type": "video", "on": true|false, "camera"?: "<id>"}')
+        if not on and camera is not None and len(client.video_off) >= MAX_VIDEO_OFF and camera not in client.video_off:
+            raise Refused(4400, f"video off for more than {MAX_VIDEO_OFF} cameras: turn it off altogether")
+        hub.set_video(client, on, camera)
     else:
         raise Refused(4400, f"unknown message type {str(kind)[:40]!r}")
 
@@ -119,14 +130,14 @@ def make_handler(hub: Hub, authorize: Authorize, max_clients: int) -> Callable[[
             await _refuse(conn, 1013, "the hub is full, try again later")
             return
         try:
-            role, screen, user = await _hello(conn, authorize)
+            role, screen, user, video = await _hello(conn, authorize)
         except Refused as r:
             log.warning("wall client refused", extra={"address": address, "code": r.code, "reason": r.reason})
             await _refuse(conn, r.code, r.reason)
             return
         except ConnectionClosed:
             return
-        client = Client(conn, role, screen, user, address)
+        client = Client(conn, role, screen, user, address, video=video)
         hub.add(client)
         try:
             async for raw in conn:
