@@ -362,7 +362,7 @@ class CaptureThread(threading.Thread):
             return False
         header: VideoHeader = {"camera": self.camera_id, "stream": self.stream, "seq": seq,
                                "captured_at": time.time(), "key": key, "codec": units.codec,
-                               "width": self.width, "height": self.height}
+                               "width": units.width or self.width, "height": units.height or self.height}
         sink(header, data)
         return True
 

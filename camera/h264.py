@@ -65,6 +65,82 @@ def parse_avcc(extradata: bytes) -> tuple[int, list[bytes], list[bytes]]:
     return length_size, out[0], out[1]
 
 
+class _Bits:
+    """An MSB-first bit reader over an RBSP (emulation prevention bytes removed)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if n > self.left:
+            raise ValueError("SPS cut short")
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-Golomb code in SPS")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def sps_dimensions(sps: bytes) -> tuple[int, int]:
+    """The picture size (width, height, after cropping) an SPS NAL unit announces (ITU-T H.264
+    7.3.2.1.1), so the video header says it without decoding: a camera that changes resolution
+    mid-stream says so in the keyframe that changes it."""
+    bits = _Bits(sps[1:].replace(b"\x00\x00\x03", b"\x00\x00"))
+    profile = bits.u(8)
+    bits.u(16)  # constraint flags, level
+    bits.ue()  # seq_parameter_set_id
+    chroma = 1
+    if profile in HIGH_PROFILES:
+        chroma = bits.ue()
+        if chroma == 3 and bits.u(1):  # separate colour planes: cropped like monochrome
+            chroma = 0
+        bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime_y_zero_transform_bypass
+        if bits.u(1):  # scaling matrices: skipped
+            for i in range(12 if chroma == 3 else 8):
+                if bits.u(1):
+                    last = nxt = 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + bits.se() + 256) % 256
+                        last = nxt or last
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1), bits.se(), bits.se()
+        for _ in range(bits.ue()):
+            bits.se()
+    bits.ue(), bits.u(1)  # max_num_ref_frames, gaps_in_frame_num_allowed
+    width = (bits.ue() + 1) * 16
+    map_units = bits.ue() + 1
+    frame_mbs_only = bits.u(1)
+    height = (2 - frame_mbs_only) * map_units * 16
+    if not frame_mbs_only:
+        bits.u(1)  # mb_adaptive_frame_field
+    bits.u(1)  # direct_8x8_inference
+    if bits.u(1):  # frame cropping
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        unit_x = 1 if chroma in (0, 3) else 2
+        unit_y = (1 if chroma in (0, 2, 3) else 2) * (2 - frame_mbs_only)
+        width -= (left + right) * unit_x
+        height -= (top + bottom) * unit_y
+    return width, height
+
+
 class AccessUnits:
     """Rewrites one stream's packets into contract access units, remembering its parameter sets.
 
@@ -76,6 +152,7 @@ class AccessUnits:
         self.sps: bytes | None = None
         self.pps: bytes | None = None
         self.codec: str | None = None
+        self.width = self.height = 0  # from the SPS; 0 while unknown
         if extradata and extradata[0] == 1:
             self.length_size, sps, pps = parse_avcc(extradata)
             self._remember(sps[:1] + pps[:1])
@@ -89,8 +166,9 @@ class AccessUnits:
                 self.sps = nal
                 try:
                     self.codec = avc_codec_string(nal)
+                    self.width, self.height = sps_dimensions(nal)
                 except ValueError:
-                    self.codec = None
+                    self.codec, self.width, self.height = None, 0, 0
             elif kind == NAL_PPS:
                 self.pps = nal
 

@@ -93,6 +93,26 @@ def test_mp4_packets_become_annex_b_units_that_decode_from_any_keyframe() -> Non
     assert rtsp.sps == other_sps and rtsp.codec == avc_codec_string(other_sps)
 
 
+def test_the_picture_size_comes_from_the_sps_so_a_resolution_change_shows_in_the_next_keyframe() -> None:
+    """No decoding for the header's size: a camera switched from 360p to 1080p (a new SPS in
+    band) announces it in the keyframe that changes it; cropping (1080 of 1088 coded lines,
+    an odd size in High profile) is applied."""
+    small, big = (AccessUnits(_packets(name, 1)[0]) for name in ("counter-360p.mp4", "counter-1080p.mp4"))
+    assert (small.width, small.height, big.width, big.height) == (640, 360, 1920, 1080)
+    camera = AccessUnits(b"\x00\x00\x00\x01" + small.sps + b"\x00\x00\x00\x01" + small.pps)  # type: ignore[operator]
+    key_1080 = big.convert(_packets("counter-1080p.mp4", 1)[1][0][0])[0]
+    assert (camera.width, camera.height) == (640, 360)
+    assert camera.convert(key_1080)[1] and (camera.width, camera.height, camera.codec) == (1920, 1080, "avc1.4d4028")
+    odd = av.CodecContext.create("libx264", "w")
+    odd.width, odd.height, odd.pix_fmt, odd.time_base = 854, 478, "yuv420p", Fraction(1, 10)
+    odd.options = {"profile": "high"}
+    frame = av.VideoFrame.from_ndarray(np.zeros((478, 854, 3), np.uint8), format="bgr24")
+    frame.pts = 0
+    unit = b"".join(bytes(p) for p in [*odd.encode(frame), *odd.encode(None)])
+    high = AccessUnits(None)
+    assert high.convert(unit)[1] and (high.width, high.height) == (854, 478) and high.codec.startswith("avc1.64")  # type: ignore[union-attr]
+
+
 def test_the_forwarder_drops_up_to_the_next_keyframe_when_the_loop_is_behind() -> None:
     loop = asyncio.new_event_loop()
     sent: list[tuple[str, bytes]] = []
