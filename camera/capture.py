@@ -354,7 +354,7 @@ class CaptureThread(threading.Thread):
     def _forward(self, units: AccessUnits, packet: av.Packet, seq: int, forwarding: bool, sink: VideoSink) -> bool:
         """Hand one access unit to the video sink; False while it waits for a keyframe."""
         try:
-            data, key = units.convert(bytes(packet))
+            data, key = units.convert(bytes(packet), packet.is_keyframe)
         except ValueError as exc:
             log.warning("camera packet not forwarded", extra={"camera": self.camera_id, "error": str(exc)})
             return False
