@@ -119,10 +119,11 @@ class TileListener(threading.Thread):
         self.error: str | None = None
         self._halt = threading.Event()
 
-    def want_hd(self, cams: list[str]) -> None:
-        """Say, as a wall node would, that these cameras are shown large (retained, QoS 0)."""
+    def want_hd(self, cams: list[str], video: dict[str, list[str]] | None = None) -> None:
+        """Say, as a wall node would, that these cameras are shown large (retained, QoS 0), and
+        whose video its screens play (`video`: stream -> cameras; the bench does not read it)."""
         topic = topics.wall_demand(f"bench-{secrets.token_hex(3)}")
-        body = mstr(topic.encode()) + b"\x00" + orjson.dumps({"hd": cams})
+        body = mstr(topic.encode()) + b"\x00" + orjson.dumps({"hd": cams, "video": video or {}})
         self.sock.sendall(b"\x31" + varint(len(body)) + body)
 
     def stop(self) -> None:
@@ -405,8 +406,8 @@ class Run:
             env[key] = value
         listener = TileListener(self.broker.host, self.broker.port, "bench-wall", self.passwords["bench-wall"])
         listener.start()
-        if self.args.hd:
-            listener.want_hd(self.cams[: self.args.hd])
+        if self.args.hd or self.args.video:
+            listener.want_hd(self.cams[: self.args.hd], {self.args.video: self.cams} if self.args.video else None)
         log_path = self.tmp / "cameras.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=self.args.service_src,
@@ -661,6 +662,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cameras a wall shows large, which get HD tiles too (default 1: the overview layout's "
                         "full-screen camera; the rest get 640x360 tiles only)")
     p.add_argument("--no-ffmpeg", action="store_true", help="measure the service only")
+    p.add_argument("--video", choices=["main", "sub"], default=None,
+                   help="a wall also plays every camera's live video from this stream (forwarded H.264 on the "
+                        "broker; the bench does not subscribe to it)")
     p.add_argument("--aligned", action="store_true",
                    help="every camera's keyframes at the same moment (default: spread over the 1 s GOP)")
     p.add_argument("--service-env", action="append", default=[], metavar="IOC_X=VALUE",
@@ -732,7 +736,7 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if results:
         results["_meta"] = {"cores": os.cpu_count(), "seconds": args.seconds, "warmup_s": args.warmup,
-                            "keyframes": "aligned" if args.aligned else "staggered", "hd_cameras": args.hd,
+                            "keyframes": "aligned" if args.aligned else "staggered", "hd_cameras": args.hd, "video": args.video,
                             "service_env": args.service_env, "ffmpeg_filter": FFMPEG_FILTER,
                             "service_src": str(args.service_src),
                             "opencv": cv2.__version__}

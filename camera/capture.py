@@ -1,44 +1,49 @@
-"""One camera's frames: an OpenCV (FFmpeg) reader in its own thread, latest frame wins.
+"""One camera's stream: a PyAV (FFmpeg) reader in its own thread, packets forwarded, latest frame wins.
 
-The thread only decodes and keeps the newest frame with its capture time; it never
-queues, so a slow consumer simply sees fewer frames. Blocking OpenCV calls stay off the
-event loop. Facts that shape this (measured on these machines):
+The thread demuxes the camera's compressed stream. Each H.264 access unit goes, as it
+arrives and while someone watches this camera live, to `on_video` (Annex B, SPS/PPS on
+keyframes: camera/h264.py), never decoded or re-encoded for that. Separately it decodes only
+what the tiles and the health analysis need and keeps the newest frame with its capture
+time; it never queues, so a slow consumer simply sees fewer frames. Blocking FFmpeg calls
+stay off the event loop (PyAV releases the GIL in them). Facts that shape this (measured on
+these machines):
 
-- OpenCV serialises opens inside a process unless OPENCV_FFMPEG_IS_THREAD_SAFE is set
-  (camera/__init__.py sets it): then opens run in parallel and a camera hanging in its
-  open holds up nobody else. A camera is still probed over RTSP first (`probe`, on the
-  event loop, cheap), and only a camera that answers is opened.
-- FFmpeg options come from the environment variable OPENCV_FFMPEG_CAPTURE_OPTIONS, read
-  at open, one value for the whole process. `OpenGate` lets opens that need the same
-  options run together and makes one that needs others wait for them, so cameras in
-  different modes can share a process. `rtsp_transport;tcp` must be repeated there: the
-  variable replaces defaults.
-- A stalled camera makes read() block for the read timeout and then return frames that
-  were held in the decoder before failing; liveness therefore comes from the time of the
-  last new frame (the watchdog), not from read()'s answer.
-- At most `OPEN_AT_ONCE` opens run together (each probes its stream and decodes), so with
-  many cameras a reader may queue for seconds and the watchdog may give up on it
-  meanwhile: a reader stopped before its turn does not open.
-- One decoder thread per camera (CAP_PROP_N_THREADS=1), not OpenCV's one per core: frame
-  threading holds one more frame back (+40 ms at 25 fps) and keeps a second decoder
-  context with its own pictures (~5 MB at 1080p), for no gain at the rates tiles need (a
-  1080p keyframe a second, or 360p); cameras run in parallel anyway.
-- Every read returns a new array (6 MB at 1080p). glibc serves the first ones with mmap,
-  then raises its mmap threshold (up to 32 MB) and serves the rest from its heaps, whose
-  freed pages stay resident: ~9 MB more per 1080p camera. `keep_frames_off_the_heap` pins
-  the threshold at 1 MiB for the process (the camera service calls it).
+- One RTSP session per stream: the packets that feed the video are the ones the tiles are
+  decoded from. A camera is still probed over RTSP first (`probe`, on the event loop,
+  cheap), and only a camera that answers is opened.
+- Opens run in parallel (FFmpeg's open is thread-safe, and PyAV takes its options per open,
+  not from the process environment as OpenCV did); a semaphore still caps how many run at
+  once (`OPEN_AT_ONCE`, each probes its stream): with many cameras a reader may queue for
+  seconds and the watchdog may give up on it meanwhile: a reader stopped before its turn
+  does not open.
+- A stalled camera makes the demuxer block until the read timeout; liveness therefore comes
+  from the time of the last new frame (the watchdog), not from the reader's answer.
+- The main stream in "main-keyframes" mode: every packet is read (and forwarded when
+  wanted), only keyframes reach the decoder, as OpenCV's `avdiscard;nonkey` did. `frames`
+  counts every access unit, so the status shows the stream's real frame rate.
+- One decoder thread per camera, not one per core: frame threading holds one more frame
+  back (+40 ms at 25 fps) and keeps a second decoder context with its own pictures (~5 MB
+  at 1080p), for no gain at the rates tiles need; cameras run in parallel anyway. The
+  scaler runs in the reader's thread too.
+- Every conversion returns a new array (6 MB at 1080p). glibc serves the first ones with
+  mmap, then raises its mmap threshold (up to 32 MB) and serves the rest from its heaps,
+  whose freed pages stay resident: ~9 MB more per 1080p camera. `keep_frames_off_the_heap`
+  pins the threshold at 1 MiB for the process (the camera service calls it).
 - Consumers that want each new frame as soon as it is decoded (the tiles) wait with
   `next_frame`; the thread wakes only those waiting, never the event loop per frame.
-- A 1080p picture is reduced to 640x360 here, once, and only the small one is kept
-  (`Frame.image`): the SD tile and the analysis both need that size, and keeping 6 MB
-  per camera for nothing was a sixth of the service's memory at 10 cameras. The decoded
-  picture rides along (`Frame.full`) only while `want_full` is set: a wall screen shows
-  this camera large and asks for HD tiles. Frames are made at most every 0.1 s unless a
-  consumer waits, so a 25 fps stream is not reduced 25 times a second for a 2 Hz reader.
+- A 1080p picture is reduced to 640x360 once, by FFmpeg's scaler straight from the decoded
+  YUV (cheaper than converting the whole picture to BGR and resizing it), and only the small
+  one is kept (`Frame.image`): the SD tile and the analysis both need that size. The whole
+  picture in BGR rides along (`Frame.full`) only while `want_full` is set: a wall screen
+  shows this camera large and asks for HD tiles. Frames are made at most every 0.1 s
+  unless a consumer waits, so a 25 fps stream is not reduced 25 times a second for a 2 Hz
+  reader.
+- A codec the browsers cannot decode (H.265, MJPEG, ...) is still decoded for tiles and
+  health; `video` is None and `video_reason` says why, for the camera's status.
 
 A `file:///path/video.mp4` source is read through the same path, as a camera would be:
-every frame, paced by the clock at the file's own frame rate (a file would otherwise
-decode as fast as the CPU allows), and rewound at its end, so it plays as an endless loop.
+every frame decoded, paced by the clock at the file's own frame rate (a file would otherwise
+be read as fast as the CPU allows), and rewound at its end, so it plays as an endless loop.
 """
 
 from __future__ import annotations
@@ -46,70 +51,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import sys
 from collections import deque
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+import av
+import av.video.reformatter
 import cv2
 import numpy as np
 
+from camera.h264 import AccessUnits
 from ioc.core.cameras import StreamMode
+from ioc.core.contracts.video_frame import Stream, VideoHeader
+
+log = logging.getLogger("ioc.camera")
 
 OPEN_AT_ONCE = 8
-
-
-class OpenGate:
-    """Admits VideoCapture opens: together while they need the same FFmpeg options (a
-    process-wide environment variable OpenCV reads during the open), one set of options at
-    a time, at most `limit` at once, in order of arrival between different options."""
-
-    def __init__(self, limit: int = OPEN_AT_ONCE) -> None:
-        self._cond = threading.Condition()
-        self._limit = limit
-        self._active = 0
-        self._options: str | None = None
-        self._queue: deque[object] = deque()  # arrival order of waiting openers
-
-    @contextlib.contextmanager
-    def opening(self, options: str | None) -> Iterator[None]:
-        me = object()
-        with self._cond:
-            self._queue.append(me)
-            # the head of the queue goes when the running opens share its options and
-            # there is room; the others wait behind it, so no set of options starves
-            while not (self._queue[0] is me and self._active < self._limit
-                       and (self._active == 0 or self._options == options)):
-                self._cond.wait()
-            self._queue.popleft()
-            if self._active == 0:
-                self._options = options
-                if options is None:
-                    os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-                else:
-                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
-            self._active += 1
-            self._cond.notify_all()  # the next in line may share these options
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
-
-
-_OPENS = OpenGate()
+_OPENS = threading.BoundedSemaphore(OPEN_AT_ONCE)
 DECODER_THREADS = 1
-_BASE_OPTIONS = "rtsp_transport;tcp|analyzeduration;0|probesize;32|fpsprobesize;0"
+# what OpenCV was given before (`rtsp_transport;tcp|analyzeduration;0|probesize;32|
+# fpsprobesize;0`): the SDP already says what the stream is, so no probing of the media
+RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32", "fpsprobesize": "0"}
+BROWSER_CODECS = ("h264",)  # what every wall browser decodes with WebCodecs
 
-
-def ffmpeg_options(mode: StreamMode) -> str:
-    return _BASE_OPTIONS + ("|avdiscard;nonkey" if mode == "main-keyframes" else "")
-
+VideoSink = Callable[[VideoHeader, bytes], None]  # called in the reader thread; must not block
 
 SMALL = (640, 360)  # the tile and analysis size; larger pictures are reduced once, in the reader
 MAKE_EVERY_S = 0.1  # with nobody waiting, a new Frame at most this often (fps still counts all)
@@ -202,24 +173,36 @@ async def probe(url: str, timeout: float = 3.0) -> str | None:
 
 
 class CaptureThread(threading.Thread):
-    """Opens one stream and keeps its newest frame until told to stop or the stream fails."""
+    """Opens one stream, forwards its access units while wanted and keeps its newest frame,
+    until told to stop or the stream fails.
+
+    `decode=False` makes a video-only reader: packets forwarded, nothing decoded (the other
+    stream of a camera whose tiles come from this one)."""
 
     def __init__(self, camera_id: str, url: str, mode: StreamMode, *,
-                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0) -> None:
+                 open_timeout_s: float = 5.0, read_timeout_s: float = 5.0,
+                 stream: Stream | None = None, decode: bool = True) -> None:
         super().__init__(name=f"capture-{camera_id}", daemon=True)
         self.camera_id = camera_id
         self._url = url
         self.mode = mode
+        self.stream: Stream = stream or ("sub" if mode == "sub-full" else "main")
+        self.decode = decode
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.latest: Frame | None = None
         self.opened = threading.Event()
         self.error: str | None = None
         self.frames = 0
-        self.keyframes: deque[float] = deque(maxlen=6)  # when the last keyframes came out
+        self.keyframes: deque[float] = deque(maxlen=6)  # when the last keyframes came in
         self.width = 0
         self.height = 0
+        self.video: str | None = None  # "h264" once open, if the browsers can play it
+        self.video_reason: str | None = None  # why not, when they cannot
+        self.decode_errors = 0
         self.want_full = False  # set from the event loop: a wall wants this camera's HD tiles
+        self.want_video = False  # set from the event loop: someone watches this stream live
+        self.on_video: VideoSink | None = None
         self._stop_flag = threading.Event()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Frame]]] = []
         self._waiters_lock = threading.Lock()
@@ -267,60 +250,133 @@ class CaptureThread(threading.Thread):
 
     def run(self) -> None:
         name_os_thread(f"cap:{self.camera_id}")
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
-                  cv2.CAP_PROP_N_THREADS, DECODER_THREADS]
         path = file_path(self._url)
-        # RTSP tuning would starve a file's probe: a file opens with FFmpeg's defaults
-        with _OPENS.opening(ffmpeg_options(self.mode) if path is None else None):
+        with _OPENS:
             if self._stop_flag.is_set():
                 # given up on while it queued: opening now would only make every reader
                 # queued behind it wait one more open (~0.5-1 s, to the next keyframe)
                 self.error = "stopped before it opened"
                 return
-            cap = cv2.VideoCapture(self._url if path is None else path, cv2.CAP_FFMPEG, params)
-        try:
-            if not cap.isOpened():
-                self.error = "the stream did not open (wrong path or credentials, or no video)"
+            try:
+                # RTSP tuning would starve a file's probe: a file opens with FFmpeg's defaults
+                container = av.open(path, timeout=self.read_timeout_s) if path is not None else av.open(
+                    self._url, options={**RTSP_OPTIONS, "timeout": str(int(self.read_timeout_s * 1e6))},
+                    timeout=(self.open_timeout_s, self.read_timeout_s))
+            except (av.FFmpegError, OSError) as exc:
+                self.error = f"the stream did not open (wrong path or credentials, or no video): {_why(exc)}"
                 return
-            self.opened.set()
-            period = 1.0 / min(max(cap.get(cv2.CAP_PROP_FPS) or 25.0, 1.0), 60.0) if path is not None else 0.0
-            due = time.monotonic()
-            seq = 0
-            made_at = 0.0
-            while not self._stop_flag.is_set():
-                ok, image = cap.read()
-                if (not ok or image is None) and path is not None and cap.set(cv2.CAP_PROP_POS_FRAMES, 0):
-                    ok, image = cap.read()  # end of the file: play it again
-                if not ok or image is None:
+        try:
+            streams = container.streams.video
+            if not streams:
+                self.error = "the stream has no video"
+                return
+            self._read(container, streams[0], path is not None)
+        except (av.FFmpegError, OSError) as exc:
+            self.error = f"the stream failed: {_why(exc)}"
+            log.warning("camera stream failed", extra={"camera": self.camera_id, "stream": self.stream,
+                                                      "error": self.error})
+        finally:
+            container.close()
+
+    def _read(self, container: av.container.InputContainer, video: av.VideoStream, is_file: bool) -> None:
+        ctx = video.codec_context
+        ctx.thread_count = DECODER_THREADS
+        if ctx.name in BROWSER_CODECS:
+            self.video, self.video_reason = ctx.name, None
+            units: AccessUnits | None = AccessUnits(ctx.extradata)
+        else:
+            self.video, self.video_reason = None, f"{ctx.name}: not playable in browsers, snapshots only"
+            units = None
+            log.info("camera video not forwarded", extra={"camera": self.camera_id, "reason": self.video_reason})
+        keyframes_only = self.mode == "main-keyframes" and not is_file
+        rate = video.average_rate or video.guessed_rate
+        period = 1.0 / min(max(float(rate or 25.0), 1.0), 60.0) if is_file else 0.0
+        self.width, self.height = ctx.width, ctx.height
+        self.opened.set()
+        scaler = av.video.reformatter.VideoReformatter()
+        due = time.monotonic()
+        seq = 0
+        made_at = 0.0
+        forwarding = False  # the video sink has had this stream's last keyframe and all since
+        packets = container.demux(video)
+        read_since_rewind = 0
+        while not self._stop_flag.is_set():
+            packet = next(packets, None)
+            if packet is None or packet.size == 0:
+                if packet is not None:
+                    continue  # the demuxer's flush packet at the end of a file
+                if not is_file or read_since_rewind == 0:
                     self.error = "the stream ended or stopped sending"
                     return
-                if period:
-                    due += period
-                    ahead = due - time.monotonic()
-                    if ahead > 0:
-                        self._stop_flag.wait(ahead)
-                    elif ahead < -1.0:
-                        due = time.monotonic()  # fell behind (a busy machine): do not race to catch up
-                seq += 1
-                self.frames = seq
-                # keyframes-only decoding shows keyframes alone; otherwise FFmpeg says which
-                if self.mode == "main-keyframes" or cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
-                    self.keyframes.append(time.monotonic())
-                self.height, self.width = image.shape[:2]
+                container.seek(0)  # end of the file: play it again
+                ctx.flush_buffers()
+                packets, read_since_rewind = container.demux(video), 0
+                continue
+            read_since_rewind += 1
+            if period:
+                due += period
+                ahead = due - time.monotonic()
+                if ahead > 0:
+                    self._stop_flag.wait(ahead)
+                elif ahead < -1.0:
+                    due = time.monotonic()  # fell behind (a busy machine): do not race to catch up
+            seq += 1
+            self.frames = seq
+            key = packet.is_keyframe
+            if key:
+                self.keyframes.append(time.monotonic())
+            sink = self.on_video
+            if units is not None and sink is not None and self.want_video and not packet.is_corrupt:
+                forwarding = self._forward(units, packet, seq, forwarding, sink)
+            else:
+                forwarding = False  # a corrupt packet: the browser starts again at a keyframe
+            if not self.decode or (keyframes_only and not key):
+                continue
+            try:
+                pictures = ctx.decode(packet)
+            except av.FFmpegError as exc:  # a damaged packet: the next ones may decode
+                self.decode_errors += 1
+                if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
+                    log.warning("camera packet did not decode", extra={
+                        "camera": self.camera_id, "errors": self.decode_errors, "error": _why(exc)})
+                continue
+            for picture in pictures:
+                self.width, self.height = picture.width, picture.height
                 now = time.monotonic()
                 if not self._waiters and now - made_at < MAKE_EVERY_S:
-                    del image
                     continue
                 made_at = now
-                captured_at = time.time()
-                frame = Frame(reduce(image), captured_at, seq, image if self.want_full else None)
-                del image  # a 1080p picture nobody asked for is freed now, not at the next read
+                frame = self._frame(scaler, picture, seq)
                 self.latest = frame
                 if self._waiters:
                     self._wake(frame)
-        finally:
-            cap.release()
+
+    def _forward(self, units: AccessUnits, packet: av.Packet, seq: int, forwarding: bool, sink: VideoSink) -> bool:
+        """Hand one access unit to the video sink; False while it waits for a keyframe."""
+        try:
+            data, key = units.convert(bytes(packet), packet.is_keyframe)
+        except ValueError as exc:
+            log.warning("camera packet not forwarded", extra={"camera": self.camera_id, "error": str(exc)})
+            return False
+        if not (forwarding or key) or units.codec is None:
+            return False
+        header: VideoHeader = {"camera": self.camera_id, "stream": self.stream, "seq": seq,
+                               "captured_at": time.time(), "key": key, "codec": units.codec,
+                               "width": units.width or self.width, "height": units.height or self.height}
+        sink(header, data)
+        return True
+
+    def _frame(self, scaler: av.video.reformatter.VideoReformatter, picture: av.VideoFrame, seq: int) -> Frame:
+        """The picture reduced to at most 640x360 BGR (and whole, while HD tiles are wanted)."""
+        captured_at = time.time()
+        if self.want_full:
+            full = picture.to_ndarray(format="bgr24")
+            return Frame(reduce(full), captured_at, seq, full)
+        w, h = picture.width, picture.height
+        scale = min(SMALL[0] / w, SMALL[1] / h, 1.0)
+        small = scaler.reformat(picture, width=max(1, round(w * scale)), height=max(1, round(h * scale)),
+                                format="bgr24", threads=1).to_ndarray()
+        return Frame(small, captured_at, seq)
 
 
 def join_captures(timeout: float) -> int:
@@ -339,3 +395,10 @@ def join_captures(timeout: float) -> int:
 def _resolve(fut: asyncio.Future[Frame], frame: Frame) -> None:
     if not fut.done():
         fut.set_result(frame)
+
+
+def _why(exc: BaseException) -> str:
+    """FFmpeg's error without PyAV's repetition of the URL (which may hold credentials)."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc).split(": '", 1)[0][:200]

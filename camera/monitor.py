@@ -2,7 +2,7 @@
 
 Runs on the event loop; the capture itself is a thread (capture.py) and the picture
 analysis runs in a worker thread. Liveness is the age of the newest frame: a camera whose
-frames stop for `offline_after_s` is offline, whatever OpenCV's reader says; the old
+frames stop for `offline_after_s` is offline, whatever the reader says; the old
 reader is told to stop and a fresh one opened after a backoff.
 """
 
@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Callable
 
-from camera.capture import CaptureThread, Frame, probe
+from camera.capture import CaptureThread, Frame, VideoSink, probe
 from camera.health import Debouncer, HealthTracker, Thresholds, analyse
 from ioc.core.cameras import Camera
 from ioc.core.contracts.camera import CameraStatus
@@ -34,6 +34,7 @@ class CameraMonitor:
         max_backoff_s: float = 30.0,
         on_status: Callable[[CameraStatus], None] | None = None,
         on_frame: Callable[[Frame], None] | None = None,
+        on_video: VideoSink | None = None,
     ) -> None:
         self.camera = camera
         self.tracker = HealthTracker(thresholds or Thresholds())
@@ -45,9 +46,11 @@ class CameraMonitor:
         self.max_backoff_s = max_backoff_s
         self.on_status = on_status
         self.on_frame = on_frame
+        self.on_video = on_video
         self.status = CameraStatus(camera.id, mode=camera.mode)
         self.capture: CaptureThread | None = None
         self._want_full = False
+        self._want_video = False
         self._signature: tuple[object, ...] = ()
 
     @property
@@ -61,11 +64,23 @@ class CameraMonitor:
         if self.capture is not None:
             self.capture.want_full = value
 
+    @property
+    def want_video(self) -> bool:
+        """Forward the tile stream's access units to `on_video` (someone watches it live)."""
+        return self._want_video
+
+    @want_video.setter
+    def want_video(self, value: bool) -> None:
+        self._want_video = value
+        if self.capture is not None:
+            self.capture.want_video = value
+
     def _publish(self, **changes: object) -> None:
         for k, v in changes.items():
             setattr(self.status, k, v)
         s = self.status
-        signature = (s.state, s.reason if s.state == "offline" else None, tuple(sorted(s.flags.items())))
+        signature = (s.state, s.reason if s.state == "offline" else None, tuple(sorted(s.flags.items())),
+                     s.video, s.video_reason)
         if signature != self._signature:
             self._signature = signature
             s.since = time.time()
@@ -88,6 +103,8 @@ class CameraMonitor:
                 thread = CaptureThread(self.camera.id, self.camera.open_url(), self.camera.mode,
                                        open_timeout_s=self.open_timeout_s, read_timeout_s=self.read_timeout_s)
                 thread.want_full = self._want_full
+                thread.want_video = self._want_video
+                thread.on_video = self.on_video
                 thread.start()
                 self.capture = thread
                 try:
@@ -137,5 +154,6 @@ class CameraMonitor:
                 return True
             self._publish(state="online", reason=None, fps=fps, keyframe_interval_s=thread.keyframe_interval_s,
                           width=thread.width, height=thread.height,
+                          video=thread.video, video_reason=thread.video_reason,
                           last_frame_at=last_frame_at, motion=self.tracker.motion,
                           flags=self.debounce.update(self.tracker.states(last_frame_at), now))

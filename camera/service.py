@@ -5,7 +5,12 @@ that JPEG-encodes each new frame as soon as it is decoded, at most `IOC_CAMERA_T
 a second (640x360) and `IOC_CAMERA_HD_FPS` (1920x1080), retained on the camera's `tile`
 and `tile/hd` topics. HD tiles are made only for the cameras a wall shows large: each wall
 node says which (`topics.wall_demand`, cleared by its last will), unless
-`IOC_CAMERA_HD_ALWAYS` is set. The status goes retained to the camera's `status` topic on
+`IOC_CAMERA_HD_ALWAYS` is set. Live video is the camera's own H.264, forwarded access unit
+by access unit (camera/video.py) on the camera's `video/main` or `video/sub` topic while
+some wall node plays that stream (the same demand, per stream), from the reader the tiles
+already decode: one RTSP session per stream. A node that wants the other stream (main video
+while the tiles read the sub-stream) gets a video-only reader of that stream, which decodes
+nothing, for as long as it is wanted. The status goes retained to the camera's `status` topic on
 every change and at least every 10 s. A stale frame is never published twice. The
 service's own presence (`topics.camera_presence`) has a last will. Every topic and payload
 is defined in `ioc.core.contracts`.
@@ -23,14 +28,16 @@ import time
 import asyncpg
 import cv2
 
-from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap
+from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap, probe
 from camera.monitor import CameraMonitor
+from camera.video import VideoForwarder
 from ioc.core import sharding
 from ioc.core.cameras import Camera
 from camera.tiles import encode_tile
 from ioc.core.contracts import camera as camera_contract
 from ioc.core.contracts import topics
 from ioc.core.contracts import wall as wall_contract
+from ioc.core.contracts.video_frame import STREAMS, Stream
 from ioc.core.contracts.camera import CameraStatus
 from ioc.core.mqtt.link import MqttLink, Subscription
 from ioc.core.storage import cameras as camera_store
@@ -72,6 +79,9 @@ class CameraService:
         )
         self.hd_always = hd_always
         self._hd_demand: dict[str, frozenset[str]] = {}  # wall node -> cameras it shows large
+        self._video_demand: dict[str, dict[Stream, frozenset[str]]] = {}  # wall node -> stream -> cameras
+        self._forwarders: dict[tuple[str, Stream], VideoForwarder] = {}
+        self._video_only: dict[tuple[str, Stream], asyncio.Task[None]] = {}
         self.tile_fps = tile_fps
         self.hd_fps = hd_fps
         self.status_every_s = status_every_s
@@ -165,20 +175,27 @@ class CameraService:
             self._command(topic, payload)
 
     def _demand(self, node: str, payload: bytes) -> None:
-        """A wall node's list of cameras shown large; an empty payload (its will) withdraws it."""
+        """A wall node's cameras shown large and played live; an empty payload (its will) withdraws them."""
         try:
-            cams = wall_contract.decode_demand(payload).hd
+            demand = wall_contract.decode_demand(payload)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("wall demand ignored", extra={"node": node[:100], "error": str(exc)[:200]})
             return
-        if cams:
-            self._hd_demand[node] = cams
+        if demand.hd:
+            self._hd_demand[node] = demand.hd
         else:
             self._hd_demand.pop(node, None)
+        if demand.video_main or demand.video_sub:
+            self._video_demand[node] = {"main": demand.video_main, "sub": demand.video_sub}
+        else:
+            self._video_demand.pop(node, None)
         self._apply_demand()
 
     def _hd_wanted(self, camera_id: str) -> bool:
         return self.hd_always or any(camera_id in cams for cams in self._hd_demand.values())
+
+    def _video_wanted(self, camera_id: str, stream: Stream) -> bool:
+        return any(camera_id in streams[stream] for streams in self._video_demand.values())
 
     def _apply_demand(self) -> None:
         for cam_id, m in self.monitors.items():
@@ -187,6 +204,65 @@ class CameraService:
                 m.want_full = want
                 log.info("camera HD tiles " + ("wanted" if want else "no longer wanted"),
                          extra={"camera": cam_id, "worker": self.worker_id})
+            for stream in STREAMS:
+                want = self._video_wanted(cam_id, stream)
+                if stream == _tile_stream(m.camera):
+                    changed = want != m.want_video
+                    m.want_video = want
+                else:
+                    changed = self._video_only_reader(m.camera, stream, want)
+                if changed:
+                    log.info("camera video " + ("wanted" if want else "no longer wanted"),
+                             extra={"camera": cam_id, "stream": stream, "worker": self.worker_id})
+
+    def _video_only_reader(self, cam: Camera, stream: Stream, want: bool) -> bool:
+        """Start or stop the reader of a stream the tiles do not read; True if that changed."""
+        key = (cam.id, stream)
+        task = self._video_only.get(key)
+        if want == (task is not None):
+            return False
+        if task is not None:
+            task.cancel()
+            del self._video_only[key]
+            return True
+        if (cam.main_url if stream == "main" else cam.sub_url) is None:
+            return False  # the camera has no such stream: its tiles' stream is all there is
+        self._video_only[key] = asyncio.create_task(self._video_only_loop(cam, stream), name=f"video-{cam.id}-{stream}")
+        return True
+
+    async def _video_only_loop(self, cam: Camera, stream: Stream) -> None:
+        """Keep a video-only reader of `stream` open (no decoding), reopening it with backoff."""
+        url = cam.main_url if stream == "main" else cam.sub_url
+        assert url is not None
+        backoff = 1.0
+        while True:
+            failure = await probe(url)
+            thread: CaptureThread | None = None
+            if failure is None:
+                thread = CaptureThread(cam.id, cam.open_url(stream), cam.mode, stream=stream, decode=False)
+                thread.want_video, thread.on_video = True, self._forwarder(cam.id, stream)
+                thread.start()
+                try:
+                    last, last_at = 0, time.monotonic()
+                    while thread.is_alive() and time.monotonic() - last_at < VIDEO_ONLY_STALL_S:
+                        await asyncio.sleep(0.5)
+                        if thread.frames != last:
+                            last, last_at, backoff = thread.frames, time.monotonic(), 1.0
+                finally:
+                    thread.stop()
+            log.warning("camera video reader lost, reopening", extra={
+                "camera": cam.id, "stream": stream, "error": failure or (thread.error if thread else None)})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def _forwarder(self, camera_id: str, stream: Stream) -> VideoForwarder:
+        key = (camera_id, stream)
+        if key not in self._forwarders:
+            self._forwarders[key] = VideoForwarder(asyncio.get_running_loop(), self._publish_video, camera_id, stream)
+        return self._forwarders[key]
+
+    def _publish_video(self, topic: str, payload: bytes) -> None:
+        self.link.publish(topic, payload, qos=0, retain=False)
 
     def _command(self, topic: str, payload: bytes) -> None:
         """An operator accepts a camera's current view as its normal one (after it was moved on purpose)."""
@@ -204,9 +280,10 @@ class CameraService:
         return sharding.mine(cameras, index, count, key=lambda c: c.id)
 
     def _start(self, cam: Camera) -> None:
-        m = CameraMonitor(cam, on_status=self._changed)
+        m = CameraMonitor(cam, on_status=self._changed, on_video=self._forwarder(cam.id, _tile_stream(cam)))
         m.want_full = self._hd_wanted(cam.id)
         self.monitors[cam.id] = m
+        self._apply_demand()
         tasks = [asyncio.create_task(m.run(), name=f"monitor-{cam.id}"),
                  asyncio.create_task(self._tiles(m), name=f"tiles-{cam.id}")]
         for t in tasks:
@@ -222,6 +299,7 @@ class CameraService:
 
     async def _stop(self, camera_id: str, *, forget: bool) -> None:
         tasks = self._cam_tasks.pop(camera_id, [])
+        tasks += [self._video_only.pop((camera_id, s)) for s in STREAMS if (camera_id, s) in self._video_only]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -287,3 +365,11 @@ class CameraService:
             left = await asyncio.to_thread(join_captures, 3.0)
             if left:
                 log.warning("capture threads still running at exit", extra={"worker": self.worker_id, "threads": left})
+
+
+VIDEO_ONLY_STALL_S = 3.0  # a video-only reader whose packets stop this long is reopened
+
+
+def _tile_stream(cam: Camera) -> Stream:
+    """The stream the tiles are decoded from: its video comes from the same reader."""
+    return "sub" if cam.mode == "sub-full" else "main"

@@ -96,6 +96,12 @@ def test_camera_status_event_and_command() -> None:
     assert doc["camera"] == "pl-01" and doc["healthy"] is False and status.faults() == {"black"}
     assert CameraStatus("x", state="offline").faults() == {"offline"}
     assert CameraStatus("x").faults() == set()
+    # the status says whether the camera's video plays live, or why the wall shows snapshots
+    assert doc["video"] is None and doc["video_reason"] is None
+    snapshots = CameraStatus("x", state="online", video_reason="hevc: not playable in browsers, snapshots only")
+    doc = camera.decode_status(camera.encode_status(snapshots))
+    assert doc["video"] is None and "snapshots only" in doc["video_reason"]
+    assert camera.decode_status(camera.encode_status(CameraStatus("y", video="h264")))["video"] == "h264"
     event = camera.decode_event(camera.encode_event("pl-01", "black", "started", 10.0, "too dark"))
     assert event == {"camera": "pl-01", "kind": "black", "state": "started", "at": 10.0, "reason": "too dark"}
     assert camera.decode_reference_command(camera.encode_reference_command("op-lan")) == "op-lan"

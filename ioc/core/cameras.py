@@ -68,9 +68,11 @@ class Camera(BaseModel):
         """The URL the tiles come from, without credentials (safe to log)."""
         return self.sub_url if self.mode == "sub-full" and self.sub_url else self.main_url
 
-    def open_url(self) -> str:
-        """The URL to open, with credentials: never log it."""
-        url = self.stream_url
+    def open_url(self, stream: Literal["main", "sub"] | None = None) -> str:
+        """The URL to open (the tiles' stream, or the one named), with credentials: never log it."""
+        url = self.stream_url if stream is None else self.main_url if stream == "main" else self.sub_url
+        if url is None:
+            raise RegistryError(f"camera {self.id}: no {stream} stream")
         if not self.username or url.startswith("file:"):
             return url
         parts = urlsplit(url)

@@ -30,6 +30,10 @@ class CameraStatus:
     last_frame_at: float | None = None
     motion: float = 0.0
     flags: dict[str, bool] = field(default_factory=dict)
+    # the codec forwarded as live video ("h264"), or None with the reason (e.g. an H.265
+    # camera: browsers cannot decode it, the wall shows its snapshots)
+    video: str | None = None
+    video_reason: str | None = None
     since: float = field(default_factory=time.time)
 
     @property
@@ -50,7 +54,7 @@ class CameraStatus:
             "mode": self.mode, "fps": round(self.fps, 2), "keyframe_interval_s": self.keyframe_interval_s,
             "width": self.width, "height": self.height,
             "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
-            "since": self.since,
+            "video": self.video, "video_reason": self.video_reason, "since": self.since,
         }
 
 
