@@ -194,8 +194,11 @@ class CameraService:
     def _hd_wanted(self, camera_id: str) -> bool:
         return self.hd_always or any(camera_id in cams for cams in self._hd_demand.values())
 
-    def _video_wanted(self, camera_id: str, stream: Stream) -> bool:
-        return any(camera_id in streams[stream] for streams in self._video_demand.values())
+    def _video_wanted(self, cam: Camera, stream: Stream) -> bool:
+        """The hubs ask for the stream a tile's size calls for; a camera with one stream (no
+        sub_url) answers either request with it, and the hubs play what flows (their fallback)."""
+        asked = {stream, "sub"} if stream == "main" and cam.sub_url is None else {stream}
+        return any(cam.id in streams[s] for streams in self._video_demand.values() for s in asked)
 
     def _apply_demand(self) -> None:
         for cam_id, m in self.monitors.items():
@@ -205,7 +208,7 @@ class CameraService:
                 log.info("camera HD tiles " + ("wanted" if want else "no longer wanted"),
                          extra={"camera": cam_id, "worker": self.worker_id})
             for stream in STREAMS:
-                want = self._video_wanted(cam_id, stream)
+                want = self._video_wanted(m.camera, stream)
                 if stream == _tile_stream(m.camera):
                     changed = want != m.want_video
                     m.want_video = want

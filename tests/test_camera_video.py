@@ -285,3 +285,20 @@ def _run_video(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str
 def _header_and_unit(payload: bytes) -> tuple[VideoHeader, bytes]:
     header, unit = decode_video(payload)
     return header, bytes(unit)
+
+
+def test_a_camera_with_one_stream_answers_a_sub_stream_demand_with_it() -> None:
+    """The hubs ask for the sub-stream for small tiles; a camera that has only a main stream
+    forwards that one (the hubs play what flows), and one with both forwards what is asked."""
+    from camera.service import CameraService
+    from ioc.core.cameras import Camera
+    from ioc.core.settings import MqttTarget
+
+    only_main = Camera(id="one-stream", name="One", main_url="rtsp://127.0.0.1:9/main")
+    both = Camera(id="two-streams", name="Two", main_url="rtsp://127.0.0.1:9/main", sub_url="rtsp://127.0.0.1:9/sub")
+    service = CameraService([only_main, both], MqttTarget(host="127.0.0.1", port=9, username="u", password="p", tls=False))
+    service._demand("node-a", encode_demand(Demand(video_sub=frozenset({"one-stream", "two-streams"})), 1.0))
+    assert service._video_wanted(only_main, "main") is True
+    assert service._video_wanted(both, "main") is False and service._video_wanted(both, "sub") is True
+    service._demand("node-a", b"")  # the node's will: nothing wanted any more
+    assert service._video_wanted(only_main, "main") is False
