@@ -73,7 +73,9 @@ class WallClient:
         try:
             async for raw in self.ws:
                 now = time.time()
-                if isinstance(raw, bytes):
+                if isinstance(raw, bytes) and raw[:4] == b"IOCV":  # live video: tests/test_wall_video.py reads it
+                    self.messages.append((now, {"type": "video"}))
+                elif isinstance(raw, bytes):
                     head, jpeg = parse_picture_frame(raw)
                     self.messages.append((now, {"type": "picture", **head, "jpeg": jpeg}))
                 else:

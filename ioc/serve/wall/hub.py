@@ -46,6 +46,9 @@ log = logging.getLogger("ioc.wall")
 HD_MIN_PIXELS = 961  # tiles wider than this on a screen get the full-screen picture
 HD_FRESH_S = 5.0  # without an HD picture this recent, HD tiles get the SD one
 STUCK_CLOSE_S = 30.0
+#: a client's unsent bytes past this many times its buffer limit: it reads nothing while
+#: something still writes to it (replies, the library's pongs); closed at the next tick
+HARD_CAP_FACTOR = 8
 STATUS_SILENT_S = 30.0  # camera services repeat each status every 10 s
 VIDEO_FRESH_S = 2.0  # a stream with no frame this recent is not playing: clients take the other
 GOP_MAX_FRAMES = 300  # the current group of pictures kept per stream, at most this many frames
@@ -569,6 +572,7 @@ class Hub:
         cameras whose service went quiet (it repeats every status at least every 10 s):
         their last retained "online" must not stay on the wall."""
         self._video_tick()
+        self._close_overfull()
         now = time.monotonic()
         for cam, heard in list(self.cam_heard.items()):
             st = self.cam_status.get(cam)
@@ -582,6 +586,27 @@ class Hub:
             summary = tiledata.health_summary(self.cam_status, self.camera_names)
             for t in self._by_kind.get("camera_health", ()):
                 self._emit(t, summary)
+
+    def _close_overfull(self) -> None:
+        """Every write to a client is bounded: tiles and video skip, replies are dropped past
+        the buffer limit, and a client whose buffer still grows past the hard cap (it sends and
+        never reads, so the library's own pongs pile up) is cut off, its memory freed."""
+        cap = self.buffer_limit * HARD_CAP_FACTOR
+        for c in list(self.clients):
+            size = c.buffered()
+            if size > cap and c.conn.transport is not None:
+                log.warning("wall client cut off: it does not read", extra={
+                    "client": c.id, "user": c.user, "address": c.address, "role": c.role, "buffered": size})
+                c.conn.transport.abort()
+
+    def reply(self, c: Client, data: bytes) -> bool:
+        """A reply to the client's own message (a pong): dropped, not queued, while the client
+        is not reading; False then."""
+        if c.buffered() > self.buffer_limit:
+            c.skipped += 1
+            return False
+        self._write(c, data, True)
+        return True
 
     # -- from the broker ------------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool, generation: int) -> None:

@@ -110,8 +110,7 @@ def _after_hello(hub: Hub, client: Client, raw: str | bytes) -> None:
     kind = msg.get("type") if isinstance(msg, dict) else None
     if kind == "ping":
         t = msg.get("t")
-        hub._write(client, frames.message("pong", t=t if isinstance(t, (int, float)) else None,
-                                          now=time.time()), True)
+        hub.reply(client, frames.message("pong", t=t if isinstance(t, (int, float)) else None, now=time.time()))
     elif kind == "video":
         on, camera = msg.get("on"), msg.get("camera")
         if not isinstance(on, bool) or not (camera is None or (isinstance(camera, str) and 0 < len(camera) <= 200)):
@@ -139,8 +138,11 @@ def make_handler(hub: Hub, authorize: Authorize, max_clients: int) -> Callable[[
             return
         client = Client(conn, role, screen, user, address, video=video)
         hub.add(client)
+        budget = MessageBudget()
         try:
             async for raw in conn:
+                if not budget.take(time.monotonic()):
+                    raise Refused(4429, f"more than {MESSAGES_PER_S:g} messages a second: slow down")
                 _after_hello(hub, client, raw)
         except Refused as r:
             log.warning("wall client closed", extra={"client": client.id, "address": address, "reason": r.reason})
@@ -151,6 +153,27 @@ def make_handler(hub: Hub, authorize: Authorize, max_clients: int) -> Callable[[
             hub.remove(client)
 
     return handler
+
+
+MESSAGES_PER_S = 20.0  # a page sends a ping every few seconds and a video wish now and then
+MESSAGE_BURST = 300  # a page that reconnects says its per-camera video wishes again, at once
+
+
+class MessageBudget:
+    """A token bucket per client: what a page needs, many times over; a client that floods
+    the hub with messages is closed rather than answered."""
+
+    def __init__(self) -> None:
+        self.tokens = float(MESSAGE_BURST)
+        self.at = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(float(MESSAGE_BURST), self.tokens + (now - self.at) * MESSAGES_PER_S)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 def _only_ws_path(conn: ServerConnection, request: Request) -> Response | None:
