@@ -1,6 +1,7 @@
 """Every contract between processes, defined once, each with its encoder and decoder side by side.
 
 - `topics`: every broker topic and filter, as builders and parsers.
+- `framing`: the layout the binary frames share (magic, header length, JSON header, body).
 - `tile_frame`: the camera service's binary picture (MQTT payload), `IOCT`.
 - `video_frame`: a camera's H.264 access units (`IOCV`), camera service -> hubs -> pages.
 - `wall_frames`: what the hub writes to a websocket (binary `IOCW` pictures, JSON messages);

@@ -11,10 +11,9 @@ header: {"camera", "seq", "captured_at" (epoch s, float), "width", "height", "va
 
 from __future__ import annotations
 
-import struct
 from typing import Literal, TypedDict
 
-import orjson
+from ioc.core.contracts import framing
 
 MAGIC = b"IOCT"
 Variant = Literal["sd", "hd"]
@@ -32,22 +31,12 @@ class TileHeader(TypedDict):
 
 
 def encode_tile(header: TileHeader, jpeg: bytes | memoryview) -> bytes:
-    head = orjson.dumps(header)
-    return b"".join((MAGIC, struct.pack(">H", len(head)), head, jpeg))
+    return framing.pack(MAGIC, header, jpeg)
 
 
 def decode_tile(payload: bytes | bytearray | memoryview) -> tuple[TileHeader, bytes]:
     """The header and a copy of the JPEG; ValueError for anything that is not a whole tile."""
-    view = memoryview(payload)
-    if len(view) < 6 or bytes(view[:4]) != MAGIC:
-        raise ValueError("not a camera tile (no IOCT magic)")
-    (n,) = struct.unpack(">H", view[4:6])
-    if len(view) < 6 + n:
-        raise ValueError("camera tile header cut short")
-    try:
-        head = orjson.loads(view[6 : 6 + n])
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"camera tile header is not JSON: {exc}") from None
-    if not isinstance(head, dict) or not isinstance(head.get("camera"), str):
+    head, body = framing.unpack(MAGIC, payload, "camera tile")
+    if not isinstance(head.get("camera"), str):
         raise ValueError("camera tile header has no camera")
-    return head, bytes(view[6 + n :])  # type: ignore[return-value]
+    return head, bytes(body)

@@ -20,10 +20,9 @@ codec, width or height in a keyframe's header means: configure again).
 
 from __future__ import annotations
 
-import struct
 from typing import Literal, TypedDict
 
-import orjson
+from ioc.core.contracts import framing
 
 MAGIC = b"IOCV"
 Stream = Literal["main", "sub"]
@@ -42,26 +41,16 @@ class VideoHeader(TypedDict):
 
 
 def encode_video(header: VideoHeader, access_unit: bytes | memoryview) -> bytes:
-    head = orjson.dumps(header)
-    return b"".join((MAGIC, struct.pack(">H", len(head)), head, access_unit))
+    return framing.pack(MAGIC, header, access_unit)
 
 
 def decode_video(payload: bytes | bytearray | memoryview) -> tuple[VideoHeader, memoryview]:
     """The header and a view of the access unit (no copy); ValueError for anything else."""
-    view = memoryview(payload)
-    if len(view) < 6 or bytes(view[:4]) != MAGIC:
-        raise ValueError("not a video frame (no IOCV magic)")
-    (n,) = struct.unpack(">H", view[4:6])
-    if len(view) < 6 + n:
-        raise ValueError("video frame header cut short")
-    try:
-        head = orjson.loads(view[6 : 6 + n])
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"video frame header is not JSON: {exc}") from None
-    if (not isinstance(head, dict) or not isinstance(head.get("camera"), str) or head.get("stream") not in STREAMS
+    head, body = framing.unpack(MAGIC, payload, "video frame")
+    if (not isinstance(head.get("camera"), str) or head.get("stream") not in STREAMS
             or not isinstance(head.get("key"), bool) or not isinstance(head.get("seq"), int)):
         raise ValueError("video frame header lacks camera, stream, key or seq")
-    return head, view[6 + n :]  # type: ignore[return-value]
+    return head, body
 
 
 def avc_codec_string(sps: bytes) -> str:

@@ -13,30 +13,26 @@ service is reused as is (no decode, no re-encode).
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import orjson
+
+from ioc.core.contracts import framing
 
 MAGIC = b"IOCW"
 
 
 def picture_frame(tile: str, camera: str, header: dict[str, Any], jpeg: bytes | memoryview) -> bytes:
-    head = orjson.dumps({
+    return framing.pack(MAGIC, {
         "tile": tile, "camera": camera, "seq": header.get("seq"), "captured_at": header.get("captured_at"),
         "width": header.get("width"), "height": header.get("height"),
-    })
-    return b"".join((MAGIC, struct.pack(">H", len(head)), head, jpeg))
+    }, jpeg)
 
 
 def parse_picture_frame(frame: bytes) -> tuple[dict[str, Any], bytes]:
     """For clients written in Python (tests, benchmarks, integrators' scripts)."""
-    if len(frame) < 6 or frame[:4] != MAGIC:
-        raise ValueError("not a wall picture frame")
-    (n,) = struct.unpack(">H", frame[4:6])
-    if len(frame) < 6 + n:
-        raise ValueError("wall picture header cut short")
-    return orjson.loads(frame[6 : 6 + n]), frame[6 + n :]
+    head, jpeg = framing.unpack(MAGIC, frame, "wall picture frame")
+    return head, bytes(jpeg)
 
 
 def tile_message(tile: str, kind: str, seq: int, data: dict[str, Any]) -> bytes:
