@@ -212,13 +212,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def _account_command(settings: Settings, run: Callable[[Any, str], Awaitable[None]]) -> None:
+    """`ioc agency ...` and `ioc user ...`: one connection, the shell user as the audited actor,
+    and an account error as one line on stderr."""
+    from ioc.core.accounts import AccountError
+
+    actor = f"cli:{os.environ.get('USER', 'admin')}"
+    try:
+        asyncio.run(_with_conn(settings, lambda conn: run(conn, actor)))
+    except AccountError as exc:
+        _die(str(exc))
+
+
 def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core import accounts
     from ioc.core.contracts import topics
     from ioc.core.storage.account_lists import list_agencies
 
-    async def run(conn: Any) -> None:
-        actor = f"cli:{os.environ.get('USER', 'admin')}"
+    async def run(conn: Any, actor: str) -> None:
         if args.action == "add":
             pw = await accounts.create_agency(conn, args.id, name_vi=args.name, name_en=args.name_en or "",
                                               sectors=args.sector or [], actor=actor)
@@ -235,18 +246,14 @@ def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
             await accounts.set_disabled(conn, args.id, args.action == "disable", actor=actor)
             print(f"agency {args.id} {args.action}d. Run `ioc broker config` to apply it on the broker.")
 
-    try:
-        asyncio.run(_with_conn(settings, run))
-    except accounts.AccountError as exc:
-        _die(str(exc))
+    _account_command(settings, run)
 
 
 def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core import accounts
     from ioc.core.storage.account_lists import list_users
 
-    async def run(conn: Any) -> None:
-        actor = f"cli:{os.environ.get('USER', 'admin')}"
+    async def run(conn: Any, actor: str) -> None:
         if args.action == "add":
             password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
             pw = await accounts.create_user(conn, args.username, role=args.role, actor=actor,
@@ -262,10 +269,7 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
             for u in await list_users(conn):
                 print(f"{u.username:<24} {u.role:<9} {'disabled' if u.disabled else 'active':<9} {u.display_name}")
 
-    try:
-        asyncio.run(_with_conn(settings, run))
-    except accounts.AccountError as exc:
-        _die(str(exc))
+    _account_command(settings, run)
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
