@@ -94,7 +94,7 @@ class IngestService:
             settings.ingest_max_readings_per_message,
             settings.ingest_future_skew_s,
         )
-        self.store = ReadingStore(mode)
+        self.store = ReadingStore()
         self.rules = Rules()
         self.stats = IngestStats(settings.ingest_worker_id)
         self.buffer: deque[Pending] = deque()

@@ -20,7 +20,6 @@ from ingest.readings import Reject
 from ioc.core.contracts import topics
 from ioc.core.readings import Reading
 from ioc.core.storage import reading_writes
-from ioc.core.storage.modes import StorageMode
 
 PAYLOAD_EXCERPT = 2048
 UTC = timezone.utc
@@ -66,14 +65,13 @@ class Outcome:
 class ReadingStore:
     """Writes batches; remembers per connection whether its staging table exists."""
 
-    def __init__(self, mode: StorageMode) -> None:
+    def __init__(self) -> None:
         # Every touched hour is listed for the roll-ups, in both modes: plain recomputes them;
         # TimescaleDB shows recent hours in real time but only what a refresh materialized
         # below its watermark, and its policy revisits an hour only minutes (1h buckets) to an
         # hour (1d) later, so a late reading or a correction two days back stayed invisible that
         # long. `ioc serve` refreshes the listed hours before answering a series, and every
         # IOC_ROLLUP_REFRESH_S.
-        self.mode = mode
         self._prefer_upsert_until = 0.0
 
     async def write(

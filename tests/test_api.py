@@ -32,7 +32,6 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from ioc.core.readings import Reading
-from ioc.core.storage.modes import StorageMode
 from ingest.store import ReadingStore
 from ioc.core.accounts import create_agency, create_user, set_disabled
 from ioc.serve.api.app import create_app
@@ -149,7 +148,7 @@ async def write(pool: asyncpg.Pool, rows: list[tuple[datetime, str, str, float, 
     now = datetime.now(UTC)
     readings = [Reading(ts, kpi, area, float(v), agency, revision, None, now) for ts, kpi, area, v, agency in rows]
     async with pool.acquire() as conn:
-        out = await ReadingStore(StorageMode.PLAIN).write(conn, readings, [])
+        out = await ReadingStore().write(conn, readings, [])
     assert len(out.written) == len(readings), (out.duplicates, out.conflicts)
 
 

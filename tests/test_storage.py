@@ -111,7 +111,7 @@ async def test_plain_rollups_match_the_readings_after_writes_and_corrections(poo
         r(start + timedelta(minutes=17 * i), float(rng.randint(5, 400)), area=areas[i % 2], kpi=kpi, agency="rollup-test")
         for i in range(400)
     ]
-    store = ReadingStore(StorageMode.PLAIN)
+    store = ReadingStore()
     async with pool.acquire() as conn:
         # 100 readings span 28 hours per batch (hours listed as a range), the next 150
         # span more than two days (hours listed one by one)
@@ -150,7 +150,7 @@ async def test_concurrent_writers_of_the_same_keys_neither_deadlock_nor_double(p
     batch_b = [r(ts, 10.0, area=a, kpi="mt.aqi", agency="conc") for ts, a in reversed(keys)]
 
     async def write(batch: list[Reading]) -> int:
-        store = ReadingStore(StorageMode.PLAIN)
+        store = ReadingStore()
         async with pool.acquire() as conn:
             out = await store.write(conn, batch, [])
         return len(out.written) + len(out.duplicates)
@@ -166,7 +166,7 @@ async def test_a_correction_goes_straight_to_the_upsert(pool: asyncpg.Pool) -> N
     stored key (and have PostgreSQL log an ERROR); a failed COPY would also switch the store
     to upserts for a while, which is how this is seen from here."""
     t0 = datetime(2022, 9, 1, tzinfo=UTC)
-    store = ReadingStore(StorageMode.PLAIN)
+    store = ReadingStore()
     async with pool.acquire() as conn:
         first = await store.write(conn, [r(t0, 40.0, agency="corr")], [])
         fixed = await store.write(conn, [r(t0, 42.0, rev=1, agency="corr")], [])
@@ -251,20 +251,19 @@ async def test_people_get_owasp_iterations_and_broker_logins_the_affordable_ones
         assert await authenticate(conn, f"hash-op-{tag}", op_pw) is not None
 
 
-@pytest.mark.parametrize("mode", [StorageMode.PLAIN, StorageMode.TIMESCALE])
-async def test_every_touched_hour_is_listed_for_the_roll_ups_in_both_modes(pool: asyncpg.Pool, mode: StorageMode) -> None:
+async def test_every_touched_hour_is_listed_for_the_roll_ups_in_both_modes(pool: asyncpg.Pool) -> None:
     """A reading two days back (a late one, or a correction) lists its hour for the roll-ups in
     TimescaleDB mode too: its continuous-aggregate policy would revisit that hour only up to an
     hour later, so `/series` showed the old figure that long (the issue's 480 s)."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
     late = now - timedelta(days=2, minutes=7)
-    area = "13621" if mode is StorageMode.PLAIN else "13618"
+    area = "13621"
     reading = Reading(late, "mt.aqi", area, 82.8, "test", 0, None, now)
     async with pool.acquire() as conn:
         tx = conn.transaction()  # uncommitted: no `ioc serve` of the session refreshes it away first
         await tx.start()
         try:
-            await ReadingStore(mode).write(conn, [reading], [])
+            await ReadingStore().write(conn, [reading], [])
             hours = [r["hour"] for r in await conn.fetch(
                 "SELECT hour FROM rollup_dirty WHERE kpi = 'mt.aqi' AND area = $1", area)]
         finally:

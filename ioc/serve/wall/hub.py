@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
@@ -628,12 +628,12 @@ class Hub:
             elif what in ("video/main", "video/sub"):
                 self._on_video(cam, what[6:], payload)
             elif what == "event" and self.on_camera_event is not None and payload:
-                self.on_camera_event(dict(camera_contract.decode_event(payload)))
+                self.on_camera_event(cast(dict[str, Any], camera_contract.decode_event(payload)))
             return
         source = topics.parse_live_kpi(topic)
         if source is not None:
             if payload:
-                self._on_kpi(source, dict(kpi_contract.decode_live(payload)))
+                self._on_kpi(source, cast(dict[str, Any], kpi_contract.decode_live(payload)))
         elif topic == topics.WALL_ALERTS and payload:
             self.set_alerts(wall_contract.decode_alerts(payload))
         elif topic == topics.WALL_STATE and payload:
