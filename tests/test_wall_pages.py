@@ -160,11 +160,13 @@ class Watch:
         self.base = base
         self.requests: list[str] = []
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # what a failing assertion shows alongside
 
     def attach(self, page: Page) -> Page:
         page.on("request", lambda r: self.requests.append(r.url))
         page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
         page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}"))
+        page.on("console", lambda m: m.type == "warning" and self.warnings.append(f"{page.url}: {m.text}"))
         return page
 
     def foreign(self) -> list[str]:
@@ -684,6 +686,14 @@ READ_COUNTER = """(tile) => {
 }"""
 
 
+# A camera tile's video state and what shows of it, read in one go.
+SHOWN = """(tile) => ({
+  video: tile.dataset.video, reason: tile.dataset.videoReason, frames: tile.dataset.videoFrames,
+  img: getComputedStyle(tile.querySelector("img.cam-img")).visibility,
+  canvas: getComputedStyle(tile.querySelector("canvas.cam-video")).visibility,
+})"""
+
+
 # Drops the page's hub link; ms from the link being open again to the next frame drawn.
 AFTER_RECONNECTION = """async () => {
   const hub = window.__ioc.hub;
@@ -720,7 +730,9 @@ async def test_camera_tile_plays_live_video_from_the_counter_clip(
         }""")
         assert 0 <= waited < 1000, f"first picture {waited:.0f} ms after the first frame"
         await expect(cam.locator("canvas.cam-video")).to_be_visible()
-        await expect(cam.locator("img.cam-img")).to_have_css("visibility", "hidden")
+        # read in one go: the video's state, and which of canvas and picture shows
+        shown = await cam.evaluate(SHOWN)
+        assert shown["img"] == "hidden" and shown["canvas"] == "visible", (shown, watch.warnings)
         assert await cam.get_attribute("data-video-stream") == "sub"
         # the frame drawn is the frame the header says, and they advance in order
         readings = []
@@ -755,6 +767,14 @@ async def test_camera_tile_plays_live_video_from_the_counter_clip(
         await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
         assert not watch.errors, watch.errors
         await page.screenshot(path=str(SHOTS / "wall-screen-5-video.png"))
+        # the video pauses: its last frame stays (the picture is older) until a newer picture comes
+        replay.stop()
+        await expect(cam).to_have_attribute("data-video", "waiting", timeout=10000)
+        shown = await cam.evaluate(SHOWN)
+        assert shown["canvas"] == "visible" and shown["img"] == "hidden", shown
+        live.picture("wp-c1")
+        await expect(cam.locator("img.cam-img")).to_have_css("visibility", "visible", timeout=10000)
+        await expect(cam.locator("canvas.cam-video")).to_have_css("visibility", "hidden")
     finally:
         replay.stop()
 

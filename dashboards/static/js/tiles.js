@@ -123,7 +123,7 @@ function problemKey(status) {
 // Live video: WebCodecs decodes the camera's own H.264 into a canvas over the picture.
 const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
 const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
-const VIDEO_IDLE_MS = 3000; // no frame drawn this long: the pictures show again
+const VIDEO_IDLE_MS = 3000; // no frame drawn this long: waiting (a newer picture shows instead of the last frame)
 const VIDEO_RETRY_MS = 30000; // after falling back to pictures, try video again this much later
 const VIDEO_MAX_ERRORS = 3; // decoding errors within VIDEO_RETRY_MS before falling back
 
@@ -164,6 +164,7 @@ class CameraTile extends TileView {
     this.vdrawnAt = 0;
     this.vshownAt = 0; // captured_at of the frame shown
     this.vslowTicks = 0;
+    this.vlastQueue = 0; // the decoder's queue at the previous tick
     this.verrors = [];
     this.vretry = null;
     this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
@@ -208,6 +209,7 @@ class CameraTile extends TileView {
         // video frames may be newer than the picture: the badge tells the newest one shown
         this.capturedAt = Math.max(Number(item.header.captured_at) || 0, this.vmode === "playing" ? this.capturedAt || 0 : 0) || null;
         this.el.classList.add("has-picture");
+        this._showNewest();
         this.el.dataset.seq = String(item.header.seq ?? "");
         this.el.dataset.camera = String(item.header.camera ?? "");
         this.render();
@@ -223,7 +225,15 @@ class CameraTile extends TileView {
     this.vmode = mode;
     this.el.dataset.video = mode;
     this.el.dataset.videoReason = reason;
-    this.el.classList.toggle("has-video", mode === "playing");
+    this._showNewest();
+  }
+
+  // The canvas while it plays; after a pause in the video its last frame stays until a newer
+  // picture arrives (no flip back to an older still, no flicker on a short stall).
+  _showNewest() {
+    const stillAt = this.header ? Number(this.header.captured_at) || 0 : 0;
+    const video = this.vmode === "playing" || (this.vmode === "waiting" && this.vframes > 0 && this.vshownAt >= stillAt);
+    this.el.classList.toggle("has-video", video);
   }
 
   /** A frame of this camera's live video (IOCV header, Annex B access unit). */
@@ -330,6 +340,7 @@ class CameraTile extends TileView {
     this.vmeta.clear();
     this.vfeedStart = 0;
     this.vslowTicks = 0;
+    this.vlastQueue = 0;
     if (this.dec && this.dec.state !== "closed") {
       try {
         this.dec.close();
@@ -368,7 +379,10 @@ class CameraTile extends TileView {
     if (this.vmode === "snapshots") return;
     const now = performance.now();
     if (this.dec && this.dec.state === "configured") {
-      this.vslowTicks = this.dec.decodeQueueSize > VIDEO_MAX_QUEUE ? this.vslowTicks + 1 : 0;
+      // a long queue that does not shrink: a burst (the group of pictures sent on joining) drains
+      const queue = this.dec.decodeQueueSize;
+      this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue >= this.vlastQueue ? this.vslowTicks + 1 : 0;
+      this.vlastQueue = queue;
       if (this.vslowTicks >= 2 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
         console.warn("camera video: decoding falls behind, pictures instead", this.def.camera);
         return this._fallBack("behind");
@@ -418,7 +432,16 @@ class CameraTile extends TileView {
     if (def.camera !== this.def.camera) {
       this.capturedAt = null;
       this.img.removeAttribute("src");
+      this.header = null;
       this.el.classList.remove("has-picture");
+      // another camera: none of the old one's video may show, and it gets its own try at video
+      this._resetDecoder();
+      clearTimeout(this.vretry);
+      this.vframes = 0;
+      this.vshownAt = 0;
+      this.verrors = [];
+      if (this.vmode === "snapshots" && hasVideoDecoder() && this.ctx.video) this.ctx.video(this.def.camera, true);
+      this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
     }
     super.setDef(def);
     this.render();
