@@ -23,7 +23,7 @@ def iso(dt: datetime) -> str:
 
 
 async def connect(rig: MosquittoRig, user: str, password: str) -> Client:
-    return await asyncio.to_thread(lambda: Client(rig.host, rig.port, user, password).wait_connected())
+    return await asyncio.to_thread(lambda: Client(rig.host, rig.port_for(user), user, password).wait_connected())
 
 
 async def test_readings_land_with_live_and_retained_state(

@@ -280,14 +280,23 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.mqtt.broker_files import write_broker_files
 
     async def run(conn: Any) -> None:
-        accts = await broker_accounts(conn)
+        try:
+            accts = await broker_accounts(conn)
+        except ValueError as exc:  # e.g. an agency made before its name was reserved for services
+            _die(f"broker config: {exc}")
         directory = Path(args.dir)
         directory.mkdir(parents=True, exist_ok=True)
         data_dir = Path(args.data_dir) if args.data_dir else directory / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
-                                   websockets_port=args.websockets_port, run_as_user=args.user)
-        print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts")
+        try:
+            paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
+                                       service_port=args.service_port, service_bind=args.service_bind,
+                                       websockets_port=args.websockets_port, run_as_user=args.user)
+        except ValueError as exc:
+            _die(f"broker config: {exc}")
+        print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts\n"
+              f"agencies connect on port {args.port} (their client id is their user name), "
+              f"the services (ingest, cameras, API) on port {args.service_port}")
         if args.reload_pid:
             os.kill(args.reload_pid, signal.SIGHUP)
             print(f"sent SIGHUP to mosquitto (pid {args.reload_pid})")
@@ -394,9 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("config", help="write mosquitto.conf, the password file and the ACL from the accounts")
     b.add_argument("--dir", required=True)
     b.add_argument("--data-dir")
-    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--port", type=int, default=1883, help="the agencies' listener (default 1883)")
     b.add_argument("--bind", default="0.0.0.0")
-    b.add_argument("--websockets-port", type=int)
+    b.add_argument("--service-port", type=int, default=1884,
+                   help="the services' listener: service accounts only, each choosing its client id (default 1884)")
+    b.add_argument("--service-bind", help="address of the services' listener (default: --bind)")
+    b.add_argument("--websockets-port", type=int, help="agencies over websockets")
     b.add_argument("--user", help="the system user mosquitto runs as (default: mosquitto's own choice)")
     b.add_argument("--reload-pid", type=int, help="send SIGHUP to this mosquitto afterwards")
     b = bsub.add_parser("run", help="run the embedded MQTT 5 broker on the files `ioc broker config` wrote "
