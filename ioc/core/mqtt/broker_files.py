@@ -20,6 +20,12 @@ Facts about Mosquitto 2.0.x that shaped the ACL (tested in
   makes ingest lose messages; ``acl_file`` cannot prevent that.
 * A denied PUBLISH gets PUBACK reason 0x87 (not authorised) for MQTT v5
   clients, but a plain success PUBACK for MQTT 3.1.1 clients.
+* A client id is not tied to an account: a CONNECT with an id in use takes
+  that session over, whoever sends it.  Hence the agencies' listener forces the
+  client id to the username and the services' listener admits service accounts
+  only (``per_listener_settings true``; ``tests/test_broker_takeover.py``).
+  With per-listener ACLs a session restored after a restart still gets the
+  messages queued for it, before and after the restart (measured on 2.0.11).
 
 And facts about sessions that the services must design around:
 
@@ -46,7 +52,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ioc.core.contracts import topics
-from ioc.core.mqtt.client_ids import SERVICE_PREFIXES, reserved_for_services
+from ioc.core.mqtt.client_ids import reserved_for_services, why_reserved
 from ioc.core.passwords import is_mosquitto_hash
 
 __all__ = [
@@ -95,8 +101,7 @@ class BrokerAccount:
             raise ValueError(f"password hash for {self.username!r} is not a Mosquitto $7$/$6$ hash")
         if self.role == "agency" and reserved_for_services(self.username):
             # its forced client id would be a service's: it could take that session over
-            raise ValueError(f"agency name {self.username!r} is reserved: names starting with "
-                             f"{', '.join(repr(p) for p in SERVICE_PREFIXES)} are the services' client ids")
+            raise ValueError(why_reserved(self.username))
 
 
 def validate_username(username: str) -> str:

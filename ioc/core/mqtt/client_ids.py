@@ -18,7 +18,7 @@ name that does.
 
 from __future__ import annotations
 
-__all__ = ["SERVICE_PREFIXES", "reserved_for_services"]
+__all__ = ["SERVICE_PREFIXES", "reserved_for_services", "why_reserved"]
 
 #: Client ids starting with these belong to services; agency names may not.
 SERVICE_PREFIXES: tuple[str, ...] = ("ingest", "camera", "ioc-")
@@ -27,3 +27,10 @@ SERVICE_PREFIXES: tuple[str, ...] = ("ingest", "camera", "ioc-")
 def reserved_for_services(name: str) -> bool:
     """Whether ``name`` lies in the services' client-id namespace."""
     return name.startswith(SERVICE_PREFIXES)
+
+
+def why_reserved(name: str) -> str:
+    """The one-line refusal for an agency named into the services' namespace."""
+    return (f"agency id {name!r} is reserved: ids starting with "
+            f"{', '.join(repr(p) for p in SERVICE_PREFIXES)} are the services' MQTT client ids "
+            "(an agency's client id is its name)")
