@@ -14,6 +14,7 @@ and counts every reading: published, acknowledged, stored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from typing import Any
@@ -25,6 +26,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
 
 from ioc.core.accounts import broker_accounts, create_agency, create_user
+from ioc.core.mqtt.link import MqttLink
+from ioc.core.settings import parse_mqtt_url
 from tests.conftest import Stack
 from tests.test_ingest_resilience import readings
 from tests.test_ingest_spool import CountingPublisher, stored
@@ -191,3 +194,16 @@ async def test_an_agency_cannot_be_named_like_a_service_client(pool: asyncpg.Poo
     async with pool.acquire() as conn:
         with pytest.raises(AccountError, match="reserved"):
             await create_agency(conn, name, name_vi="x", sectors=["mt"], actor="test")
+
+
+def test_a_service_client_id_outside_the_namespace_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker id agencies could also have (IOC_INGEST_WORKER_ID=w1) is said at start."""
+    target = parse_mqtt_url("mqtt://u:p@127.0.0.1:1")
+    caplog.set_level(logging.WARNING, logger="ioc.mqtt")
+    MqttLink(target, "ingest-0")
+    MqttLink(target, "cameras-x")
+    MqttLink(target, "ioc-api-host-1")
+    assert "outside the services' namespace" not in caplog.text
+    MqttLink(target, "w1")
+    flagged = [r for r in caplog.records if "outside the services' namespace" in r.getMessage()]
+    assert [getattr(r, "client", None) for r in flagged] == ["w1"]

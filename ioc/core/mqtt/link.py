@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ioc.core.mqtt.client_ids import SERVICE_PREFIXES, reserved_for_services
 from ioc.core.settings import MqttTarget
 
 log = logging.getLogger("ioc.mqtt")
@@ -177,6 +178,11 @@ class MqttLink:
     ) -> None:
         self.target = target
         self.client_id = client_id
+        if not reserved_for_services(client_id):
+            # on Mosquitto an agency's client id is its name, and agency names are kept out
+            # of the services' prefixes only: an agency named like this could take it over
+            log.warning("mqtt client id outside the services' namespace",
+                        extra={"client": client_id, "expected_prefixes": list(SERVICE_PREFIXES)})
         self.subscriptions = list(subscriptions)
         self.stale_topics: list[str] = []
         self._on_message = on_message
