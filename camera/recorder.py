@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 
@@ -44,6 +45,7 @@ from ioc.core.recordings import part_path, segment_path
 log = logging.getLogger("ioc.camera.recording")
 
 RETRY_S = 10.0
+CUT_EARLY_S = 0.2
 MAX_PRE_ROLL_GOPS = 64  # a camera with a very short GOP still keeps a bounded pre-roll
 MOVFLAGS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
@@ -81,6 +83,7 @@ class Recorder:
         self._out: av.container.OutputContainer | None = None
         self._ostream: av.VideoStream | None = None
         self._part: Path | None = None
+        self._file: BinaryIO | None = None
         self._seg_start = 0.0
         self._first_dts: int | None = None
         self._last_dts: int | None = None
@@ -133,7 +136,7 @@ class Recorder:
         unit = _Unit(bytes(packet), packet.pts, packet.dts, packet.is_keyframe, at)
         wanting = self._wanting(mode, at)
         if self._out is not None:
-            if not (unit.key and (not wanting or at - self._seg_start >= self.segment_s)):
+            if not (unit.key and (not wanting or self._due(at))):
                 self._write(unit)
                 return
             self._finish(at)
@@ -147,13 +150,19 @@ class Recorder:
         else:
             units = [unit]
         for u in units:  # the pre-roll is cut into segments as if it had been written live
-            if self._out is not None and u.key and u.at - self._seg_start >= self.segment_s:
+            if self._out is not None and u.key and self._due(u.at):
                 self._finish(u.at)
             if self._out is None and not (u.key and self._open(u.at)):
                 if self._failed is not None:
                     break
                 continue  # a segment starts on a keyframe
             self._write(u)
+
+    def _due(self, at: float) -> bool:
+        """The open segment is long enough to be cut at this keyframe. A little early counts:
+        keyframes come on the camera's clock, read with jitter, and one read 1 ms before
+        `segment_s` would otherwise make the segment a whole GOP longer."""
+        return at - self._seg_start >= self.segment_s - CUT_EARLY_S
 
     def _wanting(self, mode: str, at: float) -> bool:
         if self.blocked:
@@ -183,7 +192,10 @@ class Recorder:
         path = self.root / rel
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = av.open(str(path), "w", format="mp4", options=MOVFLAGS)
+            # through a Python file: FFmpeg's own file writer keeps a failed write (ENOSPC) to
+            # itself and leaves a truncated file; Python's raises, and PyAV passes it on
+            self._file = open(path, "wb")
+            self._out = av.open(self._file, "w", format="mp4", options=MOVFLAGS)
             self._ostream = self._out.add_stream_from_template(self._template)
         except (OSError, av.FFmpegError) as exc:
             self._part = path
@@ -228,6 +240,7 @@ class Recorder:
         self._out = self._ostream = None
         try:
             out.close()
+            self._close_file()
             if self._frames == 0 or end <= self._seg_start:
                 part.unlink(missing_ok=True)
                 return
@@ -244,6 +257,11 @@ class Recorder:
             self._report(self.mode, None)
         self.on_segment(SegmentDone(self.camera_id, self._seg_start, end, size, rel))
 
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()  # the last buffered bytes: a full disk can fail here too
+
     def _fail(self, exc: BaseException) -> None:
         out, part = self._out, self._part
         self._out = self._ostream = None
@@ -251,6 +269,8 @@ class Recorder:
         if out is not None:
             with contextlib.suppress(Exception):
                 out.close()
+        with contextlib.suppress(OSError):
+            self._close_file()
         if part is not None:
             with contextlib.suppress(OSError):
                 part.unlink(missing_ok=True)

@@ -563,3 +563,55 @@ def test_recordings_dir_is_validated_at_start(tmp_path: Path) -> None:
     assert load_settings(recordings_dir=str(tmp_path / "ok")).recordings_root().is_dir()
     with pytest.raises(SettingsError, match="IOC_RECORDING_SEGMENT_S"):
         load_settings(recording_segment_s=0.1)
+
+
+_FAILING_DISK = """
+import json, resource, signal, sys, time
+from pathlib import Path
+from camera.capture import CaptureThread
+from camera.recorder import Recorder
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8000, hard))  # no segment fits: every write fails
+states, done = [], []
+rec = Recorder("fd-cam", Path(sys.argv[2]), segment_s=1.0, on_segment=done.append,
+               on_state=lambda s, why: states.append([s, why, len(done)]))
+rec.mode = "continuous"
+reader = CaptureThread("fd-cam", sys.argv[1], "main-keyframes", decode=False)
+reader.recorder = rec
+reader.start()
+deadline = time.monotonic() + 30
+while not any(s[0] == "stopped" for s in states) and time.monotonic() < deadline:
+    time.sleep(0.1)
+frames_when_stopped = reader.frames
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
+deadline = time.monotonic() + 40
+while not done and time.monotonic() < deadline:
+    time.sleep(0.1)
+time.sleep(1.5)
+reader.stop(); reader.join(10)
+print(json.dumps({"states": states, "segments": [d.path for d in done], "frames_when_stopped": frames_when_stopped,
+                  "frames": reader.frames}))
+"""
+
+
+def test_a_failing_disk_stops_that_recorder_and_it_resumes(tmp_path: Path) -> None:
+    """The write fails (here EFBIG from a file size limit, as ENOSPC would): the segment is
+    dropped, the recorder says "stopped" with the reason, the reader goes on, and recording
+    resumes by itself once writes succeed again."""
+    root = tmp_path / "rec"
+    with RtspRig([Mount("fd-counter", "counter-360p.mp4")]) as rig:
+        res = subprocess.run([sys.executable, "-c", _FAILING_DISK, rig.url("fd-counter"), str(root)], cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"},
+                             capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    states = [tuple(s[:2]) for s in out["states"]]
+    assert ("stopped", "disk full") in states, out
+    stopped_at = states.index(("stopped", "disk full"))
+    assert ("continuous", None) in states[stopped_at:], out  # resumed
+    assert out["states"][stopped_at][2] == 0  # nothing was indexed from the failing writes
+    assert out["frames"] > out["frames_when_stopped"] > 0  # the camera kept streaming meanwhile
+    assert out["segments"] and not list(root.rglob("*.part"))
+    for rel in out["segments"]:
+        assert_plays(root / rel)

@@ -11,7 +11,9 @@ recorded times before and after it, so a player can jump there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +29,6 @@ from ioc.core.recordings import CAMERA_ID, RecordingMode, UnsafePath, inside
 from ioc.core.storage import audit
 from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import recordings as store
-from ioc.serve.api.export import NothingToExport, export
 from ioc.serve.api.security import Principal, require
 
 router = APIRouter(prefix="/api/v1", tags=["recordings"])
@@ -199,9 +200,13 @@ async def export_span(request: Request, camera_id: str, start: datetime, end: da
         if not rows:
             before, after = await store.nearest(conn, camera_id, start)
             return _gap(camera_id, start, before, after, f"between {start.isoformat()} and {end.isoformat()}")
+    try:  # PyAV: in the image with the `playback` extra (docker/Dockerfile), not needed for the rest
+        from ioc.serve.api.export import NothingToExport, export
+    except ImportError:
+        raise HTTPException(503, detail="exports need PyAV on this node: pip install 'ioc-backend[playback]'") from None
     root = _root(request)
     tmp = root / ".exports"
-    await asyncio.to_thread(tmp.mkdir, exist_ok=True)
+    await asyncio.to_thread(_tidy_exports, tmp)
     target = tmp / f"{uuid.uuid4().hex}.mp4"
     try:
         done = await asyncio.to_thread(export, root, [(r["path"], r["started_at"].timestamp()) for r in rows],
@@ -223,6 +228,16 @@ async def export_span(request: Request, camera_id: str, start: datetime, end: da
                         background=BackgroundTask(os.unlink, done.path), headers={
                             "X-Content-SHA256": done.sha256, "X-Recording-Start": first.isoformat(),
                             "X-Recording-End": last.isoformat(), "Cache-Control": "no-store"})
+
+
+def _tidy_exports(tmp: Path) -> None:
+    """The exports' scratch directory, without what a crashed answer left there (an hour old)."""
+    tmp.mkdir(exist_ok=True)
+    old = time.time() - 3600
+    for entry in os.scandir(tmp):
+        if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < old:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 async def store_nearest(request: Request, camera_id: str, at: datetime) -> tuple[datetime | None, datetime | None]:
