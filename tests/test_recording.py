@@ -32,8 +32,10 @@ from camera.recording import QUOTA_FULL, RecordingConfig, RecordingKeeper
 from ioc.core.accounts import create_agency, create_user, get_user
 from ioc.core.recordings import UnsafePath, inside, segment_path
 from ioc.core.settings import SettingsError, load_settings
+from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import recordings as rec_store
 from ioc.serve.api.app import create_app
+from ioc.serve.wall.alerts import CAMERA_TEXT
 from tests.conftest import REPO
 from tests.rigs.children import end, preexec, track
 from tests.rigs.mosquitto import MosquittoRig
@@ -526,6 +528,12 @@ async def test_disk_quota_full_stops_recording_with_an_alert_and_it_resumes(
                                                "AND ended_at IS NULL", cam)
             event = await wait_for(stopped, 60, "recording stopped: the quota is all kept evidence")
             assert json.loads(event["details"])["reason"] == QUOTA_FULL
+            async with pool.acquire() as conn:  # the wall's alert keeper turns the event into an alert
+                await alert_store.follow_camera_events(conn, {k: v[0] for k, v in CAMERA_TEXT.items()},
+                                                       {k: v[1] for k, v in CAMERA_TEXT.items()})
+                alert = await conn.fetchrow("SELECT * FROM alerts WHERE source = $1 AND ended_at IS NULL",
+                                            f"{cam}/recording")
+            assert alert is not None and alert["message_en"].endswith("recording stopped"), alert
             n = len(await segment_rows(pool, cam))
             await asyncio.sleep(3)
             assert len(await segment_rows(pool, cam)) <= n + 1  # at most the segment open at the time
