@@ -145,6 +145,7 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
 def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.storage import cameras as camera_store
     from ioc.core.cameras import Camera, RegistryError, load_registry
+    from camera.recording import RecordingConfig
     from camera.service import CameraService
     from ioc.core.settings import parse_shard
 
@@ -159,6 +160,7 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     index, count = parse_shard(args.shard or "0/1", "--shard")
     worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
     target = settings.require_mqtt()
+    root = settings.recordings_root() if settings.database_url else None  # SettingsError: stops here
 
     async def main() -> None:
         pool = None
@@ -176,11 +178,18 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
             ids = {c.id for c in file_cameras}
             return file_cameras + [c for c in extra if c.id not in ids]
 
+        recording = None
+        if pool is not None:
+            recording = RecordingConfig(
+                root, segment_s=settings.recording_segment_s, pre_roll_s=settings.recording_clip_before_s,
+                post_s=settings.recording_clip_after_s, retention_days=settings.recording_retention_days,
+                quota_bytes=settings.recording_quota_bytes, every_s=settings.recording_retention_every_s)
         service = CameraService(await listing(), target, worker_id=worker, shard=(index, count),
                                 tile_fps=settings.camera_tile_fps,
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
                                 reload=listing if pool is not None else None,
-                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always)
+                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always,
+                                recording=recording)
         await _run_until_signal(service.run())
         if pool is not None:
             await pool.close()
