@@ -440,7 +440,8 @@ class IngestService:
                              "status": "refused", "reason": rj.reason})
             rows.sort(key=lambda row: -1 if row["index"] is None else row["index"])
             request = p.correlation.decode("utf-8", "replace")
-            self.link.publish(p.reply, kpi_contract.encode_result(request, p.received_at, rows), qos=1)
+            self.link.publish(p.reply, kpi_contract.encode_result(request, p.received_at, rows), qos=1,
+                              correlation=p.correlation)
 
     # -- the spool -------------------------------------------------------------------
     def _spooling(self) -> bool:

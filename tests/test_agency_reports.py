@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import zipfile
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,10 +15,15 @@ import asyncpg
 import httpx
 import openpyxl
 import orjson
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ioc.core.accounts import create_user
-from tests.conftest import Agencies, IngestProcess
+from tests.conftest import Agencies, IngestProcess, Stack
+from tests.helpers import wait_value
+from tests.test_ingest_resilience import readings, set_db_available
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client
 from tests.rigs.serve import ServeProcess
@@ -130,8 +136,10 @@ async def test_json_endpoint_needs_an_agency_token_and_reports_only_as_it(
     r = await call(wall_api, "POST", "/api/v1/agency/uploads?filename=a.csv", await login(wall_api, name, op_pw),
                    content=b"kpi,area,period,value\r\n")
     assert r.status_code == 403
-    # an agency cannot speak for another: the payload's agency must be the token's
     auth = await login(wall_api, agency, pw)
+    r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=b"[" + b" " * (1024 * 1024) + b"]")
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    # an agency cannot speak for another: the payload's agency must be the token's
     r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=orjson.dumps({**item, "agency": victim}))
     (row,) = r.json()["results"]
     assert row["status"] == "refused" and "does not match" in row["reason"]
@@ -192,7 +200,9 @@ async def test_csv_and_xlsx_uploads_land_and_read_back_through_the_series_api(
                    content=csv_text.encode())
     assert [row["status"] for row in r.json()["results"]] == ["duplicate", "refused", "refused"]
 
-    data = xlsx([["kpi", "area", "period", "value", "rev"], [KPI, 347, period, 130, 1], [RATE, "347", period, 97.5, None]])
+    year, month = map(int, period.split("-"))
+    data = xlsx([["kpi", "area", "period", "value", "rev"], [KPI, 347, period, 130, 1],
+                 [RATE, "347", datetime(year, month, 1), 97.5, None]])  # a date cell is a month too
     r = await call(wall_api, "POST", "/api/v1/agency/uploads", auth, params={"filename": "thang.xlsx"}, content=data)
     assert r.status_code == 200, r.text
     assert [row["status"] for row in r.json()["results"]] == ["corrected", "accepted"]
@@ -236,6 +246,8 @@ REFUSED_FILES = [
            "row 4, column B (area): expected text"]),
     ("csv-wrong-types", "f.csv", lambda: f"kpi,area,period,value\r\n{KPI},347,2026-01,1,extra\r\n".encode(),
      422, ["row 2, column E: a value under no column name"]),
+    ("csv-unclosed-quote", "f.csv", lambda: f'kpi,area,period,value\r\n{KPI},347,2026-01,1\r\n{KPI},"35,2026-01,2\r\n'.encode(),
+     422, ["the CSV cannot be read"]),
     ("too-many-rows", "f.xlsx", lambda: _many_rows(100_001), 422, ["row 10002: more than 10,000 rows"]),
     ("too-large", "f.xlsx", lambda: b"PK" + bytes(6 * 1024 * 1024), 413, ["the limit is 5,242,880"]),
 ]
@@ -257,3 +269,64 @@ async def test_a_bad_file_is_refused_whole_with_its_rows_and_columns_named(
         assert words in text, text
     await asyncio.sleep(1.0)  # anything wrongly published would have reached the ingest by now
     assert await counts(pool, agency) == (0, 0)
+
+
+async def test_an_mqtt5_request_gets_per_reading_results_and_spooled_while_the_database_is_away(stack: Stack) -> None:
+    """The answer the HTTP endpoint relies on, straight over MQTT 5: stored, refused, and
+    'spooled' while PostgreSQL is down (the readings land once it is back)."""
+    worker = await asyncio.to_thread(stack.ingest("result-1").start)
+    agency = stack.agency
+    got: list[dict[str, Any]] = []
+    up = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    c.username_pw_set(agency, stack.agency_pw)
+    c.on_connect = lambda *a: (c.subscribe(f"ioc/v1/result/{agency}/+", qos=1), up.set())
+    c.on_message = lambda _c, _u, m: got.append({"topic": m.topic, "corr": m.properties.CorrelationData,
+                                                 **orjson.loads(m.payload)})
+    c.connect(stack.rig.host, stack.rig.port)
+    c.loop_start()
+    try:
+        assert await asyncio.to_thread(up.wait, 10)
+        await asyncio.sleep(0.5)  # the SUBSCRIBE is through
+
+        def ask(request: str, items: list[dict[str, Any]], reply_agency: str = agency) -> None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = f"ioc/v1/result/{reply_agency}/{request}"
+            props.CorrelationData = request.encode()
+            c.publish(f"ioc/v1/kpi/{agency}", orjson.dumps(items), qos=1, properties=props).wait_for_publish(10)
+
+        async def answer(request: str) -> dict[str, Any]:
+            deadline = asyncio.get_running_loop().time() + 60
+            while asyncio.get_running_loop().time() < deadline:
+                for doc in got:
+                    if doc["request"] == request:
+                        return doc
+                await asyncio.sleep(0.1)
+            async with stack.pool.acquire() as conn:
+                n = await conn.fetchval("SELECT count(*) FROM readings")
+                dl = await conn.fetch("SELECT reason FROM dead_letters")
+            raise AssertionError(f"no result for {request}: {got} {n} {dl} {worker.log_text()[-3000:]}")
+
+        first = readings(0, 2)
+        await asyncio.to_thread(ask, "r-1", [first[0], {**first[1], "area": "nowhere"}])
+        doc = await answer("r-1")
+        assert doc["topic"] == f"ioc/v1/result/{agency}/r-1" and doc["corr"] == b"r-1"
+        assert [(row["index"], row["status"]) for row in doc["results"]] == [(0, "accepted"), (1, "refused")]
+        assert "unknown area" in doc["results"][1]["reason"]
+        # a Response Topic outside the sender's own results gets no answer at all
+        await asyncio.to_thread(ask, "r-x", readings(10, 1), reply_agency="someone-else")
+
+        await stack.pool.expire_connections()
+        await set_db_available(stack.db_name, False)
+        try:
+            await asyncio.to_thread(ask, "r-2", readings(2, 3))
+            doc = await answer("r-2")
+            assert [row["status"] for row in doc["results"]] == ["spooled"] * 3
+        finally:
+            await set_db_available(stack.db_name, True)
+        await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v == 5, timeout=60)
+        assert not any(doc["request"] == "r-x" for doc in got)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+        worker.stop()

@@ -74,7 +74,7 @@ async def test_a_clerk_enters_a_month_and_uploads_a_sheet(
 
     # a spreadsheet: per-row results, in English on request
     await page.click("#lang")
-    csv_text = f"kpi,area,period,value\r\n{KPI},347,{month:%Y-%m},12\r\ntthc.nope,347,{month:%Y-%m},3\r\n"
+    csv_text = f"kpi,area,period,value\r\n{KPI},13294,{month:%Y-%m},12\r\ntthc.nope,13294,{month:%Y-%m},3\r\n"
     await page.set_input_files("#file", files=[{"name": "thang.csv", "mimeType": "text/csv", "buffer": csv_text.encode()}])
     await page.click("#upload-form button[type=submit]")
     rows = page.locator("#upload-results tbody tr")

@@ -402,11 +402,17 @@ class MqttLink:
     def paused(self) -> bool:
         return self._paused
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """QoS 0 is dropped while disconnected; QoS 1 is kept by paho and sent on reconnect."""
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                correlation: bytes | None = None) -> bool:
+        """QoS 0 is dropped while disconnected; QoS 1 is kept by paho and sent on reconnect.
+        `correlation`: an answer to a request, which carries the request's Correlation Data."""
         if qos == 0 and not self.connected.is_set():
             return False
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
     def request(self, topic: str, payload: bytes, reply_to: str, correlation: bytes) -> mqtt.MQTTMessageInfo:

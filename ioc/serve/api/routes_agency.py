@@ -7,6 +7,7 @@ as itself (the topic is the token's agency, never something the body names).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated, Any
@@ -126,10 +127,13 @@ async def upload(
         detail: Any = ("; ".join(exc.errors) if exc.too_large else
                        [{"loc": ["body", e.split(":", 1)[0]], "msg": e, "type": "value_error"} for e in exc.errors])
         return JSONResponse({"detail": detail}, status_code=code)
+    parts = [sheet.rows[i:i + CHUNK_ROWS] for i in range(0, len(sheet.rows), CHUNK_ROWS)]
+    # one MQTT client publishes them in order, so a correction later in the file still
+    # reaches the ingest after its original: the parts may wait for their answers together
+    subs = await asyncio.gather(*(_submit(request, p.agency_id, orjson.dumps([r.item for r in part]), wait)
+                                  for part in parts))
     results: list[dict[str, Any]] = []
-    for start in range(0, len(sheet.rows), CHUNK_ROWS):
-        part = sheet.rows[start:start + CHUNK_ROWS]
-        sub = await _submit(request, p.agency_id, orjson.dumps([r.item for r in part]), wait)
+    for part, sub in zip(parts, subs):
         by_index = {row.get("index"): row for row in sub.results or ()}
         whole = by_index.get(None)
         for i, r in enumerate(part):

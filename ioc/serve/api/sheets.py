@@ -88,7 +88,14 @@ def _csv_cells(data: bytes) -> Iterator[list[Cell]]:
         raise SheetError([f"row {line}: the file is not UTF-8 text; save it as CSV UTF-8"]) from None
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","
-    for record in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # an unclosed quote, a field past the csv module's limit
+            raise SheetError([f"row {reader.line_num}: the CSV cannot be read ({exc})"]) from None
         yield [(v.strip(), "s") for v in record]
 
 
