@@ -74,7 +74,8 @@ async def test_a_clerk_enters_a_month_and_uploads_a_sheet(
 
     # a spreadsheet: per-row results, in English on request
     await page.click("#lang")
-    csv_text = f"kpi,area,period,value\r\n{KPI},13294,{month:%Y-%m},12\r\ntthc.nope,13294,{month:%Y-%m},3\r\n"
+    csv_text = (f"kpi,area,period,value\r\n{KPI},13294,{month:%Y-%m},12\r\ntthc.nope,13294,{month:%Y-%m},3\r\n"
+                f"{KPI},13291,{month:%Y-%m},\r\n")
     await page.set_input_files("#file", files=[{"name": "thang.csv", "mimeType": "text/csv", "buffer": csv_text.encode()}])
     await page.click("#upload-form button[type=submit]")
     rows = page.locator("#upload-results tbody tr")
@@ -83,6 +84,7 @@ async def test_a_clerk_enters_a_month_and_uploads_a_sheet(
     await expect(rows.nth(1)).to_have_attribute("data-status", "refused")
     await expect(rows.nth(1).locator(".reason")).to_contain_text("unknown kpi")
     await expect(rows.nth(0).locator(".status")).to_have_text("Accepted")
+    await expect(page.locator("#upload-results .summary")).to_contain_text("1 rows without a value skipped")
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / "report.png"), full_page=True)
 

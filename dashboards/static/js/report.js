@@ -162,7 +162,7 @@ function renderResults(box, out, upload) {
   for (const r of out.rows) counts[r.status] = (counts[r.status] || 0) + 1;
   const summary = document.createElement("p");
   summary.className = "summary";
-  summary.textContent = t(lang.get(), "r.summary", counts);
+  summary.textContent = t(lang.get(), "r.summary", counts) + (out.skipped ? ` · ${t(lang.get(), "r.skipped", { n: out.skipped })}` : "");
   const table = document.createElement("table");
   const head = upload ? ["r.row", "r.kpi", "r.area", "r.val", "r.status", "r.reason"] : ["r.kpi", "r.value", "r.status", "r.reason"];
   table.innerHTML = `<thead><tr>${head.map(() => "<th></th>").join("")}</tr></thead><tbody></tbody>`;
@@ -250,7 +250,7 @@ $("upload-form").addEventListener("submit", async (ev) => {
     } else if (!res.ok) {
       throw new ApiError(res.status, data.detail);
     } else {
-      lastUpload = { rows: data.results };
+      lastUpload = { rows: data.results, skipped: (data.skipped_rows || []).length };
     }
     renderResults($("upload-results"), lastUpload, true);
     msg.textContent = "";

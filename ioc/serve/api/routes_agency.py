@@ -80,7 +80,18 @@ async def me(request: Request, p: Agency) -> dict[str, Any]:
             "utc_offset": datetime.now(ZoneInfo(tz)).strftime("%z")}
 
 
-@router.post("/readings", responses={202: {"description": "accepted by the broker, result pending"}})
+_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "description": "the MQTT payload: one reading or an array of up to 10,000",
+    "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}}}}}
+_FILE_BODY = {"requestBody": {"required": True, "content": {
+    "text/csv": {"schema": {"type": "string", "format": "binary"}},
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/readings", openapi_extra=_JSON_BODY,
+             responses={202: {"description": "accepted by the broker, result pending"},
+                        413: {"description": "the body is over the ingest's payload limit"}})
 async def post_readings(request: Request, p: Agency, wait: Wait = DEFAULT_WAIT_S) -> JSONResponse:
     """Exactly the MQTT payload (one reading or an array); the answer has one result per reading.
 
@@ -103,7 +114,8 @@ async def post_readings(request: Request, p: Agency, wait: Wait = DEFAULT_WAIT_S
     return JSONResponse({"request": sub.request, "status": "done", "counts": _counts(rows), "results": rows})
 
 
-@router.post("/uploads")
+@router.post("/uploads", openapi_extra=_FILE_BODY,
+             responses={413: {"description": "the file is over the size limit"}})
 async def upload(
     request: Request,
     p: Agency,
