@@ -417,25 +417,31 @@ class IngestService:
             for r, why in out.conflicts:
                 status[id(r)] = ("refused", why)
         for p in batch:
-            if not p.reply:
+            if not p.reply or p.agency is None:
                 continue
+            readings, rejects = p.readings, p.rejects
+            if result is None:
+                # the spool keeps the message as received and parses it again when it is
+                # replayed: say what that parse will keep (a failed write may have emptied
+                # p.readings on the way to the spool)
+                readings, rejects = parse_payload(p.agency, p.raw, self.rules, self.limits, p.received_at)
             rows: list[kpi_contract.RowResult] = []
             if id(p) in refused:
                 rows.append({"index": None, "kpi": None, "area": None, "msg_id": None,
                              "status": "refused", "reason": refused[id(p)]})
-            taken = {rj.index for rj in p.rejects}
+            taken = {rj.index for rj in rejects}
             index = 0
-            for r in p.readings:
+            for r in readings:
                 while index in taken:
                     index += 1
-                st, why = status.get(id(r), ("spooled", None)) if result is not None else ("spooled", None)
+                st, why = status.get(id(r), ("spooled", None))
                 row: kpi_contract.RowResult = {"index": index, "kpi": r.kpi, "area": r.area, "msg_id": r.msg_id,
                                                "status": st}
                 if why:
                     row["reason"] = why
                 rows.append(row)
                 index += 1
-            for rj in p.rejects:
+            for rj in rejects:
                 rows.append({"index": rj.index, "kpi": rj.kpi, "area": rj.area, "msg_id": rj.msg_id,
                              "status": "refused", "reason": rj.reason})
             rows.sort(key=lambda row: -1 if row["index"] is None else row["index"])

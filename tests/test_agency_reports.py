@@ -110,6 +110,19 @@ async def test_json_endpoint_accepts_refuses_deduplicates_and_corrects_like_mqtt
     assert (stored["value"], stored["revision"]) == (700.0, 1)
     assert await counts(pool, agency) == (1, 5)
 
+    # ten thousand refusals: an answer that fits the broker's packet limit, and the ingest
+    # stays connected (Mosquitto drops a client that publishes a larger packet)
+    # (each refusal's row, with its reason naming the unknown fields, is over twice its item)
+    many = [{"a" * 25: 1, "b" * 25: 1, "c" * 25: 1} for _ in range(10_000)]
+    r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=orjson.dumps(many))
+    assert r.status_code == 200, r.text[:300]
+    body = r.json()
+    assert len(body["results"]) == 10_000 and body["counts"]["refused"] == 10_000 and "truncated" not in body
+    assert body["results"][9_999]["index"] == 9_999 and "unknown field" in body["results"][9_999]["reason"]
+    r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=orjson.dumps({**good, "ts": hours_ago(4)}))
+    assert [row["status"] for row in r.json()["results"]] == ["accepted"]
+    assert await counts(pool, agency) == (2, 10_005)
+
     # a whole message the ingest cannot read is refused whole, with its reason
     r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=b'{"kpi": ')
     (row,) = r.json()["results"]

@@ -135,6 +135,15 @@ def test_result_topics_and_rows() -> None:
     for bad in (b"[]", b'{"request": "a"}', b'{"request": "a", "results": [{"status": "maybe"}]}'):
         with pytest.raises(ValueError):
             kpi.decode_result(bad)
+    # under the broker's packet limit whatever the rows: slimmed first, then cut and said so
+    long_rows: list[kpi.RowResult] = [{"index": i, "kpi": "k" * 100, "area": "a" * 100, "msg_id": "m" * 128,
+                                       "status": "refused", "reason": "r" * 1000} for i in range(14000)]
+    body = kpi.encode_result("abc", 1.0, long_rows)
+    doc = kpi.decode_result(body)
+    assert len(body) <= kpi.MAX_RESULT_BYTES and doc["truncated"] is True
+    assert doc["results"][0] == {"index": 0, "status": "refused", "reason": "r" * 120}
+    slim = kpi.decode_result(kpi.encode_result("abc", 1.0, long_rows[:8000]))
+    assert "truncated" not in slim and len(slim["results"]) == 8000 and "kpi" not in slim["results"][0]
 
 
 def test_video_frame_round_trip_and_codec_string() -> None:

@@ -83,9 +83,35 @@ class RowResult(TypedDict, total=False):
     reason: str
 
 
+#: an answer stays well under the broker's packet limit (2 MiB; Mosquitto disconnects a client
+#: that publishes a larger packet, and the ingest would loop on redeliveries)
+MAX_RESULT_BYTES = 1792 * 1024
+
+
 def encode_result(request: str, received_at: Any, rows: list[RowResult]) -> bytes:
-    """`{"request", "received_at", "results": [{"index", "kpi", "area", "msg_id", "status", "reason"?}]}`."""
-    return orjson.dumps({"request": request, "received_at": received_at, "results": rows})
+    """`{"request", "received_at", "results": [{"index", "kpi", "area", "msg_id", "status", "reason"?}]}`.
+
+    Over MAX_RESULT_BYTES the rows lose kpi, area and msg_id (the requester has them by
+    index) and long reasons are cut; if that is not enough, the answer keeps the first rows
+    that fit and says `"truncated": true` (the rest are in the dead letters, as for MQTT)."""
+    body = orjson.dumps({"request": request, "received_at": received_at, "results": rows})
+    if len(body) <= MAX_RESULT_BYTES:
+        return body
+    short: list[dict[str, Any]] = []
+    for row in rows:
+        slim: dict[str, Any] = {"index": row.get("index"), "status": row.get("status")}
+        if row.get("reason"):
+            slim["reason"] = str(row["reason"])[:120]
+        short.append(slim)
+    truncated = False
+    while True:
+        body = orjson.dumps({"request": request, "received_at": received_at, "results": short,
+                             **({"truncated": True} if truncated else {})})
+        if len(body) <= MAX_RESULT_BYTES or not short:
+            return body
+        keep = int(len(short) * MAX_RESULT_BYTES / len(body) * 0.95)
+        short = short[:min(keep, len(short) - 1)]
+        truncated = True
 
 
 def decode_result(payload: bytes | bytearray) -> dict[str, Any]:

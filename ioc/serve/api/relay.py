@@ -39,6 +39,8 @@ class Submission:
     results: list[dict[str, Any]] | None
     #: the broker acknowledged the message (QoS 1): it will reach the ingest
     broker_accepted: bool
+    #: the ingest listed only the first rows (the answer would have been too large)
+    truncated: bool = False
 
 
 class Relay:
@@ -84,7 +86,7 @@ class Relay:
                 return Submission(request, None, accepted)
         finally:
             self._waiting.pop(request, None)
-        return Submission(request, doc["results"], True)
+        return Submission(request, doc["results"], True, bool(doc.get("truncated")))
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool, generation: int) -> None:
         parsed = topics.parse_result(topic)

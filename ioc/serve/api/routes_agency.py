@@ -111,7 +111,10 @@ async def post_readings(request: Request, p: Agency, wait: Wait = DEFAULT_WAIT_S
     rows = sub.results
     log.info("readings submitted over HTTP", extra={"agency": p.agency_id, "user": p.username,
                                                     "request": sub.request, **_counts(rows)})
-    return JSONResponse({"request": sub.request, "status": "done", "counts": _counts(rows), "results": rows})
+    body: dict[str, Any] = {"request": sub.request, "status": "done", "counts": _counts(rows), "results": rows}
+    if sub.truncated:  # thousands of long refusals: the first ones, the rest in the dead letters
+        body["truncated"] = True
+    return JSONResponse(body)
 
 
 @router.post("/uploads", openapi_extra=_FILE_BODY,
