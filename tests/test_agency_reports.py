@@ -20,8 +20,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ioc.core.accounts import create_user
-from tests.conftest import Agencies, IngestProcess, Stack
+from ioc.core.accounts import broker_accounts, create_user
+from tests.conftest import REPO, Agencies, IngestProcess, Stack
 from tests.helpers import wait_value
 from tests.test_ingest_resilience import readings, set_db_available
 from tests.rigs.mosquitto import MosquittoRig
@@ -343,3 +343,33 @@ async def test_an_mqtt5_request_gets_per_reading_results_and_spooled_while_the_d
         c.disconnect()
         c.loop_stop()
         worker.stop()
+
+
+async def test_a_slow_ingest_gets_result_pending_and_the_broker_keeps_the_reading(
+    stack: Stack, serve_env: dict[str, str]
+) -> None:
+    """No ingest running: the API answers 202 'accepted by the broker, result pending', and
+    the reading lands once the ingest is back (its persistent session held it)."""
+    async with stack.pool.acquire() as conn:
+        api_pw = await create_user(conn, "svc-api", role="api", actor="test")
+        accounts = await broker_accounts(conn)
+    await asyncio.to_thread(stack.rig.reload_accounts, accounts)
+    worker = stack.ingest("pending-1")
+    await asyncio.to_thread(worker.start)  # its persistent session now exists on the broker
+    await asyncio.to_thread(worker.stop)
+    env = {**serve_env, "IOC_DATABASE_URL": stack.db_url, "IOC_MQTT_URL": stack.rig.url_for("svc-api", api_pw)}
+    api = ServeProcess(env, stack.tmp / "serve.log", REPO)
+    await asyncio.to_thread(api.start)
+    try:
+        auth = await login(api, stack.agency, stack.agency_pw)
+        item = readings(0, 1)[0]
+        r = await call(api, "POST", "/api/v1/agency/readings", auth, params={"wait": 1}, content=orjson.dumps(item))
+        assert r.status_code == 202, r.text
+        assert r.json()["status"] == "pending" and "accepted by the broker, result pending" in r.json()["detail"]
+        await asyncio.to_thread(worker.start)
+        await wait_value(stack.pool, "SELECT count(*) FROM readings", until=lambda v: v == 1, timeout=60)
+        # the same reading again, now answered: a duplicate, nothing changed
+        r = await call(api, "POST", "/api/v1/agency/readings", auth, content=orjson.dumps(item))
+        assert r.status_code == 200 and [row["status"] for row in r.json()["results"]] == ["duplicate"]
+    finally:
+        await asyncio.to_thread(api.stop)
