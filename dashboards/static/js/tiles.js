@@ -112,6 +112,7 @@ const PROBLEM_ORDER = ["black", "frozen", "uniform", "scene_changed", "turned", 
 
 function problemKey(status) {
   if (!status) return null;
+  if (status.state === "unknown_camera") return "unknown_camera"; // not in the registry: nothing will ever come
   if (status.online === false || status.state === "offline") return "offline";
   if (status.state === "starting") return "starting";
   const raw = (status.problems || []).map((p) => (typeof p === "string" ? p : p && (p.kind || p.name))).filter(Boolean);

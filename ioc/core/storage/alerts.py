@@ -101,6 +101,12 @@ async def end_alert(conn: asyncpg.Connection, kind: str, source: str) -> bool:
     return done != "UPDATE 0"
 
 
+async def open_sources(conn: asyncpg.Connection, kind: str) -> set[str]:
+    """The sources of the open alerts of one kind (to end those whose cause went away)."""
+    rows = await conn.fetch("SELECT source FROM alerts WHERE kind = $1 AND ended_at IS NULL", kind)
+    return {r["source"] for r in rows}
+
+
 async def agency_reports(conn: asyncpg.Connection) -> tuple[datetime, list[asyncpg.Record]]:
     """The database's now, and per enabled agency with a reporting interval: its name
     (`name_vi`), its last reading (`last`) and the shortest interval it owes (`every`)."""

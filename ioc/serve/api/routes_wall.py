@@ -76,6 +76,7 @@ async def save_layout(request: Request, layout_id: str, body: dict[str, Any],
             state = await wall_store.change_state(conn, layout=None, pins=None, delay_s=0, actor=p.username,
                                                   default_layout=layout_id)
     node.layout_saved(new, layout_id)
+    node.warn_unknown_cameras(new)
     if state is not None:
         node.publish_state(state, new)
     return new.model_dump(mode="json")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 from typing import Any
@@ -27,6 +28,16 @@ from ioc.serve.wall.tiledata import KpiMeta, target_status
 
 log = logging.getLogger("ioc.wall.alerts")
 SHOWN = 50
+UNKNOWN_CAMERA = "camera_unknown"
+
+
+@dataclass(frozen=True)
+class UnknownCamera:
+    """A camera tile of the layout shown whose camera the registry does not have."""
+
+    layout: str
+    tile: str
+    camera: str
 
 CAMERA_TEXT = {
     "offline": ("mất tín hiệu", "offline"), "black": ("màn hình đen", "black picture"),
@@ -45,12 +56,13 @@ async def recent(conn: asyncpg.Connection, *, open_only: bool = False, limit: in
 class AlertKeeper:
     def __init__(self, pool: asyncpg.Pool, publish: Callable[[str, bytes], None],
                  show: Callable[[list[dict[str, Any]]], None], *, watched_kpis: Callable[[], set[tuple[str, str]]],
-                 every_s: float = 10.0, timezone: str = "Asia/Ho_Chi_Minh") -> None:
+                 unknown_cameras: Callable[[], list[UnknownCamera]] = lambda: [], every_s: float = 10.0, timezone: str = "Asia/Ho_Chi_Minh") -> None:
         self.tz = ZoneInfo(timezone)
         self.pool = pool
         self.publish = publish
         self.show = show
         self.watched_kpis = watched_kpis
+        self.unknown_cameras = unknown_cameras
         self.every_s = every_s
         self._kpi_missed: dict[tuple[str, str], bool] = {}
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=10_000)
@@ -107,6 +119,23 @@ class AlertKeeper:
                 _, (meta, live, missed) = self._queue.get_nowait()
                 changed |= await self._kpi_alert(conn, meta, live, missed)
             changed |= await self._silent_agencies(conn)
+            changed |= await self._unknown_cameras(conn)
+        return changed
+
+    async def _unknown_cameras(self, conn: asyncpg.Connection) -> bool:
+        """A layout on the wall names a camera the registry lacks: its tile can never show a
+        picture, so an operator must hear of it (one alert per camera, ended once the
+        registry has it or the wall no longer shows it)."""
+        changed = False
+        now = {u.camera: u for u in self.unknown_cameras()}
+        for cam, u in now.items():
+            changed |= await alert_store.raise_alert(
+                conn, UNKNOWN_CAMERA, cam,
+                message_vi=f"Camera {cam} (ô {u.tile}, bố cục {u.layout}) không có trong danh mục camera",
+                message_en=f"Camera {cam} (tile {u.tile}, layout {u.layout}) is not in the camera registry",
+                details={"camera": cam, "tile": u.tile, "layout": u.layout})
+        for cam in await alert_store.open_sources(conn, UNKNOWN_CAMERA) - now.keys():
+            changed |= await alert_store.end_alert(conn, UNKNOWN_CAMERA, cam)
         return changed
 
     async def _kpi_alert(self, conn: asyncpg.Connection, meta: KpiMeta, live: dict[str, Any], missed: bool) -> bool:

@@ -109,6 +109,10 @@ class Layout(BaseModel):
     def tile(self, tile_id: str) -> Tile | None:
         return next((t for t in self.tiles if t.id == tile_id), None)
 
+    def unknown_cameras(self, known: set[str] | dict[str, str]) -> list[Tile]:
+        """Camera tiles whose camera the registry (`known`) does not have."""
+        return [t for t in self.tiles if t.kind == "camera" and t.camera and t.camera not in known]
+
     def with_pins(self, pins: dict[str, str]) -> Layout:
         """The layout with operators' pinned cameras in place of what its tiles showed."""
         if not pins:

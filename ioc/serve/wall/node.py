@@ -28,7 +28,7 @@ from ioc.core.storage import account_events, catalogue
 from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
-from ioc.serve.wall.alerts import AlertKeeper
+from ioc.serve.wall.alerts import AlertKeeper, UnknownCamera
 from ioc.serve.wall.hub import Hub
 from ioc.serve.wall.layout import Layout, load_presets, parse_layout
 from ioc.serve.wall.server import Refused, close_revoked, start_server
@@ -44,7 +44,8 @@ class WallNode:
         self.issuer = issuer
         self.presets = load_presets(LAYOUTS)
         self.alerts = AlertKeeper(pool, self._publish_retained, self._show_alerts,
-                                  watched_kpis=self._watched_kpis, timezone=timezone)
+                                  watched_kpis=self._watched_kpis, unknown_cameras=self._unknown_cameras,
+                                  timezone=timezone)
         self.hub = Hub(self.presets, buffer_limit=settings.wall_client_buffer_bytes,
                        on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi,
                        on_demand_change=self._demand_soon)
@@ -72,6 +73,20 @@ class WallNode:
 
     def _watched_kpis(self) -> set[tuple[str, str]]:
         return self._watched
+
+    def _unknown_cameras(self) -> list[UnknownCamera]:
+        return [UnknownCamera(self.hub.state.layout, t.id, t.camera or "") for t in self.hub.unknown_cameras()]
+
+    def warn_unknown_cameras(self, layout: Layout) -> list[str]:
+        """Log (and return) one line per camera tile naming a camera the registry lacks: said
+        at start for every layout and whenever one is saved, before an operator shows it."""
+        if not self.hub.registry_known:
+            return []
+        lines = []
+        for t in layout.unknown_cameras(self.hub.camera_names):
+            lines.append(f"layout {layout.id!r}, tile {t.id!r}: camera {t.camera!r} is not in the camera registry")
+            log.warning("layout names an unknown camera", extra={"layout": layout.id, "tile": t.id, "camera": t.camera})
+        return lines
 
     def _rewatch(self) -> None:
         self._watched = {(t.kpi, t.area) for lay in self.hub.layouts().values() for t in lay.tiles
@@ -116,6 +131,8 @@ class WallNode:
             await self._load_catalogue(conn)
         self.hub.saved = {k: parse_layout(doc, where=f"saved layout {k}") for k, doc in docs.items()}
         self._rewatch()
+        for lay in self.hub.layouts().values():
+            self.warn_unknown_cameras(lay)
         if state is not None:
             self.hub.apply_state(state)
 
