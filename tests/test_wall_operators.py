@@ -15,7 +15,7 @@ import asyncpg
 from playwright.async_api import BrowserContext, expect
 
 from tests.test_wall_pages import (  # noqa: F401 - fixtures
-    CAMERAS, LAYOUT_ID, SHOTS, Live, Site, Watch, _tile, browser, context, live, open_screen, site, slot,
+    CAMERAS, LAYOUT_ID, SHOTS, Live, Site, Watch, _tile, browser, context, live, log_in, open_screen, site, slot,
 )
 
 DEADLINE_S = 45.0  # alerts: the node looks every 10 s; generous for a busy machine
@@ -88,3 +88,47 @@ async def test_a_camera_missing_from_the_registry_is_named_counted_and_alerted(
                                            "AND source = $1 AND ended_at IS NULL", GHOST)
     await _until(ended, "the unknown camera's alert to end")
     assert CAMERAS  # the registry the module's site put in place
+
+
+# -- 7: the console's alert list ------------------------------------------------------------------
+
+async def _log_in_console(ctx: BrowserContext, watch: Watch, at: Site) -> Any:
+    console = watch.attach(await ctx.new_page())
+    await console.set_viewport_size({"width": 1600, "height": 1000})
+    await console.goto(f"{at.base}/wall/console.html")
+    await log_in(console, at.users["operator"])
+    return console
+
+
+async def test_the_console_alert_list_holds_still_and_offers_no_ack_for_ended_alerts(
+        site: Site, context: tuple[BrowserContext, Watch], pool: asyncpg.Pool) -> None:  # noqa: F811
+    """The hub's alerts tile and the console's periodic REST look gave two different lists
+    (the hub's with the newest ended alerts, the REST one open alerts only): an ended alert
+    came and went between them. Both are now the same list."""
+    ctx, watch = context
+    await site.show(LAYOUT_ID)  # it has an alerts tile: the hub sends the list to the console
+    tag = f"wp7-{time.monotonic_ns() % 10**9}"
+    async with pool.acquire() as conn:
+        ended_id = await conn.fetchval(
+            "INSERT INTO alerts (kind, source, severity, message_vi, message_en, started_at, ended_at) "
+            "VALUES ('kpi_target', $1, 'warning', 'Đã hết: ' || $1, 'Over: ' || $1, now() - interval '1 minute', now()) "
+            "RETURNING id", f"{tag}/ended")
+        open_id = await conn.fetchval(
+            "INSERT INTO alerts (kind, source, severity, message_vi, message_en) "
+            "VALUES ('kpi_target', $1, 'warning', 'Đang mở: ' || $1, 'Open: ' || $1) RETURNING id", f"{tag}/open")
+    console = await _log_in_console(ctx, watch, site)
+    # acknowledging the open one makes the node publish the list again (with both)
+    await site.call("POST", f"/api/v1/alerts/{open_id}/ack")
+    ended = console.locator(f'#alerts li[data-alert="{ended_id}"]')
+    await expect(ended).to_be_visible(timeout=15000)
+    await expect(ended).to_have_class(re.compile(r"\bended\b"))
+    await expect(ended.locator("button.alert-ack")).to_have_count(0)  # nothing to acknowledge
+    await expect(ended.locator(".alert-meta")).to_contain_text("Đã kết thúc")
+    items = console.locator("#alerts li.alert")
+    before = await items.evaluate_all("els => els.map(e => e.dataset.alert)")
+    # the periodic REST look (every 30 s; called at once here) changes nothing
+    for _ in range(3):
+        await console.evaluate("window.__ioc.loadAlerts()")
+        assert await items.evaluate_all("els => els.map(e => e.dataset.alert)") == before
+        await expect(ended.locator("button.alert-ack")).to_have_count(0)
+    assert not watch.errors, watch.errors

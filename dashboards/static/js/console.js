@@ -282,12 +282,28 @@ async function ack(id) {
   }
 }
 
-async function loadAlerts() {
-  try {
-    alerts = list(await call("/api/v1/alerts?open=true"), "alerts");
-  } catch { /* keep what the hub sent */ }
+// The list is the one the hub's alerts tile carries (open alerts first, then the newest
+// ended ones, as the server's `recent` gives them): the REST look asks for the same list, so
+// the two never disagree about which alerts are there (an ended one coming and going). An
+// answer that a newer hub message overtook while it travelled is dropped.
+let alertsFromHub = 0;
+
+function alertsFromTheHub(list_) {
+  alerts = list_;
+  alertsFromHub += 1;
   renderAlerts();
 }
+
+async function loadAlerts() {
+  const before = alertsFromHub;
+  let got = null;
+  try {
+    got = list(await call("/api/v1/alerts"), "alerts");
+  } catch { /* keep what the hub sent */ }
+  if (got && before === alertsFromHub) alerts = got;
+  renderAlerts();
+}
+hooks.loadAlerts = loadAlerts;
 
 function renderAll() {
   renderLayouts();
@@ -316,10 +332,7 @@ run = runLoggedIn({
     tile(msg) {
       wall.tile(msg);
       // the hub has no alerts message of its own: an alerts tile on the wall carries them
-      if (msg.kind === "alerts" && msg.data && Array.isArray(msg.data.alerts)) {
-        alerts = msg.data.alerts;
-        renderAlerts();
-      }
+      if (msg.kind === "alerts" && msg.data && Array.isArray(msg.data.alerts)) alertsFromTheHub(msg.data.alerts);
     },
     picture: (header, jpeg) => wall.picture(header, jpeg),
     video: (header, data) => wall.video(header, data),
@@ -327,10 +340,7 @@ run = runLoggedIn({
       screens = msg.screens || [];
       renderScreens();
     },
-    alerts(msg) {
-      alerts = msg.alerts || [];
-      renderAlerts();
-    },
+    alerts: (msg) => alertsFromTheHub(msg.alerts || []),
     state: (state) => {
       hooks.state = state;
     },

@@ -792,7 +792,8 @@ class CameraHealthTile extends TileView {
 
 // -- alerts -----------------------------------------------------------------------------
 
-/** An alert as a list item; with `onAck`, unacknowledged ones get a button. */
+/** An alert as a list item; with `onAck`, open unacknowledged ones get a button (an ended
+ * alert needs nobody's attention any more). */
 export function alertItem(a, lang, onAck) {
   const li = el("li", `alert sev-${a.severity || "info"}${a.acked_by ? " acked" : ""}${a.ended_at ? " ended" : ""}`);
   li.dataset.alert = String(a.id);
@@ -805,7 +806,7 @@ export function alertItem(a, lang, onAck) {
   if (a.acked_by) bits.push(t(lang, "alerts.acked_by", { who: a.acked_by }));
   meta.textContent = bits.filter(Boolean).join(" · ");
   li.append(head, msg, meta);
-  if (onAck && !a.acked_by) {
+  if (onAck && !a.acked_by && !a.ended_at) {
     const b = el("button", "alert-ack", t(lang, "alerts.ack"));
     b.type = "button";
     b.addEventListener("click", async () => {

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from ioc.core import accounts
 from ioc.serve.api.security import STAFF, VIEWERS, Principal, require
 from ioc.serve.wall.layout import LayoutError, parse_layout
+from ioc.serve.wall.alerts import SHOWN
 from ioc.serve.wall.node import WallNode
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit
@@ -171,7 +172,9 @@ async def screen_token(request: Request, body: ScreenTokenIn, p: Annotated[Princ
 
 @router.get("/alerts")
 async def alerts(request: Request, _: Annotated[Principal, Depends(require(*STAFF))], open: bool = False,
-                 limit: int = 50) -> list[dict[str, Any]]:
+                 limit: int = SHOWN) -> list[dict[str, Any]]:
+    """Open alerts first, then the newest ended ones: by default the very list the wall's
+    alerts tiles carry, so that a page refreshing it by REST agrees with the hub."""
     async with request.app.state.pool.acquire() as conn:
         return await alert_store.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
 
