@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import Browser, BrowserContext, expect
+
+from tests.conftest import Agencies, IngestProcess
+from tests.rigs.mosquitto import MosquittoRig
+from tests.rigs.mqtt_clients import Client as MqttClient
 
 from tests.test_wall_pages import (  # noqa: F401 - fixtures
     CAMERAS, LAYOUT_ID, SHOTS, Live, Site, Watch, _tile, browser, context, live, log_in, open_screen, site, slot,
@@ -132,3 +137,55 @@ async def test_the_console_alert_list_holds_still_and_offers_no_ack_for_ended_al
         assert await items.evaluate_all("els => els.map(e => e.dataset.alert)") == before
         await expect(ended.locator("button.alert-ack")).to_have_count(0)
     assert not watch.errors, watch.errors
+
+
+# -- 8: both languages -----------------------------------------------------------------------------
+
+async def test_english_tablet_has_english_units_separators_and_area_names_and_vietnamese_no_max(
+        site: Site, browser: Browser, live: Live, agencies: Agencies, ingest: IngestProcess,  # noqa: F811
+        broker: MosquittoRig) -> None:
+    await site.show(LAYOUT_ID)
+    # a few hours of AQI for the chart, through the ingest
+    agency, password = await agencies.add(["mt"], prefix="wp8")
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    readings = [{"kpi": "mt.aqi", "area": "13291", "ts": (now - timedelta(hours=5 - i)).isoformat(), "value": 60 + i}
+                for i in range(6)]
+    pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
+    try:
+        pub.publish(f"ioc/v1/kpi/{agency}", readings)
+    finally:
+        pub.close()
+    live.kpi("an.eid_level2_accounts", "347", 1234567.5)
+    live.kpi("tthc.on_time_rate", "347", 99.0)
+    live.kpi("tthc.on_time_rate", "347", 96.5)  # below the 98 % target of Phủ Lý city (347): an alert
+    ctx = await browser.new_context(viewport={"width": 1180, "height": 820}, locale="vi-VN", has_touch=True)
+    await ctx.add_init_script("localStorage.setItem('ioc.lang', 'en')")
+    watch = Watch(site.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{site.base}/wall/tablet.html")
+        await log_in(page, site.users["leader"])
+        kpi = slot(page, "wp-kpi").locator(".tile")
+        await expect(kpi.locator(".kpi-number")).to_have_text("1,234,567.5", timeout=15000)
+        await expect(kpi.locator(".kpi-unit")).to_have_text("accounts")
+        await expect(slot(page, "wp-kpi2").locator(".kpi-number")).to_have_text("96.5", timeout=10000)
+        # the alert names the area, never its code
+        alert = slot(page, "wp-alerts").locator("li.alert").filter(has_text="Phu Ly City")
+        await expect(alert.first).to_be_visible(timeout=DEADLINE_S * 1000)
+        await expect(alert.first.locator(".alert-msg")).to_contain_text("(Phu Ly City)")
+        texts = await slot(page, "wp-alerts").locator("li.alert").all_inner_texts()
+        assert not [x for x in texts if re.search(r"\(\d+\)|[a-z_]/\d+", x)], texts
+        chart = slot(page, "wp-chart")
+        await expect(chart.locator("text.chart-label").first).to_have_text(re.compile(r"^max \d+$"), timeout=15000)
+        await page.screenshot(path=str(SHOTS / "tablet-en.png"), full_page=True)
+        # and back in Vietnamese: Vietnamese separators and units, no English in the chart
+        await page.locator("#lang").tap()
+        await expect(kpi.locator(".kpi-number")).to_have_text("1.234.567,5")
+        await expect(kpi.locator(".kpi-unit")).to_have_text("tài khoản")
+        await expect(chart.locator("text.chart-label").first).to_have_text(re.compile(r"^cao nhất \d+$"))
+        await expect(alert.first).to_have_count(0)
+        vi_alert = slot(page, "wp-alerts").locator("li.alert").filter(has_text="Thành phố Phủ Lý")
+        await expect(vi_alert.first).to_be_visible()
+        assert not watch.errors, watch.errors
+    finally:
+        await ctx.close()

@@ -486,9 +486,9 @@ class KpiTile extends TileView {
       this.el.dataset.status = "none";
       return;
     }
-    this.numberEl.textContent = formatNumber(d.value);
+    this.numberEl.textContent = formatNumber(d.value, undefined, lang);
     this.numberEl.dataset.value = String(d.value);
-    this.unitEl.textContent = d.unit || "";
+    this.unitEl.textContent = pick(d, "unit", lang) || d.unit || "";
     this.el.dataset.status = d.status || "none";
     const trend = d.trend && TREND[d.trend];
     this.trendEl.textContent = trend || "";
@@ -499,9 +499,9 @@ class KpiTile extends TileView {
     if (d.target !== null && d.target !== undefined) {
       const sign = d.better === "lower" ? "≤" : "≥";
       const verdict = d.status === "met" ? ` · ${t(lang, "kpi.met")}` : d.status === "missed" ? ` · ${t(lang, "kpi.missed")}` : "";
-      parts.push(`${t(lang, "kpi.target")} ${sign} ${formatNumber(d.target)}${d.unit === "%" ? " %" : ""}${verdict}`);
+      parts.push(`${t(lang, "kpi.target")} ${sign} ${formatNumber(d.target, undefined, lang)}${d.unit === "%" ? " %" : ""}${verdict}`);
     } else if (d.previous !== null && d.previous !== undefined) {
-      parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous)}`);
+      parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous, undefined, lang)}`);
     }
     this.metaEl.textContent = parts.join(" ");
     this.timeEl.textContent = d.ts ? formatDateTime(d.ts, false) : "";
@@ -663,7 +663,7 @@ class ChartTile extends TileView {
     }
     if (this.destroyed) return;
     if (res && mine === this.loads) {
-      this.unit = res.unit || "";
+      this.units = { vi: res.unit_vi || res.unit || "", en: res.unit_en || res.unit || "" };
       this.aggregate = res.aggregate === "sum" ? "sum" : "mean";
       const origin = toDate(res.start);
       this.origin = origin ? origin.getTime() : null;
@@ -731,11 +731,12 @@ class ChartTile extends TileView {
     const last = pts[pts.length - 1];
     Object.assign(this.el.dataset, { points: String(pts.length), lastBucket: last.t.toISOString(), lastValue: String(last.v), lastN: String(last.n) });
     svgEl.append(svg("circle", { class: "chart-dot", cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5) }));
-    const unit = this.unit && this.unit.length <= 6 ? ` ${this.unit}` : "";
+    const u = (this.units && this.units[lang]) || "";
+    const unit = u && u.length <= 8 ? ` ${u}` : "";
     svgEl.append(svg("text", { class: "chart-last", x: W - padX, y: font * 1.15, "text-anchor": "end", "font-size": font * 1.15 },
-      `${formatNumber(last.v)}${unit}`));
+      `${formatNumber(last.v, undefined, lang)}${unit}`));
     svgEl.append(svg("text", { class: "chart-label", x: padX, y: font * 1.05, "font-size": font * 0.8 },
-      `max ${formatNumber(Math.max(...pts.map((p) => p.v)))}`));
+      `${t(lang, "chart.max")} ${formatNumber(Math.max(...pts.map((p) => p.v)), undefined, lang)}`));
     const day = this.settings().bucket.endsWith("h") || this.settings().bucket.endsWith("m");
     const label = (d) => (day ? formatShort(d) : formatDate(d));
     svgEl.append(svg("text", { class: "chart-label", x: padX, y: H - font * 0.35, "font-size": font * 0.8 }, label(pts[0].t)));
@@ -767,8 +768,8 @@ class CameraHealthTile extends TileView {
       return;
     }
     this.summary.replaceChildren(
-      el("span", "health-online", formatNumber(d.online, 0)),
-      el("span", "health-total", ` / ${formatNumber(d.total, 0)}`),
+      el("span", "health-online", formatNumber(d.online, 0, lang)),
+      el("span", "health-total", ` / ${formatNumber(d.total, 0, lang)}`),
       el("span", "health-label", ` ${t(lang, "health.online")}`),
     );
     this.el.dataset.ok = String(d.online === d.total);
@@ -777,7 +778,7 @@ class CameraHealthTile extends TileView {
     for (const [k, n] of Object.entries(d.problems || {})) if (n) rows.push([k, n]);
     this.problems.replaceChildren(...rows.map(([k, n]) => {
       const li = el("li", `health-problem p-${k}`);
-      li.append(el("span", "name", t(lang, `cam.${k}`)), el("span", "count", formatNumber(n, 0)));
+      li.append(el("span", "name", t(lang, `cam.${k}`)), el("span", "count", formatNumber(n, 0, lang)));
       return li;
     }));
     if (!rows.length) this.problems.append(el("li", "health-ok", t(lang, "health.all_ok")));
@@ -801,7 +802,9 @@ export function alertItem(a, lang, onAck) {
   head.append(el("span", "alert-sev", t(lang, `sev.${a.severity || "info"}`)), el("span", "alert-time", formatShort(a.started_at)));
   const msg = el("div", "alert-msg", pick(a, "message", lang) || a.kind || "");
   const meta = el("div", "alert-meta");
-  const bits = [a.source || ""];
+  // the source ("tthc.on_time_rate/347") is for people debugging, not for reading on the wall
+  if (a.source) li.title = a.source;
+  const bits = [];
   if (a.ended_at) bits.push(t(lang, "alerts.ended"));
   if (a.acked_by) bits.push(t(lang, "alerts.acked_by", { who: a.acked_by }));
   meta.textContent = bits.filter(Boolean).join(" · ");

@@ -142,13 +142,16 @@ class AlertKeeper:
         source = f"{live['kpi']}/{live['area']}"
         if not missed:
             return await alert_store.end_alert(conn, "kpi_target", source)
-        area = await catalogue.area_name_vi(conn, live["area"]) or live["area"]
+        # area names, never codes: an operator reads "Phủ Lý", not "(347)"
+        area_vi, area_en = await catalogue.area_names(conn, live["area"]) or (live["area"], live["area"])
         value = float(live["value"])
-        word = "dưới" if meta.better == "higher" else "trên"
+        word_vi, word_en = ("dưới", "below") if meta.better == "higher" else ("trên", "above")
+        target = meta.target or 0
         return await alert_store.raise_alert(
             conn, "kpi_target", source,
-            message_vi=f"{meta.name_vi} ({area}): {_vi(value)} {meta.unit}, {word} mục tiêu {_vi(meta.target or 0)}",
-            message_en=f"{meta.name_en} ({live['area']}): {value:g}, target {meta.target:g} not met",
+            message_vi=f"{meta.name_vi} ({area_vi}): {_vi(value)} {meta.unit}, {word_vi} mục tiêu {_vi(target)}",
+            message_en=f"{meta.name_en} ({area_en}): {_en(value)} {meta.unit_en or meta.unit}, "
+                       f"{word_en} the target of {_en(target)}",
             details={"kpi": live["kpi"], "area": live["area"], "value": value, "target": meta.target})
 
     async def _silent_agencies(self, conn: asyncpg.Connection) -> bool:
@@ -162,14 +165,19 @@ class AlertKeeper:
                 changed |= await alert_store.raise_alert(
                     conn, "agency_silent", source,
                     message_vi=f"{r['name_vi']}: chưa gửi số liệu từ {r['last'].astimezone(self.tz).strftime('%H:%M %d/%m/%Y')}",
-                    message_en=f"{source}: no readings since {r['last'].isoformat(timespec='minutes')}",
+                    message_en=f"{r['name_en'] or r['name_vi']}: no readings since "
+                               f"{r['last'].astimezone(self.tz).strftime('%H:%M %d/%m/%Y')}",
                     details={"agency": source, "last": r["last"].isoformat()})
             else:
                 changed |= await alert_store.end_alert(conn, "agency_silent", source)
         return changed
 
 
+def _en(x: float) -> str:
+    """1234.5 -> '1,234.5': English readers' separators."""
+    return f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
 def _vi(x: float) -> str:
     """1234.5 -> '1.234,5': the way the operators read numbers."""
-    text = f"{x:,.2f}".rstrip("0").rstrip(".")
-    return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+    return _en(x).replace(",", "\x00").replace(".", ",").replace("\x00", ".")

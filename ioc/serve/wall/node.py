@@ -139,7 +139,8 @@ class WallNode:
     async def _load_catalogue(self, conn: asyncpg.Connection) -> None:
         kpis = await catalogue.kpi_labels(conn)
         cams = await camera_store.camera_names(conn)
-        self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"])
+        self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"],
+                                                   r["unit_en"])
                                 for r in kpis}, cams)
 
     async def _refresh_catalogue(self) -> None:

@@ -23,6 +23,7 @@ class KpiMeta:
     unit: str
     target: float | None
     better: str
+    unit_en: str = ""
 
 
 def target_status(meta: KpiMeta | None, value: float) -> str:
@@ -45,7 +46,8 @@ def kpi_data(meta: KpiMeta | None, live: dict[str, Any], previous: float | None)
     return {
         "kpi": live["kpi"], "area": live["area"],
         "name_vi": meta.name_vi if meta else live["kpi"], "name_en": meta.name_en if meta else live["kpi"],
-        "unit": meta.unit if meta else "", "value": value, "ts": live.get("ts"),
+        "unit": meta.unit if meta else "", "unit_vi": meta.unit if meta else "",
+        "unit_en": (meta.unit_en or meta.unit) if meta else "", "value": value, "ts": live.get("ts"),
         "target": meta.target if meta else None, "better": meta.better if meta else "higher",
         "status": target_status(meta, value), "trend": trend(value, previous), "previous": previous,
     }
