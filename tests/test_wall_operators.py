@@ -189,3 +189,65 @@ async def test_english_tablet_has_english_units_separators_and_area_names_and_vi
         assert not watch.errors, watch.errors
     finally:
         await ctx.close()
+
+
+# -- 6: the alerts and camera-health tiles -----------------------------------------------------------
+
+SIX_LAYOUT = _layout("wp-six", [
+    _tile("s-alerts", "alerts", 0, 0, 2, 2, "Cảnh báo", "Alerts"),
+    _tile("s-health", "camera_health", 2, 0, 2, 2, "Tình trạng camera", "Camera health"),
+    _tile("s-cam", "camera", 0, 2, 2, 2, camera="wp-c1"),
+])
+
+
+async def test_alerts_tile_puts_the_worst_first_counts_and_never_clips_and_health_shows_every_camera(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, pool: asyncpg.Pool) -> None:  # noqa: F811
+    ctx, watch = context
+    live.healthy(*CAMERAS)
+    tag = f"wp6-{time.monotonic_ns() % 10**9}"
+    async with pool.acquire() as conn:
+        critical = await conn.fetchval(
+            "INSERT INTO alerts (kind, source, severity, message_vi, message_en, started_at) VALUES "
+            "('kpi_target', $1, 'critical', 'Khẩn: ' || $1, 'Critical: ' || $1, now() - interval '2 hours') RETURNING id",
+            f"{tag}/crit")
+        ids = [await conn.fetchval(
+            "INSERT INTO alerts (kind, source, severity, message_vi, message_en) VALUES "
+            "('kpi_target', $1, 'warning', 'Cảnh báo thử số ' || $2 || ', một dòng khá dài để thấy nó xuống dòng', "
+            "'Test warning ' || $2) RETURNING id", f"{tag}/{i}", str(i)) for i in range(7)]
+    await site.call("PUT", "/api/v1/wall/layouts/wp-six", json=SIX_LAYOUT)
+    try:
+        await site.show("wp-six")
+        page = await open_screen(ctx, watch, site, 1, "wp-six")
+        await site.call("POST", f"/api/v1/alerts/{ids[0]}/ack")  # the node publishes the list again
+        tile = slot(page, "s-alerts").locator(".tile")
+        first = tile.locator("li.alert").first
+        await expect(first).to_have_attribute("data-alert", str(critical), timeout=15000)  # the oldest, but critical
+        listed = await site.call("GET", "/api/v1/alerts")
+        total, open_ = len(listed), sum(1 for a in listed if a["ended_at"] is None)
+        await expect(tile.locator(".alert-count")).to_have_text(f"{open_} đang mở")
+        more = tile.locator(".list-more")
+        await expect(more).to_have_text(re.compile(r"^\+\d+ nữa$"))
+        shown = await tile.locator("li.alert").count()
+        assert shown >= 1 and shown + int(re.sub(r"\D", "", await more.inner_text())) == total
+        # nothing cut: every item shown lies wholly inside the list, the "+N" line too
+        box = await tile.locator(".alert-list").bounding_box()
+        assert box is not None
+        for item in await tile.locator(".alert-list > li").all():
+            b = await item.bounding_box()
+            assert b is not None and b["y"] + b["height"] <= box["y"] + box["height"] + 1, (b, box)
+
+        # all cameras well: each one's state, compactly, not an empty tile
+        health = slot(page, "s-health").locator(".tile")
+        await expect(health.locator(".health-ok")).to_have_text("Tất cả camera hoạt động tốt", timeout=15000)
+        for cam, name in CAMERAS.items():
+            chip = health.locator(f'.health-cam[data-camera="{cam}"]')
+            await expect(chip).to_be_visible()
+            await expect(chip).to_have_attribute("data-state", "ok")
+            await expect(chip.locator(".name")).to_have_text(name)
+        await page.screenshot(path=str(SHOTS / "alerts-and-health.png"))
+        assert not watch.errors, watch.errors
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE alerts SET ended_at = now() WHERE source LIKE $1 AND ended_at IS NULL", f"{tag}/%")
+        await site.show(LAYOUT_ID)
+

@@ -46,7 +46,9 @@ def test_a_silent_camera_service_does_not_leave_cameras_healthy() -> None:
     data = orjson.loads(hub.last["cam-main"][0])["data"]
     assert data["online"] is False and data["healthy"] is False and "camera service" in data["reason"]
     summary = orjson.loads(hub.last["cam-health"][0])["data"]
-    assert summary["offline"] == 1 and summary["online"] == 0
+    # every camera the overview shows is offline (pl-01 gone silent, the others never heard)
+    assert summary["online"] == 0 and summary["offline"] == summary["total"] >= 1
+    assert next(c for c in summary["cameras"] if c["id"] == "pl-01")["state"] == "offline"
 
 
 def test_a_chart_message_carries_the_live_reading() -> None:

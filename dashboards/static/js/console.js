@@ -5,7 +5,7 @@ import { api, explain } from "./api.js";
 import { languageState, runLoggedIn } from "./chrome.js";
 import { formatShort, formatTime } from "./format.js";
 import { pick, t } from "./i18n.js";
-import { alertItem, hasVideoDecoder } from "./tiles.js";
+import { alertItem, alertOrder, hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, slotted } from "./wall.js";
 
 const $ = (id) => document.getElementById(id);
@@ -266,7 +266,7 @@ function renderAlerts() {
     box.replaceChildren(li);
     return;
   }
-  box.replaceChildren(...alerts.map((a) => alertItem(a, lg, ack)));
+  box.replaceChildren(...[...alerts].sort(alertOrder).map((a) => alertItem(a, lg, ack)));
 }
 
 async function ack(id) {

@@ -752,11 +752,46 @@ class ChartTile extends TileView {
 
 // -- camera health ----------------------------------------------------------------------
 
-class CameraHealthTile extends TileView {
+/**
+ * Fills `list` with as many of `items` (elements) as it shows whole, and a last "+N more"
+ * item for the rest: a list never ends in an item cut mid-line. The list must have a height
+ * of its own (its overflow hidden).
+ */
+function fitList(list, items, more) {
+  list.replaceChildren(...items);
+  const over = () => list.scrollHeight > list.clientHeight + 1;
+  if (!items.length || !over()) return items.length;
+  let shown = items.length;
+  const tail = el("li", "list-more");
+  list.append(tail);
+  while (shown > 0 && over()) {
+    shown -= 1;
+    items[shown].remove();
+    tail.textContent = more(items.length - shown);
+  }
+  return shown;
+}
+
+/** A tile whose list is fitted again when the tile changes size. */
+class FittedTile extends TileView {
   build() {
+    this.resize = new ResizeObserver(() => this.render());
+    this.resize.observe(this.body);
+  }
+
+  destroy() {
+    this.resize.disconnect();
+  }
+}
+
+const HEALTH_BAD_FIRST = (c) => (!c.state || c.state === "ok" || c.state === "online" ? 1 : 0);
+
+class CameraHealthTile extends FittedTile {
+  build() {
+    super.build();
     this.summary = el("div", "health-summary");
     this.problems = el("ul", "health-problems");
-    this.list = el("ul", "health-list");
+    this.list = el("ul", "health-grid");
     this.body.append(this.summary, this.problems, this.list);
   }
 
@@ -782,12 +817,20 @@ class CameraHealthTile extends TileView {
       return li;
     }));
     if (!rows.length) this.problems.append(el("li", "health-ok", t(lang, "health.all_ok")));
-    const bad = (d.cameras || []).filter((c) => c.state && c.state !== "online" && c.state !== "ok");
-    this.list.replaceChildren(...bad.slice(0, 12).map((c) => {
-      const li = el("li", "health-cam");
-      li.append(el("span", "name", c.name || c.id), el("span", "state", t(lang, `cam.${c.state}`)));
+    // every camera, compactly: a dot in its state's colour and its name, faulty ones first
+    const cams = [...(d.cameras || [])].sort((a, b) => HEALTH_BAD_FIRST(a) - HEALTH_BAD_FIRST(b));
+    const items = cams.map((c) => {
+      const ok = HEALTH_BAD_FIRST(c) === 1;
+      const state = ok ? t(lang, "health.ok") : t(lang, `cam.${c.state}`);
+      const li = el("li", `health-cam ${ok ? "ok" : "bad"}`);
+      li.dataset.camera = c.id;
+      li.dataset.state = c.state || "ok";
+      li.title = `${c.name || c.id}: ${state}`;
+      li.append(el("span", "dot"), el("span", "name", c.name || c.id));
+      if (!ok) li.append(el("span", "state", state));
       return li;
-    }));
+    });
+    this.el.dataset.shown = String(fitList(this.list, items, (n) => t(lang, "list.more", { n: formatNumber(n, 0, lang) })));
   }
 }
 
@@ -825,20 +868,36 @@ export function alertItem(a, lang, onAck) {
   return li;
 }
 
-class AlertsTile extends TileView {
+const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
+
+/** Open before ended, then the most severe, then the newest: what an operator reads first. */
+export function alertOrder(a, b) {
+  return (a.ended_at ? 1 : 0) - (b.ended_at ? 1 : 0)
+    || (SEVERITY_RANK[a.severity] ?? 3) - (SEVERITY_RANK[b.severity] ?? 3)
+    || String(b.started_at || "").localeCompare(String(a.started_at || ""));
+}
+
+class AlertsTile extends FittedTile {
   build() {
+    super.build();
+    this.count = el("div", "alert-count");
     this.list = el("ul", "alert-list");
-    this.body.append(this.list);
+    this.body.append(this.count, this.list);
   }
 
   render() {
-    const alerts = (this.data && this.data.alerts) || [];
+    const alerts = [...((this.data && this.data.alerts) || [])].sort(alertOrder);
     const lang = this.lang;
+    const open = alerts.filter((a) => !a.ended_at).length;
+    this.count.textContent = t(lang, "alerts.open_count", { n: formatNumber(open, 0, lang) });
+    this.count.hidden = !alerts.length;
+    this.el.dataset.open = String(open);
     if (!alerts.length) {
       this.list.replaceChildren(el("li", "alert-none", t(lang, "alerts.none")));
       return;
     }
-    this.list.replaceChildren(...alerts.slice(0, 30).map((a) => alertItem(a, lang, this.ctx.ack)));
+    const items = alerts.map((a) => alertItem(a, lang, this.ctx.ack));
+    this.el.dataset.shown = String(fitList(this.list, items, (n) => t(lang, "list.more", { n: formatNumber(n, 0, lang) })));
   }
 }
 

@@ -568,8 +568,11 @@ class Hub:
         return tiledata.camera_data(cam, self.camera_names.get(cam), self.cam_status.get(cam), known=known)
 
     def _health(self) -> dict[str, Any]:
+        """The cameras camera services report on, and every camera the wall shows: one it
+        shows that no service reports on is offline there, so it is offline here too."""
         unknown = frozenset(t.camera for t in self.unknown_cameras() if t.camera)
-        return tiledata.health_summary(self.cam_status, self.camera_names, unknown)
+        shown = frozenset(t.camera for t in self._by_kind.get("camera", ()) if t.camera) - unknown
+        return tiledata.health_summary(self.cam_status, self.camera_names, unknown, shown)
 
     def _picture_to(self, t: Tile, variant: str, head: dict[str, Any], jpeg: bytes) -> None:
         self._fanout(f"{t.id}#{variant}", frames.picture_frame(t.id, t.camera or "", head, jpeg), False)

@@ -96,10 +96,11 @@ def camera_data(camera: str, name: str | None, status: dict[str, Any] | None, *,
 
 
 def health_summary(statuses: dict[str, dict[str, Any]], names: dict[str, str],
-                   unknown: frozenset[str] = frozenset()) -> dict[str, Any]:
+                   unknown: frozenset[str] = frozenset(), shown: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Every camera a camera service reports on, with its worst state (names from the registry),
-    and every camera the wall shows that the registry does not know (`unknown`): a problem."""
-    ids = sorted(set(statuses) | unknown)
+    every camera the wall shows (`shown`; without a status: offline) and every one it shows
+    that the registry does not know (`unknown`): a problem of its own."""
+    ids = sorted(set(statuses) | unknown | shown)
     counts = {p: 0 for p in PROBLEMS if p != "offline"}
     counts[UNKNOWN] = 0
     cameras = []
