@@ -251,3 +251,63 @@ async def test_alerts_tile_puts_the_worst_first_counts_and_never_clips_and_healt
             await conn.execute("UPDATE alerts SET ended_at = now() WHERE source LIKE $1 AND ended_at IS NULL", f"{tag}/%")
         await site.show(LAYOUT_ID)
 
+
+
+# -- 9: night and partial periods -----------------------------------------------------------------
+
+NIGHT_AREA = "13294"  # Phường Châu Cầu: no other test reports dossiers for it
+NIGHT_LAYOUT = _layout("wp-night", [
+    _tile("n-count", "kpi", 0, 0, 2, 1, "Hồ sơ tiếp nhận", "Dossiers received", kpi="tthc.dossiers_received", area=NIGHT_AREA),
+    _tile("n-chart", "chart", 0, 1, 4, 2, "Hồ sơ 5 ngày", "Dossiers, 5 days", kpi="tthc.dossiers_received",
+          area=NIGHT_AREA, bucket="1d", hours=24 * 5),
+])
+
+
+async def test_a_counter_with_nothing_yet_today_says_so_and_the_chart_marks_todays_partial_day(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, agencies: Agencies,  # noqa: F811
+        ingest: IngestProcess, broker: MosquittoRig) -> None:
+    ctx, watch = context
+    hanoi = timezone(timedelta(hours=7))
+    midnight = datetime.now(hanoi).replace(hour=0, minute=0, second=0, microsecond=0)
+    agency, password = await agencies.add(["tthc"], prefix="wp9")
+    days = [{"kpi": "tthc.dossiers_received", "area": NIGHT_AREA, "ts": (midnight - timedelta(days=4 - i)).isoformat(),
+             "value": 120 + 10 * i} for i in range(4)]
+    days.append({"kpi": "tthc.dossiers_received", "area": NIGHT_AREA, "ts": midnight.isoformat(), "value": 3})
+    pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
+    try:
+        pub.publish(f"ioc/v1/kpi/{agency}", days)
+    finally:
+        pub.close()
+    await site.call("PUT", "/api/v1/wall/layouts/wp-night", json=NIGHT_LAYOUT)
+
+    def counted(value: int) -> None:  # today's count so far, as the ingest publishes it
+        received = datetime.now(timezone.utc).isoformat()
+        live.kpis.publish(f"ioc/v1/live/kpi/tthc.dossiers_received/{NIGHT_AREA}", {
+            "kpi": "tthc.dossiers_received", "area": NIGHT_AREA, "ts": midnight.isoformat(), "value": value,
+            "rev": 1, "agency": "test", "received_at": received}, retain=True)
+    try:
+        await site.show("wp-night")
+        page = await open_screen(ctx, watch, site, 1, "wp-night")
+        chart = slot(page, "n-chart").locator(".tile")
+        await expect(chart).to_have_attribute("data-partial", "true", timeout=20000)
+        await expect(chart).to_have_attribute("data-points", "5")
+        partial = chart.locator("path.chart-partial")
+        await expect(partial).to_have_count(1)
+        assert await partial.get_attribute("stroke-dasharray")
+        await expect(chart.locator("text.chart-label").last).to_have_text(re.compile(r"^hôm nay đến \d\d:\d\d$"))
+        # nothing yet today: said in words, not "0 hồ sơ" stamped 00:00
+        counted(0)
+        count = slot(page, "n-count").locator(".tile")
+        await expect(count).to_have_attribute("data-empty", "today", timeout=15000)
+        await expect(count.locator(".kpi-number")).to_have_text("—")
+        await expect(count.locator(".kpi-meta")).to_have_text("Chưa có số liệu hôm nay")
+        await expect(count.locator(".kpi-time")).to_have_text("")
+        await page.screenshot(path=str(SHOTS / "night.png"))
+        # the first dossiers: the count, and how far today it has got
+        counted(7)
+        await expect(count.locator(".kpi-number")).to_have_text("7", timeout=15000)
+        await expect(count.locator(".kpi-time")).to_have_text(re.compile(r"^Hôm nay, đến \d\d:\d\d$"))
+        assert not watch.errors, watch.errors
+    finally:
+        live.kpis.publish(f"ioc/v1/live/kpi/tthc.dossiers_received/{NIGHT_AREA}", b"", retain=True)
+        await site.show(LAYOUT_ID)

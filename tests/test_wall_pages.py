@@ -300,9 +300,13 @@ async def test_kpi_and_chart_from_ingested_readings(site: Site, context: tuple[B
     line = slot(page, "wp-chart").locator("path.chart-line")
     await expect(line).to_have_count(1, timeout=15000)
     d = await line.get_attribute("d")
-    assert d is not None and d.count("L") == 47, d
+    # 48 hours: the 47 whole ones drawn solid, the hour now running dashed (it is partial)
+    assert d is not None and d.count("L") == 46, d
+    await expect(slot(page, "wp-chart").locator("path.chart-partial")).to_have_count(1)
     await expect(slot(page, "wp-chart").locator("text.chart-last")).to_have_text(f"{expected} AQI")
-    await expect(slot(page, "wp-chart").locator("text.chart-label").last).to_have_text(re.compile(r"^\d\d/\d\d \d\d:\d\d$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").first).to_have_text(re.compile(r"^cao nhất \d+$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").nth(1)).to_have_text(re.compile(r"^\d\d/\d\d \d\d:\d\d$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").last).to_have_text(re.compile(r"^đến \d\d:\d\d$"))
     assert not watch.errors, watch.errors
 
 

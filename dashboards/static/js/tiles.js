@@ -6,7 +6,7 @@
 //   ctx = {lang(): "vi"|"en", serverNow(): epoch s, api(path): Promise<json>, ack(id)?,
 //          video(camera, on)?: ask the hub for a camera's video, or pictures only}
 
-import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, weekday, toDate } from "./format.js";
+import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
 
 export const STALE_AFTER_S = 10;
@@ -474,14 +474,27 @@ class KpiTile extends TileView {
     this.body.append(row, this.metaEl, this.timeEl);
   }
 
+  /** A counter's reading stamped at the start of today (local): the day's count so far. */
+  todaysCount(d) {
+    if (d.kind !== "counter") return false;
+    const at = localParts(d.ts);
+    const now = localParts(this.ctx.serverNow());
+    return !!at && !!now && at.hour === "00" && at.minute === "00" && at.second === "00"
+      && at.year === now.year && at.month === now.month && at.day === now.day;
+  }
+
   render() {
     const d = this.data;
     const lang = this.lang;
-    if (!d || d.value === null || d.value === undefined) {
+    const today = !!d && this.todaysCount(d);
+    // a day's counter at 0 after midnight is "nothing yet", not a count of 0 at 00:00
+    const none = !d || d.value === null || d.value === undefined || (today && Number(d.value) === 0);
+    this.el.dataset.empty = none ? (d && today ? "today" : "none") : "";
+    if (none) {
       this.numberEl.textContent = "—";
       this.unitEl.textContent = "";
       this.trendEl.textContent = "";
-      this.metaEl.textContent = t(lang, "kpi.no_data");
+      this.metaEl.textContent = t(lang, d && today ? "kpi.none_today" : "kpi.no_data");
       this.timeEl.textContent = "";
       this.el.dataset.status = "none";
       return;
@@ -504,7 +517,9 @@ class KpiTile extends TileView {
       parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous, undefined, lang)}`);
     }
     this.metaEl.textContent = parts.join(" ");
-    this.timeEl.textContent = d.ts ? formatDateTime(d.ts, false) : "";
+    // a counter's stamp is its period's start: say how far today's count has got instead
+    this.timeEl.textContent = today ? t(lang, "kpi.today_until", { time: formatTime(d.received_at || this.ctx.serverNow(), false) })
+      : d.ts ? formatDateTime(d.ts, false) : "";
   }
 }
 
@@ -720,17 +735,32 @@ class ChartTile extends TileView {
     }
     const x = (p) => padX + (t1 === t0 ? (W - 2 * padX) / 2 : ((p.t.getTime() - t0) / (t1 - t0)) * (W - 2 * padX));
     const y = (v) => padTop + (1 - (v - lo) / (hi - lo)) * (H - padTop - padBottom);
-    const line = pts.map((p, i) => `${i ? "L" : "M"}${x(p).toFixed(1)},${y(p.v).toFixed(1)}`).join("");
+    const last = pts[pts.length - 1];
+    // the bucket now running is partial (today's dossiers so far, not a plunge to 0): its
+    // stretch of the line is dashed, its dot hollow, and the axis says up to when it counts
+    const nowMs = this.ctx.serverNow() * 1000;
+    const bucket = this.settings().bucket;
+    const step = bucketMs(bucket);
+    const partial = pts.length > 1 && (step === null ? nowMs - last.t.getTime() < MONTH_AT_LEAST_MS : last.t.getTime() + step > nowMs);
+    const whole = partial ? pts.slice(0, -1) : pts;
+    const path = (list) => list.map((p, i) => `${i ? "L" : "M"}${x(p).toFixed(1)},${y(p.v).toFixed(1)}`).join("");
+    const line = path(pts);
     const base = (H - padBottom).toFixed(1);
-    const area = `${line}L${x(pts[pts.length - 1]).toFixed(1)},${base}L${x(pts[0]).toFixed(1)},${base}Z`;
+    const area = `${line}L${x(last).toFixed(1)},${base}L${x(pts[0]).toFixed(1)},${base}Z`;
     for (const v of [lo, (lo + hi) / 2, hi]) {
       svgEl.append(svg("line", { class: "chart-grid", x1: padX, x2: W - padX, y1: y(v), y2: y(v) }));
     }
+    const stroke = Math.max(2, font / 6);
     svgEl.append(svg("path", { class: "chart-area", d: area }));
-    svgEl.append(svg("path", { class: "chart-line", d: line, "stroke-width": Math.max(2, font / 6) }));
-    const last = pts[pts.length - 1];
+    svgEl.append(svg("path", { class: "chart-line", d: path(whole), "stroke-width": stroke }));
+    if (partial) {
+      svgEl.append(svg("path", { class: "chart-partial", d: path(pts.slice(-2)), "stroke-width": stroke,
+        "stroke-dasharray": `${(stroke * 2.5).toFixed(1)} ${(stroke * 2).toFixed(1)}` }));
+    }
+    this.el.dataset.partial = String(partial);
     Object.assign(this.el.dataset, { points: String(pts.length), lastBucket: last.t.toISOString(), lastValue: String(last.v), lastN: String(last.n) });
-    svgEl.append(svg("circle", { class: "chart-dot", cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5) }));
+    svgEl.append(svg("circle", { class: `chart-dot${partial ? " partial" : ""}`, cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5),
+      "stroke-width": partial ? stroke : 0 }));
     const u = (this.units && this.units[lang]) || "";
     const unit = u && u.length <= 8 ? ` ${u}` : "";
     svgEl.append(svg("text", { class: "chart-last", x: W - padX, y: font * 1.15, "text-anchor": "end", "font-size": font * 1.15 },
@@ -740,7 +770,10 @@ class ChartTile extends TileView {
     const day = this.settings().bucket.endsWith("h") || this.settings().bucket.endsWith("m");
     const label = (d) => (day ? formatShort(d) : formatDate(d));
     svgEl.append(svg("text", { class: "chart-label", x: padX, y: H - font * 0.35, "font-size": font * 0.8 }, label(pts[0].t)));
-    svgEl.append(svg("text", { class: "chart-label", x: W - padX, y: H - font * 0.35, "font-size": font * 0.8, "text-anchor": "end" }, label(last.t)));
+    const until = formatTime(nowMs / 1000, false);
+    const lastLabel = !partial ? label(last.t) : t(lang, step !== null && step < 86400000 ? "chart.partial" : "chart.partial_today", { time: until });
+    svgEl.append(svg("text", { class: `chart-label${partial ? " chart-partial-label" : ""}`, x: W - padX, y: H - font * 0.35,
+      "font-size": font * 0.8, "text-anchor": "end" }, lastLabel));
   }
 
   destroy() {

@@ -122,8 +122,8 @@ async def kpi_limits(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def kpi_labels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Per KPI: id, name_vi, name_en, unit, unit_en, target, better (what a wall tile shows)."""
-    return await conn.fetch("SELECT id, name_vi, name_en, unit, unit_en, target, better FROM kpis")
+    """Per KPI: id, name_vi, name_en, unit, unit_en, target, better, kind (what a wall tile shows)."""
+    return await conn.fetch("SELECT id, name_vi, name_en, unit, unit_en, target, better, kind FROM kpis")
 
 
 async def area_codes(conn: asyncpg.Connection) -> frozenset[str]:

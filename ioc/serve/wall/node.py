@@ -140,7 +140,7 @@ class WallNode:
         kpis = await catalogue.kpi_labels(conn)
         cams = await camera_store.camera_names(conn)
         self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"],
-                                                   r["unit_en"])
+                                                   r["unit_en"], r["kind"])
                                 for r in kpis}, cams)
 
     async def _refresh_catalogue(self) -> None:

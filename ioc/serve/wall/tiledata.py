@@ -24,6 +24,7 @@ class KpiMeta:
     target: float | None
     better: str
     unit_en: str = ""
+    kind: str = "gauge"  # counter | gauge | ratio: a counter's reading is its period's count so far
 
 
 def target_status(meta: KpiMeta | None, value: float) -> str:
@@ -50,6 +51,7 @@ def kpi_data(meta: KpiMeta | None, live: dict[str, Any], previous: float | None)
         "unit_en": (meta.unit_en or meta.unit) if meta else "", "value": value, "ts": live.get("ts"),
         "target": meta.target if meta else None, "better": meta.better if meta else "higher",
         "status": target_status(meta, value), "trend": trend(value, previous), "previous": previous,
+        "kind": meta.kind if meta else "gauge", "received_at": live.get("received_at"),
     }
 
 
