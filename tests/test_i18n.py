@@ -57,6 +57,8 @@ def test_every_key_a_page_asks_for_is_in_both_tables() -> None:
     # keys built at run time: a camera's state or fault, an alert's severity
     used |= {f"cam.{p}" for p in (*PROBLEMS, UNKNOWN, "stale", "starting", "no_picture", "unhealthy")}
     used |= {f"sev.{s}" for s in ("critical", "warning", "info")}
+    used |= {f"kpi.trend_{d}" for d in ("up", "down", "flat")} | {"kpi.judge_good", "kpi.judge_bad"}
+    used |= {"kpi.better_higher", "kpi.better_lower"}
     missing = sorted(k for k in used if k not in VI or k not in EN)
     assert not missing, missing
 

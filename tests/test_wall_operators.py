@@ -311,3 +311,33 @@ async def test_a_counter_with_nothing_yet_today_says_so_and_the_chart_marks_toda
     finally:
         live.kpis.publish(f"ioc/v1/live/kpi/tthc.dossiers_received/{NIGHT_AREA}", b"", retain=True)
         await site.show(LAYOUT_ID)
+
+
+# -- 10: trend glyphs ----------------------------------------------------------------------------
+
+async def test_trend_glyphs_have_room_colour_by_the_better_direction_and_say_what_they_mean(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:  # noqa: F811
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.kpi("mt.aqi", "13291", 80)  # lower is better for the AQI
+    live.kpi("an.eid_level2_accounts", "347", 1000)  # higher is better for accounts
+    page = await open_screen(ctx, watch, site, 5)
+    await page.wait_for_timeout(300)
+    live.kpi("mt.aqi", "13291", 95)
+    live.kpi("an.eid_level2_accounts", "347", 1100)
+    for tile, judge, colour, words in (("wp-aqi", "bad", "rgb(255, 91, 80)", "Tăng so với lần trước (80) — xấu đi"),
+                                       ("wp-kpi", "good", "rgb(47, 210, 122)", "Tăng so với lần trước (1.000) — tốt hơn")):
+        trend = slot(page, tile).locator(".kpi-trend")
+        await expect(trend).to_have_text("▲", timeout=10000)
+        await expect(trend).to_have_attribute("data-judge", judge)
+        await expect(trend).to_have_css("color", colour)
+        await expect(trend).to_have_attribute("title", re.compile("^" + re.escape(words)))
+        await expect(trend).to_have_attribute("aria-label", re.compile("^" + re.escape(words)))
+        # room between the unit and the glyph: a good part of the glyph's own size
+        unit = await slot(page, tile).locator(".kpi-unit").bounding_box()
+        glyph = await trend.bounding_box()
+        size = float((await trend.evaluate("e => getComputedStyle(e).fontSize"))[:-2])
+        assert unit is not None and glyph is not None
+        assert glyph["x"] - (unit["x"] + unit["width"]) >= 0.35 * size, (unit, glyph, size)
+    await page.screenshot(path=str(SHOTS / "trend.png"))
+    assert not watch.errors, watch.errors

@@ -460,7 +460,7 @@ class CameraTile extends TileView {
 
 // -- kpi --------------------------------------------------------------------------------
 
-const TREND = { up: "▲", down: "▼", flat: "▶" };
+const TREND = { up: "▲", down: "▼", flat: "▬" };
 
 class KpiTile extends TileView {
   build() {
@@ -468,6 +468,7 @@ class KpiTile extends TileView {
     this.numberEl = el("span", "kpi-number");
     this.unitEl = el("span", "kpi-unit");
     this.trendEl = el("span", "kpi-trend");
+    this.trendEl.setAttribute("role", "img");
     row.append(this.numberEl, this.unitEl, this.trendEl);
     this.metaEl = el("div", "kpi-meta");
     this.timeEl = el("div", "kpi-time");
@@ -505,9 +506,16 @@ class KpiTile extends TileView {
     this.el.dataset.status = d.status || "none";
     const trend = d.trend && TREND[d.trend];
     this.trendEl.textContent = trend || "";
+    // green when it moved the way the catalogue says is better for this KPI (up for dossiers
+    // on time, down for the AQI), red the other way; the title says it in words
     const good = d.trend === "flat" || !d.trend ? "flat"
       : (d.trend === "up") === (d.better !== "lower") ? "good" : "bad";
     this.trendEl.dataset.judge = good;
+    const said = trend ? [t(lang, `kpi.trend_${d.trend}`, { previous: formatNumber(d.previous, undefined, lang) })] : [];
+    if (trend && good !== "flat") said.push(t(lang, `kpi.judge_${good}`, { better: t(lang, `kpi.better_${d.better === "lower" ? "lower" : "higher"}`) }));
+    this.trendEl.title = said.join(" — ");
+    if (trend) this.trendEl.setAttribute("aria-label", this.trendEl.title);
+    else this.trendEl.removeAttribute("aria-label");
     const parts = [];
     if (d.target !== null && d.target !== undefined) {
       const sign = d.better === "lower" ? "≤" : "≥";
