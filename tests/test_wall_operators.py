@@ -20,7 +20,7 @@ from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
 
 from tests.test_wall_pages import (  # noqa: F401 - fixtures
-    CAMERAS, LAYOUT_ID, SHOTS, Live, Site, Watch, _tile, browser, context, live, log_in, open_screen, site, slot,
+    CAMERAS, LAYOUT, LAYOUT_ID, SHOTS, Live, Site, Watch, _tile, browser, context, live, log_in, open_screen, site, slot,
 )
 
 DEADLINE_S = 45.0  # alerts: the node looks every 10 s; generous for a busy machine
@@ -340,4 +340,45 @@ async def test_trend_glyphs_have_room_colour_by_the_better_direction_and_say_wha
         assert unit is not None and glyph is not None
         assert glyph["x"] - (unit["x"] + unit["width"]) >= 0.35 * size, (unit, glyph, size)
     await page.screenshot(path=str(SHOTS / "trend.png"))
+    assert not watch.errors, watch.errors
+
+
+# -- 11: the pin form ------------------------------------------------------------------------------
+
+async def test_the_pin_form_speaks_names_screens_shows_a_thumbnail_and_warns_of_a_camera_on_two_tiles(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:  # noqa: F811
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.healthy(*CAMERAS)
+    console = await _log_in_console(ctx, watch, site)
+    await expect(console.locator("#mini-tiles .slot")).to_have_count(len(LAYOUT["tiles"]), timeout=10000)
+    tiles = console.locator("#pin-tile option")
+    await expect(console.locator('#pin-tile option[value="wp-span"]')).to_have_text(
+        f"{CAMERAS['wp-c2']} · màn hình 4, 5", timeout=10000)
+    await expect(console.locator('#pin-tile option[value="wp-cam"]')).to_have_text(f"{CAMERAS['wp-c1']} · màn hình 5")
+    await expect(console.locator('#pin-tile option[value="wp-kpi"]')).to_have_text("Tài khoản định danh mức 2 · màn hình 5")
+    labels = await tiles.all_inner_texts()
+    assert not [x for x in labels if re.search(r"\bwp-|\((camera|kpi|chart)\)", x)], labels
+    await expect(console.locator('#pin-camera option[value="wp-c1"]')).to_have_text(re.compile("^" + CAMERAS["wp-c1"]))
+    cams = await console.locator("#pin-camera option").all_inner_texts()
+    assert not [x for x in cams if "wp-c" in x], cams
+
+    # choosing the camera wp-cam already shows, for the spanning tile: a thumbnail and a warning
+    await console.locator("#pin-tile").select_option("wp-span")
+    warn = console.locator("#pin-warn")
+    await expect(warn).to_be_hidden()
+    await console.locator("#pin-camera").select_option("wp-c1")
+    await expect(warn).to_be_visible()
+    await expect(warn).to_have_text(f"Chú ý: {CAMERAS['wp-c1']} đã có trên màn hình 5 — ghim vào đây thì một camera chiếm hai ô")
+    thumb = console.locator("#pin-thumb")
+    await expect(thumb).to_be_visible(timeout=10000)
+    await console.wait_for_function("() => document.getElementById('pin-thumb').naturalWidth > 0", timeout=10000)
+    await console.locator("#pin-form").screenshot(path=str(SHOTS / "pin-form.png"))
+    await console.locator("#pin-form button[type=submit]").click()
+    await expect(console.locator("#pins")).to_contain_text(f"← {CAMERAS['wp-c1']}", timeout=10000)
+    await expect(warn).to_be_visible()  # still true once pinned: the camera is on two tiles
+    await console.locator("#unpin").click()
+    await expect(console.locator("#pins li")).to_have_count(0, timeout=10000)
+    await console.locator("#pin-camera").select_option("wp-c3")
+    await expect(warn).to_be_hidden()
     assert not watch.errors, watch.errors
