@@ -382,3 +382,75 @@ async def test_the_pin_form_speaks_names_screens_shows_a_thumbnail_and_warns_of_
     await console.locator("#pin-camera").select_option("wp-c3")
     await expect(warn).to_be_hidden()
     assert not watch.errors, watch.errors
+
+
+# -- 12: small screens ----------------------------------------------------------------------------
+
+async def test_small_screens_keep_the_header_on_one_line_titles_in_proportion_and_cameras_unboxed(
+        site: Site, browser: Browser, context: tuple[BrowserContext, Watch], live: Live) -> None:  # noqa: F811
+    await site.show("phu-ly-cameras")
+    try:
+        # a phone: the header stays one line, the brand whole, the layout's name cut with an ellipsis
+        phone = await browser.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN", has_touch=True,
+                                          is_mobile=True, device_scale_factor=2)
+        watch = Watch(site.base)
+        try:
+            page = watch.attach(await phone.new_page())
+            await page.goto(f"{site.base}/wall/tablet.html")
+            await log_in(page, site.users["leader"])
+            await expect(page.locator("body")).to_have_attribute("data-layout", "phu-ly-cameras", timeout=15000)
+            name = page.locator("#layout-name")
+            await expect(name).to_have_attribute("title", "Camera thành phố Phủ Lý")
+            brand = page.locator(".topbar .brand")
+            lines = await brand.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e); "
+                                         "return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size; }")
+            assert lines == 1, "the brand breaks over lines"
+            middles = set()
+            for sel in (".topbar .brand", "#layout-name", "#lang", "#logout"):
+                b = await page.locator(sel).bounding_box()
+                assert b is not None, sel
+                middles.add(round(b["y"] + b["height"] / 2))
+            assert max(middles) - min(middles) <= 4, f"the header wraps: {middles}"
+            bar = await page.locator(".topbar").bounding_box()
+            assert bar is not None and bar["width"] <= 390 and bar["height"] < 70, bar
+            cut = await name.evaluate("e => [e.scrollWidth > e.clientWidth, getComputedStyle(e).textOverflow]")
+            assert cut[1] == "ellipsis", cut
+            await page.screenshot(path=str(SHOTS / "phone.png"))
+            assert not watch.errors, watch.errors
+        finally:
+            await phone.close()
+
+        # a tablet: a wide camera's title is in proportion with the rest, not 50 px
+        tablet = await browser.new_context(viewport={"width": 1180, "height": 820}, locale="vi-VN", has_touch=True)
+        watch = Watch(site.base)
+        try:
+            page = watch.attach(await tablet.new_page())
+            await page.goto(f"{site.base}/wall/tablet.html")
+            await log_in(page, site.users["leader"])
+            wide = slot(page, "cam-01")
+            await expect(wide).to_have_class(re.compile(r"\bwide\b"), timeout=15000)
+            size = float((await wide.locator(".tile-title").evaluate("e => getComputedStyle(e).fontSize"))[:-2])
+            assert size <= 18, f"a wide camera's title is {size} px"
+            box = await wide.bounding_box()
+            assert box is not None and box["width"] > 500  # wide indeed
+            await page.screenshot(path=str(SHOTS / "tablet-cameras.png"), full_page=True)
+            assert not watch.errors, watch.errors
+        finally:
+            await tablet.close()
+
+        # screen 5 of the wall: its cameras' pictures fill their tiles, no wide black bars
+        ctx, watch = context
+        for cam in ("pl-05", "pl-06"):
+            live.picture(cam)
+        page = await open_screen(ctx, watch, site, 5, "phu-ly-cameras")
+        for tile in ("cam-05", "cam-06"):
+            img = slot(page, tile).locator("img.cam-img")
+            await expect(slot(page, tile).locator(".tile")).to_have_class(re.compile(r"\bhas-picture\b"), timeout=15000)
+            filled = await img.evaluate("""i => { const s = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);
+                return (i.naturalWidth * s * i.naturalHeight * s) / (i.clientWidth * i.clientHeight); }""")
+            assert filled > 0.9, f"{tile}: the picture fills {filled:.0%} of its tile"
+        await page.screenshot(path=str(SHOTS / "phu-ly-screen-5.png"))
+    finally:
+        for cam in ("pl-05", "pl-06"):
+            live.cameras.publish(f"ioc/v1/live/camera/{cam}/tile", b"", retain=True)
+        await site.show(LAYOUT_ID)
