@@ -124,6 +124,11 @@ class Layout(BaseModel):
         return self.model_copy(update={"tiles": tiles})
 
 
+def unknown_camera_note(layout: Layout, tile: Tile) -> str:
+    """What `ioc serve` and `ioc layouts check` say of a tile whose camera the registry lacks."""
+    return f"layout {layout.id!r}, tile {tile.id!r}: camera {tile.camera!r} is not in the camera registry"
+
+
 def parse_layout(doc: dict[str, Any], *, where: str = "layout") -> Layout:
     try:
         return Layout.model_validate(doc)

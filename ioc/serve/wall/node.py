@@ -30,7 +30,7 @@ from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
 from ioc.serve.wall.alerts import AlertKeeper, UnknownCamera
 from ioc.serve.wall.hub import Hub
-from ioc.serve.wall.layout import Layout, load_presets, parse_layout
+from ioc.serve.wall.layout import Layout, load_presets, parse_layout, unknown_camera_note
 from ioc.serve.wall.server import Refused, close_revoked, start_server
 from ioc.serve.wall.tiledata import KpiMeta
 
@@ -84,7 +84,7 @@ class WallNode:
             return []
         lines = []
         for t in layout.unknown_cameras(self.hub.camera_names):
-            lines.append(f"layout {layout.id!r}, tile {t.id!r}: camera {t.camera!r} is not in the camera registry")
+            lines.append(unknown_camera_note(layout, t))
             log.warning("layout names an unknown camera", extra={"layout": layout.id, "tile": t.id, "camera": t.camera})
         return lines
 
