@@ -168,6 +168,10 @@ async def test_english_tablet_has_english_units_separators_and_area_names_and_vi
         kpi = slot(page, "wp-kpi").locator(".tile")
         await expect(kpi.locator(".kpi-number")).to_have_text("1,234,567.5", timeout=15000)
         await expect(kpi.locator(".kpi-unit")).to_have_text("accounts")
+        # the long figure fits its tile whole
+        fits = await kpi.locator(".kpi-number").evaluate(
+            "n => n.getBoundingClientRect().right <= n.closest('.tile').getBoundingClientRect().right")
+        assert fits, "the figure runs past its tile"
         await expect(slot(page, "wp-kpi2").locator(".kpi-number")).to_have_text("96.5", timeout=10000)
         # the alert names the area, never its code
         alert = slot(page, "wp-alerts").locator("li.alert").filter(has_text="Phu Ly City")

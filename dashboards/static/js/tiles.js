@@ -501,6 +501,8 @@ class KpiTile extends TileView {
       return;
     }
     this.numberEl.textContent = formatNumber(d.value, undefined, lang);
+    // long figures ("1,234,567.5") get a smaller size, so they fit the tile's width whole
+    this.numberEl.style.setProperty("--chars", String(Math.max(4, this.numberEl.textContent.length)));
     this.numberEl.dataset.value = String(d.value);
     this.unitEl.textContent = pick(d, "unit", lang) || d.unit || "";
     this.el.dataset.status = d.status || "none";
