@@ -29,7 +29,7 @@ from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
 from ioc.serve.wall.alerts import AlertKeeper, UnknownCamera
-from ioc.serve.wall.hub import Hub
+from ioc.serve.wall.hub import STATUS_SILENT_S, Hub
 from ioc.serve.wall.layout import Layout, load_presets, parse_layout, unknown_camera_note
 from ioc.serve.wall.server import Refused, close_revoked, start_server
 from ioc.serve.wall.tiledata import KpiMeta
@@ -63,6 +63,7 @@ class WallNode:
         self.server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._watched: set[tuple[str, str]] = set()
+        self._started: float | None = None  # monotonic time the node started
 
     # -- wiring -------------------------------------------------------------------------
     def _publish_retained(self, topic: str, payload: bytes) -> None:
@@ -75,6 +76,10 @@ class WallNode:
         return self._watched
 
     def _unknown_cameras(self) -> list[UnknownCamera]:
+        # a camera missing from the registry may still be one a camera service reads from a
+        # file of its own: give its retained or repeated status time to arrive after a start
+        if self._started is None or time.monotonic() - self._started < STATUS_SILENT_S:
+            return []
         return [UnknownCamera(self.hub.state.layout, t.id, t.camera or "") for t in self.hub.unknown_cameras()]
 
     def warn_unknown_cameras(self, layout: Layout) -> list[str]:
@@ -197,6 +202,7 @@ class WallNode:
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._started = time.monotonic()
         await self._load()
         self.server = await start_server(self.hub, self.authorize, self.settings.api_host, self.settings.wall_port,
                                          max_clients=self.settings.wall_max_clients)
