@@ -455,6 +455,7 @@ run = runLoggedIn({
   },
   onSession(s) {
     $("user").textContent = `${s.username} (${s.role})`;
+    $("user").title = $("user").textContent; // cut with an ellipsis on a phone
     loadLayouts();
     loadCameras();
     loadAlerts();
