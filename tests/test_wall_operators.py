@@ -284,10 +284,10 @@ async def test_a_counter_with_nothing_yet_today_says_so_and_the_chart_marks_toda
         pub.close()
     await site.call("PUT", "/api/v1/wall/layouts/wp-night", json=NIGHT_LAYOUT)
 
-    def counted(value: int) -> None:  # today's count so far, as the ingest publishes it
+    def counted(value: int, day: datetime = midnight) -> None:  # a day's count (so far), as the ingest publishes it
         received = datetime.now(timezone.utc).isoformat()
         live.kpis.publish(f"ioc/v1/live/kpi/tthc.dossiers_received/{NIGHT_AREA}", {
-            "kpi": "tthc.dossiers_received", "area": NIGHT_AREA, "ts": midnight.isoformat(), "value": value,
+            "kpi": "tthc.dossiers_received", "area": NIGHT_AREA, "ts": day.isoformat(), "value": value,
             "rev": 1, "agency": "test", "received_at": received}, retain=True)
     try:
         await site.show("wp-night")
@@ -299,9 +299,14 @@ async def test_a_counter_with_nothing_yet_today_says_so_and_the_chart_marks_toda
         await expect(partial).to_have_count(1)
         assert await partial.get_attribute("stroke-dasharray")
         await expect(chart.locator("text.chart-label").last).to_have_text(re.compile(r"^hôm nay đến \d\d:\d\d$"))
+        # before today's first reading: yesterday's count is yesterday's whole day, not "00:00"
+        count = slot(page, "n-count").locator(".tile")
+        yesterday = midnight - timedelta(days=1)
+        counted(150, yesterday)
+        await expect(count.locator(".kpi-number")).to_have_text("150", timeout=15000)
+        await expect(count.locator(".kpi-time")).to_have_text(f"Cả ngày {yesterday:%d/%m/%Y}")
         # nothing yet today: said in words, not "0 hồ sơ" stamped 00:00
         counted(0)
-        count = slot(page, "n-count").locator(".tile")
         await expect(count).to_have_attribute("data-empty", "today", timeout=15000)
         await expect(count.locator(".kpi-number")).to_have_text("—")
         await expect(count.locator(".kpi-meta")).to_have_text("Chưa có số liệu hôm nay")

@@ -475,13 +475,18 @@ class KpiTile extends TileView {
     this.body.append(row, this.metaEl, this.timeEl);
   }
 
-  /** A counter's reading stamped at the start of today (local): the day's count so far. */
-  todaysCount(d) {
+  /** A counter's reading stamped at a local midnight: a day's count. */
+  dayCount(d) {
     if (d.kind !== "counter") return false;
     const at = localParts(d.ts);
+    return !!at && at.hour === "00" && at.minute === "00" && at.second === "00";
+  }
+
+  /** A day's count for today: the count so far. */
+  todaysCount(d) {
+    const at = localParts(d.ts);
     const now = localParts(this.ctx.serverNow());
-    return !!at && !!now && at.hour === "00" && at.minute === "00" && at.second === "00"
-      && at.year === now.year && at.month === now.month && at.day === now.day;
+    return this.dayCount(d) && !!now && at.year === now.year && at.month === now.month && at.day === now.day;
   }
 
   render() {
@@ -528,8 +533,10 @@ class KpiTile extends TileView {
     }
     this.metaEl.textContent = parts.join(" ");
     // a counter's stamp is its period's start: say how far today's count has got instead
+    // and an earlier day's count is that whole day's, not something that happened at 00:00
     this.timeEl.textContent = today ? t(lang, "kpi.today_until", { time: formatTime(d.received_at || this.ctx.serverNow(), false) })
-      : d.ts ? formatDateTime(d.ts, false) : "";
+      : this.dayCount(d) ? t(lang, "kpi.whole_day", { date: formatDate(d.ts) })
+        : d.ts ? formatDateTime(d.ts, false) : "";
   }
 }
 
