@@ -148,8 +148,10 @@ async def test_english_tablet_has_english_units_separators_and_area_names_and_vi
     # a few hours of AQI for the chart, through the ingest
     agency, password = await agencies.add(["mt"], prefix="wp8")
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    readings = [{"kpi": "mt.aqi", "area": "13291", "ts": (now - timedelta(hours=5 - i)).isoformat(), "value": 60 + i}
-                for i in range(6)]
+    # on the half hour: test_wall_pages reports this commune on the hour from another agency,
+    # and a kpi/area/ts already stored by another agency would be refused there
+    readings = [{"kpi": "mt.aqi", "area": "13291", "ts": (now - timedelta(hours=5 - i, minutes=30)).isoformat(),
+                 "value": 60 + i} for i in range(6)]
     pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
     try:
         pub.publish(f"ioc/v1/kpi/{agency}", readings)
