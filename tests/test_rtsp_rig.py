@@ -489,7 +489,10 @@ def test_fleet_server_cpu_and_isolation(tmp_path: Path) -> None:
                 assert len(window) <= 2
             else:
                 gaps = np.diff([t_fault, *window, t_end])
-                assert len(window) >= 45 and gaps.max() < 0.25, (n, len(window), gaps.max())
+                # isolation, not speed: a fault that reached the other streams would stop them
+                # for its whole 2 s; a busy CI box only slows the clients' reads (44 frames and a
+                # 0.3 s gap were seen there)
+                assert len(window) >= 30 and gaps.max() < 1.0, (n, len(window), gaps.max())
         assert errors == ["cam05: connection closed by the server"], errors
         assert cpu_pct < 60
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
+import pytest
 from playwright.async_api import Browser, BrowserContext, expect
 
 from tests.conftest import Agencies, IngestProcess
@@ -38,6 +39,27 @@ async def _until(check: Any, what: str, deadline_s: float = DEADLINE_S) -> Any:
             return found
         assert time.monotonic() < end, f"not within {deadline_s} s: {what}"
         await asyncio.sleep(0.5)
+
+
+@pytest.fixture
+async def other_faults_ended(site: Site, pool: asyncpg.Pool, live: Live) -> None:  # noqa: F811
+    """The alerts tiles show the worst first and the health tile every camera with a status:
+    faults and statuses that earlier test modules' camera services left behind (their cameras
+    no longer run) would push this module's alerts out of sight. Their events end here (the
+    node's keeper ends their alerts as for a camera that recovered) and their retained
+    statuses are cleared."""
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE camera_events SET ended_at = now() WHERE ended_at IS NULL AND NOT camera = ANY($1::text[])",
+                           list(CAMERAS))
+        others = [r["id"] for r in await conn.fetch("SELECT id FROM cameras WHERE NOT id = ANY($1::text[])", list(CAMERAS))]
+    for cam in others:
+        live.cameras.publish(f"ioc/v1/live/camera/{cam}/status", b"", retain=True)
+
+    async def settled() -> bool:
+        open_ = await site.call("GET", "/api/v1/alerts", params={"open": "true", "limit": 500})
+        return not [a for a in open_ if a.get("camera") and a["camera"] not in CAMERAS]
+
+    await _until(settled, "the other modules' camera alerts ended")
 
 
 # -- 5: a camera the registry does not know ----------------------------------------------------
@@ -141,6 +163,7 @@ async def test_the_console_alert_list_holds_still_and_offers_no_ack_for_ended_al
 
 # -- 8: both languages -----------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("other_faults_ended")
 async def test_english_tablet_has_english_units_separators_and_area_names_and_vietnamese_no_max(
         site: Site, browser: Browser, live: Live, agencies: Agencies, ingest: IngestProcess,  # noqa: F811
         broker: MosquittoRig) -> None:
@@ -206,6 +229,7 @@ SIX_LAYOUT = _layout("wp-six", [
 ])
 
 
+@pytest.mark.usefixtures("other_faults_ended")
 async def test_alerts_tile_puts_the_worst_first_counts_and_never_clips_and_health_shows_every_camera(
         site: Site, context: tuple[BrowserContext, Watch], live: Live, pool: asyncpg.Pool) -> None:  # noqa: F811
     ctx, watch = context
