@@ -124,8 +124,15 @@ function problemKey(status) {
 const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
 const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
 const VIDEO_IDLE_MS = 3000; // no frame drawn this long: waiting (a newer picture shows instead of the last frame)
-const VIDEO_RETRY_MS = 30000; // after falling back to pictures, try video again this much later
+// after falling back to pictures, try video again this much later: 30 s, or `?video_retry=<s>`
+// on the page's address (1 to 3600 s; for people checking a wall, and the tests)
+const VIDEO_RETRY_MS = retryMs(globalThis.location ? new URLSearchParams(location.search).get("video_retry") : null);
 const VIDEO_MAX_ERRORS = 3; // decoding errors within VIDEO_RETRY_MS before falling back
+
+function retryMs(param) {
+  const s = Number(param);
+  return param && Number.isFinite(s) && s >= 1 && s <= 3600 ? s * 1000 : 30000;
+}
 
 /** Whether this browser has WebCodecs' decoder at all (a page says so in its hello). */
 export const hasVideoDecoder = () => typeof globalThis.VideoDecoder === "function";
