@@ -326,6 +326,7 @@ class CameraTile extends TileView {
       ds.videoFrames = String(this.vframes);
       if (head) {
         ds.videoLastSeq = String(head.seq);
+        ds.videoCapturedAt = String(head.captured_at); // when the camera service had it (for people measuring a wall)
         ds.videoStream = String(head.stream);
         this.capturedAt = Number(head.captured_at) || this.capturedAt;
       }
