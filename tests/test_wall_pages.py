@@ -999,3 +999,44 @@ async def test_camera_tile_switches_streams_without_a_gap(
     finally:
         sub.stop()
         main.stop()
+
+
+# A decoder that keeps up but late: while `window.__lateDecoder` is set (ms), every picture the
+# browser's VideoDecoder gives comes out that much later (a steady backlog, as on an overloaded
+# machine or behind a slow link).
+LATE_DECODER = """(() => {
+  const Real = window.VideoDecoder;
+  window.__lateDecoder = 0;
+  window.VideoDecoder = class extends Real {
+    constructor(init) {
+      super({ ...init, output: (f) => {
+        const ms = window.__lateDecoder;
+        if (ms) setTimeout(() => init.output(f), ms); else init.output(f);
+      } });
+    }
+  };
+})();"""
+
+
+async def test_camera_tile_playing_steadily_late_falls_back_to_pictures(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """Every frame drawn 3 s after it came: nothing piles up in the decoder's queue and
+    something is drawn all the time, but the wall would show the past as live. The tile turns
+    to pictures (reason "behind") within a few seconds."""
+    ctx, watch = context
+    await ctx.add_init_script(LATE_DECODER)
+    clip, replay = await play_counter(site, live)
+    try:
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        await page.wait_for_timeout(2000)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings  # on time: it plays on
+        await page.evaluate("() => { window.__lateDecoder = 3000; }")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=15000)
+        assert await cam.get_attribute("data-video-reason") == "behind"
+        frames = int(await cam.get_attribute("data-video-frames") or 0)
+        assert frames > 50, frames  # it did draw, late, until then
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()

@@ -128,6 +128,9 @@ const VIDEO_IDLE_MS = 3000; // no frame drawn this long: waiting (a newer pictur
 // on the page's address (1 to 3600 s; for people checking a wall, and the tests)
 const VIDEO_RETRY_MS = retryMs(globalThis.location ? new URLSearchParams(location.search).get("video_retry") : null);
 const VIDEO_MAX_ERRORS = 3; // decoding errors within VIDEO_RETRY_MS before falling back
+// the frame shown older than this (against the hub's clock) at three ticks running, and not
+// catching up: it falls behind (a decoder or a link that keeps up but late: a steady backlog)
+const VIDEO_MAX_LAG_S = 2.0;
 
 function retryMs(param) {
   const s = Number(param);
@@ -172,6 +175,8 @@ class CameraTile extends TileView {
     this.vshownAt = 0; // captured_at of the frame shown
     this.vslowTicks = 0;
     this.vlastQueue = 0; // the decoder's queue at the previous tick
+    this.vlagTicks = 0;
+    this.vlastLag = 0; // how old the frame shown was at the previous tick, s
     this.verrors = [];
     this.vretry = null;
     this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
@@ -349,6 +354,7 @@ class CameraTile extends TileView {
     this.vfeedStart = 0;
     this.vslowTicks = 0;
     this.vlastQueue = 0;
+    this.vlagTicks = 0;
     if (this.dec && this.dec.state !== "closed") {
       try {
         this.dec.close();
@@ -391,7 +397,13 @@ class CameraTile extends TileView {
       const queue = this.dec.decodeQueueSize;
       this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue >= this.vlastQueue ? this.vslowTicks + 1 : 0;
       this.vlastQueue = queue;
-      if (this.vslowTicks >= 2 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
+      // late: an old frame shown while newer ones come, and not catching up (a group of
+      // pictures sent on joining is old too, but drains within a tick or two)
+      const drawing = this.vmode === "playing" && this.vshownAt && now - this.vdrawnAt < 1000; // not a pause
+      const lag = drawing ? this.ctx.serverNow() - this.vshownAt : 0;
+      this.vlagTicks = lag > VIDEO_MAX_LAG_S && lag > this.vlastLag - 0.25 ? this.vlagTicks + 1 : 0;
+      this.vlastLag = lag;
+      if (this.vslowTicks >= 2 || this.vlagTicks >= 3 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
         console.warn("camera video: decoding falls behind, pictures instead", this.def.camera);
         return this._fallBack("behind");
       }
