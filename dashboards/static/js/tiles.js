@@ -404,7 +404,9 @@ class CameraTile extends TileView {
       this.vlagTicks = lag > VIDEO_MAX_LAG_S && lag > this.vlastLag - 0.25 ? this.vlagTicks + 1 : 0;
       this.vlastLag = lag;
       if (this.vslowTicks >= 2 || this.vlagTicks >= 3 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
-        console.warn("camera video: decoding falls behind, pictures instead", this.def.camera);
+        const why = this.vslowTicks >= 2 ? `${queue} frames queued` : this.vlagTicks >= 3 ? `${lag.toFixed(1)} s late`
+          : `nothing drawn for ${((now - this.vfeedStart) / 1000).toFixed(1)} s`;
+        console.warn("camera video: decoding falls behind, pictures instead", this.def.camera, why);
         return this._fallBack("behind");
       }
     }
