@@ -1040,3 +1040,33 @@ async def test_camera_tile_playing_steadily_late_falls_back_to_pictures(
         assert not watch.errors, watch.errors
     finally:
         replay.stop()
+
+
+async def test_camera_tile_draws_every_picture_of_a_stream_with_b_frames(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, tmp_path: Path) -> None:
+    """A camera encoding B-frames: units come in decode order (each reference before the
+    B-frames shown ahead of it) and the decoder gives pictures in display order, so a reference
+    comes out after B-frames that were sent later. Each is drawn, none is taken for a frame
+    from the past: as many pictures drawn as frames received."""
+    from tests.test_camera_bad_input import _encode, _pictures
+
+    path = tmp_path / "bframes.mp4"
+    _encode(path, _pictures(250), "keyint=25:min-keyint=25:scenecut=0:bframes=2:b-pyramid=none")
+    ctx, watch = context
+    clip, replay = await play_counter(site, live, load_clip(path))
+    try:
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        await page.wait_for_timeout(1000)
+        counts = "() => [window.__ioc.wall.videoFrames, Number(document.querySelector('.slot[data-tile=\"wp-cam\"] .tile').dataset.videoFrames)]"
+        received0, drawn0 = await page.evaluate(counts)
+        await page.wait_for_timeout(4000)
+        received, drawn = await page.evaluate(counts)
+        assert received - received0 > 50, (received, received0)
+        # (a frame or two still in the decoder at either end)
+        assert drawn - drawn0 >= received - received0 - 4, (drawn - drawn0, received - received0)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()

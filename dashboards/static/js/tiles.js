@@ -172,7 +172,8 @@ class CameraTile extends TileView {
     this.vframes = 0;
     this.vfeedStart = 0; // when the first frame fed since the last one drawn went in (0: none)
     this.vdrawnAt = 0;
-    this.vshownAt = 0; // captured_at of the frame shown
+    this.vshownAt = 0; // captured_at of the newest frame shown
+    this.vhold = 0; // frames captured at or before this are not drawn (a group of pictures sent again)
     this.vslowTicks = 0;
     this.vlastQueue = 0; // the decoder's queue at the previous tick
     this.vlagTicks = 0;
@@ -252,6 +253,11 @@ class CameraTile extends TileView {
   video(header, data) {
     if (this.destroyed || this.vmode === "snapshots") return;
     if (header.key) {
+      // a group of pictures sent again (a reconnection, the other stream) starts before what is
+      // shown: decoded for its references, drawn only from what is newer (never back in time;
+      // a clock that jumped back seconds is followed)
+      const at = Number(header.captured_at) || 0;
+      if (at && at <= this.vshownAt && at > this.vshownAt - 5) this.vhold = this.vshownAt;
       const sig = `${header.codec}|${header.width}x${header.height}`;
       if (sig !== this.decSig) this._configure(header, sig); // a new camera, stream or resolution
       this.vneedKey = false;
@@ -310,12 +316,11 @@ class CameraTile extends TileView {
       this.vmeta.delete(frame.timestamp);
       this.vfeedStart = 0; // the decoder keeps up
       if (this.destroyed || this.vmode === "snapshots") return;
-      // a group of pictures sent again (a reconnection, the other stream) starts before what
-      // is shown: decoded for its references, drawn only once it is newer (never back in time;
-      // a clock that jumped back seconds is followed)
+      // within a stream, every picture the decoder gives is drawn: with B-frames a reference
+      // comes out after pictures sent later than it, and is not from the past
       const at = head ? Number(head.captured_at) || 0 : 0;
-      if (at && at <= this.vshownAt && at > this.vshownAt - 5) return;
-      if (at) this.vshownAt = at;
+      if (at && at <= this.vhold && at > this.vhold - 5) return;
+      if (at) this.vshownAt = at < this.vshownAt - 5 ? at : Math.max(this.vshownAt, at);
       const w = frame.displayWidth;
       const h = frame.displayHeight;
       const c = this.canvas;
@@ -461,6 +466,7 @@ class CameraTile extends TileView {
       clearTimeout(this.vretry);
       this.vframes = 0;
       this.vshownAt = 0;
+      this.vhold = 0;
       this.verrors = [];
       if (this.vmode === "snapshots" && hasVideoDecoder() && this.ctx.video) this.ctx.video(this.def.camera, true);
       this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
