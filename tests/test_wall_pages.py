@@ -695,6 +695,14 @@ async def play_counter(site: Site, live: Live, clip: Any = None) -> tuple[Any, V
     return clip, VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
 
 
+async def playing_tile(ctx: BrowserContext, watch: Watch, site: Site, timeout: float = 15000) -> tuple[Page, Any]:
+    """Screen 5 open, its wp-c1 tile playing video: (the page, the tile)."""
+    page = await open_screen(ctx, watch, site, 5)
+    cam = slot(page, "wp-cam").locator(".tile")
+    await expect(cam).to_have_attribute("data-video", "playing", timeout=timeout)
+    return page, cam
+
+
 # A camera tile's video state and what shows of it, read in one go.
 SHOWN = """(tile) => ({
   video: tile.dataset.video, reason: tile.dataset.videoReason, frames: tile.dataset.videoFrames,
@@ -1027,9 +1035,7 @@ async def test_camera_tile_playing_steadily_late_falls_back_to_pictures(
     await ctx.add_init_script(LATE_DECODER)
     clip, replay = await play_counter(site, live)
     try:
-        page = await open_screen(ctx, watch, site, 5)
-        cam = slot(page, "wp-cam").locator(".tile")
-        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        page, cam = await playing_tile(ctx, watch, site)
         await page.wait_for_timeout(2000)
         assert await cam.get_attribute("data-video") == "playing", watch.warnings  # on time: it plays on
         await page.evaluate("() => { window.__lateDecoder = 3000; }")
@@ -1055,9 +1061,7 @@ async def test_camera_tile_draws_every_picture_of_a_stream_with_b_frames(
     ctx, watch = context
     clip, replay = await play_counter(site, live, load_clip(path))
     try:
-        page = await open_screen(ctx, watch, site, 5)
-        cam = slot(page, "wp-cam").locator(".tile")
-        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        page, cam = await playing_tile(ctx, watch, site)
         await page.wait_for_timeout(1000)
         counts = "() => [window.__ioc.wall.videoFrames, Number(document.querySelector('.slot[data-tile=\"wp-cam\"] .tile').dataset.videoFrames)]"
         received0, drawn0 = await page.evaluate(counts)
@@ -1067,6 +1071,40 @@ async def test_camera_tile_draws_every_picture_of_a_stream_with_b_frames(
         # (a frame or two still in the decoder at either end)
         assert drawn - drawn0 >= received - received0 - 4, (drawn - drawn0, received - received0)
         assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+# A decoder slow to start: its first pictures come out only 3.5 s after it was made (a busy
+# machine starting it with a whole group of pictures queued), then in time.
+SLOW_START = """(() => {
+  const Real = window.VideoDecoder;
+  window.VideoDecoder = class extends Real {
+    constructor(init) {
+      const ready = performance.now() + 3500;
+      super({ ...init, output: (f) => {
+        const wait = ready - performance.now();
+        if (wait > 0) setTimeout(() => init.output(f), wait); else init.output(f);
+      } });
+    }
+  };
+})();"""
+
+
+async def test_camera_tile_gives_a_decoder_time_to_start(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """A decoder whose first picture takes 3.5 s is starting, not behind: the tile plays."""
+    ctx, watch = context
+    await ctx.add_init_script(SLOW_START)
+    clip, replay = await play_counter(site, live)
+    try:
+        page, cam = await playing_tile(ctx, watch, site, timeout=20000)
+        await page.wait_for_timeout(1500)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        assert not [w for w in watch.warnings if "falls behind" in w], watch.warnings
+        r = await cam.evaluate(READ_COUNTER)
+        assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
         assert not watch.errors, watch.errors
     finally:
         replay.stop()

@@ -123,6 +123,9 @@ function problemKey(status) {
 // Live video: WebCodecs decodes the camera's own H.264 into a canvas over the picture.
 const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
 const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
+// a decoder just configured is given this long for its first picture before any of the
+// "behind" rules apply (starting one on a busy machine, with a whole group of pictures queued)
+const VIDEO_START_MS = 6000;
 const VIDEO_IDLE_MS = 3000; // no frame drawn this long: waiting (a newer picture shows instead of the last frame)
 // after falling back to pictures, try video again this much later: 30 s, or `?video_retry=<s>`
 // on the page's address (1 to 3600 s; for people checking a wall, and the tests)
@@ -287,6 +290,8 @@ class CameraTile extends TileView {
         }
         // Annex B with SPS/PPS in every keyframe: no description
         this.dec.configure({ codec: header.codec, optimizeForLatency: true });
+        this.vstartedAt = performance.now();
+        this.vstarted = false;
       } catch (err) {
         console.warn("camera video: configure failed", header.codec, err);
         return this._fallBack("codec");
@@ -315,6 +320,7 @@ class CameraTile extends TileView {
       const head = this.vmeta.get(frame.timestamp);
       this.vmeta.delete(frame.timestamp);
       this.vfeedStart = 0; // the decoder keeps up
+      this.vstarted = true;
       if (this.destroyed || this.vmode === "snapshots") return;
       // within a stream, every picture the decoder gives is drawn: with B-frames a reference
       // comes out after pictures sent later than it, and is not from the past
@@ -397,7 +403,10 @@ class CameraTile extends TileView {
   _videoTick() {
     if (this.vmode === "snapshots") return;
     const now = performance.now();
-    if (this.dec && this.dec.state === "configured") {
+    if (this.dec && this.dec.state === "configured" && !this.vstarted && now - this.vstartedAt < VIDEO_START_MS) {
+      this.vslowTicks = 0;
+      this.vfeedStart = 0;
+    } else if (this.dec && this.dec.state === "configured") {
       // a long queue that does not shrink: a burst (the group of pictures sent on joining) drains
       const queue = this.dec.decodeQueueSize;
       this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue >= this.vlastQueue ? this.vslowTicks + 1 : 0;
