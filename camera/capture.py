@@ -195,12 +195,13 @@ class CaptureThread(threading.Thread):
         self.opened = threading.Event()
         self.error: str | None = None
         self.frames = 0
+        self.packet_at: float | None = None  # wall-clock time the newest packet came in
         self.keyframes: deque[float] = deque(maxlen=6)  # when the last keyframes came in
         self.width = 0
         self.height = 0
         self.video: str | None = None  # "h264" once open, if the browsers can play it
         self.video_reason: str | None = None  # why not, when they cannot
-        self.decode_errors = 0
+        self.decode_errors = 0  # packets that did not decode and pictures that came out damaged
         self.want_full = False  # set from the event loop: a wall wants this camera's HD tiles
         self.want_video = False  # set from the event loop: someone watches this stream live
         self.on_video: VideoSink | None = None
@@ -245,6 +246,11 @@ class CaptureThread(threading.Thread):
             return None
         gaps = sorted(b - a for a, b in zip(k, k[1:]))
         return round(gaps[len(gaps) // 2], 2)
+
+    @property
+    def keyframe_age_s(self) -> float | None:
+        """Seconds since the last keyframe came in (None before the first)."""
+        return time.monotonic() - self.keyframes[-1] if self.keyframes else None
 
     def stop(self) -> None:
         """Ask the thread to end; a read blocked on a dead camera returns within its timeout."""
@@ -331,6 +337,7 @@ class CaptureThread(threading.Thread):
                     due = time.monotonic()  # fell behind (a busy machine): do not race to catch up
             seq += 1
             self.frames = seq
+            self.packet_at = time.time()
             key = packet.is_keyframe
             if key:
                 self.keyframes.append(time.monotonic())
@@ -346,13 +353,18 @@ class CaptureThread(threading.Thread):
             try:
                 pictures = ctx.decode(packet)
             except av.FFmpegError as exc:  # a damaged packet: the next ones may decode
-                self.decode_errors += 1
-                if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
-                    log.warning("camera packet did not decode", extra={
-                        "camera": self.camera_id, "errors": self.decode_errors, "error": _why(exc)})
+                self._damaged(_why(exc))
                 continue
             for picture in pictures:
-                self.width, self.height = picture.width, picture.height
+                if picture.is_corrupt:
+                    # FFmpeg patched it up from what it had: no tile or health verdict from that
+                    self._damaged("damaged picture, concealed by the decoder")
+                    continue
+                if (picture.width, picture.height) != (self.width, self.height):
+                    log.info("camera picture size changed", extra={
+                        "camera": self.camera_id, "stream": self.stream, "was": f"{self.width}x{self.height}",
+                        "now": f"{picture.width}x{picture.height}"})
+                    self.width, self.height = picture.width, picture.height
                 now = time.monotonic()
                 if not self._waiters and now - made_at < MAKE_EVERY_S:
                     continue
@@ -361,6 +373,14 @@ class CaptureThread(threading.Thread):
                 self.latest = frame
                 if self._waiters:
                     self._wake(frame)
+
+    def _damaged(self, error: str) -> None:
+        """Count a packet that did not decode or a picture that came out damaged; the log says
+        so at the 1st, 10th, 100th and every 1000th (a lossy link damages many)."""
+        self.decode_errors += 1
+        if self.decode_errors in (1, 10, 100) or self.decode_errors % 1000 == 0:
+            log.warning("camera packet did not decode", extra={
+                "camera": self.camera_id, "stream": self.stream, "errors": self.decode_errors, "error": error})
 
     def _forward(self, units: AccessUnits, packet: av.Packet, seq: int, forwarding: bool, sink: VideoSink) -> bool:
         """Hand one access unit to the video sink; False while it waits for a keyframe."""

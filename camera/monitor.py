@@ -36,6 +36,7 @@ class CameraMonitor:
         on_status: Callable[[CameraStatus], None] | None = None,
         on_frame: Callable[[Frame], None] | None = None,
         on_video: VideoSink | None = None,
+        keyframe_max_s: float = 30.0,
     ) -> None:
         self.camera = camera
         self.tracker = HealthTracker(thresholds or Thresholds())
@@ -49,6 +50,8 @@ class CameraMonitor:
         self.on_frame = on_frame
         self.on_video = on_video
         self.recorder: Recorder | None = None  # records the stream this monitor reads (set by the service)
+        self.keyframe_max_s = keyframe_max_s
+        self._keyframes_late = False
         self.status = CameraStatus(camera.id, mode=camera.mode)
         self.capture: CaptureThread | None = None
         self._want_full = False
@@ -124,6 +127,22 @@ class CameraMonitor:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 
+    def _video_reason(self, thread: CaptureThread) -> str | None:
+        """The reader's (a codec browsers cannot play), or keyframes that stopped coming: the
+        screens already playing go on, but one that joins has nothing to start from."""
+        age = thread.keyframe_age_s
+        late = thread.video is not None and age is not None and age > self.keyframe_max_s
+        if late != self._keyframes_late:
+            self._keyframes_late = late
+            extra = {"camera": self.camera.id, "limit_s": self.keyframe_max_s}
+            if late:
+                log.warning("camera sends no keyframes: screens that join cannot start its video", extra=extra)
+            else:
+                log.info("camera keyframes back", extra=extra)
+        if late:
+            return f"no keyframe for over {self.keyframe_max_s:g} s: screens that join wait for the next one"
+        return thread.video_reason
+
     async def _watch(self, thread: CaptureThread) -> bool:
         started = time.time()
         last_seq = 0
@@ -153,6 +172,10 @@ class CameraMonitor:
                     return False
                 continue
             age = now - last_frame_at
+            if self.camera.mode == "main-keyframes" and thread.packet_at is not None:
+                # only keyframes are decoded: the packets between them prove the camera is
+                # there (a GOP longer than offline_after_s is not an outage; its tile ages)
+                age = min(age, now - thread.packet_at)
             if age > self.offline_after_s:
                 self._offline(f"no new frame for {age:.1f} s")
                 return True
@@ -161,6 +184,6 @@ class CameraMonitor:
                 return True
             self._publish(state="online", reason=None, fps=fps, keyframe_interval_s=thread.keyframe_interval_s,
                           width=thread.width, height=thread.height,
-                          video=thread.video, video_reason=thread.video_reason,
+                          video=thread.video, video_reason=self._video_reason(thread), damaged=thread.decode_errors,
                           last_frame_at=last_frame_at, motion=self.tracker.motion,
                           flags=self.debounce.update(self.tracker.states(last_frame_at), now))

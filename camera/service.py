@@ -55,7 +55,7 @@ class CameraService:
                  pool: asyncpg.Pool | None = None,
                  reload: Callable[[], Awaitable[list[Camera]]] | None = None, reload_every_s: float = 15.0,
                  file_cameras: list[Camera] | None = None, hd_always: bool = False,
-                 recording: RecordingConfig | None = None) -> None:
+                 recording: RecordingConfig | None = None, keyframe_max_s: float = 30.0) -> None:
         """`cameras` (and what `reload` returns) are ALL the cameras, every shard's: this
         process runs the share `ioc.core.sharding` gives shard `shard` = (index, count). Knowing
         the others is what tells a camera gone from the registry (taken off the wall) from one
@@ -80,6 +80,7 @@ class CameraService:
             on_message=self._on_message,
         )
         self.hd_always = hd_always
+        self.keyframe_max_s = keyframe_max_s
         self._hd_demand: dict[str, frozenset[str]] = {}  # wall node -> cameras it shows large
         self._video_demand: dict[str, dict[Stream, frozenset[str]]] = {}  # wall node -> stream -> cameras
         self._forwarders: dict[tuple[str, Stream], VideoForwarder] = {}
@@ -304,7 +305,8 @@ class CameraService:
         return sharding.mine(cameras, index, count, key=lambda c: c.id)
 
     def _start(self, cam: Camera) -> None:
-        m = CameraMonitor(cam, on_status=self._changed, on_video=self._forwarder(cam.id, _tile_stream(cam)))
+        m = CameraMonitor(cam, on_status=self._changed, on_video=self._forwarder(cam.id, _tile_stream(cam)),
+                          keyframe_max_s=self.keyframe_max_s)
         m.want_full = self._hd_wanted(cam.id)
         if self.keeper is not None:
             rec = self.keeper.recorder(cam.id, m.recording)

@@ -15,7 +15,7 @@ import sys
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import av
 import numpy as np
@@ -56,8 +56,9 @@ def _decode_numbers(units: list[bytes]) -> list[int]:
     return numbers
 
 
-def _consecutive(numbers: list[int]) -> bool:
-    return all(b == (a + 1) % FRAMES_IN_CLIP for a, b in zip(numbers, numbers[1:]))
+def _consecutive(numbers: list[int], frames: int = FRAMES_IN_CLIP) -> bool:
+    """Each number the one after the last, wrapping at the clip's length."""
+    return all(b == (a + 1) % frames for a, b in zip(numbers, numbers[1:]))
 
 
 def test_mp4_packets_become_annex_b_units_that_decode_from_any_keyframe() -> None:
@@ -147,9 +148,14 @@ def test_the_forwarder_drops_up_to_the_next_keyframe_when_the_loop_is_behind() -
 
 def _hevc_clip(path: Path) -> None:
     """Two seconds of moving H.265 (what many cameras stream, and browsers cannot decode)."""
+    moving_clip(path, "libx265", options={"x265-params": "log-level=error"})
+
+
+def moving_clip(path: Path, codec: str, pix_fmt: str = "yuv420p", options: dict[str, str] | None = None) -> None:
+    """Two seconds of a bar moving over grey at 10 fps, 320x240, in `codec`."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx265", rate=10, options={"x265-params": "log-level=error"})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream = out.add_stream(codec, rate=10, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, pix_fmt
         for i in range(20):
             img = np.full((240, 320, 3), 60, np.uint8)
             img[100:140, 10 + 14 * i:50 + 14 * i] = 250
@@ -179,17 +185,9 @@ def _run_video(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str
             f'[[camera]]\nid = "other"\nname = "Khác"\nmain_url = "{rig.url("other")}"\n'
             f'[[camera]]\nid = "hevc"\nname = "H.265"\nmain_url = "{hevc.as_uri()}"\n',
             encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
-        env.update({"IOC_MQTT_URL": broker.url_for("svc-camera", service_passwords["svc-camera"]),
-                    "IOC_CAMERA_REGISTRY": str(registry), "PYTHONPATH": str(REPO),
-                    "IOC_CAMERA_WORKER_ID": "cam-video-test"})
-        log = open(tmp_path / "cameras.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO,
-                                stdout=log, stderr=subprocess.STDOUT)
-        wall = Client(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
+        proc, log, wall = start_cameras(tmp_path, broker, service_passwords, registry, "cam-video-test")
         demand_topic = topics.wall_demand("test-node")
         try:
-            wall.subscribe("ioc/v1/live/camera/#", qos=0)
 
             def on(topic: str) -> list[Any]:
                 return [m for m in list(wall.messages) if m.topic == topic]
@@ -280,6 +278,22 @@ def _run_video(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str
             log.close()
             wall.close()
         assert "password" not in (tmp_path / "cameras.log").read_text()
+
+
+def start_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str, str], registry: Path,
+                  worker: str, **env_more: str) -> tuple[subprocess.Popen[bytes], IO[bytes], Client]:
+    """`ioc cameras` on `registry` (its output in tmp_path/cameras.log), and a client of the
+    broker with a wall node's account, subscribed to every camera's live topics."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update({"IOC_MQTT_URL": broker.url_for("svc-camera", service_passwords["svc-camera"]),
+                "IOC_CAMERA_REGISTRY": str(registry), "PYTHONPATH": str(REPO),
+                "IOC_CAMERA_WORKER_ID": worker, **env_more})
+    log = open(tmp_path / "cameras.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    wall = Client(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
+    wall.subscribe("ioc/v1/live/camera/#", qos=0)
+    return proc, log, wall
 
 
 def _header_and_unit(payload: bytes) -> tuple[VideoHeader, bytes]:

@@ -690,6 +690,23 @@ READ_COUNTER = """(tile) => {
 }"""
 
 
+async def play_counter(site: Site, live: Live, clip: Any = None) -> tuple[Any, VideoReplay]:
+    """The test layout on the wall, wp-c1 healthy with a picture, and its sub-stream playing
+    `clip` (the 360p counter clip by default)."""
+    await site.show(LAYOUT_ID)
+    live.healthy("wp-c1")
+    clip = clip or load_clip(media_path("counter-360p.mp4"))
+    return clip, VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
+
+
+async def playing_tile(ctx: BrowserContext, watch: Watch, site: Site, timeout: float = 15000) -> tuple[Page, Any]:
+    """Screen 5 open, its wp-c1 tile playing video: (the page, the tile)."""
+    page = await open_screen(ctx, watch, site, 5)
+    cam = slot(page, "wp-cam").locator(".tile")
+    await expect(cam).to_have_attribute("data-video", "playing", timeout=timeout)
+    return page, cam
+
+
 # A camera tile's video state and what shows of it, read in one go.
 SHOWN = """(tile) => ({
   video: tile.dataset.video, reason: tile.dataset.videoReason, frames: tile.dataset.videoFrames,
@@ -821,10 +838,7 @@ async def test_camera_tile_falls_back_to_pictures(site: Site, context: tuple[Bro
 async def test_tablet_plays_the_sub_stream_unless_in_light_mode(
         site: Site, context: tuple[BrowserContext, Watch], live: Live, light: bool) -> None:
     ctx, watch = context
-    await site.show(LAYOUT_ID)
-    live.healthy("wp-c1")
-    clip = load_clip(media_path("counter-360p.mp4"))
-    replay = VideoReplay(live.cameras.c, "wp-c1", "sub", clip).start()
+    clip, replay = await play_counter(site, live)
     try:
         page = watch.attach(await ctx.new_page())
         await page.goto(f"{site.base}/wall/tablet.html{'?video=off' if light else ''}")
@@ -840,6 +854,261 @@ async def test_tablet_plays_the_sub_stream_unless_in_light_mode(
             assert await cam.get_attribute("data-video-stream") == "sub"
             r = await cam.evaluate(READ_COUNTER)
             assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+# A decoder too slow for the stream: while `window.__slowDecoder` is set, the browser's own
+# VideoDecoder still decodes but its pictures never come out in time (dropped).
+SLOW_DECODER = """(() => {
+  const Real = window.VideoDecoder;
+  window.__slowDecoder = false;
+  window.VideoDecoder = class extends Real {
+    constructor(init) {
+      super({ ...init, output: (f) => (window.__slowDecoder ? f.close() : init.output(f)) });
+    }
+  };
+})();"""
+
+
+async def test_camera_tile_falls_behind_to_pictures_and_steps_back_up(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """A decoder that falls behind: the tile shows pictures (reason "behind") and tells the hub
+    to stop that camera's video; after the retry time (`?video_retry=3`, 30 s by default) it
+    asks again and plays the live frames."""
+    ctx, watch = context
+    await ctx.add_init_script(SLOW_DECODER)
+    clip, replay = await play_counter(site, live)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{site.base}/wall/screen.html?screen=5&video_retry=3#token={site.screens[5]}")
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        await page.evaluate("() => { window.__slowDecoder = true; }")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=10000)
+        assert await cam.get_attribute("data-video-reason") == "behind"
+        fell = time.monotonic()
+        await expect(cam.locator("img.cam-img")).to_be_visible()
+        await page.wait_for_timeout(800)  # the hub hears the page and stops the video
+        got = await page.evaluate("() => window.__ioc.wall.videoFrames")
+        await page.wait_for_timeout(1000)
+        if time.monotonic() - fell < 2.5:  # not yet stepped up: nothing may have come since
+            assert await page.evaluate("() => window.__ioc.wall.videoFrames") == got, "the hub sends video on"
+        await page.evaluate("() => { window.__slowDecoder = false; }")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        stepped = time.monotonic() - fell
+        assert 2.5 < stepped, f"stepped up {stepped:.1f} s after falling back (3 s asked)"
+        r = await cam.evaluate(READ_COUNTER)
+        assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+def corrupt_clip(clip: Any) -> Any:
+    """The clip with every picture's slice data replaced by noise (its SPS/PPS kept, so each
+    keyframe still configures a decoder): what a camera sending corrupt packets gives."""
+    rng = np.random.default_rng(7)
+    units = []
+    for unit, key in clip.units:
+        head = unit[: unit.find(b"\\x00\\x00\\x00\\x01\\x65")] if key else b""
+        nal = b"\\x65" if key else b"\\x41"
+        units.append((head + b"\\x00\\x00\\x00\\x01" + nal + rng.integers(1, 255, 4000, dtype=np.uint8).tobytes(), key))
+    return replace(clip, units=units)
+
+
+async def test_camera_tile_falls_back_to_pictures_after_decoding_errors(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """Corrupt video: each decoding error waits for the next keyframe; the third within the
+    retry time turns the tile to pictures (reason "errors") and stops that camera's video."""
+    ctx, watch = context
+    clip, replay = await play_counter(site, live, corrupt_clip(load_clip(media_path("counter-360p.mp4"))))
+    try:
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=15000)
+        assert await cam.get_attribute("data-video-reason") == "errors", watch.warnings
+        failed = [w for w in watch.warnings if "decoding failed" in w]
+        assert len(failed) == 3, watch.warnings
+        await expect(cam).to_have_attribute("data-state", "ok", timeout=10000)
+        await expect(cam.locator("img.cam-img")).to_be_visible()
+        await expect(cam.locator("canvas.cam-video")).to_be_hidden()
+        await page.wait_for_timeout(800)
+        got = await page.evaluate("() => window.__ioc.wall.videoFrames")
+        await page.wait_for_timeout(1500)
+        assert await page.evaluate("() => window.__ioc.wall.videoFrames") == got, "the hub sends video on"
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+# Samples the tile at every animation frame until `window.__gapStop` is set: a sample where
+# the video does not show (the older picture instead), or its canvas holds no readable frame
+# number (cleared, black, half drawn), is a gap.
+WATCH_GAPS = """(tile) => {
+  window.__gaps = [];
+  window.__samples = 0;
+  window.__gapStop = false;
+  const c = tile.querySelector("canvas.cam-video");
+  const img = tile.querySelector("img.cam-img");
+  const readable = () => {
+    if (c.width < 512 || c.height < 64) return false;
+    const px = c.getContext("2d").getImageData(0, 0, 512, 64).data;
+    for (let b = 0; b < 16; b++) {
+      const at = (y, x) => { const i = (y * 512 + x) * 4; return (px[i] + px[i + 1] + px[i + 2]) / 3; };
+      const bit = at(16, b * 32 + 16), inverse = at(48, b * 32 + 16);
+      if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return false;
+    }
+    return true;
+  };
+  const step = () => {
+    if (window.__gapStop) return;
+    const canvas = getComputedStyle(c).visibility === "visible";
+    const picture = getComputedStyle(img).visibility === "visible" && img.naturalWidth > 0;
+    window.__samples += 1;
+    if (!canvas || !readable())
+      window.__gaps.push({ canvas, picture, stream: tile.dataset.videoStream, w: c.width, at: performance.now() });
+    requestAnimationFrame(step);
+  };
+  requestAnimationFrame(step);
+}"""
+
+
+async def test_camera_tile_switches_streams_without_a_gap(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """The sub-stream stops: the hub moves the tile to the main stream, and back when the sub-stream
+    returns. At every animation frame on the way the tile shows a whole frame: the last one
+    stays on the canvas until the other stream's first newer frame replaces it."""
+    ctx, watch = context
+    await site.show(LAYOUT_ID)
+    live.healthy("wp-c1")
+    small, large = load_clip(media_path("counter-360p.mp4")), load_clip(media_path("counter-1080p.mp4"))
+    main = VideoReplay(live.cameras.c, "wp-c1", "main", large).start()
+    sub = VideoReplay(live.cameras.c, "wp-c1", "sub", small).start()
+    try:
+        page = await open_screen(ctx, watch, site, 5)
+        cam = slot(page, "wp-cam").locator(".tile")
+        await expect(cam).to_have_attribute("data-video", "playing", timeout=15000)
+        await expect(cam).to_have_attribute("data-video-stream", "sub")
+        await page.wait_for_timeout(500)
+        await cam.evaluate(WATCH_GAPS)
+        sub.stop()  # quiet for 2 s: the main stream instead
+        await expect(cam).to_have_attribute("data-video-stream", "main", timeout=15000)
+        assert await cam.evaluate("t => t.querySelector('canvas.cam-video').width") == 1920
+        await page.wait_for_timeout(1000)
+        sub = VideoReplay(live.cameras.c, "wp-c1", "sub", small).start()
+        await expect(cam).to_have_attribute("data-video-stream", "sub", timeout=15000)
+        assert await cam.evaluate("t => t.querySelector('canvas.cam-video').width") == 640
+        await page.wait_for_timeout(1000)
+        gaps, samples = await page.evaluate("() => { window.__gapStop = true; return [window.__gaps, window.__samples]; }")
+        assert samples > 50, samples
+        assert not gaps, (gaps[:5], len(gaps), samples)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        r = await cam.evaluate(READ_COUNTER)
+        assert r and r["value"] == (r["seq"] - 1) % len(small.units), r
+        assert not watch.errors, watch.errors
+    finally:
+        sub.stop()
+        main.stop()
+
+
+# A decoder that keeps up but late: while `window.__lateDecoder` is set (ms), every picture the
+# browser's VideoDecoder gives comes out that much later (a steady backlog, as on an overloaded
+# machine or behind a slow link).
+LATE_DECODER = """(() => {
+  const Real = window.VideoDecoder;
+  window.__lateDecoder = 0;
+  window.VideoDecoder = class extends Real {
+    constructor(init) {
+      super({ ...init, output: (f) => {
+        const ms = window.__lateDecoder;
+        if (ms) setTimeout(() => init.output(f), ms); else init.output(f);
+      } });
+    }
+  };
+})();"""
+
+
+async def test_camera_tile_playing_steadily_late_falls_back_to_pictures(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """Every frame drawn 3 s after it came: nothing piles up in the decoder's queue and
+    something is drawn all the time, but the wall would show the past as live. The tile turns
+    to pictures (reason "behind") within a few seconds."""
+    ctx, watch = context
+    await ctx.add_init_script(LATE_DECODER)
+    clip, replay = await play_counter(site, live)
+    try:
+        page, cam = await playing_tile(ctx, watch, site)
+        await page.wait_for_timeout(2000)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings  # on time: it plays on
+        await page.evaluate("() => { window.__lateDecoder = 3000; }")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=15000)
+        assert await cam.get_attribute("data-video-reason") == "behind"
+        frames = int(await cam.get_attribute("data-video-frames") or 0)
+        assert frames > 50, frames  # it did draw, late, until then
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+async def test_camera_tile_draws_every_picture_of_a_stream_with_b_frames(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live, tmp_path: Path) -> None:
+    """A camera encoding B-frames: units come in decode order (each reference before the
+    B-frames shown ahead of it) and the decoder gives pictures in display order, so a reference
+    comes out after B-frames that were sent later. Each is drawn, none is taken for a frame
+    from the past: as many pictures drawn as frames received."""
+    from tests.test_camera_bad_input import _encode, _pictures
+
+    path = tmp_path / "bframes.mp4"
+    _encode(path, _pictures(250), "keyint=25:min-keyint=25:scenecut=0:bframes=2:b-pyramid=none")
+    ctx, watch = context
+    clip, replay = await play_counter(site, live, load_clip(path))
+    try:
+        page, cam = await playing_tile(ctx, watch, site)
+        await page.wait_for_timeout(1000)
+        counts = "() => [window.__ioc.wall.videoFrames, Number(document.querySelector('.slot[data-tile=\"wp-cam\"] .tile').dataset.videoFrames)]"
+        received0, drawn0 = await page.evaluate(counts)
+        await page.wait_for_timeout(4000)
+        received, drawn = await page.evaluate(counts)
+        assert received - received0 > 50, (received, received0)
+        # (a frame or two still in the decoder at either end)
+        assert drawn - drawn0 >= received - received0 - 4, (drawn - drawn0, received - received0)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
+# A decoder slow to start: its first pictures come out only 3.5 s after it was made (a busy
+# machine starting it with a whole group of pictures queued), then in time.
+SLOW_START = """(() => {
+  const Real = window.VideoDecoder;
+  window.VideoDecoder = class extends Real {
+    constructor(init) {
+      const ready = performance.now() + 3500;
+      super({ ...init, output: (f) => {
+        const wait = ready - performance.now();
+        if (wait > 0) setTimeout(() => init.output(f), wait); else init.output(f);
+      } });
+    }
+  };
+})();"""
+
+
+async def test_camera_tile_gives_a_decoder_time_to_start(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """A decoder whose first picture takes 3.5 s is starting, not behind: the tile plays."""
+    ctx, watch = context
+    await ctx.add_init_script(SLOW_START)
+    clip, replay = await play_counter(site, live)
+    try:
+        page, cam = await playing_tile(ctx, watch, site, timeout=20000)
+        await page.wait_for_timeout(1500)
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        assert not [w for w in watch.warnings if "falls behind" in w], watch.warnings
+        r = await cam.evaluate(READ_COUNTER)
+        assert r and r["value"] == (r["seq"] - 1) % len(clip.units), r
         assert not watch.errors, watch.errors
     finally:
         replay.stop()

@@ -337,3 +337,26 @@ async def test_malformed_video_wishes_are_refused(wall_api: ServeProcess, tokens
         await c.say(type="video", on=False, camera=f"x-{i}")
     await asyncio.wait_for(c.task, 5)
     assert c.ws.close_code == 4400 and "more than 256" in c.texts[-1]["reason"]
+
+
+@pytest.mark.parametrize("garbage", [b"IOCV\x00\x05{bad}\x00\x00\x00\x01", "{not json", "\x00" * 64])
+async def test_a_playing_client_sending_garbage_is_closed_and_the_others_play_on(
+        wall_api: ServeProcess, tokens: dict[str, str], replays: dict[tuple[str, str], VideoReplay],
+        garbage: bytes | str) -> None:
+    """A client that sends what is no message of the protocol (binary, broken JSON) while video
+    plays to it is closed with 4400 and the reason; a screen beside it plays on, in order."""
+    watcher = await join(wall_api.ws_url, tokens["screen"], "screen", 5)
+    bad = await join(wall_api.ws_url, tokens["leader"], "tablet")
+    try:
+        await bad.until(lambda: len(bad.frames) > GOP, what="the tablet's video")
+        await watcher.until(lambda: len(watcher.of("pl-01")) > GOP, what="the screen's video")
+        await bad.ws.send(garbage)
+        await asyncio.wait_for(bad.task, 5)
+        assert bad.ws.close_code == 4400, (bad.ws.close_code, bad.ws.close_reason)
+        assert bad.ws.close_reason or (bad.texts and bad.texts[-1].get("reason")), "closed without a reason"
+        n = len(watcher.of("pl-01"))
+        await watcher.until(lambda: len(watcher.of("pl-01")) > n + GOP, what="video after the garbage")
+        seqs = [h["seq"] for h in watcher.of("pl-01")]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    finally:
+        await watcher.close()

@@ -189,7 +189,7 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
                                 reload=listing if pool is not None else None,
                                 reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always,
-                                recording=recording)
+                                recording=recording, keyframe_max_s=settings.camera_keyframe_max_s)
         await _run_until_signal(service.run())
         if pool is not None:
             await pool.close()

@@ -124,9 +124,22 @@ function problemKey(status) {
 // Live video: WebCodecs decodes the camera's own H.264 into a canvas over the picture.
 const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
 const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
+// a decoder just configured is given this long for its first picture before any of the
+// "behind" rules apply (starting one on a busy machine, with a whole group of pictures queued)
+const VIDEO_START_MS = 6000;
 const VIDEO_IDLE_MS = 3000; // no frame drawn this long: waiting (a newer picture shows instead of the last frame)
-const VIDEO_RETRY_MS = 30000; // after falling back to pictures, try video again this much later
+// after falling back to pictures, try video again this much later: 30 s, or `?video_retry=<s>`
+// on the page's address (1 to 3600 s; for people checking a wall, and the tests)
+const VIDEO_RETRY_MS = retryMs(globalThis.location ? new URLSearchParams(location.search).get("video_retry") : null);
 const VIDEO_MAX_ERRORS = 3; // decoding errors within VIDEO_RETRY_MS before falling back
+// the frame shown older than this (against the hub's clock) at three ticks running, and not
+// catching up: it falls behind (a decoder or a link that keeps up but late: a steady backlog)
+const VIDEO_MAX_LAG_S = 2.0;
+
+function retryMs(param) {
+  const s = Number(param);
+  return param && Number.isFinite(s) && s >= 1 && s <= 3600 ? s * 1000 : 30000;
+}
 
 /** Whether this browser has WebCodecs' decoder at all (a page says so in its hello). */
 export const hasVideoDecoder = () => typeof globalThis.VideoDecoder === "function";
@@ -163,9 +176,12 @@ class CameraTile extends TileView {
     this.vframes = 0;
     this.vfeedStart = 0; // when the first frame fed since the last one drawn went in (0: none)
     this.vdrawnAt = 0;
-    this.vshownAt = 0; // captured_at of the frame shown
+    this.vshownAt = 0; // captured_at of the newest frame shown
+    this.vhold = 0; // frames captured at or before this are not drawn (a group of pictures sent again)
     this.vslowTicks = 0;
     this.vlastQueue = 0; // the decoder's queue at the previous tick
+    this.vlagTicks = 0;
+    this.vlastLag = 0; // how old the frame shown was at the previous tick, s
     this.verrors = [];
     this.vretry = null;
     this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");
@@ -241,6 +257,11 @@ class CameraTile extends TileView {
   video(header, data) {
     if (this.destroyed || this.vmode === "snapshots") return;
     if (header.key) {
+      // a group of pictures sent again (a reconnection, the other stream) starts before what is
+      // shown: decoded for its references, drawn only from what is newer (never back in time;
+      // a clock that jumped back seconds is followed)
+      const at = Number(header.captured_at) || 0;
+      if (at && at <= this.vshownAt && at > this.vshownAt - 5) this.vhold = this.vshownAt;
       const sig = `${header.codec}|${header.width}x${header.height}`;
       if (sig !== this.decSig) this._configure(header, sig); // a new camera, stream or resolution
       this.vneedKey = false;
@@ -270,6 +291,8 @@ class CameraTile extends TileView {
         }
         // Annex B with SPS/PPS in every keyframe: no description
         this.dec.configure({ codec: header.codec, optimizeForLatency: true });
+        this.vstartedAt = performance.now();
+        this.vstarted = false;
       } catch (err) {
         console.warn("camera video: configure failed", header.codec, err);
         return this._fallBack("codec");
@@ -298,13 +321,13 @@ class CameraTile extends TileView {
       const head = this.vmeta.get(frame.timestamp);
       this.vmeta.delete(frame.timestamp);
       this.vfeedStart = 0; // the decoder keeps up
+      this.vstarted = true;
       if (this.destroyed || this.vmode === "snapshots") return;
-      // a group of pictures sent again (a reconnection, the other stream) starts before what
-      // is shown: decoded for its references, drawn only once it is newer (never back in time;
-      // a clock that jumped back seconds is followed)
+      // within a stream, every picture the decoder gives is drawn: with B-frames a reference
+      // comes out after pictures sent later than it, and is not from the past
       const at = head ? Number(head.captured_at) || 0 : 0;
-      if (at && at <= this.vshownAt && at > this.vshownAt - 5) return;
-      if (at) this.vshownAt = at;
+      if (at && at <= this.vhold && at > this.vhold - 5) return;
+      if (at) this.vshownAt = at < this.vshownAt - 5 ? at : Math.max(this.vshownAt, at);
       const w = frame.displayWidth;
       const h = frame.displayHeight;
       const c = this.canvas;
@@ -320,6 +343,7 @@ class CameraTile extends TileView {
       ds.videoFrames = String(this.vframes);
       if (head) {
         ds.videoLastSeq = String(head.seq);
+        ds.videoCapturedAt = String(head.captured_at); // when the camera service had it (for people measuring a wall)
         ds.videoStream = String(head.stream);
         this.capturedAt = Number(head.captured_at) || this.capturedAt;
       }
@@ -342,6 +366,7 @@ class CameraTile extends TileView {
     this.vfeedStart = 0;
     this.vslowTicks = 0;
     this.vlastQueue = 0;
+    this.vlagTicks = 0;
     if (this.dec && this.dec.state !== "closed") {
       try {
         this.dec.close();
@@ -379,13 +404,24 @@ class CameraTile extends TileView {
   _videoTick() {
     if (this.vmode === "snapshots") return;
     const now = performance.now();
-    if (this.dec && this.dec.state === "configured") {
+    if (this.dec && this.dec.state === "configured" && !this.vstarted && now - this.vstartedAt < VIDEO_START_MS) {
+      this.vslowTicks = 0;
+      this.vfeedStart = 0;
+    } else if (this.dec && this.dec.state === "configured") {
       // a long queue that does not shrink: a burst (the group of pictures sent on joining) drains
       const queue = this.dec.decodeQueueSize;
       this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue >= this.vlastQueue ? this.vslowTicks + 1 : 0;
       this.vlastQueue = queue;
-      if (this.vslowTicks >= 2 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
-        console.warn("camera video: decoding falls behind, pictures instead", this.def.camera);
+      // late: an old frame shown while newer ones come, and not catching up (a group of
+      // pictures sent on joining is old too, but drains within a tick or two)
+      const drawing = this.vmode === "playing" && this.vshownAt && now - this.vdrawnAt < 1000; // not a pause
+      const lag = drawing ? this.ctx.serverNow() - this.vshownAt : 0;
+      this.vlagTicks = lag > VIDEO_MAX_LAG_S && lag > this.vlastLag - 0.25 ? this.vlagTicks + 1 : 0;
+      this.vlastLag = lag;
+      if (this.vslowTicks >= 2 || this.vlagTicks >= 3 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
+        const why = this.vslowTicks >= 2 ? `${queue} frames queued` : this.vlagTicks >= 3 ? `${lag.toFixed(1)} s late`
+          : `nothing drawn for ${((now - this.vfeedStart) / 1000).toFixed(1)} s`;
+        console.warn("camera video: decoding falls behind, pictures instead", this.def.camera, why);
         return this._fallBack("behind");
       }
     }
@@ -440,6 +476,7 @@ class CameraTile extends TileView {
       clearTimeout(this.vretry);
       this.vframes = 0;
       this.vshownAt = 0;
+      this.vhold = 0;
       this.verrors = [];
       if (this.vmode === "snapshots" && hasVideoDecoder() && this.ctx.video) this.ctx.video(this.def.camera, true);
       this.setVideoMode(hasVideoDecoder() ? "waiting" : "snapshots", hasVideoDecoder() ? "" : "no-webcodecs");

@@ -39,6 +39,7 @@ class CameraStatus:
     # make the picture unhealthy
     recording: str = "off"
     recording_reason: str | None = None
+    damaged: int = 0  # packets that did not decode, or pictures damaged, since the stream opened
     since: float = field(default_factory=time.time)
 
     @property
@@ -61,7 +62,7 @@ class CameraStatus:
             "mode": self.mode, "fps": round(self.fps, 2), "keyframe_interval_s": self.keyframe_interval_s,
             "width": self.width, "height": self.height,
             "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
-            "video": self.video, "video_reason": self.video_reason,
+            "video": self.video, "video_reason": self.video_reason, "damaged": self.damaged,
             "recording": self.recording, "recording_reason": self.recording_reason, "since": self.since,
         }
 

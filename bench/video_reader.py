@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""How late the camera service's reader hands each H.264 access unit on, against when the RTSP
+rig sent that frame: FFmpeg's RTSP demuxer and H.264 parser, with the FFmpeg options tried to
+make them emit a picture as soon as its last RTP packet (the marker bit) is in.
+
+One RTSP rig mount of the counter clip (tests/rigs/rtsp/); per option set, one
+`camera.capture.CaptureThread` reading it as the service does (video-only, nothing decoded
+while reading), its units recorded with the time each was handed to the video sink. The units
+are decoded afterwards, the burnt-in frame number read, and the rig's clock says when that
+frame was sent. Alongside, `tests/rigs/rtsp/probe.py` (a pure-Python RTSP client) times each
+frame's last RTP packet: the floor any reader could reach.
+
+    python bench/video_reader.py                      # 360p and 1080p, every option set, 3 runs
+    python bench/video_reader.py --clip counter-360p.mp4 --runs 1 --seconds 8
+
+Prints figures, never passes or fails; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import av  # noqa: E402
+
+import camera.capture as capture  # noqa: E402
+from tests.rigs.rtsp.counter import CounterError, decode_counter  # noqa: E402
+from tests.rigs.rtsp.probe import RtspProbe  # noqa: E402
+from tests.rigs.rtsp.rig import Mount, RtspRig  # noqa: E402
+
+BASE = dict(capture.RTSP_OPTIONS)
+OPTION_SETS: dict[str, dict[str, str]] = {
+    "service (today)": {},
+    "fflags nobuffer": {"fflags": "nobuffer"},
+    "flags low_delay": {"flags": "low_delay"},
+    "max_delay 0": {"max_delay": "0"},
+    "reorder_queue_size 0": {"reorder_queue_size": "0"},
+    "all four": {"fflags": "nobuffer", "flags": "low_delay", "max_delay": "0", "reorder_queue_size": "0"},
+}
+
+
+def pctl(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
+
+
+def reader_delays(rig: RtspRig, mount: str, options: dict[str, str], seconds: float) -> list[float]:
+    """ms from the rig sending each frame to the reader handing its unit to the video sink."""
+    units: list[tuple[float, bytes]] = []
+    capture.RTSP_OPTIONS = {**BASE, **options}
+    try:
+        thread = capture.CaptureThread("bench", rig.url(mount), "main-keyframes", decode=False)
+        thread.want_video = True
+        thread.on_video = lambda header, data: units.append((time.monotonic(), data))
+        thread.start()
+        time.sleep(seconds)
+        thread.stop()
+        thread.join(10)
+    finally:
+        capture.RTSP_OPTIONS = dict(BASE)
+    if thread.error and not units:
+        raise RuntimeError(f"the reader failed: {thread.error}")
+    decoder = av.CodecContext.create("h264", "r")
+    decoder.thread_count = 1
+    delays = []
+    skip = 2  # the rig's first unit is the latest IDR, sent at DESCRIBE: not a live frame
+    for i, (t, data) in enumerate(units):
+        for picture in decoder.decode(av.Packet(data)):
+            if i < skip:
+                continue
+            try:
+                index = decode_counter(picture.to_ndarray(format="gray"))
+            except CounterError:
+                continue
+            delays.append(1000.0 * (t - rig.sent_time(mount, index, at=t)))
+    return delays
+
+
+def probe_delays(rig: RtspRig, mount: str, seconds: float, gop: int = 25) -> list[float]:
+    """ms from the rig sending each frame to its last RTP packet arriving (no parser at all).
+    The probe does not decode: a keyframe's tick is the latest one before it arrived that shows
+    a keyframe of the clip (every `gop` frames from 0), the others follow by RTP timestamp."""
+    with RtspProbe(rig.url(mount)) as probe:
+        frames = probe.read_frames(seconds)[1:]  # the first: the IDR held since DESCRIBE
+    info = rig.ready["mounts"][mount]
+    fps, n, t0 = float(info["fps"]), int(info["frames"]), float(info["t0"])
+    key = next(f for f in frames if f.keyframe)
+    tick = int((key.arrival - t0) * fps)
+    while (tick % n) % gop:
+        tick -= 1
+    step = 90000 / fps
+    out = []
+    for f in frames:
+        k = tick + round(((f.rtp_ts - key.rtp_ts + (1 << 31)) % (1 << 32) - (1 << 31)) / step)
+        out.append(1000.0 * (f.arrival - (t0 + k / fps)))
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clip", action="append", help="counter clip(s) (default: 360p and 1080p)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=8.0)
+    args = p.parse_args()
+    clips = args.clip or ["counter-360p.mp4", "counter-1080p.mp4"]
+    result: dict[str, Any] = {}
+    for clip in clips:
+        name = clip.split(".")[0]
+        with RtspRig([Mount(name, clip)]) as rig:
+            runs: dict[str, list[tuple[float, float]]] = {k: [] for k in ["last RTP packet (probe)", *OPTION_SETS]}
+            for _ in range(args.runs):
+                d = probe_delays(rig, name, args.seconds)
+                runs["last RTP packet (probe)"].append((statistics.median(d), pctl(d, 0.95)))
+                for label, options in OPTION_SETS.items():
+                    d = reader_delays(rig, name, options, args.seconds)
+                    runs[label].append((statistics.median(d), pctl(d, 0.95)))
+            print(f"\n{clip}: ms from the rig sending a frame (medians of {args.runs} runs of {args.seconds:g} s)")
+            print(f"  {'reader':<28} {'p50':>6} {'p95':>6}")
+            result[name] = {}
+            for label, vals in runs.items():
+                p50 = statistics.median(v[0] for v in vals)
+                p95 = statistics.median(v[1] for v in vals)
+                result[name][label] = {"p50_ms": round(p50, 1), "p95_ms": round(p95, 1)}
+                print(f"  {label:<28} {p50:6.1f} {p95:6.1f}")
+            late = rig.status()["mounts"][name].get("late_ms")
+            print(f"  (the rig's own lateness in sending: {late})")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    main()
