@@ -539,7 +539,9 @@ async def test_admin_creates_and_updates_a_kpi_with_audit(api: Api, people: Peop
     r = await api.request("PUT", f"/api/v1/kpis/{kpi_id}", admin, json=body)
     assert r.status_code == 201, r.text
     got = (await api.get(f"/api/v1/kpis/{kpi_id}", admin)).json()
-    assert got == {**body, "min": 0.0, "max": 1000.0, "target": 900.0}
+    no_fraction = {"numerator_vi": "", "numerator_en": "", "denominator_vi": "", "denominator_en": "",
+                   "numerator_within": True}  # a counter: the ratio fields keep their defaults
+    assert got == {**body, "min": 0.0, "max": 1000.0, "target": 900.0, **no_fraction}
     r = await api.request("PUT", f"/api/v1/kpis/{kpi_id}", admin, json={**body, "name_en": "Renamed", "max": 5000})
     assert r.status_code == 200, r.text
     got = (await api.get(f"/api/v1/kpis/{kpi_id}", admin)).json()
@@ -788,8 +790,12 @@ async def test_areas_by_level_and_parent(api: Api, people: People) -> None:
     r = await api.get("/api/v1/areas", token, params={"parent": "347"})
     assert {a["code"] for a in r.json()} == phu_ly
     assert {a["level"] for a in r.json()} == {"commune"}
-    province = (await api.get("/api/v1/areas", token, params={"level": "province"})).json()
-    assert [(a["code"], a["name_vi"]) for a in province] == [("35", "Tỉnh Hà Nam")]
+    province = (await api.get("/api/v1/areas", token, params={"level": "province", "on": "2025-06-30"})).json()
+    assert [(a["code"], a["name_vi"]) for a in province] == [
+        ("35", "Tỉnh Hà Nam"), ("36", "Tỉnh Nam Định"), ("37", "Tỉnh Ninh Bình")]
+    assert province[0]["valid_to"] == "2025-06-30"
+    after = (await api.get("/api/v1/areas", token, params={"level": "province", "on": "2025-07-01"})).json()
+    assert [(a["code"], a["valid_from"], a["valid_to"]) for a in after] == [("37", "2025-07-01", None)]
     assert (await api.get("/api/v1/areas", token, params={"parent": "no-such"})).json() == []
 
 

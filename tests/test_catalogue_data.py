@@ -40,7 +40,7 @@ REQUIRED_TTHC = {
     "tthc.online_payment_rate": "ratio",
 }
 
-AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en"]
+AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en", "valid_from", "valid_to"]
 CODE_DIGITS = {"province": 2, "district": 3, "commune": 5}
 
 
