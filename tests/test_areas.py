@@ -3,7 +3,9 @@ and what the history tells the ingest and the series (issue 14, items 1 and 2)."
 
 from __future__ import annotations
 
+import os
 from datetime import date
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -13,6 +15,8 @@ from ioc.core.catalogue.areas import AreaSetError, check_area_set
 from ioc.core.catalogue.lineage import Source, series_sources, validities
 from ioc.core.catalogue.shipped import shipped_area_rows, shipped_areas, shipped_successions
 from ioc.core.storage import catalogue
+from tests.conftest import REPO
+from tests.test_cli import ioc
 
 UNITS = """code,parent_code,level,name_vi,name_en,valid_from,valid_to
 P1,,province,Tỉnh Một,One Province,,2025-06-30
@@ -134,3 +138,62 @@ async def test_versions_and_successions_are_stored_and_listed(pool: asyncpg.Pool
         assert [(a.code, a.valid_from) for a in on_july] == [("37", date(2025, 7, 1))]
         succ = await catalogue.list_successions(conn)
         assert {(s.old_code, s.new_code, s.effective, s.share) for s in succ} >= {("35", "37", date(2025, 7, 1), 1.0)}
+
+
+def _cli_env(db_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update({"IOC_DATABASE_URL": db_url, "IOC_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)})
+    return env
+
+
+async def _area_state(pool: asyncpg.Pool) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    async with pool.acquire() as conn:
+        areas = await conn.fetch("SELECT * FROM areas ORDER BY code, valid_from NULLS FIRST")
+        succ = await conn.fetch("SELECT * FROM area_successions ORDER BY old_code, effective, new_code")
+    return [tuple(r) for r in areas], [tuple(r) for r in succ]
+
+
+async def test_areas_import_is_all_or_nothing(db_url: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    env = _cli_env(db_url)
+    units = tmp_path / "units.csv"
+    succ = tmp_path / "successions.csv"
+    units.write_text("code,parent_code,level,name_vi,name_en,valid_from,valid_to\n"
+                     "IMP1,,province,Tỉnh Thử,Test Province,,2025-06-30\n"
+                     "IMP2,,province,Tỉnh Mới,New Province,2025-07-01,\n"
+                     "IMP21,IMP2,commune,Xã Mới,New Commune,2025-07-01,\n", encoding="utf-8")
+    succ.write_text("old_code,new_code,effective,share\nIMP1,IMP2,2025-07-01,1\n", encoding="utf-8")
+
+    # a bad row in one file: nothing of either file is stored, and the row and column are named
+    before = await _area_state(pool)
+    bad_units = tmp_path / "bad-units.csv"
+    bad_units.write_text(units.read_text(encoding="utf-8") + "IMP22,IMP2,commune,Xã Hai,Two,2025-07-01,2025-02-30\n",
+                         encoding="utf-8")
+    out = ioc(env, "areas", "import", str(bad_units), str(succ))
+    assert out.returncode == 1, out.stdout
+    assert "bad-units.csv row 5, column valid_to: '2025-02-30' is not a date (YYYY-MM-DD)" in out.stderr
+    assert "nothing imported" in out.stderr
+    # rows that parse but do not fit the stored history: the ending unit has no successor
+    out = ioc(env, "areas", "import", str(units))
+    assert out.returncode == 1
+    assert "units.csv row 2: area IMP1 ends on 2025-06-30 but no succession names its successor(s) from 2025-07-01" in out.stderr
+    assert await _area_state(pool) == before
+
+    out = ioc(env, "areas", "import", str(units), str(succ))
+    assert out.returncode == 0, out.stderr
+    assert "imported 3 unit version(s) and 1 succession(s)" in out.stdout
+    after_areas, after_succ = await _area_state(pool)
+    assert len(after_areas) == len(before[0]) + 3 and len(after_succ) == len(before[1]) + 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'areas.imported'") >= 1
+
+    # a later file that would end the new province without successors, or make a cycle,
+    # is refused against what is stored; the stored history stays as it was
+    cyc = tmp_path / "cycle.csv"
+    cyc.write_text("code,parent_code,level,name_vi,name_en,valid_from,valid_to\n"
+                   "IMP2,IMP21,province,Tỉnh Mới,New Province,2025-07-01,\n", encoding="utf-8")
+    out = ioc(env, "areas", "import", str(cyc))
+    assert out.returncode == 1 and "a cycle in parents: IMP2 -> IMP21 -> IMP2" in out.stderr
+    assert await _area_state(pool) == (after_areas, after_succ)
+    # importing the same files again changes nothing
+    assert ioc(env, "areas", "import", str(units), str(succ)).returncode == 0
+    assert await _area_state(pool) == (after_areas, after_succ)
