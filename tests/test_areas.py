@@ -158,15 +158,15 @@ async def test_areas_import_is_all_or_nothing(db_url: str, pool: asyncpg.Pool, t
     units = tmp_path / "units.csv"
     succ = tmp_path / "successions.csv"
     units.write_text("code,parent_code,level,name_vi,name_en,valid_from,valid_to\n"
-                     "IMP1,,province,Tỉnh Thử,Test Province,,2025-06-30\n"
-                     "IMP2,,province,Tỉnh Mới,New Province,2025-07-01,\n"
-                     "IMP21,IMP2,commune,Xã Mới,New Commune,2025-07-01,\n", encoding="utf-8")
+                     "IMP1,,zone,Khu thử,Test Zone,,2025-06-30\n"
+                     "IMP2,,zone,Khu mới,New Zone,2025-07-01,\n"
+                     "IMP21,IMP2,zone,Khu con,Sub Zone,2025-07-01,\n", encoding="utf-8")
     succ.write_text("old_code,new_code,effective,share\nIMP1,IMP2,2025-07-01,1\n", encoding="utf-8")
 
     # a bad row in one file: nothing of either file is stored, and the row and column are named
     before = await _area_state(pool)
     bad_units = tmp_path / "bad-units.csv"
-    bad_units.write_text(units.read_text(encoding="utf-8") + "IMP22,IMP2,commune,Xã Hai,Two,2025-07-01,2025-02-30\n",
+    bad_units.write_text(units.read_text(encoding="utf-8") + "IMP22,IMP2,zone,Khu hai,Two,2025-07-01,2025-02-30\n",
                          encoding="utf-8")
     out = ioc(env, "areas", "import", str(bad_units), str(succ))
     assert out.returncode == 1, out.stdout
@@ -190,7 +190,7 @@ async def test_areas_import_is_all_or_nothing(db_url: str, pool: asyncpg.Pool, t
     # is refused against what is stored; the stored history stays as it was
     cyc = tmp_path / "cycle.csv"
     cyc.write_text("code,parent_code,level,name_vi,name_en,valid_from,valid_to\n"
-                   "IMP2,IMP21,province,Tỉnh Mới,New Province,2025-07-01,\n", encoding="utf-8")
+                   "IMP2,IMP21,zone,Khu mới,New Zone,2025-07-01,\n", encoding="utf-8")
     out = ioc(env, "areas", "import", str(cyc))
     assert out.returncode == 1 and "a cycle in parents: IMP2 -> IMP21 -> IMP2" in out.stderr
     assert await _area_state(pool) == (after_areas, after_succ)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 from ioc.core.catalogue.areas import DAY, AreaRow, covers, hi, lo, version_on, versions_by_code
 from ioc.core.catalogue.model import Area, Succession
@@ -147,3 +148,8 @@ def _covered_by_parent(src: Source, version: Area, found: list[tuple[Source, Are
         row = version_on(by_code, parent, day) if day != date.max else (by_code.get(parent) or [None])[-1]
         parent = row.area.parent_code if row else None
     return False
+
+
+def local_start(day: date | None, tz: ZoneInfo) -> datetime | None:
+    """The instant a local day begins (validity and successions count in local days)."""
+    return None if day is None else datetime.combine(day, time(), tzinfo=tz)

@@ -181,8 +181,9 @@ async def kpi_labels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT id, name_vi, name_en, unit, target, better FROM kpis")
 
 
-async def area_codes(conn: asyncpg.Connection) -> frozenset[str]:
-    return frozenset(r["code"] for r in await conn.fetch("SELECT code FROM areas"))
+async def province_timezone(conn: asyncpg.Connection) -> str:
+    """The time zone chosen at the first migration: local days (buckets, validity) are in it."""
+    return str(await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") or "UTC")
 
 
 async def area_name_vi(conn: asyncpg.Connection, code: str) -> str | None:

@@ -42,15 +42,18 @@ async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> i
             """WITH d AS (
                    DELETE FROM rollup_dirty WHERE kpi = $1 RETURNING kpi, area, hour
                )
-               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts,
+                                                 num_sum, den_sum, n_bare)
                SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
-                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts),
+                      sum(r.numerator), sum(r.denominator), count(*) FILTER (WHERE r.numerator IS NULL)
                  FROM d JOIN readings r
                    ON r.kpi = d.kpi AND r.area = d.area AND r.ts >= d.hour AND r.ts < d.hour + interval '1 hour'
                 GROUP BY d.hour, d.kpi, d.area
                ON CONFLICT (kpi, area, bucket) DO UPDATE
                   SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts,
+                      num_sum = EXCLUDED.num_sum, den_sum = EXCLUDED.den_sum, n_bare = EXCLUDED.n_bare
                RETURNING t.kpi, t.area, t.bucket""",
             kpi,
         )
@@ -61,16 +64,19 @@ async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> i
                    SELECT DISTINCT k, a, date_trunc('day', b, $4) AS day
                      FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
                )
-               INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts,
+                                                num_sum, den_sum, n_bare)
                SELECT days.day, days.k, days.a, sum(x.n), sum(x.sum), min(x.min), max(x.max),
-                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts)
+                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts),
+                      sum(x.num_sum), sum(x.den_sum), sum(x.n_bare)
                  FROM days JOIN readings_hourly x
                    ON x.kpi = days.k AND x.area = days.a
                   AND x.bucket >= days.day AND x.bucket < days.day + interval '1 day'
                 GROUP BY days.day, days.k, days.a
                ON CONFLICT (kpi, area, bucket) DO UPDATE
                   SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts""",
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts,
+                      num_sum = EXCLUDED.num_sum, den_sum = EXCLUDED.den_sum, n_bare = EXCLUDED.n_bare""",
             [t["kpi"] for t in touched], [t["area"] for t in touched], [t["bucket"] for t in touched], timezone,
         )
         n = len(touched)

@@ -10,6 +10,12 @@ ALTER TABLE areas
     ADD COLUMN valid_to date,
     ADD CONSTRAINT areas_period CHECK (valid_from IS NULL OR valid_to IS NULL OR valid_from <= valid_to);
 CREATE UNIQUE INDEX areas_version ON areas (code, (coalesce(valid_from, '-infinity'::date)));
+-- Before this version areas came only from the shipped data (there was no other way to
+-- change them): bring Hà Nam's province and districts to the history shipped with it (they
+-- end with the July 2025 reform; their successions are seeded with the shipped data).
+-- A new database has no rows yet: nothing to do.
+UPDATE areas SET valid_to = DATE '2025-06-30'
+ WHERE code IN ('35', '347', '349', '350', '351', '352', '353');
 
 -- From `effective` on, new_code took over old_code (whole: share 1, or that share of it).
 CREATE TABLE area_successions (
