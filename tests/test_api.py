@@ -1047,3 +1047,24 @@ async def test_a_series_for_the_new_province_includes_the_units_it_succeeded(
             bucket=queries.parse_bucket("1d"), timezone="Asia/Ho_Chi_Minh", agency=None,
             sources=[queries.SeriesSource("35", 0.25), queries.SeriesSource("36", 1.0)])
     assert [p["value"] for p in points] == [100 * 0.25 + 50]
+
+
+async def test_a_province_figure_from_its_communes_is_weighted(api: Api, people: People) -> None:
+    """`level=commune`: the province's rate from its communes' parts (Hà Nam's communes
+    before the reform count for the new Ninh Bình), weighted; the communes' percentages
+    averaged would give another figure."""
+    token = people.leader[2]
+    day = datetime(2025, 5, 12, 10, tzinfo=TZ)
+    # Phường Quang Trung (Phủ Lý) 50 of 50, Xã Hợp Lý (Lý Nhân) 10 of 40: 60 / 90 = 66.7 %,
+    # the mean of 100 % and 25 % would be 62.5 %; the province's own bare reading is not used
+    await write_parts(api.pool, [(day, RATIO, "13285", 100.0, 50, 50), (day, RATIO, "13567", 25.0, 10, 40),
+                                 (day, RATIO, "35", 99.0, None, None)])
+    params = {"kpi": RATIO, "area": "37", "bucket": "1d", "start": datetime(2025, 5, 12, tzinfo=TZ).isoformat(),
+              "end": datetime(2025, 5, 13, tzinfo=TZ).isoformat()}
+    body = (await api.get("/api/v1/series", token, params={**params, "level": "commune"})).json()
+    assert [(p["value"], p["numerator"], p["denominator"]) for p in body["points"]] == [(pytest.approx(100 * 60 / 90), 60, 90)]
+    assert len(body["sources"]) >= 98 and {"13285", "13567"} <= {s["area"] for s in body["sources"]}
+    own = (await api.get("/api/v1/series", token, params=params)).json()
+    assert [p["value"] for p in own["points"]] == [99.0]
+    bad = await api.get("/api/v1/series", token, params={**params, "level": "village"})
+    assert bad.status_code == 422 and "level" in bad.text

@@ -12,7 +12,7 @@ import pytest
 
 from ioc.core.catalogue.area_files import read_area_csv
 from ioc.core.catalogue.areas import AreaSetError, check_area_set
-from ioc.core.catalogue.lineage import Source, series_sources, validities
+from ioc.core.catalogue.lineage import Source, series_sources, units_at_level, validities
 from ioc.core.catalogue.shipped import shipped_area_rows, shipped_areas, shipped_successions
 from ioc.core.storage import catalogue
 from tests.conftest import REPO
@@ -197,3 +197,13 @@ async def test_areas_import_is_all_or_nothing(db_url: str, pool: asyncpg.Pool, t
     # importing the same files again changes nothing
     assert ioc(env, "areas", "import", str(units), str(succ)).returncode == 0
     assert await _area_state(pool) == (after_areas, after_succ)
+
+
+def test_units_at_a_level_below_a_successor_and_its_predecessors() -> None:
+    areas, succ = shipped_areas(), shipped_successions()
+    communes = units_at_level(series_sources("37", areas, succ), "commune", areas)
+    # Hà Nam's 98 communes (through its districts), each counted until the reform only
+    assert len(communes) == 98 and len({c.code for c in communes}) == 98
+    assert {(c.since, c.until, c.share) for c in communes} == {(None, date(2025, 7, 1), 1.0)}
+    districts = units_at_level(series_sources("37", areas, succ), "district", areas)
+    assert sorted(d.code for d in districts) == ["347", "349", "350", "351", "352", "353"]

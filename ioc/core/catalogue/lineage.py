@@ -128,6 +128,34 @@ def series_sources(code: str, areas: Sequence[Area], successions: Sequence[Succe
     return [src for src, version in found if not _covered_by_parent(src, version, found, by_code)]
 
 
+def units_at_level(sources: Sequence[Source], level: str, areas: Sequence[Area]) -> list[Source]:
+    """The units at `level` below each source (through parents, in the source's span):
+    a province's figure from its communes, before the reform those of the provinces it
+    succeeded. One level only, so no reading is counted twice."""
+    children: dict[str, list[Area]] = defaultdict(list)
+    for a in areas:
+        if a.parent_code is not None:
+            children[a.parent_code].append(a)
+    out: list[Source] = []
+
+    def down(code: str, share: float, since: date | None, until: date | None, depth: int) -> None:
+        for child in children.get(code, []):
+            lo_ = max(since or date.min, lo(child))
+            hi_ = min(until or date.max, hi(child) + DAY if child.valid_to is not None else date.max)
+            if lo_ >= hi_ or depth > 16:
+                continue
+            c_since = None if lo_ == date.min else lo_
+            c_until = None if hi_ == date.max else hi_
+            if child.level == level:
+                out.append(Source(child.code, share, c_since, c_until))
+            else:
+                down(child.code, share, c_since, c_until, depth + 1)
+
+    for src in sources:
+        down(src.code, src.share, src.since, src.until, 0)
+    return out
+
+
 def _source(a: Area, share: float, until: date | None) -> Source:
     end = a.valid_to + DAY if a.valid_to is not None else None
     if until is not None:
