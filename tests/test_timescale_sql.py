@@ -208,7 +208,8 @@ async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
     assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin",
-                                "0006_login_failures", "0007_areas_over_time", "0008_rollups_fractions"]
+                                "0006_login_failures", "0007_areas_over_time", "0008_rollups_fractions",
+                                "0009_rollups_monthly"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 
@@ -256,6 +257,12 @@ async def test_rollups_are_hierarchical_continuous_aggregates(conn: asyncpg.Conn
     assert hourly["materialized_only"] is False and daily["materialized_only"] is False
     # days are local days of the province
     assert f"'{TZ_NAME}'" in daily["view_definition"]
+    # months are months of the daily aggregate, local too
+    monthly = caggs["readings_monthly"]
+    assert (monthly["hypertable_schema"], monthly["hypertable_name"]) == (
+        daily["materialization_hypertable_schema"], daily["materialization_hypertable_name"],
+    )
+    assert monthly["materialized_only"] is False and f"'{TZ_NAME}'" in monthly["view_definition"]
 
 
 async def test_policies_exist(conn: asyncpg.Connection, migrated: MigrateResult) -> None:
@@ -263,6 +270,7 @@ async def test_policies_exist(conn: asyncpg.Connection, migrated: MigrateResult)
         ("policy_compression", "readings", {"compress_after": "30 days"}),
         ("policy_refresh_continuous_aggregate", "readings_daily", {"start_offset": "35 days", "end_offset": "1 day"}),
         ("policy_refresh_continuous_aggregate", "readings_hourly", {"start_offset": "7 days", "end_offset": "01:00:00"}),
+        ("policy_refresh_continuous_aggregate", "readings_monthly", {"start_offset": "3 mons", "end_offset": "1 day"}),
         ("policy_retention", "readings", {"drop_after": "365 days"}),
     ]
 
@@ -286,6 +294,7 @@ async def test_migrate_again_is_a_no_op_and_follows_the_settings(conn: asyncpg.C
         ("policy_compression", "readings", {"compress_after": "30 days"}),
         ("policy_refresh_continuous_aggregate", "readings_daily", {"start_offset": "35 days", "end_offset": "1 day"}),
         ("policy_refresh_continuous_aggregate", "readings_hourly", {"start_offset": "7 days", "end_offset": "01:00:00"}),
+        ("policy_refresh_continuous_aggregate", "readings_monthly", {"start_offset": "3 mons", "end_offset": "1 day"}),
         ("policy_retention", "readings", {"drop_after": "365 days"}),
     ]
 

@@ -127,6 +127,8 @@ async def series(
         source, col = "readings", "ts"
     elif bucket.unit == "h":
         source, col = "readings_hourly", "bucket"
+    elif bucket.unit == "M":
+        source, col = "readings_monthly", "bucket"
     else:
         source, col = "readings_daily", "bucket"
     if bucket.unit == "M":
