@@ -204,7 +204,7 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
             pid = rig.pid
             assert pid is not None
             # flood
-            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub", topics.KPI_ALL, 1, args.messages)], 5)
+            procs, out = start_subs(ctx, rig.service_port, [("svc-ingest", "bench-sub", topics.KPI_ALL, 1, args.messages)], 5)
             cpu0 = bi.proc_cpu(pid)
             t0, _, err = publish_qos1(rig.port, args.messages, 0, 100)
             (res,) = collect(procs, out, 120)
@@ -217,7 +217,7 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
                 fig["flood_error"] = err
             # steady
             n = int(args.rate * args.seconds)
-            procs, out = start_subs(ctx, rig.port, [("svc-ingest", "bench-sub2", topics.KPI_ALL, 1, n)], 5)
+            procs, out = start_subs(ctx, rig.service_port, [("svc-ingest", "bench-sub2", topics.KPI_ALL, 1, n)], 5)
             cpu0 = bi.proc_cpu(pid)
             t0, t1, err = publish_qos1(rig.port, n, args.rate, 100)
             (res,) = collect(procs, out, 120)
@@ -231,10 +231,10 @@ def one_run(kind: str, args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
             # tiles
             expect = int(10 * 2 * args.seconds)
             specs = [("svc-api", f"bench-api-{k}", topics.live_camera("+", "tile"), 0, expect) for k in range(4)]
-            procs, out = start_subs(ctx, rig.port, specs, 3)
+            procs, out = start_subs(ctx, rig.service_port, specs, 3)
             cpu0 = bi.proc_cpu(pid)
             t0 = time.monotonic()
-            sent = publish_tiles(rig.port, 10, 2.0, args.seconds, 60_000)
+            sent = publish_tiles(rig.service_port, 10, 2.0, args.seconds, 60_000)
             t1 = time.monotonic()
             cpu1 = bi.proc_cpu(pid)
             results = collect(procs, out, 60)

@@ -404,7 +404,7 @@ class Run:
         for item in self.args.service_env:
             key, _, value = item.partition("=")
             env[key] = value
-        listener = TileListener(self.broker.host, self.broker.port, "bench-wall", self.passwords["bench-wall"])
+        listener = TileListener(self.broker.host, self.broker.service_port, "bench-wall", self.passwords["bench-wall"])
         listener.start()
         if self.args.hd or self.args.video:
             listener.want_hd(self.cams[: self.args.hd], {self.args.video: self.cams} if self.args.video else None)

@@ -961,7 +961,7 @@ async def run_once(rig: Rig, name: str, rate: float | None, per_message: int, ru
     limits = ctx.Array("q", [huge if rate is not None else 1] * P, lock=False)
     closed_loop = rate is None
 
-    sub_cfg = {"host": "127.0.0.1", "port": rig.broker.port, "username": "svc-api", "password": rig.api_password,
+    sub_cfg = {"host": "127.0.0.1", "port": rig.broker.service_port, "username": "svc-api", "password": rig.api_password,
                "keys": [(k, a) for k, a, _, _, _ in rig.keys], "base_seq": base_seq, "run_tag": run_tag,
                "processes": P, "lens": [len(rig.keys[p::P]) for p in range(P)]}
     sub = ctx.Process(target=subscriber_main, args=(sub_cfg, stop, last_rx, live_committed, results), daemon=True,

@@ -52,8 +52,9 @@ def connect_with_window(port: int, client_id: str, user: str, password: str, rec
     return sock
 
 
-def one_run(port: int, pw: dict[str, str], topic_filter: str, total: int, window: int, ack_every: float) -> tuple[int, int]:
-    sub = connect_with_window(port, "rm-sub", "svc-ingest", pw["svc-ingest"], window)
+def one_run(port: int, service_port: int, pw: dict[str, str], topic_filter: str, total: int, window: int,
+            ack_every: float) -> tuple[int, int]:
+    sub = connect_with_window(service_port, "rm-sub", "svc-ingest", pw["svc-ingest"], window)
     body = struct.pack("!H", 1) + b"\x00" + bi.mstr(topic_filter.encode()) + b"\x01"
     sub.sendall(b"\x82" + bi.varint(len(body)) + body)
     bi.recv_packet(sub)
@@ -124,7 +125,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="ioc-rm-") as tmp:
             rig = MosquittoRig(Path(tmp), accounts)
             with rig:
-                got, peak = one_run(rig.port, pw, args.filter, args.messages, args.receive_maximum, every)
+                got, peak = one_run(rig.port, rig.service_port, pw, args.filter, args.messages, args.receive_maximum, every)
         print(f"{every:>9.2f}s  {got:>9,}  {peak:>12,}  {peak / args.receive_maximum:>8.1f}")
 
 

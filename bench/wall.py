@@ -328,7 +328,7 @@ class LivePublisher:
     """A raw MQTT v5 connection of a service account; retained QoS 0 PUBLISH, as the live topics are."""
 
     def __init__(self, world: World, user: str) -> None:
-        self.sock, _ = mqtt_connect("127.0.0.1", world.broker.port, f"bench-{user}-{secrets.token_hex(3)}", user,
+        self.sock, _ = mqtt_connect("127.0.0.1", world.broker.service_port, f"bench-{user}-{secrets.token_hex(3)}", user,
                                     world.passwords[user])
 
     def publish(self, topic: bytes, payload: bytes) -> None:

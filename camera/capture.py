@@ -67,6 +67,7 @@ import cv2
 import numpy as np
 
 from camera.h264 import AccessUnits
+from camera.recorder import Recorder
 from ioc.core.cameras import StreamMode
 from ioc.core.contracts.video_frame import Stream, VideoHeader
 
@@ -203,6 +204,7 @@ class CaptureThread(threading.Thread):
         self.want_full = False  # set from the event loop: a wall wants this camera's HD tiles
         self.want_video = False  # set from the event loop: someone watches this stream live
         self.on_video: VideoSink | None = None
+        self.recorder: Recorder | None = None  # set before start: this stream is the one recorded
         self._stop_flag = threading.Event()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Frame]]] = []
         self._waiters_lock = threading.Lock()
@@ -276,6 +278,8 @@ class CaptureThread(threading.Thread):
             log.warning("camera stream failed", extra={"camera": self.camera_id, "stream": self.stream,
                                                       "error": self.error})
         finally:
+            if self.recorder is not None:  # its segment closes cleanly before its template goes
+                self.recorder.end()
             container.close()
 
     def _read(self, container: av.container.InputContainer, video: av.VideoStream, is_file: bool) -> None:
@@ -292,6 +296,11 @@ class CaptureThread(threading.Thread):
         rate = video.average_rate or video.guessed_rate
         period = 1.0 / min(max(float(rate or 25.0), 1.0), 60.0) if is_file else 0.0
         self.width, self.height = ctx.width, ctx.height
+        recorder = self.recorder
+        if recorder is not None and units is not None:
+            recorder.begin(video)
+        else:
+            recorder = None  # only H.264 is recorded (what the playback and the wall play)
         self.opened.set()
         scaler = av.video.reformatter.VideoReformatter()
         due = time.monotonic()
@@ -330,6 +339,8 @@ class CaptureThread(threading.Thread):
                 forwarding = self._forward(units, packet, seq, forwarding, sink)
             else:
                 forwarding = False  # a corrupt packet: the browser starts again at a keyframe
+            if recorder is not None and not packet.is_corrupt:
+                recorder.packet(packet, time.time())
             if not self.decode or (keyframes_only and not key):
                 continue
             try:

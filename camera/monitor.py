@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from camera.capture import CaptureThread, Frame, VideoSink, probe
+from camera.recorder import Recorder
 from camera.health import Debouncer, HealthTracker, Thresholds, analyse
 from ioc.core.cameras import Camera
 from ioc.core.contracts.camera import CameraStatus
@@ -47,6 +48,7 @@ class CameraMonitor:
         self.on_status = on_status
         self.on_frame = on_frame
         self.on_video = on_video
+        self.recorder: Recorder | None = None  # records the stream this monitor reads (set by the service)
         self.status = CameraStatus(camera.id, mode=camera.mode)
         self.capture: CaptureThread | None = None
         self._want_full = False
@@ -80,7 +82,7 @@ class CameraMonitor:
             setattr(self.status, k, v)
         s = self.status
         signature = (s.state, s.reason if s.state == "offline" else None, tuple(sorted(s.flags.items())),
-                     s.video, s.video_reason)
+                     s.video, s.video_reason, s.recording, s.recording_reason)
         if signature != self._signature:
             self._signature = signature
             s.since = time.time()
@@ -88,6 +90,10 @@ class CameraMonitor:
                                              "flags": [k for k, v in s.flags.items() if v]})
             if self.on_status is not None:
                 self.on_status(s)
+
+    def recording(self, state: str, reason: str | None) -> None:
+        """Recording started, changed mode or stopped (told by the service, on the loop)."""
+        self._publish(recording=state, recording_reason=reason)
 
     def _offline(self, reason: str) -> None:
         self.debounce.reset()
@@ -105,6 +111,7 @@ class CameraMonitor:
                 thread.want_full = self._want_full
                 thread.want_video = self._want_video
                 thread.on_video = self.on_video
+                thread.recorder = self.recorder
                 thread.start()
                 self.capture = thread
                 try:

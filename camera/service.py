@@ -30,6 +30,7 @@ import cv2
 
 from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap, probe
 from camera.monitor import CameraMonitor
+from camera.recording import RecordingConfig, RecordingKeeper
 from camera.video import VideoForwarder
 from ioc.core import sharding
 from ioc.core.cameras import Camera
@@ -53,7 +54,8 @@ class CameraService:
                  tile_fps: float = 2.0, hd_fps: float = 0.5, status_every_s: float = 10.0,
                  pool: asyncpg.Pool | None = None,
                  reload: Callable[[], Awaitable[list[Camera]]] | None = None, reload_every_s: float = 15.0,
-                 file_cameras: list[Camera] | None = None, hd_always: bool = False) -> None:
+                 file_cameras: list[Camera] | None = None, hd_always: bool = False,
+                 recording: RecordingConfig | None = None) -> None:
         """`cameras` (and what `reload` returns) are ALL the cameras, every shard's: this
         process runs the share `ioc.core.sharding` gives shard `shard` = (index, count). Knowing
         the others is what tells a camera gone from the registry (taken off the wall) from one
@@ -86,6 +88,9 @@ class CameraService:
         self.hd_fps = hd_fps
         self.status_every_s = status_every_s
         self.monitors: dict[str, CameraMonitor] = {}
+        self._video_only_threads: dict[tuple[str, Stream], CaptureThread] = {}
+        # recording needs the index: without a database, nothing is recorded
+        self.keeper = RecordingKeeper(recording, pool) if recording is not None and pool is not None else None
 
     def _status(self, status: CameraStatus) -> None:
         self.link.publish(topics.live_camera(status.camera_id, "status"), camera_contract.encode_status(status),
@@ -118,6 +123,8 @@ class CameraService:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
             open_faults[status.camera_id] = now_open
+            if self.keeper is not None:
+                self.keeper.faults(status.camera_id, now_open, before - now_open)
             for kind, state in [(k, "started") for k in sorted(now_open - before)] + \
                                [(k, "ended") for k in sorted(before - now_open)]:
                 self.link.publish(topics.live_camera(status.camera_id, "event"), camera_contract.encode_event(
@@ -213,10 +220,18 @@ class CameraService:
                     changed = want != m.want_video
                     m.want_video = want
                 else:
-                    changed = self._video_only_reader(m.camera, stream, want)
+                    changed = self._video_only_reader(m.camera, stream, want or self._records(m.camera, stream))
+                    thread = self._video_only_threads.get((cam_id, stream))
+                    if thread is not None:
+                        changed = changed or thread.want_video != want
+                        thread.want_video = want
                 if changed:
                     log.info("camera video " + ("wanted" if want else "no longer wanted"),
                              extra={"camera": cam_id, "stream": stream, "worker": self.worker_id})
+
+    def _records(self, cam: Camera, stream: Stream) -> bool:
+        """Whether this stream is recorded: the main one, when the camera's mode is not off."""
+        return stream == "main" and self.keeper is not None and self.keeper.mode(cam.id) != "off"
 
     def _video_only_reader(self, cam: Camera, stream: Stream, want: bool) -> bool:
         """Start or stop the reader of a stream the tiles do not read; True if that changed."""
@@ -243,7 +258,11 @@ class CameraService:
             thread: CaptureThread | None = None
             if failure is None:
                 thread = CaptureThread(cam.id, cam.open_url(stream), cam.mode, stream=stream, decode=False)
-                thread.want_video, thread.on_video = True, self._forwarder(cam.id, stream)
+                thread.want_video, thread.on_video = self._video_wanted(cam, stream), self._forwarder(cam.id, stream)
+                if self.keeper is not None and stream == "main":
+                    monitor = self.monitors.get(cam.id)
+                    thread.recorder = self.keeper.recorder(cam.id, monitor.recording) if monitor else None
+                self._video_only_threads[(cam.id, stream)] = thread
                 thread.start()
                 try:
                     last, last_at = 0, time.monotonic()
@@ -253,6 +272,8 @@ class CameraService:
                             last, last_at, backoff = thread.frames, time.monotonic(), 1.0
                 finally:
                     thread.stop()
+                    if self._video_only_threads.get((cam.id, stream)) is thread:
+                        del self._video_only_threads[(cam.id, stream)]
             log.warning("camera video reader lost, reopening", extra={
                 "camera": cam.id, "stream": stream, "error": failure or (thread.error if thread else None)})
             await asyncio.sleep(backoff)
@@ -285,6 +306,11 @@ class CameraService:
     def _start(self, cam: Camera) -> None:
         m = CameraMonitor(cam, on_status=self._changed, on_video=self._forwarder(cam.id, _tile_stream(cam)))
         m.want_full = self._hd_wanted(cam.id)
+        if self.keeper is not None:
+            rec = self.keeper.recorder(cam.id, m.recording)
+            m.status.recording = rec.mode
+            if _tile_stream(cam) == "main":
+                m.recorder = rec  # else the main stream's own reader records (_apply_demand)
         self.monitors[cam.id] = m
         self._apply_demand()
         tasks = [asyncio.create_task(m.run(), name=f"monitor-{cam.id}"),
@@ -307,7 +333,9 @@ class CameraService:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.monitors.pop(camera_id, None)
-        if forget:  # take it off the wall: empty retained messages delete the retained ones
+        if forget:
+            if self.keeper is not None:
+                self.keeper.forget(camera_id)  # take it off the wall: empty retained messages delete the retained ones
             for channel in ("status", "tile", "tile/hd"):
                 self.link.publish(topics.live_camera(camera_id, channel), b"", qos=1, retain=True)
 
@@ -320,6 +348,8 @@ class CameraService:
             except Exception as exc:  # noqa: BLE001 - keep the running cameras, try again
                 log.warning("camera list not reloaded", extra={"error": str(exc)[:300]})
                 continue
+            if self.keeper is not None:
+                await self._reload_modes()
             everyone = {c.id for c in listed}
             wanted = {c.id: c for c in self._share(listed)}
             current = {c.id: c for c in self.cameras}
@@ -337,6 +367,15 @@ class CameraService:
                     log.info("camera added", extra={"camera": cam_id, "worker": self.worker_id,
                                                     "stream": cam.stream_url, "mode": cam.mode})
             self.cameras = list(wanted.values())
+
+    async def _reload_modes(self) -> None:
+        assert self.keeper is not None
+        try:
+            await self.keeper.load_modes()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("recording modes not reloaded", extra={"error": str(exc)[:300]})
+            return
+        self._apply_demand()  # a camera whose tiles read its sub-stream needs its main reader to record
 
     async def _until_fatal(self) -> None:
         assert self._fatal is not None
@@ -357,6 +396,9 @@ class CameraService:
             log.warning("IOC_DATABASE_URL is not set: camera status history and events are not stored")
         if self._reload is not None:
             tasks.append(asyncio.create_task(self._watch_registry(), name="registry"))
+        if self.keeper is not None:
+            await self._reload_modes()
+            tasks.append(asyncio.create_task(self.keeper.run([c.id for c in self.cameras]), name="recording"))
         for cam in self.cameras:
             self._start(cam)
         log.info("cameras running", extra={"worker": self.worker_id, "cameras": len(self.cameras)})

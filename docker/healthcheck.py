@@ -62,7 +62,7 @@ def check_cameras(settings: Settings) -> str | None:
     target = settings.require_mqtt()
     topic = topics.camera_presence(settings.camera_worker_id)
     seen: dict[str, object] = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"health-{settings.camera_worker_id}-{os.getpid()}")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{settings.camera_worker_id}-health-{os.getpid()}")
     client.username_pw_set(target.username, target.password)
     if target.tls:
         client.tls_set()

@@ -33,4 +33,4 @@ ensure_account svc-ingest ingest "$SVC_INGEST_PASSWORD"
 ensure_account svc-camera camera "$SVC_CAMERA_PASSWORD"
 ensure_account svc-api api "$SVC_API_PASSWORD"
 
-ioc broker config --dir "$config_dir" --data-dir "$data_dir" --port 1883
+ioc broker config --dir "$config_dir" --data-dir "$data_dir" --port 1883 --service-port 1884

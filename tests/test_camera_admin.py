@@ -62,7 +62,7 @@ async def test_cameras_added_through_the_api_go_live_and_leave(
                 proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO, stdout=log,
                                         stderr=subprocess.STDOUT, preexec_fn=preexec())
             track(proc)
-            wall = Client(broker.host, broker.port, "svc-api", service_passwords["svc-api"]).wait_connected()
+            wall = Client(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
             try:
                 wall.subscribe(f"ioc/v1/live/camera/{cam_id}/#")
 

@@ -186,7 +186,7 @@ def _run_video(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[str
         log = open(tmp_path / "cameras.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
-        wall = Client(broker.host, broker.port, "svc-api", service_passwords["svc-api"]).wait_connected()
+        wall = Client(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
         demand_topic = topics.wall_demand("test-node")
         try:
             wall.subscribe("ioc/v1/live/camera/#", qos=0)

@@ -93,7 +93,7 @@ def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[s
         log = open(tmp_path / "cameras.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "ioc.cli", "cameras"], env=env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT)
-        wall = Client(broker.host, broker.port, "svc-api", service_passwords["svc-api"]).wait_connected()
+        wall = Client(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
         try:
             wall.subscribe("ioc/v1/live/camera/#")
             wall.subscribe("ioc/v1/status/camera/#")

@@ -41,12 +41,16 @@ def test_agencies_and_broker_files_from_the_command_line(
     assert bad.returncode == 2 and "agency id" in bad.stderr
     nosector = ioc(env, "agency", "add", f"cli-c{suffix}", "--name", "x", "--sector", "nope")
     assert nosector.returncode == 2 and "unknown sector" in nosector.stderr
+    # an agency's client id on the broker is its name: never one a service's client id can have
+    for reserved in (f"ingest-{suffix}", f"cameras-{suffix}", f"ioc-api-{suffix}"):
+        taken = ioc(env, "agency", "add", reserved, "--name", "x", "--sector", "tthc")
+        assert taken.returncode == 2 and "reserved" in taken.stderr, taken.stderr
     assert a in ioc(env, "agency", "list").stdout
 
-    port = free_port()
+    port, service_port = free_port(), free_port()
     conf_dir = tmp_path / "broker"
     made = ioc(env, "broker", "config", "--dir", str(conf_dir), "--port", str(port), "--bind", "127.0.0.1",
-               "--user", getpass.getuser())
+               "--service-port", str(service_port), "--user", getpass.getuser())
     assert made.returncode == 0, made.stderr
     acl = (conf_dir / "acl").read_text()
     assert f"topic write ioc/v1/kpi/{a}" in acl and f"topic read ioc/v1/ack/{a}" in acl
@@ -56,7 +60,7 @@ def test_agencies_and_broker_files_from_the_command_line(
         deadline = time.monotonic() + 10
         while True:
             try:
-                ingest = Client("127.0.0.1", port, "svc-ingest", service_passwords["svc-ingest"]).wait_connected(1)
+                ingest = Client("127.0.0.1", service_port, "svc-ingest", service_passwords["svc-ingest"]).wait_connected(1)
                 break
             except (OSError, TimeoutError):
                 if time.monotonic() > deadline:
@@ -73,7 +77,7 @@ def test_agencies_and_broker_files_from_the_command_line(
         # disabling the agency and rewriting the files shuts it out of the broker
         assert ioc(env, "agency", "disable", a).returncode == 0
         again = ioc(env, "broker", "config", "--dir", str(conf_dir), "--port", str(port), "--bind", "127.0.0.1",
-                    "--user", getpass.getuser(), "--reload-pid", str(broker.pid))
+                    "--service-port", str(service_port), "--user", getpass.getuser(), "--reload-pid", str(broker.pid))
         assert again.returncode == 0, again.stderr
         time.sleep(0.5)
         refused = False

@@ -187,7 +187,9 @@ def test_each_service_loads_its_settings(monkeypatch: pytest.MonkeyPatch) -> Non
         assert db.endswith("@db:5432/ioc") and settings.storage_mode == "timescale", name
         if name in role_of:
             target = parse_mqtt_url(settings.mqtt_url or "")
-            assert (target.host, target.port) == ("broker", 1883), name
+            # the services' listener (service accounts only, client ids of their own), never
+            # the agencies' one, where a client id is forced to the user name
+            assert (target.host, target.port) == ("broker", 1884), name
             assert accounts.get(target.username or "") == role_of[name], f"{name} logs in as {target.username}"
         if name.startswith("ingest-"):
             shards.append(parse_shard(settings.ingest_shard))
@@ -217,7 +219,10 @@ def test_broker_reads_what_setup_writes() -> None:
     uid = [rest for kw, rest in dockerfile_instructions() if kw == "USER"][-1]
     assert services["broker"]["user"] == uid
     health = " ".join(services["broker"]["healthcheck"]["test"])
-    assert "-u svc-api" in health and "$SVC_API_PASSWORD" in health
+    assert "-u svc-api" in health and "$SVC_API_PASSWORD" in health and "-p 1884" in health
+    # agencies reach the broker from outside on its agencies' listener only: the services'
+    # listener (1884) stays inside the compose network
+    assert [p.rsplit(":", 1)[1] for p in services["broker"]["ports"]] == ["1883"]
 
 
 def test_env_example_holds_no_secret_and_covers_what_compose_needs() -> None:
@@ -269,7 +274,8 @@ def test_setup_job_runs_real_commands_and_can_run_again(tmp_path: Path) -> None:
         parse_ioc(call["argv"])
     argvs = [call["argv"] for call in calls]
     assert argvs[0] == ["migrate"]
-    assert argvs[-1] == ["broker", "config", "--dir", "/cfg", "--data-dir", "/data", "--port", "1883"]
+    assert argvs[-1] == ["broker", "config", "--dir", "/cfg", "--data-dir", "/data", "--port", "1883",
+                         "--service-port", "1884"]
     added = {c["argv"][2]: (c["argv"][4], c["stdin"]) for c in calls if c["argv"][:2] == ["user", "add"]}
     assert added == {
         "svc-ingest": ("ingest", env["SVC_INGEST_PASSWORD"] + "\n"),

@@ -23,7 +23,7 @@ def iso(dt: datetime) -> str:
 
 
 async def connect(rig: MosquittoRig, user: str, password: str) -> Client:
-    return await asyncio.to_thread(lambda: Client(rig.host, rig.port, user, password).wait_connected())
+    return await asyncio.to_thread(lambda: Client(rig.host, rig.port_for(user), user, password).wait_connected())
 
 
 async def test_readings_land_with_live_and_retained_state(
@@ -168,7 +168,7 @@ async def test_replays_are_idempotent_and_corrections_keep_history(
     agency, pw = await agencies.add(["tthc"])
     other, other_pw = await agencies.add(["tthc"])
     pub = await connect(broker, agency, pw)
-    area = "13285"
+    area = "13306"
     ts = "2025-03-01T08:00:00+07:00"
     reading = {"kpi": KPI, "ts": ts, "value": 120, "area": area, "msg_id": "r1"}
     for _ in range(3):  # a gateway replaying after an outage

@@ -6,6 +6,7 @@ import fails it, on a copy of the packages with one bad import added.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def test_the_layers_hold() -> None:
     ("ioc/serve/api/app.py", "from ioc.extras.demo import run", "Only the command"),
     ("ioc/extras/demo/run.py", "import ingest.service", "extras import only"),
     ("ioc/serve/wall/hub.py", "import cv2", "Video libraries"),
+    ("ioc/serve/api/routes_recordings.py", "import av", "Video libraries"),  # only export.py remuxes
 ])
 def test_a_wrong_import_breaks_the_build(tmp_path: Path, module: str, bad_import: str, contract: str) -> None:
     copy_packages(tmp_path)
@@ -52,7 +54,8 @@ def test_a_wrong_import_breaks_the_build(tmp_path: Path, module: str, bad_import
     target.write_text(target.read_text(encoding="utf-8") + f"\n{bad_import}  # noqa\n", encoding="utf-8")
     done = lint(tmp_path)
     assert done.returncode != 0, done.stdout[-3000:]
-    broken = [line for line in done.stdout.splitlines() if line.endswith("BROKEN")]
+    # "... BROKEN", or "... BROKEN (1 ignored import)" for a contract with a listed exception
+    broken = [line for line in done.stdout.splitlines() if re.search(r" BROKEN( \(\d+ ignored imports?\))?$", line)]
     assert any(contract in line for line in broken), done.stdout[-3000:]
 
 

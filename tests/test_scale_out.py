@@ -110,7 +110,7 @@ async def test_two_ingest_and_two_api_nodes_lose_nothing_and_show_everything(
     now = datetime.now(timezone.utc)
     pubs[0].publish_many(f"ioc/v1/kpi/{world['agencies'][0][0]}", [  # type: ignore[index]
         {"kpi": kpi, "area": area, "ts": now.isoformat(), "value": value} for kpi, area, value in TILES.values()])
-    cam = MqttClient(rig.host, rig.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    cam = MqttClient(rig.host, rig.service_port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
     cam.publish("ioc/v1/live/camera/pl-01/tile", camera_tile("pl-01", 424242), qos=0, retain=True)
 
     agency_ids = [a for a, _ in world["agencies"]]  # type: ignore[union-attr]

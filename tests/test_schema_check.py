@@ -21,7 +21,7 @@ import pytest
 from ioc.core.storage.migrate import MIGRATE_LOCK_KEY
 from ioc.core.storage.pool import create_pool
 from ioc.core.storage.schema import SchemaError, check_schema
-from tests.conftest import ADMIN_DSN, REPO, _dsn_for
+from tests.conftest import ADMIN_DSN, REPO, _dsn_for, timescale_available
 from tests.rigs.mosquitto import free_port
 
 
@@ -114,7 +114,8 @@ async def test_services_refuse_an_empty_database_until_ioc_migrate(empty_db: str
                 time.sleep(0.1)
         assert r.status_code == 200 and r.json()["database"] == "ok"
         # the ingest passed its check: it announces the storage mode, then looks for the broker
-        wait_for_log(ingest, log_path, "storage: plain PostgreSQL")
+        mode = "TimescaleDB" if await timescale_available(empty_db) else "plain PostgreSQL"
+        wait_for_log(ingest, log_path, f"storage: {mode}")
     finally:
         for proc in (serve, ingest):
             proc.terminate()

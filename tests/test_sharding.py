@@ -132,7 +132,7 @@ class Wall:
 
     def __init__(self, broker: MosquittoRig, password: str, cams: list[str]) -> None:
         self.cams = cams
-        self.client = Client(broker.host, broker.port, "svc-api", password).wait_connected()
+        self.client = Client(broker.host, broker.service_port, "svc-api", password).wait_connected()
         self.client.subscribe(topics.LIVE_CAMERA_ALL)
         self.client.subscribe(topics.STATUS_CAMERA_ALL)
 

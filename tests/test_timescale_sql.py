@@ -208,8 +208,8 @@ async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
     assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin",
-                                "0006_login_failures", "0007_areas_over_time", "0008_rollups_fractions",
-                                "0009_rollups_monthly"]
+                                "0006_login_failures", "0007_recordings", "0008_areas_over_time",
+                                "0009_rollups_fractions", "0010_rollups_monthly"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 

@@ -48,14 +48,14 @@ async def logins(pool: asyncpg.Pool, wall_api: ServeProcess) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def camera_pub(broker: MosquittoRig, service_passwords: dict[str, str]) -> AsyncIterator[MqttClient]:
-    c = MqttClient(broker.host, broker.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    c = MqttClient(broker.host, broker.service_port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
     yield c
     c.close()
 
 
 @pytest.fixture(scope="module")
 def kpi_pub(broker: MosquittoRig, service_passwords: dict[str, str]) -> AsyncIterator[MqttClient]:
-    c = MqttClient(broker.host, broker.port, "svc-ingest", service_passwords["svc-ingest"]).wait_connected()
+    c = MqttClient(broker.host, broker.service_port, "svc-ingest", service_passwords["svc-ingest"]).wait_connected()
     yield c
     c.close()
 
@@ -188,7 +188,7 @@ async def test_screens_ask_for_hd_tiles_of_the_cameras_they_show_large(
         wall_api: ServeProcess, logins: dict[str, str], broker: MosquittoRig,
         service_passwords: dict[str, str]) -> None:
     """Camera services make HD tiles only for what some screen shows large (camera/service.py)."""
-    watcher = MqttClient(broker.host, broker.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    watcher = MqttClient(broker.host, broker.service_port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
     watcher.subscribe("ioc/v1/wall/demand/#")
 
     def wanted() -> set[str]:

@@ -213,8 +213,8 @@ class Live:
     """Publishes as the camera service and the ingest do: retained live messages."""
 
     def __init__(self, broker: MosquittoRig, passwords: dict[str, str]) -> None:
-        self.cameras = MqttClient(broker.host, broker.port, "svc-camera", passwords["svc-camera"]).wait_connected()
-        self.kpis = MqttClient(broker.host, broker.port, "svc-ingest", passwords["svc-ingest"]).wait_connected()
+        self.cameras = MqttClient(broker.host, broker.service_port, "svc-camera", passwords["svc-camera"]).wait_connected()
+        self.kpis = MqttClient(broker.host, broker.service_port, "svc-ingest", passwords["svc-ingest"]).wait_connected()
 
     def picture(self, camera: str, *, age_s: float = 0.0, hue: int = 0) -> None:
         seq = int(time.time() * 10) % 1_000_000

@@ -62,7 +62,7 @@ def clips() -> dict[str, Clip]:
 def replays(broker: MosquittoRig, service_passwords: dict[str, str],
             clips: dict[str, Clip]) -> Iterator[dict[tuple[str, str], VideoReplay]]:
     """As the camera service: pl-01 and pl-02 send both streams; pl-03 has no sub-stream."""
-    link = MqttClient(broker.host, broker.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    link = MqttClient(broker.host, broker.service_port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
     out = {(cam, stream): VideoReplay(link.c, cam, stream, clips[stream]).start()
            for cam, stream in (("pl-01", "main"), ("pl-01", "sub"), ("pl-02", "main"), ("pl-02", "sub"),
                                ("pl-03", "main"))}
@@ -264,7 +264,7 @@ async def test_demand_lists_the_streams_clients_play_and_withdraws_them(
         service_passwords: dict[str, str]) -> None:
     assert wall_api.proc is not None
     node = topics.wall_demand(f"ioc-api-{socket.gethostname()}-{wall_api.proc.pid}")
-    watcher = MqttClient(broker.host, broker.port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
+    watcher = MqttClient(broker.host, broker.service_port, "svc-camera", service_passwords["svc-camera"]).wait_connected()
     watcher.subscribe(node)
 
     def video() -> dict[str, set[str]]:

@@ -145,6 +145,7 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
 def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.storage import cameras as camera_store
     from ioc.core.cameras import Camera, RegistryError, load_registry
+    from camera.recording import RecordingConfig
     from camera.service import CameraService
     from ioc.core.settings import parse_shard
 
@@ -159,6 +160,7 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     index, count = parse_shard(args.shard or "0/1", "--shard")
     worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
     target = settings.require_mqtt()
+    root = settings.recordings_root() if settings.database_url else None  # SettingsError: stops here
 
     async def main() -> None:
         pool = None
@@ -176,11 +178,18 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
             ids = {c.id for c in file_cameras}
             return file_cameras + [c for c in extra if c.id not in ids]
 
+        recording = None
+        if pool is not None:
+            recording = RecordingConfig(
+                root, segment_s=settings.recording_segment_s, pre_roll_s=settings.recording_clip_before_s,
+                post_s=settings.recording_clip_after_s, retention_days=settings.recording_retention_days,
+                quota_bytes=settings.recording_quota_bytes, every_s=settings.recording_retention_every_s)
         service = CameraService(await listing(), target, worker_id=worker, shard=(index, count),
                                 tile_fps=settings.camera_tile_fps,
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,
                                 reload=listing if pool is not None else None,
-                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always)
+                                reload_every_s=settings.camera_reload_s, hd_always=settings.camera_hd_always,
+                                recording=recording)
         await _run_until_signal(service.run())
         if pool is not None:
             await pool.close()
@@ -303,14 +312,23 @@ def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.mqtt.broker_files import write_broker_files
 
     async def run(conn: Any) -> None:
-        accts = await broker_accounts(conn)
+        try:
+            accts = await broker_accounts(conn)
+        except ValueError as exc:  # e.g. an agency made before its name was reserved for services
+            _die(f"broker config: {exc}")
         directory = Path(args.dir)
         directory.mkdir(parents=True, exist_ok=True)
         data_dir = Path(args.data_dir) if args.data_dir else directory / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
-                                   websockets_port=args.websockets_port, run_as_user=args.user)
-        print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts")
+        try:
+            paths = write_broker_files(directory, accts, port=args.port, bind=args.bind, data_dir=data_dir,
+                                       service_port=args.service_port, service_bind=args.service_bind,
+                                       websockets_port=args.websockets_port, run_as_user=args.user)
+        except ValueError as exc:
+            _die(f"broker config: {exc}")
+        print(f"wrote {', '.join(str(p) for p in paths.values())} for {len(accts)} accounts\n"
+              f"agencies connect on port {args.port} (their client id is their user name), "
+              f"the services (ingest, cameras, API) on port {args.service_port}")
         if args.reload_pid:
             os.kill(args.reload_pid, signal.SIGHUP)
             print(f"sent SIGHUP to mosquitto (pid {args.reload_pid})")
@@ -423,9 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("config", help="write mosquitto.conf, the password file and the ACL from the accounts")
     b.add_argument("--dir", required=True)
     b.add_argument("--data-dir")
-    b.add_argument("--port", type=int, default=1883)
+    b.add_argument("--port", type=int, default=1883, help="the agencies' listener (default 1883)")
     b.add_argument("--bind", default="0.0.0.0")
-    b.add_argument("--websockets-port", type=int)
+    b.add_argument("--service-port", type=int, default=1884,
+                   help="the services' listener: service accounts only, each choosing its client id (default 1884)")
+    b.add_argument("--service-bind", help="address of the services' listener (default: --bind)")
+    b.add_argument("--websockets-port", type=int, help="agencies over websockets")
     b.add_argument("--user", help="the system user mosquitto runs as (default: mosquitto's own choice)")
     b.add_argument("--reload-pid", type=int, help="send SIGHUP to this mosquitto afterwards")
     b = bsub.add_parser("run", help="run the embedded MQTT 5 broker on the files `ioc broker config` wrote "

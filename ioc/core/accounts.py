@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ioc.core.mqtt.broker_files import BrokerAccount
+from ioc.core.mqtt.client_ids import reserved_for_services, why_reserved
 from ioc.core.passwords import (
     BROKER_ITERATIONS,
     HUMAN_ITERATIONS,
@@ -60,6 +61,9 @@ async def create_agency(
     """Create an agency and its account; return the password (shown once, never stored)."""
     if not _AGENCY_ID.match(agency_id):
         raise AccountError("agency id: 2-32 characters, lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    if reserved_for_services(agency_id):
+        # on the broker an agency's client id is its name: it must never be a service's
+        raise AccountError(why_reserved(agency_id))
     if not name_vi.strip():
         raise AccountError("an agency needs a name")
     known = await catalogue.sector_ids(conn)

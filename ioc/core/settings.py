@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
     camera_reload_s: float = Field(15.0, gt=0, le=3600, description="how often cameras added through the API are picked up")
 
+    # recording (the camera service writes, the API plays back and exports)
+    recordings_dir: str = Field(
+        "recordings", min_length=1,
+        description="where the MP4 segments go, <dir>/<camera>/<YYYY-MM-DD>/... (relative to the working directory)")
+    recording_segment_s: float = Field(4.0, ge=1, le=60, description="segment length, cut on the next keyframe")
+    recording_retention_days: int = Field(30, ge=0, le=3650, description="0: no age limit (the quota still applies)")
+    recording_quota_bytes: int = Field(0, ge=0, description="all cameras' segments together; 0: no quota")
+    recording_clip_before_s: float = Field(10.0, ge=0, le=600, description="an event's clip starts this long before it")
+    recording_clip_after_s: float = Field(20.0, ge=0, le=3600, description="and ends this long after it")
+    recording_retention_every_s: float = Field(30.0, gt=0, le=3600, description="how often retention runs")
+    recording_export_max_s: float = Field(3600.0, gt=0, le=86400, description="the longest span one export may cover")
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
@@ -210,6 +222,17 @@ class Settings(BaseSettings):
         if not self.mqtt_url:
             raise SettingsError("IOC_MQTT_URL is not set (e.g. mqtt://ioc-ingest:secret@127.0.0.1:1883)")
         return parse_mqtt_url(self.mqtt_url)
+
+    def recordings_root(self) -> Path:
+        """The recordings directory, created and proven writable (SettingsError if it is not)."""
+        from ioc.core.recordings import check_dir
+
+        root = Path(self.recordings_dir).absolute()
+        try:
+            check_dir(root)
+        except OSError as exc:
+            raise SettingsError(f"IOC_RECORDINGS_DIR: {root} is not a writable directory: {exc.strerror or exc}") from None
+        return root
 
     def require_jwt_secret(self) -> str:
         if not self.jwt_secret:

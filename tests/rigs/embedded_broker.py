@@ -39,11 +39,17 @@ class EmbeddedBrokerRig(MosquittoRig):
         self.start_timeout = start_timeout
         self.args = ["--autosave-s", str(autosave_s), "--max-packet-bytes", str(max_packet_bytes),
                      "--max-queued-messages", str(max_queued_messages)]
-        self._conf_options = {"port": self.port, "bind": host}
+        # one listener for every account: it ties a client id to the account holding its
+        # session instead (mosquitto.conf is written all the same, with a port of its own)
+        self.service_port = self.port
+        self._conf_options = {"port": self.port, "bind": host, "service_port": children.free_port(host)}
         self.accounts = list(accounts)
         self.log_path = self.directory / "broker.log"
         self.paths = write_broker_files(self.directory, self.accounts, **self._conf_options)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def port_for(self, username: str) -> int:
+        return self.port
 
     NAME = "ioc broker run"
     _READY_RE = re.compile(r'"msg":"broker listening"')

@@ -9,7 +9,8 @@ directory; the system broker on :1883 is never touched.
 Usage::
 
     with MosquittoRig(tmp_path, accounts) as rig:
-        client.connect(rig.host, rig.port)
+        client.connect(rig.host, rig.port)             # agencies' listener
+        service.connect(rig.host, rig.service_port)    # service accounts' listener
         rig.stop(); rig.start()          # restart, same port and persistence
 """
 
@@ -29,7 +30,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from ioc.core.mqtt.broker_files import BrokerAccount, write_broker_files
+from ioc.core.mqtt.broker_files import SERVICE_ROLES, BrokerAccount, write_broker_files
 
 from tests.rigs import children
 
@@ -68,13 +69,15 @@ class MosquittoRig:
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
+        service_port: int | None = None,
         binary: Path = MOSQUITTO_BINARY,
         start_timeout: float = 10.0,
         **conf_options: Any,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
-        self.port = port if port is not None else free_port(host)
+        self.port = port if port is not None else free_port(host)  # the agencies' listener
+        self.service_port = service_port if service_port is not None else free_port(host)
         self.binary = Path(binary)
         self.start_timeout = start_timeout
         if "log_file" in conf_options:
@@ -82,7 +85,7 @@ class MosquittoRig:
         # Run as whoever runs the tests: a broker started as root would otherwise
         # switch to "mosquitto", which cannot enter pytest's 0700 temp dirs.
         conf_options.setdefault("run_as_user", pwd.getpwuid(os.geteuid()).pw_name)
-        self._conf_options = {"port": self.port, "bind": host, **conf_options}
+        self._conf_options = {"port": self.port, "service_port": self.service_port, "bind": host, **conf_options}
         self.accounts: list[BrokerAccount] = list(accounts)
         self.log_path = self.directory / "mosquitto.log"
         self.paths = write_broker_files(self.directory, self.accounts, **self._conf_options)
@@ -171,9 +174,17 @@ class MosquittoRig:
 
     # -- helpers ---------------------------------------------------------
 
+    def port_for(self, username: str) -> int:
+        """The listener this account logs in on: the services' one for service accounts,
+        the agencies' one for everyone else (unknown names too, as an attacker would)."""
+        role = next((a.role for a in self.accounts if a.username == username), "agency")
+        return self.service_port if role in SERVICE_ROLES else self.port
+
     def url_for(self, username: str, password: str) -> str:
-        """An ``mqtt://user:pass@host:port`` URL, as services take in settings."""
-        return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{self.host}:{self.port}"
+        """An ``mqtt://user:pass@host:port`` URL, as services take in settings, on the
+        listener this account uses."""
+        return (f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}"
+                f"@{self.host}:{self.port_for(username)}")
 
     def log_text(self) -> str:
         """Everything the broker has logged in this rig, across restarts."""

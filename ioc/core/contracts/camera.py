@@ -34,6 +34,11 @@ class CameraStatus:
     # camera: browsers cannot decode it, the wall shows its snapshots)
     video: str | None = None
     video_reason: str | None = None
+    # recording: "off", "continuous", "events" (the mode, working) or "stopped" with the
+    # reason (disk full, the quota taken by kept evidence): a fault of its own, which does not
+    # make the picture unhealthy
+    recording: str = "off"
+    recording_reason: str | None = None
     since: float = field(default_factory=time.time)
 
     @property
@@ -41,12 +46,14 @@ class CameraStatus:
         return self.state == "online" and not any(self.flags.values())
 
     def faults(self) -> set[str]:
-        """What is wrong now: {"offline"}, the picture flags raised, or nothing."""
+        """What is wrong now: {"offline"} or the picture flags raised, and "recording" while
+        recording is stopped; or nothing."""
+        recording = {"recording"} if self.recording == "stopped" else set()
         if self.state == "starting":
-            return set()
+            return recording
         if self.state == "offline":
-            return {"offline"}
-        return {k for k, v in self.flags.items() if v}
+            return {"offline"} | recording
+        return {k for k, v in self.flags.items() if v} | recording
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -54,7 +61,8 @@ class CameraStatus:
             "mode": self.mode, "fps": round(self.fps, 2), "keyframe_interval_s": self.keyframe_interval_s,
             "width": self.width, "height": self.height,
             "last_frame_at": self.last_frame_at, "motion": round(self.motion, 1), "flags": dict(self.flags),
-            "video": self.video, "video_reason": self.video_reason, "since": self.since,
+            "video": self.video, "video_reason": self.video_reason,
+            "recording": self.recording, "recording_reason": self.recording_reason, "since": self.since,
         }
 
 

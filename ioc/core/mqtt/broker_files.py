@@ -20,6 +20,12 @@ Facts about Mosquitto 2.0.x that shaped the ACL (tested in
   makes ingest lose messages; ``acl_file`` cannot prevent that.
 * A denied PUBLISH gets PUBACK reason 0x87 (not authorised) for MQTT v5
   clients, but a plain success PUBACK for MQTT 3.1.1 clients.
+* A client id is not tied to an account: a CONNECT with an id in use takes
+  that session over, whoever sends it.  Hence the agencies' listener forces the
+  client id to the username and the services' listener admits service accounts
+  only (``per_listener_settings true``; ``tests/test_broker_takeover.py``).
+  With per-listener ACLs a session restored after a restart still gets the
+  messages queued for it, before and after the restart (measured on 2.0.11).
 
 And facts about sessions that the services must design around:
 
@@ -46,12 +52,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ioc.core.contracts import topics
+from ioc.core.mqtt.client_ids import reserved_for_services, why_reserved
 from ioc.core.passwords import is_mosquitto_hash
 
 __all__ = [
     "BrokerAccount",
     "Role",
     "acl_rules",
+    "SERVICE_ROLES",
     "render_acl",
     "render_mosquitto_conf",
     "render_password_file",
@@ -62,6 +70,8 @@ Role = Literal["agency", "ingest", "api", "camera"]
 Access = Literal["read", "write", "readwrite"]
 
 _ROLES: frozenset[str] = frozenset(get_args(Role))
+#: Roles that log in on the services' listener; agencies use the other one(s).
+SERVICE_ROLES: frozenset[str] = _ROLES - {"agency"}
 # Also what keeps a username from carrying MQTT wildcards, '/', ':' or a
 # newline into a topic, the password file or the ACL.
 _USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{1,31}")
@@ -89,6 +99,9 @@ class BrokerAccount:
             raise ValueError(f"unknown broker role {self.role!r}; expected one of {sorted(_ROLES)}")
         if not is_mosquitto_hash(self.password_hash):
             raise ValueError(f"password hash for {self.username!r} is not a Mosquitto $7$/$6$ hash")
+        if self.role == "agency" and reserved_for_services(self.username):
+            # its forced client id would be a service's: it could take that session over
+            raise ValueError(why_reserved(self.username))
 
 
 def validate_username(username: str) -> str:
@@ -115,6 +128,7 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
         return [
             ("write", topics.kpi(account.username)),
             ("read", topics.ack(account.username)),
+            ("read", topics.results_of(account.username)),
         ]
     if account.role == "ingest":
         return [
@@ -122,6 +136,7 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
             # read access on each message's real topic, not the share string.
             ("read", topics.KPI_ALL),
             ("write", topics.ACK_ALL),
+            ("write", topics.RESULT_ALL),
             ("write", topics.LIVE_KPI_ALL),
             ("readwrite", topics.STATUS_INGEST_ALL),
         ]
@@ -138,6 +153,10 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
             ("write", topics.CMD_ALL),
             ("read", topics.STATUS_ALL),
             ("readwrite", topics.WALL_ALL),
+            # the HTTP endpoint for agencies that cannot speak MQTT: the API publishes an
+            # authenticated agency's payload on that agency's topic and reads the ingest's results
+            ("write", topics.KPI_ALL),
+            ("read", topics.RESULT_ALL),
         ]
     raise ValueError(f"unknown broker role {account.role!r}")  # pragma: no cover
 
@@ -174,9 +193,13 @@ def render_mosquitto_conf(
     *,
     port: int,
     bind: str,
+    service_port: int,
     data_dir: Path,
-    password_file: Path,
-    acl_file: Path,
+    agency_password_file: Path,
+    agency_acl_file: Path,
+    service_password_file: Path,
+    service_acl_file: Path,
+    service_bind: str | None = None,
     max_packet_bytes: int = 2 * 1024 * 1024,
     max_queued_messages: int = 1_000_000,
     websockets_port: int | None = None,
@@ -188,16 +211,24 @@ def render_mosquitto_conf(
 ) -> str:
     """Render ``mosquitto.conf`` for the IOC broker.
 
+    Agencies connect on ``port`` (and ``websockets_port``), where their client id is
+    always their username; the services on ``service_port`` (on ``service_bind``,
+    default ``bind``), whose password file holds service accounts only.
     ``run_as_user`` is Mosquitto's ``user`` option (whom a broker started as
     root switches to before reading the password and ACL files); ``None``
     keeps Mosquitto's default, ``mosquitto``.  ``log_file`` None logs to stderr.
     """
     _check_port(port, "port")
+    _check_port(service_port, "service_port")
+    if service_port == port:
+        raise ValueError("service_port must differ from port: agencies and services need listeners of their own")
     if websockets_port is not None:
         _check_port(websockets_port, "websockets_port")
-        if websockets_port == port:
-            raise ValueError("websockets_port must differ from port")
+        if websockets_port in (port, service_port):
+            raise ValueError("websockets_port must differ from port and service_port")
+    service_bind = bind if service_bind is None else service_bind
     _check_conf_value(bind, "bind")
+    _check_conf_value(service_bind, "service_bind")
     if max_packet_bytes < 20:
         raise ValueError("max_packet_bytes below 20 is refused by Mosquitto")
     if max_queued_messages < 0 or max_inflight_messages < 0 or autosave_interval_s < 0:
@@ -208,8 +239,10 @@ def render_mosquitto_conf(
         _check_conf_value(run_as_user, "run_as_user")
     paths = {
         "data_dir": data_dir,
-        "password_file": password_file,
-        "acl_file": acl_file,
+        "agency_password_file": agency_password_file,
+        "agency_acl_file": agency_acl_file,
+        "service_password_file": service_password_file,
+        "service_acl_file": service_acl_file,
         **({"log_file": log_file} if log_file is not None else {}),
     }
     for name, value in paths.items():
@@ -237,12 +270,16 @@ def render_mosquitto_conf(
         f"# persistent_client_expiration {persistent_client_expiration}: drop sessions of clients",
         "#   gone this long, so an abandoned client id cannot hoard a queue forever.",
         "# set_tcp_nodelay true: no Nagle delay on small live-tile and ack messages.",
-        "# per_listener_settings false: one password file and ACL for every listener.",
+        "# per_listener_settings true, one listener for agencies and one for the services:",
+        "#   Mosquitto gives a client id to whoever presents it last, whatever the account,",
+        "#   and the client holding it is disconnected (with a clean start, its queued",
+        "#   messages are gone). So on the agencies' listener(s) use_username_as_clientid",
+        "#   makes every agency's client id its own username, and only the services'",
+        "#   listener, whose password file holds service accounts alone, lets a client",
+        "#   choose its id (ingest workers, camera workers and API nodes each need one).",
+        "#   Agency names never start like a service's client id (ioc.core.mqtt.client_ids).",
         "",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        f"password_file {password_file}",
-        f"acl_file {acl_file}",
+        "per_listener_settings true",
     ]
     if run_as_user is not None:
         lines.append(f"user {run_as_user}")
@@ -271,12 +308,32 @@ def render_mosquitto_conf(
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         "",
-        f"listener {port} {bind}",
-        "protocol mqtt",
+        "# agencies: the client id is the username, whatever the client sends",
+        *_listener(port, bind, "mqtt", agency_password_file, agency_acl_file, forced_ids=True),
     ]
     if websockets_port is not None:
-        lines += ["", f"listener {websockets_port} {bind}", "protocol websockets"]
+        lines += [
+            "",
+            "# agencies over websockets, as on the listener above",
+            *_listener(websockets_port, bind, "websockets", agency_password_file, agency_acl_file,
+                       forced_ids=True),
+        ]
+    lines += [
+        "",
+        "# the services (ingest, cameras, API nodes): service accounts only, their own client ids",
+        *_listener(service_port, service_bind, "mqtt", service_password_file, service_acl_file,
+                   forced_ids=False),
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _listener(port: int, bind: str, protocol: str, password_file: Path, acl_file: Path, *,
+              forced_ids: bool) -> list[str]:
+    """One listener block; with per_listener_settings true each names its own files."""
+    lines = [f"listener {port} {bind}", f"protocol {protocol}"]
+    if forced_ids:
+        lines.append("use_username_as_clientid true")
+    return lines + ["allow_anonymous false", f"password_file {password_file}", f"acl_file {acl_file}"]
 
 
 def write_broker_files(
@@ -284,15 +341,21 @@ def write_broker_files(
     accounts: Iterable[BrokerAccount],
     **conf_options: Any,
 ) -> dict[str, Path]:
-    """Write ``passwd``, ``acl`` and ``mosquitto.conf`` into ``directory``.
+    """Write the password files, ACLs and ``mosquitto.conf`` into ``directory``.
 
-    ``conf_options`` are passed to :func:`render_mosquitto_conf`; ``data_dir``
-    defaults to ``directory/data``.  Files are replaced atomically, so a broker
-    reloading on SIGHUP never reads half a file.  ``passwd`` and ``acl`` are
-    mode 0600; when we run as root they are handed to the user the broker will
-    switch to (``run_as_user``, else Mosquitto's default ``mosquitto``), who
-    must be able to read them -- Mosquitto reads them after dropping privileges.
-    Returns the paths under the keys ``passwd``, ``acl``, ``conf``, ``data_dir``.
+    ``conf_options`` are passed to :func:`render_mosquitto_conf` (``port``,
+    ``service_port``, ``bind``, ...); ``data_dir`` defaults to ``directory/data``.
+    Mosquitto reads ``agencies.passwd``/``agencies.acl`` on the agencies' listeners and
+    ``services.passwd``/``services.acl`` on the services' one; ``passwd`` and ``acl``
+    hold every account, for ``ioc broker run`` (the embedded broker, one listener,
+    which ties a client id to the account holding its session instead).
+    Files are replaced atomically, so a broker reloading on SIGHUP never reads half a
+    file.  The secret files are mode 0600; when we run as root they are handed to the
+    user the broker will switch to (``run_as_user``, else Mosquitto's default
+    ``mosquitto``), who must be able to read them -- Mosquitto reads them after
+    dropping privileges.  Returns the paths under the keys ``passwd``, ``acl``,
+    ``agency_passwd``, ``agency_acl``, ``service_passwd``, ``service_acl``, ``conf``,
+    ``data_dir``.
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -302,18 +365,27 @@ def write_broker_files(
     paths = {
         "passwd": directory / "passwd",
         "acl": directory / "acl",
+        "agency_passwd": directory / "agencies.passwd",
+        "agency_acl": directory / "agencies.acl",
+        "service_passwd": directory / "services.passwd",
+        "service_acl": directory / "services.acl",
         "conf": directory / "mosquitto.conf",
         "data_dir": data_dir,
     }
     conf_text = render_mosquitto_conf(
         data_dir=data_dir,
-        password_file=paths["passwd"],
-        acl_file=paths["acl"],
+        agency_password_file=paths["agency_passwd"],
+        agency_acl_file=paths["agency_acl"],
+        service_password_file=paths["service_passwd"],
+        service_acl_file=paths["service_acl"],
         **conf_options,
     )
+    agencies = [a for a in accounts if a.role not in SERVICE_ROLES]
+    services = [a for a in accounts if a.role in SERVICE_ROLES]
     owner = _broker_owner(conf_options.get("run_as_user"))
-    _atomic_write(paths["passwd"], render_password_file(accounts), 0o600, owner)
-    _atomic_write(paths["acl"], render_acl(accounts), 0o600, owner)
+    for key, chosen in (("", accounts), ("agency_", agencies), ("service_", services)):
+        _atomic_write(paths[key + "passwd"], render_password_file(chosen), 0o600, owner)
+        _atomic_write(paths[key + "acl"], render_acl(chosen), 0o600, owner)
     _atomic_write(paths["conf"], conf_text, 0o644, None)
     if owner is not None:
         os.chown(data_dir, *owner)

@@ -47,7 +47,11 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
     def iso(v: datetime | None) -> str | None:
         return v.isoformat() if v else None
 
+    details = r["details"]
+    details = orjson.loads(details) if isinstance(details, (str, bytes)) else details or {}
+    camera = details.get("camera") if isinstance(details, dict) else None
     return {"id": r["id"], "kind": r["kind"], "source": r["source"], "severity": r["severity"],
+            "camera": camera if isinstance(camera, str) else None,
             "message_vi": r["message_vi"], "message_en": r["message_en"], "started_at": iso(r["started_at"]),
             "ended_at": iso(r["ended_at"]), "acked_by": r["acked_by"], "acked_at": iso(r["acked_at"])}
 

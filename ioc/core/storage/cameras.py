@@ -107,7 +107,8 @@ async def record_status(conn: asyncpg.Connection, status: CameraStatus, previous
         for kind in sorted(current - previous):
             await conn.execute(
                 "INSERT INTO camera_events (camera, kind, started_at, details) VALUES ($1, $2, $3, $4::jsonb)",
-                status.camera_id, kind, now, orjson.dumps({"reason": status.reason}).decode(),
+                status.camera_id, kind, now,
+                orjson.dumps({"reason": status.recording_reason if kind == "recording" else status.reason}).decode(),
             )
         for kind in sorted(previous - current):
             await conn.execute(

@@ -58,10 +58,25 @@ def embedded_argv(directory: Path, host: str, port: int) -> list[str]:
             "--port", str(port), "--autosave-s", "10"]
 
 
+def free_local_port(other_than: int = 0) -> int:
+    """A TCP port free on the loopback now (and not `other_than`), for the services' listener."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port != other_than:
+            return port
+
+
 def write_config(directory: Path, accounts: list[BrokerAccount], *, host: str, port: int,
-                 user: pwd.struct_passwd | None) -> Path:
-    """Write passwd, acl and mosquitto.conf; return the conf's path."""
+                 service_port: int | None, user: pwd.struct_passwd | None) -> Path:
+    """Write the password files, ACLs and mosquitto.conf; return the conf's path.
+
+    `service_port` None: the embedded broker (one listener), which reads only passwd and
+    acl; mosquitto.conf then gets a placeholder port for the services' listener."""
     paths = write_broker_files(directory, accounts, port=port, bind=host, data_dir=directory / "data",
+                               service_port=service_port if service_port is not None else free_local_port(port),
+                               service_bind="127.0.0.1",
                                run_as_user=user.pw_name if user is not None and os.geteuid() == 0 else None,
                                autosave_interval_s=30)
     return paths["conf"]

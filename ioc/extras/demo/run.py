@@ -137,17 +137,22 @@ class Demo:
                   flush=True)
         return logins
 
-    async def start_broker(self) -> tuple[str, int]:
+    async def start_broker(self) -> tuple[str, int, str, int]:
+        """Start the demo's broker; return the agencies' host and port, and the services'."""
         if not self.own_broker:
             target = self.settings.require_mqtt()
-            return target.host, target.port
+            return target.host, target.port, target.host, target.port
         kind, binary = demo_broker.choose()
         self.broker_kind = kind
         host = self.opts.host
+        local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         if kind == "mosquitto":
             assert binary is not None
+            # the services run here: their listener (where they choose their client ids,
+            # which agencies cannot) is on the loopback, on a port of the system's choosing
+            service_host, service_port = "127.0.0.1", demo_broker.free_local_port(self.opts.mqtt_port)
             conf = demo_broker.write_config(self.data / "broker", self._broker_accounts, host=host,
-                                            port=self.opts.mqtt_port, user=self.user)
+                                            port=self.opts.mqtt_port, service_port=service_port, user=self.user)
             child = self.children.start("broker", [binary, "-c", str(conf)], user=self.user)
             ready = b" running"
         else:
@@ -155,14 +160,17 @@ class Demo:
             # interpreter may live where the demo's system user cannot read)
             me = pwd.getpwuid(os.geteuid())
             directory = self.data / "broker"
-            demo_broker.write_config(directory, self._broker_accounts, host=host, port=self.opts.mqtt_port, user=me)
+            # one listener: the embedded broker ties a client id to the account holding it
+            service_host, service_port = local, self.opts.mqtt_port
+            demo_broker.write_config(directory, self._broker_accounts, host=host, port=self.opts.mqtt_port,
+                                     service_port=None, user=me)
             env = {**os.environ, "IOC_LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1"}
             child = self.children.start("broker", demo_broker.embedded_argv(directory, host, self.opts.mqtt_port),
                                         env=env)
             ready = b"broker listening"
         await demo_broker.wait_ready(host, self.opts.mqtt_port, child.log_path, child.log_offset, lambda: child.alive,
                                      ready_text=ready)
-        return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), self.opts.mqtt_port
+        return local, self.opts.mqtt_port, service_host, service_port
 
     def service_env(self, dsn: str) -> dict[str, str]:
         assert self.box is not None
@@ -179,18 +187,18 @@ class Demo:
         self.box.save()
         return env
 
-    async def start_services(self, dsn: str, broker: tuple[str, int], logins: Logins,
+    async def start_services(self, dsn: str, broker: tuple[str, int, str, int], logins: Logins,
                              cams: list[demo_cameras.DemoCamera]) -> None:
         env = self.service_env(dsn)
         py = sys.executable
-        host, port = broker
+        host, port, service_host, service_port = broker
 
         def with_mqtt(user: str) -> dict[str, str]:
             url = self.settings.mqtt_url if not self.own_broker else \
-                f"mqtt://{quote(user, safe='')}:{quote(logins.services[user], safe='')}@{host}:{port}"
+                f"mqtt://{quote(user, safe='')}:{quote(logins.services[user], safe='')}@{service_host}:{service_port}"
             return {**env, "IOC_MQTT_URL": url or ""}
 
-        ingest = self.children.start("ingest", [py, "-m", "ioc.cli", "ingest", "--worker-id", "demo-ingest"],
+        ingest = self.children.start("ingest", [py, "-m", "ioc.cli", "ingest", "--worker-id", "ingest-demo"],
                                      env={**with_mqtt("demo-ingest"),  # the spool beside the demo's data
                                           "IOC_INGEST_SPOOL_DIR": str(self.data / "spool")})
         # on the first run the broker has no session for the ingest yet: readings published
@@ -200,7 +208,7 @@ class Demo:
             registry = self.data / "cameras.toml"
             registry.write_text(demo_cameras.registry_toml(cams), encoding="utf-8")
             self.children.start("cameras", [py, "-m", "ioc.cli", "cameras", "--registry", str(registry)],
-                                env={**with_mqtt("demo-cameras"), "IOC_CAMERA_WORKER_ID": "demo-cameras"})
+                                env={**with_mqtt("demo-cameras"), "IOC_CAMERA_WORKER_ID": "cameras-demo"})
         self.children.start("api", [py, "-m", "ioc.cli", "serve", "--host", self.opts.host,
                                     "--port", str(self.opts.api_port)], env=with_mqtt("demo-api"))
         config = {"host": host, "port": port, "timezone": self.settings.timezone, "step_s": 10, "tick_s": 5,
@@ -287,6 +295,7 @@ class Demo:
             f"  API              {web}/docs",
             f"  operator console {web}/wall/console.html",
             f"  leaders' tablet  {web}/wall/tablet.html",
+            f"  agency reporting {web}/wall/report.html",
             "  wall screens (one browser in kiosk mode per screen, 3 x 3):",
         ]
         for n in range(1, SCREENS + 1):

@@ -13,6 +13,7 @@ from ioc.core.cameras import Camera, RegistryError
 from ioc.core.storage import audit
 from ioc.core.contracts import camera as camera_contract
 from ioc.core.contracts import topics
+from ioc.serve.api.routes_recordings import clip_url
 from ioc.serve.api.security import VIEWERS, Principal, require
 
 router = APIRouter(prefix="/api/v1/cameras", tags=["cameras"])
@@ -48,9 +49,11 @@ async def events(
     request: Request, camera_id: str, _: Annotated[Principal, Depends(require(*VIEWERS))],
     open_only: bool = False, limit: int = 200,
 ) -> list[dict[str, Any]]:
+    """Fault events, newest first, each with its `clip` (the export of the recording around it)."""
     await _known(request, camera_id)
     async with request.app.state.pool.acquire() as conn:
-        return await camera_store.events(conn, camera_id, open_only=open_only, limit=max(1, min(limit, 2000)))
+        rows = await camera_store.events(conn, camera_id, open_only=open_only, limit=max(1, min(limit, 2000)))
+    return [{**r, "clip": clip_url(request, camera_id, r["started_at"], r["ended_at"])} for r in rows]
 
 
 @router.get("/{camera_id}/uptime")

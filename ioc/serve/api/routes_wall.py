@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from ioc.core import accounts
+from ioc.serve.api.routes_recordings import clip_url
 from ioc.serve.api.security import STAFF, VIEWERS, Principal, require
 from ioc.serve.wall.layout import LayoutError, parse_layout
 from ioc.serve.wall.node import WallNode
@@ -171,8 +173,15 @@ async def screen_token(request: Request, body: ScreenTokenIn, p: Annotated[Princ
 @router.get("/alerts")
 async def alerts(request: Request, _: Annotated[Principal, Depends(require(*STAFF))], open: bool = False,
                  limit: int = 50) -> list[dict[str, Any]]:
+    """Open alerts first, then the newest; an alert that names a camera links to its `clip`."""
     async with request.app.state.pool.acquire() as conn:
-        return await alert_store.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
+        rows = await alert_store.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
+    for row in rows:
+        if row["camera"]:
+            start = datetime.fromisoformat(row["started_at"])
+            end = datetime.fromisoformat(row["ended_at"]) if row["ended_at"] else None
+            row["clip"] = clip_url(request, row["camera"], start, end)
+    return rows
 
 
 @router.post("/alerts/{alert_id}/ack")

@@ -32,6 +32,7 @@ CAMERA_TEXT = {
     "offline": ("mất tín hiệu", "offline"), "black": ("màn hình đen", "black picture"),
     "uniform": ("hình một màu", "uniform picture"), "frozen": ("hình bị đứng", "frozen picture"),
     "blurred": ("hình bị mờ", "blurred picture"), "scene_changed": ("bị xoay hoặc che", "turned or covered"),
+    "recording": ("ngừng ghi hình", "recording stopped"),
 }
 
 _FAULT_VI = {k: v[0] for k, v in CAMERA_TEXT.items()}
