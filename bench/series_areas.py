@@ -107,15 +107,19 @@ async def main() -> None:
             await rollups.refresh(conn, StorageMode.PLAIN, TZ_NAME)
             t2 = time.perf_counter()
         print(f"loaded {n} readings in {t1 - t0:.1f} s; roll-ups computed in {t2 - t1:.1f} s")
-        await one_request(pool, args.years)  # warm the cache and the statement plans
-        times = []
-        for _ in range(args.runs):
-            ms, points, nsrc = await one_request(pool, args.years)
-            times.append(ms)
-        times.sort()
-        print(f"province series, {args.years} years by month, from {nsrc} communes: {points} points; "
-              f"median {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95) - 1]:.1f} ms, "
-              f"max {times[-1]:.1f} ms over {args.runs} runs")
+        for label in ("fresh tables (no statistics yet)", "after ANALYZE (as autovacuum leaves them)"):
+            if label.startswith("after"):
+                async with pool.acquire() as conn:
+                    await conn.execute("ANALYZE")
+            await one_request(pool, args.years)  # warm the cache and the statement plans
+            times = []
+            for _ in range(args.runs):
+                ms, points, nsrc = await one_request(pool, args.years)
+                times.append(ms)
+            times.sort()
+            print(f"{label}: province series, {args.years} years by month, from {nsrc} communes, {points} points: "
+                  f"median {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95) - 1]:.1f} ms, "
+                  f"max {times[-1]:.1f} ms over {args.runs} runs")
         await pool.close()
     finally:
         if args.keep:

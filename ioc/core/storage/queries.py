@@ -138,7 +138,7 @@ async def series(
         b_expr = f"date_bin($5::interval, s.{col}, $6::timestamptz)"
         extra = [bucket.approx, origin]
     if sources is None:
-        join, share, only = "", "1.0", ""
+        join, share = "", "1.0"
         params: list[object] = []
     else:
         first = 5 + len(extra)
@@ -146,9 +146,6 @@ async def series(
                 f"${first + 3}::timestamptz[]) AS m(area, share, since, until) "
                 f"ON s.area = m.area AND s.{col} >= m.since AND s.{col} < m.until")
         share = "m.share"
-        # the same areas as a filter too: the index on (kpi, area, bucket) then bounds the
-        # scan whatever the planner guesses about the join (fresh tables have no statistics)
-        only = f" AND s.area = ANY(${first}::text[])"
         params = [[x.area for x in sources], [x.share for x in sources], [x.since for x in sources],
                   [x.until for x in sources]]
     if source == "readings":
@@ -158,7 +155,7 @@ async def series(
                          sum(s.numerator * {share}) AS num, sum(s.denominator * {share}) AS den,
                          count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
                     FROM readings s {join}
-                   WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($4::text IS NULL OR s.agency = $4){only}
+                   WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($4::text IS NULL OR s.agency = $4)
                    GROUP BY b ORDER BY b"""
         args: list[object] = [kpi, start, end, agency, *extra, *params]
     else:
@@ -167,7 +164,7 @@ async def series(
                          (array_agg(s.last_value ORDER BY s.last_ts DESC, s.area))[1] AS last, max(s.last_ts) AS last_ts,
                          sum(s.num_sum * {share}) AS num, sum(s.den_sum * {share}) AS den, sum(s.n_bare) AS n_bare
                     FROM {source} s {join}
-                   WHERE s.kpi = $1 AND s.bucket >= $2 AND s.bucket < $3 AND $4::text IS NULL{only}
+                   WHERE s.kpi = $1 AND s.bucket >= $2 AND s.bucket < $3 AND $4::text IS NULL
                    GROUP BY b ORDER BY b"""
         args = [kpi, start, end, None, *extra, *params]
     rows = await conn.fetch(sql, *args)
