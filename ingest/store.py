@@ -131,7 +131,7 @@ class ReadingStore:
             reading = rows[rec["idx"]]
             if rec["agency"] != reading.agency:
                 out.conflicts.append((reading, f"this kpi/area/ts was reported by agency {rec['agency']!r}; only it may correct it"))
-            elif rec["value"] == reading.value:
+            elif (rec["value"], rec["numerator"], rec["denominator"]) == (reading.value, reading.numerator, reading.denominator):
                 out.duplicates.append(reading)
             else:
                 out.conflicts.append(
@@ -217,7 +217,7 @@ def split_rounds(readings: list[Reading]) -> tuple[list[list[Reading]], list[Rea
             else:
                 rounds.append({key: r})
             last[key] = r
-        elif r.value == prev.value:
+        elif (r.value, r.numerator, r.denominator) == (prev.value, prev.numerator, prev.denominator):
             dupes.append(r)
         else:
             conflicts.append((r, f"a different value for this kpi/area/ts came first (rev {prev.revision}); "

@@ -17,9 +17,11 @@ import orjson
 
 from ingest.readings import Reject
 from ioc.core.readings import Reading
-from ingest.rules import Rules
+from ingest.rules import KpiRule, Rules
 
-ALLOWED_FIELDS = frozenset({"kpi", "ts", "value", "area", "msg_id", "rev", "agency"})
+ALLOWED_FIELDS = frozenset({"kpi", "ts", "value", "area", "msg_id", "rev", "agency", "numerator", "denominator"})
+# a value sent beside its numerator and denominator may be rounded, by this much at most
+VALUE_ROUNDING = 0.01
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 EARLIEST_MS = EARLIEST.timestamp() * 1000
 MAX_REVISION = 2**31 - 1
@@ -70,6 +72,8 @@ def parse_payload(
     latest_ms = now_ms + limits.future_skew_s * 1000
     kpis = rules.kpis
     areas = rules.areas
+    area_validity = rules.area_validity
+    tz = rules.tz
     readings: list[Reading] = []
     rejects: list[Reject] = []
     for index, item in enumerate(items):
@@ -100,8 +104,13 @@ def parse_payload(
             reason = f"unknown area {show(area)}"
         else:
             value = item.get("value")
+            num = den = None
+            if "numerator" in item or "denominator" in item:
+                value, num, den, reason = fraction(rule, kpi, item)
             vt = type(value)
-            if vt is not int and vt is not float:
+            if reason is not None:
+                pass
+            elif vt is not int and vt is not float:
                 reason = "value is missing" if value is None else f"value must be a number, got {show(value)}"
             elif vt is float and not math.isfinite(value):
                 reason = "value must be a finite number"
@@ -115,8 +124,12 @@ def parse_payload(
                     rev = item.get("rev", 0)
                     if type(rev) is not int or not 0 <= rev <= MAX_REVISION:
                         reason = "rev must be a non-negative integer"
+                    elif (validity := area_validity.get(area)) is not None and (
+                        reason := validity.problem(ts.astimezone(tz).date())  # type: ignore[union-attr]
+                    ) is not None:
+                        pass
                     else:
-                        readings.append(Reading(ts, kpi, area, float(value), agency, rev, msg_id, received_at))  # type: ignore[arg-type]
+                        readings.append(Reading(ts, kpi, area, float(value), agency, rev, msg_id, received_at, num, den))  # type: ignore[arg-type]
                         continue
         rejects.append(
             Reject(
@@ -128,6 +141,41 @@ def parse_payload(
             )
         )
     return readings, rejects
+
+
+def _number(raw: Any) -> bool:
+    t = type(raw)
+    return (t is int or t is float) and math.isfinite(raw)
+
+
+def fraction(rule: KpiRule, kpi: str, item: dict[str, Any]) -> tuple[Any, float | None, float | None, str | None]:
+    """A ratio sent as its parts: (value, numerator, denominator, reason). The value is
+    100 * numerator / denominator; one sent beside them must agree (to rounding)."""
+    num, den = item.get("numerator"), item.get("denominator")
+    if not rule.ratio:
+        return None, None, None, f"{kpi} is not a ratio: send value only, without numerator and denominator"
+    if num is None or den is None:
+        return None, None, None, "send both numerator and denominator (or value alone, a bare percentage)"
+    for name, raw in (("numerator", num), ("denominator", den)):
+        if not _number(raw):
+            return None, None, None, f"{name} must be a finite number, got {show(raw)}"
+        if raw < 0:
+            return None, None, None, f"{name} must not be negative, got {show(raw)}"
+    if den == 0:
+        return None, None, None, ("denominator is 0: the rate is undefined; "
+                                  "send no reading for a period without cases")
+    if rule.within and num > den:
+        return None, None, None, (f"numerator {show(num)} is above denominator {show(den)}: "
+                                  f"{kpi} counts a part of the whole")
+    computed = 100.0 * num / den
+    sent = item.get("value")
+    if sent is not None:
+        if not _number(sent):
+            return None, None, None, f"value must be a number, got {show(sent)}"
+        if abs(sent - computed) > VALUE_ROUNDING:
+            return None, None, None, (f"value {show(sent)} does not match numerator / denominator "
+                                      f"({computed:.4g} %): send the parts alone, or a value rounded to 2 decimals")
+    return computed, float(num), float(den), None
 
 
 def _parse_ts(raw: Any, latest_ms: float, skew_s: float) -> tuple[datetime | None, str | None]:

@@ -69,12 +69,12 @@ async def test_json_endpoint_accepts_refuses_deduplicates_and_corrects_like_mqtt
     auth = await login(wall_api, agency, pw)
     ts = hours_ago(3)
     bad = [
-        {"kpi": "tthc.nope", "ts": ts, "value": 1, "area": "35"},
-        {"kpi": KPI, "ts": ts, "value": "12", "area": "35"},
+        {"kpi": "tthc.nope", "ts": ts, "value": 1, "area": "37"},
+        {"kpi": KPI, "ts": ts, "value": "12", "area": "37"},
         {"kpi": KPI, "ts": ts, "value": 1, "area": "99999"},
-        {"kpi": "mt.aqi", "ts": ts, "value": 50, "area": "35"},
+        {"kpi": "mt.aqi", "ts": ts, "value": 50, "area": "37"},
     ]
-    good = {"kpi": KPI, "ts": ts, "value": 640, "area": "347", "msg_id": "http-1"}
+    good = {"kpi": KPI, "ts": ts, "value": 640, "area": "13309", "msg_id": "http-1"}
     r = await call(wall_api, "POST", "/api/v1/agency/readings", auth, content=orjson.dumps([good, *bad]))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -134,7 +134,7 @@ async def test_json_endpoint_needs_an_agency_token_and_reports_only_as_it(
 ) -> None:
     agency, pw = await agencies.add(["tthc"], prefix="http")
     victim, _ = await agencies.add(["tthc"], prefix="victim")
-    item = {"kpi": KPI, "ts": hours_ago(2), "value": 5, "area": "35"}
+    item = {"kpi": KPI, "ts": hours_ago(2), "value": 5, "area": "37"}
     r = await call(wall_api, "POST", "/api/v1/agency/readings", content=orjson.dumps(item))
     assert r.status_code == 401
     r = await call(wall_api, "POST", "/api/v1/agency/readings", {"Authorization": "Bearer nonsense"},
@@ -193,13 +193,13 @@ async def test_csv_and_xlsx_uploads_land_and_read_back_through_the_series_api(
     assert r.status_code == 200
     lines = r.content.decode("utf-8-sig").splitlines()
     assert lines[0] == "kpi,area,period,value,numerator,denominator,rev,msg_id"
-    assert f"{KPI},347,{period},,,,," in lines and not any(line.startswith("mt.") for line in lines)
+    assert f"{KPI},13309,{period},,,,," in lines and not any(line.startswith("mt.") for line in lines)
     r = await call(wall_api, "GET", "/api/v1/agency/template.xlsx", auth)
     book = openpyxl.load_workbook(io.BytesIO(r.content), read_only=True)
     assert [c.value for c in next(book["readings"].iter_rows())][:4] == ["kpi", "area", "period", "value"]
 
-    csv_text = (f"kpi,area,period,value\r\n{KPI},347,{period},120\r\n{KPI},3470,{period},5\r\n"
-                f"{KPI},35,{period},\r\n{RATE},347,{period},101\r\n")
+    csv_text = (f"kpi,area,period,value\r\n{KPI},13309,{period},120\r\n{KPI},3470,{period},5\r\n"
+                f"{KPI},37,{period},\r\n{RATE},13309,{period},101\r\n")
     r = await call(wall_api, "POST", "/api/v1/agency/uploads", auth, params={"filename": "thang.csv"},
                    content=csv_text.encode())
     assert r.status_code == 200, r.text
@@ -207,25 +207,25 @@ async def test_csv_and_xlsx_uploads_land_and_read_back_through_the_series_api(
     assert [(row["row"], row["status"]) for row in body["results"]] == [(2, "accepted"), (3, "refused"), (5, "refused")]
     assert "unknown area" in body["results"][1]["reason"] and "out of range" in body["results"][2]["reason"]
     assert body["skipped_rows"] == [4]
-    assert await series_total(wall_api, auth, KPI, "347", period) == 120.0
+    assert await series_total(wall_api, auth, KPI, "13309", period) == 120.0
     # the same file again: duplicates, nothing changes
     r = await call(wall_api, "POST", "/api/v1/agency/uploads", auth, params={"filename": "thang.csv"},
                    content=csv_text.encode())
     assert [row["status"] for row in r.json()["results"]] == ["duplicate", "refused", "refused"]
 
     year, month = map(int, period.split("-"))
-    data = xlsx([["kpi", "area", "period", "value", "rev"], [KPI, 347, period, 130, 1],
-                 [RATE, "347", datetime(year, month, 1), 97.5, None]])  # a date cell is a month too
+    data = xlsx([["kpi", "area", "period", "value", "rev"], [KPI, 13309, period, 130, 1],
+                 [RATE, "13309", datetime(year, month, 1), 97.5, None]])  # a date cell is a month too
     r = await call(wall_api, "POST", "/api/v1/agency/uploads", auth, params={"filename": "thang.xlsx"}, content=data)
     assert r.status_code == 200, r.text
     assert [row["status"] for row in r.json()["results"]] == ["corrected", "accepted"]
-    assert await series_total(wall_api, auth, KPI, "347", period) == 130.0
-    assert await series_total(wall_api, auth, RATE, "347", period) == 97.5
+    assert await series_total(wall_api, auth, KPI, "13309", period) == 130.0
+    assert await series_total(wall_api, auth, RATE, "13309", period) == 97.5
 
 
 def _macro_xlsx() -> bytes:
     """A workbook that carries a VBA project, as Excel's .xlsm does."""
-    plain = xlsx([["kpi", "area", "period", "value"], [KPI, "347", "2026-01", 1]])
+    plain = xlsx([["kpi", "area", "period", "value"], [KPI, "13309", "2026-01", 1]])
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(plain)) as src, zipfile.ZipFile(out, "w") as dst:
         for info in src.infolist():
@@ -239,7 +239,7 @@ def _many_rows(n: int) -> bytes:
     sheet = book.create_sheet("readings")
     sheet.append(["kpi", "area", "period", "value"])
     for i in range(n):
-        sheet.append([KPI, "347", "2026-01", i])
+        sheet.append([KPI, "13309", "2026-01", i])
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
@@ -247,19 +247,19 @@ def _many_rows(n: int) -> bytes:
 
 HEADER = ["kpi", "area", "period", "value"]
 REFUSED_FILES = [
-    ("formula", "f.xlsx", lambda: xlsx([HEADER, [KPI, "347", "2026-01", 1], [KPI, "35", "2026-01", "=1+2"]]),
+    ("formula", "f.xlsx", lambda: xlsx([HEADER, [KPI, "13309", "2026-01", 1], [KPI, "37", "2026-01", "=1+2"]]),
      422, ["row 3, column D (value): a formula"]),
-    ("macro-named", "f.xlsm", lambda: xlsx([HEADER, [KPI, "347", "2026-01", 1]]), 422, ["macro-enabled"]),
+    ("macro-named", "f.xlsm", lambda: xlsx([HEADER, [KPI, "13309", "2026-01", 1]]), 422, ["macro-enabled"]),
     ("macro-inside", "f.xlsx", _macro_xlsx, 422, ["contains macros"]),
-    ("merged", "f.xlsx", lambda: xlsx([HEADER, [KPI, "347", "2026-01", 1], [KPI, "35", "2026-01", 2]], merge="A2:A3"),
+    ("merged", "f.xlsx", lambda: xlsx([HEADER, [KPI, "13309", "2026-01", 1], [KPI, "37", "2026-01", 2]], merge="A2:A3"),
      422, ["merged cells A2:A3 (row 2)"]),
     ("wrong-types", "f.xlsx",
-     lambda: xlsx([HEADER, [KPI, "347", "2026-01", 1], [KPI, "35", "tháng 1", "mười"], [KPI, True, "2026-01", 3]]),
+     lambda: xlsx([HEADER, [KPI, "13309", "2026-01", 1], [KPI, "37", "tháng 1", "mười"], [KPI, True, "2026-01", 3]]),
      422, ["row 3, column C (period): expected a month", "row 3, column D (value): 'mười' is not a number",
            "row 4, column B (area): expected text"]),
-    ("csv-wrong-types", "f.csv", lambda: f"kpi,area,period,value\r\n{KPI},347,2026-01,1,extra\r\n".encode(),
+    ("csv-wrong-types", "f.csv", lambda: f"kpi,area,period,value\r\n{KPI},13309,2026-01,1,extra\r\n".encode(),
      422, ["row 2, column E: a value under no column name"]),
-    ("csv-unclosed-quote", "f.csv", lambda: f'kpi,area,period,value\r\n{KPI},347,2026-01,1\r\n{KPI},"35,2026-01,2\r\n'.encode(),
+    ("csv-unclosed-quote", "f.csv", lambda: f'kpi,area,period,value\r\n{KPI},13309,2026-01,1\r\n{KPI},"35,2026-01,2\r\n'.encode(),
      422, ["the CSV cannot be read"]),
     ("too-many-rows", "f.xlsx", lambda: _many_rows(100_001), 422, ["row 10002: more than 10,000 rows"]),
     ("too-large", "f.xlsx", lambda: b"PK" + bytes(6 * 1024 * 1024), 413, ["the limit is 5,242,880"]),

@@ -42,12 +42,12 @@ async def test_a_kpi_on_the_wall_below_its_target_raises_an_alert_until_it_recov
                             headers={"Authorization": f"Bearer {logins['operator']}"})
         assert r.status_code == 200
         await asyncio.sleep(0.5)
-        source = "tthc.on_time_rate/35"
-        live.kpi("tthc.on_time_rate", "35", 91.25)  # target 98 %, higher is better
+        source = "tthc.on_time_rate/37"
+        live.kpi("tthc.on_time_rate", "37", 91.25)  # target 98 %, higher is better
         found = await alerts_until(http, logins["operator"], lambda f: bool(_open(f, "kpi_target", source)))
         alert = _open(found, "kpi_target", source)[0]
         assert "91,25" in alert["message_vi"] and "98" in alert["message_vi"]
-        live.kpi("tthc.on_time_rate", "35", 99.5)
+        live.kpi("tthc.on_time_rate", "37", 99.5)
         await alerts_until(http, logins["operator"], lambda f: not _open(f, "kpi_target", source))
 
 

@@ -32,6 +32,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from ioc.core.readings import Reading
+from ioc.core.storage import queries
 from ingest.store import ReadingStore
 from ioc.core.accounts import create_agency, create_user, set_disabled
 from ioc.serve.api.app import create_app
@@ -539,7 +540,9 @@ async def test_admin_creates_and_updates_a_kpi_with_audit(api: Api, people: Peop
     r = await api.request("PUT", f"/api/v1/kpis/{kpi_id}", admin, json=body)
     assert r.status_code == 201, r.text
     got = (await api.get(f"/api/v1/kpis/{kpi_id}", admin)).json()
-    assert got == {**body, "min": 0.0, "max": 1000.0, "target": 900.0}
+    no_fraction = {"numerator_vi": "", "numerator_en": "", "denominator_vi": "", "denominator_en": "",
+                   "numerator_within": True}  # a counter: the ratio fields keep their defaults
+    assert got == {**body, "min": 0.0, "max": 1000.0, "target": 900.0, **no_fraction}
     r = await api.request("PUT", f"/api/v1/kpis/{kpi_id}", admin, json={**body, "name_en": "Renamed", "max": 5000})
     assert r.status_code == 200, r.text
     got = (await api.get(f"/api/v1/kpis/{kpi_id}", admin)).json()
@@ -788,8 +791,12 @@ async def test_areas_by_level_and_parent(api: Api, people: People) -> None:
     r = await api.get("/api/v1/areas", token, params={"parent": "347"})
     assert {a["code"] for a in r.json()} == phu_ly
     assert {a["level"] for a in r.json()} == {"commune"}
-    province = (await api.get("/api/v1/areas", token, params={"level": "province"})).json()
-    assert [(a["code"], a["name_vi"]) for a in province] == [("35", "Tỉnh Hà Nam")]
+    province = (await api.get("/api/v1/areas", token, params={"level": "province", "on": "2025-06-30"})).json()
+    assert [(a["code"], a["name_vi"]) for a in province] == [
+        ("35", "Tỉnh Hà Nam"), ("36", "Tỉnh Nam Định"), ("37", "Tỉnh Ninh Bình")]
+    assert province[0]["valid_to"] == "2025-06-30"
+    after = (await api.get("/api/v1/areas", token, params={"level": "province", "on": "2025-07-01"})).json()
+    assert [(a["code"], a["valid_from"], a["valid_to"]) for a in after] == [("37", "2025-07-01", None)]
     assert (await api.get("/api/v1/areas", token, params={"parent": "no-such"})).json() == []
 
 
@@ -936,3 +943,128 @@ async def test_docs_and_openapi_are_served(api: Api) -> None:
     assert (await api.get("/docs-assets/swagger-ui-bundle.js")).status_code == 200  # served here, not by a CDN
 
 
+
+
+# ------------------------------------------------------------- 9. roll-ups over areas and reforms
+
+
+RATIO = "tthc.on_time_rate"
+RESOLVED = "tthc.dossiers_resolved"
+
+
+async def write_parts(pool: asyncpg.Pool, rows: list[tuple[datetime, str, str, float, float | None, float | None]]) -> None:
+    """Store (ts, kpi, area, value, numerator, denominator) through the ingest's write path."""
+    now = datetime.now(UTC)
+    readings = [Reading(ts, kpi, area, float(v), "test-reform", 0, None, now, num, den) for ts, kpi, area, v, num, den in rows]
+    async with pool.acquire() as conn:
+        out = await ReadingStore().write(conn, readings, [])
+    assert len(out.written) == len(readings), (out.duplicates, out.conflicts)
+
+
+def _local_day(point: dict[str, Any]) -> str:
+    return datetime.fromisoformat(point["bucket"]).astimezone(TZ).date().isoformat()
+
+
+def _at(day: int, month: int = 6, hour: int = 9) -> datetime:
+    return datetime(2025, month, day, hour, tzinfo=TZ)
+
+
+@pytest.fixture(scope="module")
+async def reform_readings(api: Api) -> None:
+    """Around the 2025 reform: Hà Nam (35), Nam Định (36) and the old Ninh Bình (37) until
+    30 June, the new Ninh Bình (37) from 1 July."""
+    await write_parts(api.pool, [
+        # 29 June: parts everywhere. 99 of 100 and 1 of 10: weighted 100 / 110 = 90.9 %,
+        # while the mean of the percentages (99 % and 10 %) would be 54.5 %
+        (_at(29), RATIO, "35", 99.0, 99, 100), (_at(29), RATIO, "36", 10.0, 1, 10),
+        # 30 June: one agency sent a bare percentage: no honest total
+        (_at(30), RATIO, "35", 95.0, None, None), (_at(30), RATIO, "36", 50.0, 5, 10),
+        # 1 July: the new province, one bare reading: shown as it is, nothing to combine
+        (_at(1, 7), RATIO, "37", 97.0, None, None),
+        # 2 July: the new province with its parts
+        (_at(2, 7), RATIO, "37", 96.0, 48, 50),
+        # counters: before the reform the three old provinces and Hà Nam's districts (part of
+        # Hà Nam's figure: not counted twice); after it the new province
+        (_at(30), RESOLVED, "35", 100, None, None), (_at(30), RESOLVED, "36", 50, None, None),
+        (_at(30), RESOLVED, "37", 30, None, None), (_at(30), RESOLVED, "347", 40, None, None),
+        (_at(1, 7), RESOLVED, "37", 170, None, None),
+    ])
+
+
+async def _reform_series(api: Api, token: str, kpi: str, bucket: str, area: str = "37") -> dict[str, Any]:
+    r = await api.get("/api/v1/series", token, params={
+        "kpi": kpi, "area": area, "bucket": bucket,
+        "start": datetime(2025, 6, 29, tzinfo=TZ).isoformat(), "end": datetime(2025, 7, 3, tzinfo=TZ).isoformat()})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_ratio_over_areas_is_weighted_never_a_mean_of_percentages(
+    api: Api, people: People, reform_readings: None
+) -> None:
+    token = people.leader[2]
+    for bucket in ("1d", "1h", "30m"):  # daily and hourly roll-ups, and the readings themselves
+        body = await _reform_series(api, token, RATIO, bucket)
+        assert body["aggregate"] == "sum(numerator) / sum(denominator)"
+        points = {_local_day(p): p for p in body["points"]}
+        june29 = points["2025-06-29"]
+        assert june29["value"] == pytest.approx(100 * 100 / 110), bucket  # 90.9 %, not 54.5 %
+        assert (june29["numerator"], june29["denominator"], june29["reason"]) == (100, 110, None)
+        assert points["2025-07-02"]["value"] == pytest.approx(96.0)
+
+
+async def test_bare_percentages_are_not_aggregated(api: Api, people: People, reform_readings: None) -> None:
+    token = people.leader[2]
+    for bucket in ("1d", "1h"):
+        points = {_local_day(p): p for p in (await _reform_series(api, token, RATIO, bucket))["points"]}
+        june30 = points["2025-06-30"]
+        assert june30["value"] is None and june30["n"] == 2
+        assert june30["reason"].startswith("not aggregable: 1 of the 2 readings in this bucket are bare percentages")
+        assert points["2025-07-01"]["value"] == 97.0 and points["2025-07-01"]["reason"] is None
+    month = (await api.get("/api/v1/series", token, params={
+        "kpi": RATIO, "area": "37", "bucket": "1M", "start": datetime(2025, 6, 1, tzinfo=TZ).isoformat(),
+        "end": datetime(2025, 7, 1, tzinfo=TZ).isoformat()})).json()["points"]
+    assert [p["value"] for p in month] == [None] and "bare percentages" in month[0]["reason"]
+
+
+async def test_a_series_for_the_new_province_includes_the_units_it_succeeded(
+    api: Api, people: People, reform_readings: None
+) -> None:
+    token = people.leader[2]
+    body = await _reform_series(api, token, RESOLVED, "1d")
+    assert [(_local_day(p), p["value"]) for p in body["points"]] == [("2025-06-30", 180.0), ("2025-07-01", 170.0)]
+    reform = datetime(2025, 7, 1, tzinfo=TZ)
+    got = sorted(((s["area"], s["share"], s["since"], s["until"]) for s in body["sources"]), key=str)
+    assert got == sorted([("35", 1.0, None, reform.isoformat()), ("36", 1.0, None, reform.isoformat()),
+                          ("37", 1.0, None, reform.isoformat()), ("37", 1.0, reform.isoformat(), None)], key=str)
+    # an old unit's own series is its own readings
+    old = await _reform_series(api, token, RESOLVED, "1d", area="35")
+    assert [(_local_day(p), p["value"]) for p in old["points"]] == [("2025-06-30", 100.0)]
+    # a split unit's share applies to counters (and to a ratio's parts)
+    async with api.pool.acquire() as conn:
+        points = await queries.series(
+            conn, kpi=RESOLVED, kind="counter", area="37", start=datetime(2025, 6, 30, tzinfo=TZ), end=reform,
+            bucket=queries.parse_bucket("1d"), timezone="Asia/Ho_Chi_Minh", agency=None,
+            sources=[queries.SeriesSource("35", 0.25), queries.SeriesSource("36", 1.0)])
+    assert [p["value"] for p in points] == [100 * 0.25 + 50]
+
+
+async def test_a_province_figure_from_its_communes_is_weighted(api: Api, people: People) -> None:
+    """`level=commune`: the province's rate from its communes' parts (Hà Nam's communes
+    before the reform count for the new Ninh Bình), weighted; the communes' percentages
+    averaged would give another figure."""
+    token = people.leader[2]
+    day = datetime(2025, 5, 12, 10, tzinfo=TZ)
+    # Phường Quang Trung (Phủ Lý) 50 of 50, Xã Hợp Lý (Lý Nhân) 10 of 40: 60 / 90 = 66.7 %,
+    # the mean of 100 % and 25 % would be 62.5 %; the province's own bare reading is not used
+    await write_parts(api.pool, [(day, RATIO, "13285", 100.0, 50, 50), (day, RATIO, "13567", 25.0, 10, 40),
+                                 (day, RATIO, "35", 99.0, None, None)])
+    params = {"kpi": RATIO, "area": "37", "bucket": "1d", "start": datetime(2025, 5, 12, tzinfo=TZ).isoformat(),
+              "end": datetime(2025, 5, 13, tzinfo=TZ).isoformat()}
+    body = (await api.get("/api/v1/series", token, params={**params, "level": "commune"})).json()
+    assert [(p["value"], p["numerator"], p["denominator"]) for p in body["points"]] == [(pytest.approx(100 * 60 / 90), 60, 90)]
+    assert len(body["sources"]) >= 98 and {"13285", "13567"} <= {s["area"] for s in body["sources"]}
+    own = (await api.get("/api/v1/series", token, params=params)).json()
+    assert [p["value"] for p in own["points"]] == [99.0]
+    bad = await api.get("/api/v1/series", token, params={**params, "level": "village"})
+    assert bad.status_code == 422 and "level" in bad.text

@@ -24,7 +24,7 @@ REQUIRED_KEYS = {
     "id", "sector", "name_vi", "name_en", "unit", "unit_en", "kind", "min", "max",
     "integer", "better", "interval", "description_vi", "description_en",
 }
-OPTIONAL_KEYS = {"target"}
+OPTIONAL_KEYS = {"target", "numerator_vi", "numerator_en", "denominator_vi", "denominator_en", "numerator_within"}
 ID_RE = re.compile(r"^([a-z]+)\.[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 INTERVAL_RE = re.compile(r"^\d+(m|h|d|w|M)$")
 
@@ -40,7 +40,7 @@ REQUIRED_TTHC = {
     "tthc.online_payment_rate": "ratio",
 }
 
-AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en"]
+AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en", "valid_from", "valid_to"]
 CODE_DIGITS = {"province": 2, "district": 3, "commune": 5}
 
 

@@ -191,7 +191,7 @@ def test_demo_runs_everything_and_stops_on_ctrl_c(demo: Demo, broker: str) -> No
                   "yte.outpatient_visits", "gd.students_enrolled", "gt.avg_speed", "cds.dti_rank"}
         deadline = time.monotonic() + 45
         while True:
-            latest = {r["kpi"]: r for r in _get(c, "/api/v1/latest", token, area="35")}  # type: ignore[union-attr]
+            latest = {r["kpi"]: r for r in _get(c, "/api/v1/latest", token, area="37")}  # type: ignore[union-attr]
             if wanted <= latest.keys() or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -202,7 +202,7 @@ def test_demo_runs_everything_and_stops_on_ctrl_c(demo: Demo, broker: str) -> No
         assert 0 < latest["mt.aqi"]["value"] < 500
         # a month of history, bucketed by day on the server
         start = (datetime.now(timezone.utc) - timedelta(days=29)).isoformat()
-        series = _get(c, "/api/v1/series", token, kpi="tthc.dossiers_received", area="35", bucket="1d", start=start)
+        series = _get(c, "/api/v1/series", token, kpi="tthc.dossiers_received", area="37", bucket="1d", start=start)
         assert len(series["points"]) >= 25, series  # type: ignore[index]
         # nothing the agencies sent was refused
         assert _get(c, "/api/v1/dead-letters", token) == []

@@ -34,21 +34,21 @@ async def test_readings_land_with_live_and_retained_state(
     now = datetime.now(timezone(timedelta(hours=7))).replace(microsecond=0)
     ts_ms = int((now - timedelta(hours=1)).timestamp() * 1000)
     await asyncio.to_thread(pub.publish, f"ioc/v1/kpi/{agency}", [
-        {"kpi": KPI, "ts": iso(now - timedelta(hours=2)), "value": 640, "area": "347", "msg_id": "m-1"},
-        {"kpi": KPI, "ts": ts_ms, "value": 655, "area": "347"},
-        {"kpi": "tthc.on_time_rate", "ts": iso(now), "value": 99.21, "area": "35", "agency": agency},
+        {"kpi": KPI, "ts": iso(now - timedelta(hours=2)), "value": 640, "area": "37", "msg_id": "m-1"},
+        {"kpi": KPI, "ts": ts_ms, "value": 655, "area": "37"},
+        {"kpi": "tthc.on_time_rate", "ts": iso(now), "value": 99.21, "area": "37", "agency": agency},
     ])
     n = await wait_value(pool, "SELECT count(*) FROM readings WHERE agency = $1", agency, until=lambda v: v == 3)
     assert n == 3
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT value, msg_id, revision FROM readings WHERE agency = $1 AND ts = $2",
                                   agency, now - timedelta(hours=2))
-        latest = await conn.fetchrow("SELECT value, ts FROM kpi_latest WHERE kpi = $1 AND area = '347'", KPI)
+        latest = await conn.fetchrow("SELECT value, ts FROM kpi_latest WHERE kpi = $1 AND area = '37'", KPI)
     assert (row["value"], row["msg_id"], row["revision"]) == (640.0, "m-1", 0)
     assert latest["value"] == 655.0 and latest["ts"] == datetime.fromtimestamp(ts_ms / 1000, timezone.utc)
     # a wall that connects later gets the current value at once (retained)
     wall = await connect(broker, "svc-api", service_passwords["svc-api"])
-    await asyncio.to_thread(wall.subscribe, f"ioc/v1/live/kpi/{KPI}/347")
+    await asyncio.to_thread(wall.subscribe, f"ioc/v1/live/kpi/{KPI}/37")
     msgs = await asyncio.to_thread(wall.wait_for, lambda m: len(m) >= 1)
     live = orjson.loads(msgs[-1].payload)
     assert msgs[-1].retain and live["value"] == 655.0 and live["agency"] == agency
@@ -168,7 +168,7 @@ async def test_replays_are_idempotent_and_corrections_keep_history(
     agency, pw = await agencies.add(["tthc"])
     other, other_pw = await agencies.add(["tthc"])
     pub = await connect(broker, agency, pw)
-    area = "13285"
+    area = "13306"
     ts = "2025-03-01T08:00:00+07:00"
     reading = {"kpi": KPI, "ts": ts, "value": 120, "area": area, "msg_id": "r1"}
     for _ in range(3):  # a gateway replaying after an outage
@@ -266,4 +266,36 @@ async def test_a_correction_never_commits_before_its_original(
     assert (row["value"], row["revision"]) == (11.0, 1)
     assert [d["reason"] for d in dead] == []
     assert history == 1
+    pub.close()
+
+
+async def test_a_reading_for_a_unit_that_ended_names_its_successor(
+    pool: asyncpg.Pool, broker: MosquittoRig, agencies: Agencies, ingest: IngestProcess
+) -> None:
+    """Hà Nam (35) ended on 2025-06-30 (the shipped 2025 reform): a reading for it dated
+    after is dead-lettered with the unit to report for; before, and for the successor, it
+    is stored under the code it was reported for."""
+    agency, pw = await agencies.add(["tthc"])
+    pub = await connect(broker, agency, pw)
+    await asyncio.to_thread(pub.subscribe, f"ioc/v1/ack/{agency}")
+    vn = timezone(timedelta(hours=7))
+    await asyncio.to_thread(pub.publish, f"ioc/v1/kpi/{agency}", [
+        {"kpi": KPI, "ts": iso(datetime(2025, 6, 30, 23, 59, tzinfo=vn)), "value": 5, "area": "35"},  # its last day
+        {"kpi": KPI, "ts": iso(datetime(2025, 7, 1, 0, 0, tzinfo=vn)), "value": 6, "area": "35"},  # local 1 July
+        {"kpi": KPI, "ts": iso(datetime(2025, 7, 1, 0, 0, tzinfo=vn)), "value": 7, "area": "37"},
+        {"kpi": KPI, "ts": iso(datetime(2025, 7, 2, tzinfo=vn)), "value": 8, "area": "347", "msg_id": "d-1"},
+    ])
+    await wait_value(pool, "SELECT count(*) FROM dead_letters WHERE agency = $1", agency, until=lambda v: v >= 2)
+    await wait_value(pool, "SELECT count(*) FROM readings WHERE agency = $1", agency, until=lambda v: v >= 2)
+    async with pool.acquire() as conn:
+        dead = await conn.fetch("SELECT reason, area, reading_index, msg_id FROM dead_letters WHERE agency = $1 ORDER BY reading_index", agency)
+        stored = await conn.fetch("SELECT area, value FROM readings WHERE agency = $1 ORDER BY value", agency)
+    assert [(d["reading_index"], d["area"], d["reason"]) for d in dead] == [
+        (1, "35", "area 35 ended on 2025-06-30; report for its successor 37 (Tỉnh Ninh Bình)"),
+        (3, "347", "area 347 ended on 2025-06-30; report for its successor 37 (Tỉnh Ninh Bình)"),
+    ]
+    assert [(r["area"], r["value"]) for r in stored] == [("35", 5.0), ("37", 7.0)]
+    acks = await asyncio.to_thread(pub.wait_for, lambda m: len(m) >= 1)
+    body = orjson.loads(acks[-1].payload)
+    assert body["accepted"] == 2 and "report for its successor 37" in body["rejected"][0]["reason"]
     pub.close()

@@ -36,7 +36,7 @@ async def test_a_clerk_enters_a_month_and_uploads_a_sheet(
     # an earlier month, reported by the agency's script: the form shows it beside the field
     earlier = months_back(2)
     r = await call(wall_api, "POST", "/api/v1/agency/readings", await login(wall_api, agency, pw),
-                   content=orjson.dumps({"kpi": KPI, "area": "35", "ts": earlier.isoformat(), "value": 4321}))
+                   content=orjson.dumps({"kpi": KPI, "area": "37", "ts": earlier.isoformat(), "value": 4321}))
     assert [row["status"] for row in r.json()["results"]] == ["accepted"]
 
     ctx = await browser.new_context(viewport={"width": 1400, "height": 900}, locale="vi-VN", timezone_id="Europe/Paris")
@@ -48,7 +48,7 @@ async def test_a_clerk_enters_a_month_and_uploads_a_sheet(
     await page.fill("#login input[name=password]", pw)
     await page.click("#login button[type=submit]")
     await page.wait_for_function("window.__ioc && window.__ioc.ready", timeout=15000)
-    await expect(page.locator("#area")).to_have_value("35")
+    await expect(page.locator("#area")).to_have_value("37")
     row = page.locator(f"#fields tr[data-kpi='{KPI}']")
     await expect(row.locator(".last")).to_contain_text("4.321")
     await expect(row.locator(".last")).to_contain_text(f"{earlier.month:02d}/{earlier.year}")

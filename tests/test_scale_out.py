@@ -26,10 +26,10 @@ from tests.test_wall_hub import WallClient, camera_tile, open_client
 
 READINGS_PER_AGENCY = 1500
 # the overview layout's KPI tiles (dashboards/layouts/overview.toml)
-TILES = {"k-received": ("tthc.dossiers_received", "35", 1234.0), "k-ontime": ("tthc.on_time_rate", "35", 99.21),
-         "k-online": ("tthc.online_submission_rate", "35", 67.09), "k-paid": ("tthc.online_payment_rate", "35", 32.5),
-         "k-eid": ("an.eid_level2_accounts", "35", 860000.0), "k-dvc": ("dvc.full_online_rate", "35", 54.2),
-         "k-aqi": ("mt.aqi", "347", 87.0)}
+TILES = {"k-received": ("tthc.dossiers_received", "37", 1234.0), "k-ontime": ("tthc.on_time_rate", "37", 99.21),
+         "k-online": ("tthc.online_submission_rate", "37", 67.09), "k-paid": ("tthc.online_payment_rate", "37", 32.5),
+         "k-eid": ("an.eid_level2_accounts", "37", 860000.0), "k-dvc": ("dvc.full_online_rate", "37", 54.2),
+         "k-aqi": ("mt.aqi", "13285", 87.0)}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ async def test_two_ingest_and_two_api_nodes_lose_nothing_and_show_everything(
     for n, (agency, password) in enumerate(world["agencies"]):  # type: ignore[arg-type]
         pubs.append(MqttClient(rig.host, rig.port, agency, password).wait_connected())
         batches.append((f"ioc/v1/kpi/{agency}", [
-            {"kpi": "tthc.dossiers_received", "area": "347", "value": i,
+            {"kpi": "tthc.dossiers_received", "area": "13285", "value": i,
              "ts": (base + timedelta(seconds=n * 100_000 + i)).isoformat()} for i in range(READINGS_PER_AGENCY)]))
     await asyncio.gather(*(asyncio.to_thread(pub.publish_many, topic, payloads)
                            for pub, (topic, payloads) in zip(pubs, batches)))

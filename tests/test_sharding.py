@@ -331,7 +331,7 @@ async def test_two_ingest_shards_store_each_agency_once_through_its_owner(
             pub = Client(rig.host, rig.port, a, passwords[a]).wait_connected()
             pubs.append(pub)
             await asyncio.to_thread(pub.publish_many, topics.kpi(a), [
-                {"kpi": "tthc.dossiers_received", "area": "347", "value": i,
+                {"kpi": "tthc.dossiers_received", "area": "37", "value": i,
                  "ts": (base + timedelta(seconds=n * 100_000 + i)).isoformat()} for i in range(sizes[a])])
         expected = sum(sizes.values())
         deadline = time.monotonic() + 60

@@ -125,7 +125,8 @@ async def test_plain_rollups_match_the_readings_after_writes_and_corrections(poo
         assert await conn.fetchval("SELECT count(*) FROM rollup_dirty WHERE kpi = $1", kpi) > 0
         await refresh(conn, StorageMode.PLAIN, TZ, kpi=kpi)
         assert await conn.fetchval("SELECT count(*) FROM rollup_dirty WHERE kpi = $1", kpi) == 0
-        for table, trunc in (("readings_hourly", "date_trunc('hour', ts)"), ("readings_daily", f"date_trunc('day', ts, '{TZ}')")):
+        for table, trunc in (("readings_hourly", "date_trunc('hour', ts)"), ("readings_daily", f"date_trunc('day', ts, '{TZ}')"),
+                             ("readings_monthly", f"date_trunc('month', ts, '{TZ}')")):
             diff = await conn.fetchval(
                 f"""WITH truth AS (
                         SELECT {trunc} AS bucket, area, count(*) AS n, sum(value) AS sum, min(value) AS min,

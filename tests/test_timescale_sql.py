@@ -208,8 +208,8 @@ async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
     assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin",
-                                "0006_login_failures", "0007_recordings",
-                                "0008_alert_unknown_camera"]
+                                "0006_login_failures", "0007_recordings", "0008_alert_unknown_camera",
+                                "0009_areas_over_time", "0010_rollups_fractions", "0011_rollups_monthly"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 
@@ -257,6 +257,12 @@ async def test_rollups_are_hierarchical_continuous_aggregates(conn: asyncpg.Conn
     assert hourly["materialized_only"] is False and daily["materialized_only"] is False
     # days are local days of the province
     assert f"'{TZ_NAME}'" in daily["view_definition"]
+    # months are months of the daily aggregate, local too
+    monthly = caggs["readings_monthly"]
+    assert (monthly["hypertable_schema"], monthly["hypertable_name"]) == (
+        daily["materialization_hypertable_schema"], daily["materialization_hypertable_name"],
+    )
+    assert monthly["materialized_only"] is False and f"'{TZ_NAME}'" in monthly["view_definition"]
 
 
 async def test_policies_exist(conn: asyncpg.Connection, migrated: MigrateResult) -> None:
@@ -264,6 +270,7 @@ async def test_policies_exist(conn: asyncpg.Connection, migrated: MigrateResult)
         ("policy_compression", "readings", {"compress_after": "30 days"}),
         ("policy_refresh_continuous_aggregate", "readings_daily", {"start_offset": "35 days", "end_offset": "1 day"}),
         ("policy_refresh_continuous_aggregate", "readings_hourly", {"start_offset": "7 days", "end_offset": "01:00:00"}),
+        ("policy_refresh_continuous_aggregate", "readings_monthly", {"start_offset": "3 mons", "end_offset": "1 day"}),
         ("policy_retention", "readings", {"drop_after": "365 days"}),
     ]
 
@@ -287,6 +294,7 @@ async def test_migrate_again_is_a_no_op_and_follows_the_settings(conn: asyncpg.C
         ("policy_compression", "readings", {"compress_after": "30 days"}),
         ("policy_refresh_continuous_aggregate", "readings_daily", {"start_offset": "35 days", "end_offset": "1 day"}),
         ("policy_refresh_continuous_aggregate", "readings_hourly", {"start_offset": "7 days", "end_offset": "01:00:00"}),
+        ("policy_refresh_continuous_aggregate", "readings_monthly", {"start_offset": "3 mons", "end_offset": "1 day"}),
         ("policy_retention", "readings", {"drop_after": "365 days"}),
     ]
 
@@ -378,3 +386,33 @@ async def test_rollups_refresh_processes_late_arrivals(conn: asyncpg.Connection,
     ) == "0"
     # nothing dirty: nothing to do
     assert await rollups.refresh(conn, StorageMode.TIMESCALE, TZ_NAME) == 0
+
+
+async def test_ratio_rollups_are_weighted_in_the_continuous_aggregates(
+    conn: asyncpg.Connection, migrated: MigrateResult
+) -> None:
+    """The aggregates carry sum(numerator), sum(denominator) and the count of bare
+    percentages: a ratio over areas is weighted, and a bucket with a bare one has no value."""
+    kpi = "tsdb.ratio"
+    first = datetime(2024, 6, 10, 9, 0, tzinfo=TZ)
+    second = first + timedelta(days=1)
+    rows = [(first, "35", 99.0, 99.0, 100.0), (first + timedelta(minutes=5), "347", 10.0, 1.0, 10.0),
+            (second, "35", 95.0, None, None), (second + timedelta(minutes=5), "347", 50.0, 5.0, 10.0)]
+    await conn.executemany(
+        """INSERT INTO readings (ts, kpi, area, value, agency, revision, msg_id, received_at, numerator, denominator)
+           VALUES ($1, $2, $3, $4, 'tsdb-test', 0, NULL, now(), $5, $6)""",
+        [(ts.astimezone(UTC), kpi, a, v, num, den) for ts, a, v, num, den in rows],
+    )
+    lo, hi = datetime(2024, 6, 9, tzinfo=TZ), datetime(2024, 6, 13, tzinfo=TZ)
+    for refreshed in (False, True):
+        if refreshed:
+            await conn.execute("CALL refresh_continuous_aggregate('readings_hourly', $1::timestamptz, $2::timestamptz)", lo, hi)
+            await conn.execute("CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)", lo, hi)
+            assert await _materialized_rows(conn, "readings_daily") > 0
+        for bucket in ("1h", "1d"):
+            points = await series(conn, kpi=kpi, kind="ratio", area=None, start=lo, end=hi,
+                                  bucket=parse_bucket(bucket), timezone=TZ_NAME, agency=None)
+            assert len(points) == 2, (bucket, points)
+            assert points[0]["value"] == pytest.approx(100 * 100 / 110), (bucket, refreshed)  # not 54.5
+            assert (points[0]["numerator"], points[0]["denominator"]) == (100.0, 110.0)
+            assert points[1]["value"] is None and "bare percentages" in str(points[1]["reason"]), (bucket, refreshed)

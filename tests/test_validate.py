@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pytest
 
 from ingest.rules import KpiRule, Rules
 from ingest.validate import Limits, parse_payload
@@ -14,7 +15,8 @@ NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 RULES = Rules(
     kpis={
         "tthc.dossiers_received": KpiRule("tthc", 0, 20000, True),
-        "tthc.on_time_rate": KpiRule("tthc", 0, 100, False),
+        "tthc.on_time_rate": KpiRule("tthc", 0, 100, False, ratio=True),
+        "tthc.some_rate": KpiRule("tthc", 0, 100, False, ratio=True, within=False),
         "mt.aqi": KpiRule("mt", 0, 500, False),
     },
     areas=frozenset({"35", "347"}),
@@ -74,3 +76,35 @@ def test_reasons_quote_and_cut_what_the_agency_sent() -> None:
     _, bad = parse({"kpi": "x" * 500 + "'; DROP TABLE kpis; --", "ts": 1, "value": 1, "area": "35"})
     assert bad[0].reason.startswith("unknown kpi ") and "xxxx" in bad[0].reason and len(bad[0].reason) < 100
     assert len(bad[0].kpi or "") == 100
+
+
+def test_a_ratio_may_carry_its_numerator_and_denominator() -> None:
+    base = {"kpi": "tthc.on_time_rate", "ts": "2026-05-01T00:00:00Z", "area": "35"}
+    ok, bad = parse([
+        {**base, "numerator": 118, "denominator": 120},
+        {**base, "numerator": 118, "denominator": 120, "value": 98.33, "area": "347"},  # rounded: fine
+        {**base, "value": 98.4, "area": "35", "ts": "2026-05-02T00:00:00Z"},  # a bare percentage
+    ])
+    assert not bad, bad
+    assert [(r.numerator, r.denominator) for r in ok] == [(118.0, 120.0), (118.0, 120.0), (None, None)]
+    assert ok[0].value == pytest.approx(100 * 118 / 120) and ok[2].value == 98.4
+    cases = [
+        ({**base, "numerator": 5}, "send both numerator and denominator"),
+        ({**base, "numerator": -1, "denominator": 10}, "numerator must not be negative"),
+        ({**base, "numerator": 1, "denominator": -10}, "denominator must not be negative"),
+        ({**base, "numerator": 0, "denominator": 0}, "denominator is 0: the rate is undefined"),
+        ({**base, "numerator": 12, "denominator": 10}, "numerator 12 is above denominator 10"),
+        ({**base, "numerator": "12", "denominator": 10}, "numerator must be a finite number"),
+        ({**base, "numerator": 118, "denominator": 120, "value": 97}, "value 97 does not match numerator / denominator"),
+        ({**base, "kpi": "tthc.dossiers_received", "numerator": 1, "denominator": 2}, "is not a ratio"),
+    ]
+    ok, bad = parse([c for c, _ in cases])
+    assert not ok
+    for (_, fragment), reject in zip(cases, bad):
+        assert fragment in reject.reason, (fragment, reject.reason)
+    # where the KPI says the numerator is not a part of the denominator, it may exceed it,
+    # but the percentage must still lie in the KPI's range
+    ok, bad = parse([{**base, "kpi": "tthc.some_rate", "numerator": 12, "denominator": 10}])
+    assert not ok and "out of range [0, 100]" in bad[0].reason
+    ok, _ = parse([{**base, "kpi": "tthc.some_rate", "numerator": 9, "denominator": 10}])
+    assert ok[0].value == pytest.approx(90.0)

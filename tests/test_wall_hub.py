@@ -219,7 +219,7 @@ async def test_kpi_tiles_carry_value_target_and_trend(wall_api: ServeProcess, lo
     tablet = await open_client(wall_api.ws_url, logins["leader"], "tablet")
     try:
         await tablet.wait("layout")
-        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", kpi_live("tthc.on_time_rate", "35", 99.21,
+        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/37", kpi_live("tthc.on_time_rate", "37", 99.21,
                         "2026-11-01T00:00:00+07:00"), retain=True)
         first = await tablet.wait("tile", tile="k-ontime")
         deadline = time.monotonic() + 5
@@ -228,7 +228,7 @@ async def test_kpi_tiles_carry_value_target_and_trend(wall_api: ServeProcess, lo
             first = tablet.of("tile", tile="k-ontime")[-1]
         assert first["data"]["value"] == 99.21 and first["data"]["unit"] == "%"
         assert first["data"]["status"] in ("met", "missed") and first["data"]["name_vi"]
-        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", kpi_live("tthc.on_time_rate", "35", 97.5,
+        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/37", kpi_live("tthc.on_time_rate", "37", 97.5,
                         "2026-11-02T00:00:00+07:00"), retain=True)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -240,12 +240,12 @@ async def test_kpi_tiles_carry_value_target_and_trend(wall_api: ServeProcess, lo
         assert last["seq"] > first["seq"]
         # a chart of the same KPI and area gets the reading to put into its series
         chart = [m for m in tablet.of("tile") if m["kind"] == "chart" and m["data"]["kpi"] == "tthc.on_time_rate"
-                 and m["data"]["area"] == "35"]
+                 and m["data"]["area"] == "37"]
         assert not chart or {k: chart[-1]["data"][k] for k in ("ts", "value", "rev", "changed_at")} == {
             "ts": "2026-11-02T00:00:00+07:00", "value": 97.5, "rev": 0, "changed_at": "2026-11-02T00:00:00+07:00"}
         # a malformed live message changes nothing and breaks nothing
-        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", b"{not json", retain=False)
-        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/35", kpi_live("tthc.on_time_rate", "35", 98.0,
+        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/37", b"{not json", retain=False)
+        kpi_pub.publish("ioc/v1/live/kpi/tthc.on_time_rate/37", kpi_live("tthc.on_time_rate", "37", 98.0,
                         "2026-11-03T00:00:00+07:00"), retain=True)
         await asyncio.sleep(0.5)
         assert tablet.of("tile", tile="k-ontime")[-1]["data"]["value"] == 98.0

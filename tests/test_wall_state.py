@@ -66,8 +66,8 @@ def test_a_chart_message_carries_the_live_reading() -> None:
     hub = hub_module.Hub(load_presets(LAYOUTS))
     before = chart_data(next(t for t in hub.layout.tiles if t.id == "c-aqi"), None)
     assert (before["ts"], before["value"], before["rev"]) == (None, None, 0)
-    hub.on_message(topics.live_kpi("mt.aqi", "347"),
-                   kpi.encode_live("mt.aqi", "347", "2026-11-02T08:15:00+07:00", 87, 1, "stnmt", 1793600000.5), 0, 1, True, 1)
+    hub.on_message(topics.live_kpi("mt.aqi", "13285"),
+                   kpi.encode_live("mt.aqi", "13285", "2026-11-02T08:15:00+07:00", 87, 1, "stnmt", 1793600000.5), 0, 1, True, 1)
     data = orjson.loads(hub.last["c-aqi"][0])["data"]
-    assert data == {"kpi": "mt.aqi", "area": "347", "bucket": "1h", "hours": 48, "changed_at": 1793600000.5,
+    assert data == {"kpi": "mt.aqi", "area": "13285", "bucket": "1h", "hours": 48, "changed_at": 1793600000.5,
                     "ts": "2026-11-02T08:15:00+07:00", "value": 87.0, "rev": 1}

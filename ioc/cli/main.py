@@ -313,6 +313,29 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
     _account_command(settings, run)
 
 
+def cmd_areas(settings: Settings, args: argparse.Namespace) -> None:
+    """`ioc areas import FILE...`: unit lists and succession lists, all or nothing."""
+    from ioc.core.catalogue.area_import import import_areas
+    from ioc.core.catalogue.areas import AreaSetError
+
+    files = []
+    for path in args.files:
+        try:
+            files.append((Path(path).name, Path(path).read_text(encoding="utf-8")))
+        except OSError as exc:
+            _die(f"cannot read {path}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            _die(f"{path} is not UTF-8 text: save the CSV as UTF-8")
+    actor = f"cli:{os.environ.get('USER', 'admin')}"
+    try:
+        result = asyncio.run(_with_conn(settings, lambda conn: import_areas(conn, files, actor=actor)))
+    except AreaSetError as exc:
+        for problem in exc.problems:
+            print(f"ioc: {problem}", file=sys.stderr)
+        _die(f"nothing imported: {len(exc.problems)} problem(s)", 1)
+    print(f"imported {result.units} unit version(s) and {result.successions} succession(s)")
+
+
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "run":
         _run_embedded_broker(args)
@@ -443,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     for action in ("reset-password", "disable", "enable"):
         usub.add_parser(action).add_argument("username")
 
+    s = sub.add_parser("areas", help="administrative units over time")
+    arsub = s.add_subparsers(dest="action", required=True)
+    a = arsub.add_parser("import", help="import unit lists and succession lists (CSV, told apart by their header); "
+                                        "all files or nothing, checked with what is stored")
+    a.add_argument("files", nargs="+", metavar="FILE.csv")
+
     s = sub.add_parser("broker", help="the MQTT broker's files")
     bsub = s.add_subparsers(dest="action", required=True)
     b = bsub.add_parser("config", help="write mosquitto.conf, the password file and the ACL from the accounts")
@@ -477,6 +506,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "agency": cmd_agency,
     "layouts": cmd_layouts,
     "user": cmd_user,
+    "areas": cmd_areas,
     "broker": cmd_broker,
     "demo": cmd_demo,
 }

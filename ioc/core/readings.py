@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 # Column order of `readings`, used by COPY.
-READING_COLUMNS = ("ts", "kpi", "area", "value", "agency", "revision", "msg_id", "received_at")
+READING_COLUMNS = ("ts", "kpi", "area", "value", "agency", "revision", "msg_id", "received_at", "numerator", "denominator")
 
 
 class Reading(NamedTuple):
@@ -22,3 +22,6 @@ class Reading(NamedTuple):
     revision: int
     msg_id: str | None
     received_at: datetime
+    # a ratio's parts (value = 100 * numerator / denominator); None for a bare value
+    numerator: float | None = None
+    denominator: float | None = None

@@ -52,6 +52,11 @@ function localParts(ms) {
 const pad = (n) => String(n).padStart(2, "0");
 const monthStart = (month) => `${month}-01T00:00:00${offset().iso}`;
 
+function todayIso() {
+  const d = new Date();
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+}
+
 function previousMonth() {
   const now = localParts(Date.now());
   const year = now.month === 1 ? now.year - 1 : now.year;
@@ -71,7 +76,8 @@ async function start(s) {
     const query = me.sectors.map((x) => `sector=${encodeURIComponent(x)}`).join("&");
     [kpis, areas] = await Promise.all([
       api(`/api/v1/kpis?${query}`, { token: s.token }),
-      api("/api/v1/areas", { token: s.token }),
+      // the units in force today: one a reform ended is reported for under its successor
+      api(`/api/v1/areas?on=${todayIso()}`, { token: s.token }),
     ]);
   } catch (err) {
     if (err instanceof ApiError && (err.status === 401 || err.status === 403)) dropSession(PAGE);

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -54,6 +54,13 @@ class KpiDef(BaseModel):
     interval: str | None = None
     description_vi: str = Field("", max_length=2000)
     description_en: str = Field("", max_length=2000)
+    # a ratio is numerator / denominator (x 100): readings may carry both, and then a ratio
+    # over areas or a longer period is sum(numerator) / sum(denominator)
+    numerator_vi: str = Field("", max_length=300)
+    numerator_en: str = Field("", max_length=300)
+    denominator_vi: str = Field("", max_length=300)
+    denominator_en: str = Field("", max_length=300)
+    numerator_within: bool = True  # the numerator counts a part of the denominator: never above it
 
     @field_validator("interval")
     @classmethod
@@ -74,12 +81,39 @@ class KpiDef(BaseModel):
             raise ValueError("a ratio is a percentage: its range must lie within 0..100")
         if self.kind == "counter" and (self.min < 0 or not self.integer):
             raise ValueError("a counter counts events: min >= 0 and integer = true")
+        if self.kind != "ratio" and (self.numerator_vi or self.numerator_en or self.denominator_vi or self.denominator_en):
+            raise ValueError("only a ratio has a numerator and a denominator")
         return self
 
 
 class Area(BaseModel):
+    """One version of an administrative unit: a code is reused when a reform gives it to a
+    new unit (the new Ninh Bình province kept code 37), so a unit is (code, valid_from).
+    `valid_from`/`valid_to` are local dates, both inclusive; None means open (not stated)."""
+
     code: str = Field(pattern=r"^[0-9A-Za-z._-]{1,32}$")
     parent_code: str | None
     level: Literal["country", "province", "district", "commune", "zone"]
-    name_vi: str
-    name_en: str
+    name_vi: str = Field(min_length=1, max_length=300)
+    name_en: str = Field(min_length=1, max_length=300)
+    valid_from: date | None = None
+    valid_to: date | None = None
+
+    @model_validator(mode="after")
+    def _period(self) -> "Area":
+        if self.valid_from and self.valid_to and self.valid_to < self.valid_from:
+            raise ValueError(f"valid_to {self.valid_to} is before valid_from {self.valid_from}")
+        if self.parent_code == self.code:
+            raise ValueError(f"area {self.code} cannot be its own parent")
+        return self
+
+
+class Succession(BaseModel):
+    """A reform as data: from `effective` on, `new_code` took over `old_code` (whole, or
+    `share` of it when the old unit was split). The old unit's version is the one whose
+    valid_to is the day before `effective`; the new one is the version valid on it."""
+
+    old_code: str = Field(pattern=r"^[0-9A-Za-z._-]{1,32}$")
+    new_code: str = Field(pattern=r"^[0-9A-Za-z._-]{1,32}$")
+    effective: date
+    share: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)

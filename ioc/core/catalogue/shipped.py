@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import tomllib
 from importlib import resources
 
-from ioc.core.catalogue.model import Area, KpiDef, Sector
+from ioc.core.catalogue.area_files import read_area_csv
+from ioc.core.catalogue.areas import AreaRow, SuccessionRow, require_area_set
+from ioc.core.catalogue.model import Area, KpiDef, Sector, Succession
 
 
 def _data():  # type: ignore[no-untyped-def]
@@ -21,20 +21,23 @@ def shipped_catalogue() -> tuple[list[Sector], list[KpiDef]]:
     return sectors, kpis
 
 
-def shipped_areas() -> list[Area]:
-    out: list[Area] = []
+def shipped_area_rows() -> tuple[list[AreaRow], list[SuccessionRow]]:
+    """Every CSV under data/areas/ (unit lists and succession lists), checked as one set."""
+    areas: list[AreaRow] = []
+    successions: list[SuccessionRow] = []
     folder = _data().joinpath("areas")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".csv"):
-            continue
-        for row in csv.DictReader(io.StringIO(entry.read_text(encoding="utf-8"))):
-            out.append(
-                Area(
-                    code=row["code"].strip(),
-                    parent_code=(row.get("parent_code") or "").strip() or None,
-                    level=row["level"].strip(),  # type: ignore[arg-type]
-                    name_vi=row["name_vi"].strip(),
-                    name_en=row["name_en"].strip(),
-                )
-            )
-    return out
+        if entry.name.endswith(".csv"):
+            a, s = read_area_csv(entry.read_text(encoding="utf-8"), entry.name)
+            areas += a
+            successions += s
+    require_area_set(areas, successions)
+    return areas, successions
+
+
+def shipped_areas() -> list[Area]:
+    return [r.area for r in shipped_area_rows()[0]]
+
+
+def shipped_successions() -> list[Succession]:
+    return [r.succession for r in shipped_area_rows()[1]]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncpg
 
-from ioc.core.catalogue.shipped import shipped_areas, shipped_catalogue
+from ioc.core.catalogue.shipped import shipped_area_rows, shipped_catalogue
 from ioc.core.storage import catalogue
 
 
 async def seed_shipped(conn: asyncpg.Connection) -> dict[str, int]:
     """Insert what ships with the package; never overwrite what an admin changed."""
     sectors, kpis = shipped_catalogue()
-    areas = shipped_areas()
-    # parents first, so the foreign key holds row by row
-    order = {"country": 0, "province": 1, "district": 2, "commune": 3, "zone": 4}
+    area_rows, succession_rows = shipped_area_rows()
+    areas = [r.area for r in area_rows]
     async with conn.transaction():
-        await catalogue.add_missing(conn, sectors, kpis, sorted(areas, key=lambda a: order[a.level]))
+        await catalogue.add_missing(conn, sectors, kpis, areas, [r.succession for r in succession_rows])
     return {"sectors": len(sectors), "kpis": len(kpis), "areas": len(areas)}

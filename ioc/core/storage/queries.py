@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -70,6 +72,16 @@ async def latest(
     )
 
 
+@dataclass(frozen=True)
+class SeriesSource:
+    """Readings of `area` in [since, until) count in the series with this `share`."""
+
+    area: str
+    share: float = 1.0
+    since: datetime = EARLIEST
+    until: datetime = LATEST
+
+
 async def series(
     conn: asyncpg.Connection,
     *,
@@ -81,8 +93,17 @@ async def series(
     bucket: Bucket,
     timezone: str,
     agency: str | None,
+    sources: Sequence[SeriesSource] | None = None,
 ) -> list[dict[str, object]]:
-    """Aggregates per bucket: `value` is the sum for counters and the mean otherwise;
+    """Aggregates per bucket over the areas asked for (`sources`, e.g. a province and, before
+    a reform, the units it succeeded; else `area` alone, or every area when None):
+
+    - counters: the sum (each source's readings times its share);
+    - ratios: sum(numerator) / sum(denominator) x 100, weighted, never a mean of
+      percentages; a bucket holding a bare percentage (no parts) among other readings has no
+      value (None) and a `reason`, since no honest total can be made from it;
+    - gauges: the mean.
+
     `last_ts` is the time of the bucket's newest reading, and `last` its value. When several
     areas report at that same time, `last` is the one of the lowest area code: a defined
     answer, whichever plan PostgreSQL picks."""
@@ -98,48 +119,77 @@ async def series(
     origin = datetime(2000, 1, 3, tzinfo=tz)
     if bucket.unit == "M" and bucket.count != 1:
         raise QueryError("month buckets: only 1M")
+    if sources is None and area is not None:
+        sources = [SeriesSource(area)]
     # an agency reads only its own readings, which the roll-ups (per KPI and area) do not
     # separate: its series come from the readings themselves
     if agency is not None or bucket.unit == "m":
         source, col = "readings", "ts"
     elif bucket.unit == "h":
         source, col = "readings_hourly", "bucket"
+    elif bucket.unit == "M":
+        source, col = "readings_monthly", "bucket"
     else:
         source, col = "readings_daily", "bucket"
     if bucket.unit == "M":
-        b_expr = f"date_trunc('month', {col}, $6::text)"
+        b_expr = f"date_trunc('month', s.{col}, $5::text)"
         extra: list[object] = [timezone]
     else:
-        b_expr = f"date_bin($6::interval, {col}, $7::timestamptz)"
+        b_expr = f"date_bin($5::interval, s.{col}, $6::timestamptz)"
         extra = [bucket.approx, origin]
-    if source == "readings":
-        sql = f"""SELECT {b_expr} AS b, count(*) AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
-                         (array_agg(value ORDER BY ts DESC, area))[1] AS last, max(ts) AS last_ts
-                    FROM readings
-                   WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND ts >= $3 AND ts < $4
-                     AND ($5::text IS NULL OR agency = $5)
-                   GROUP BY b ORDER BY b"""
-        args: list[object] = [kpi, area, start, end, agency, *extra]
+    if sources is None:
+        join, share = "", "1.0"
+        params: list[object] = []
     else:
-        sql = f"""SELECT {b_expr} AS b, sum(n) AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-                         (array_agg(last_value ORDER BY last_ts DESC, area))[1] AS last, max(last_ts) AS last_ts
-                    FROM {source}
-                   WHERE kpi = $1 AND ($2::text IS NULL OR area = $2) AND bucket >= $3 AND bucket < $4
-                     AND $5::text IS NULL
+        first = 5 + len(extra)
+        join = (f"JOIN unnest(${first}::text[], ${first + 1}::float8[], ${first + 2}::timestamptz[], "
+                f"${first + 3}::timestamptz[]) AS m(area, share, since, until) "
+                f"ON s.area = m.area AND s.{col} >= m.since AND s.{col} < m.until")
+        share = "m.share"
+        params = [[x.area for x in sources], [x.share for x in sources], [x.since for x in sources],
+                  [x.until for x in sources]]
+    if source == "readings":
+        sql = f"""SELECT {b_expr} AS b, count(*) AS n, sum(s.value) AS raw, sum(s.value * {share}) AS sum,
+                         min(s.value) AS min, max(s.value) AS max,
+                         (array_agg(s.value ORDER BY s.ts DESC, s.area))[1] AS last, max(s.ts) AS last_ts,
+                         sum(s.numerator * {share}) AS num, sum(s.denominator * {share}) AS den,
+                         count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
+                    FROM readings s {join}
+                   WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($4::text IS NULL OR s.agency = $4)
                    GROUP BY b ORDER BY b"""
-        args = [kpi, area, start, end, None, *extra]
+        args: list[object] = [kpi, start, end, agency, *extra, *params]
+    else:
+        sql = f"""SELECT {b_expr} AS b, sum(s.n) AS n, sum(s.sum) AS raw, sum(s.sum * {share}) AS sum,
+                         min(s.min) AS min, max(s.max) AS max,
+                         (array_agg(s.last_value ORDER BY s.last_ts DESC, s.area))[1] AS last, max(s.last_ts) AS last_ts,
+                         sum(s.num_sum * {share}) AS num, sum(s.den_sum * {share}) AS den, sum(s.n_bare) AS n_bare
+                    FROM {source} s {join}
+                   WHERE s.kpi = $1 AND s.bucket >= $2 AND s.bucket < $3 AND $4::text IS NULL
+                   GROUP BY b ORDER BY b"""
+        args = [kpi, start, end, None, *extra, *params]
     rows = await conn.fetch(sql, *args)
-    out = []
-    for r in rows:
-        n = int(r["n"])
-        total = float(r["sum"])
-        out.append({
-            "bucket": r["b"],
-            "value": total if kind == "counter" else total / n,
-            "n": n,
-            "min": r["min"],
-            "max": r["max"],
-            "last": r["last"],
-            "last_ts": r["last_ts"],  # the newest reading counted: pages skip live values up to it
-        })
-    return out
+    return [_point(r, kind) for r in rows]
+
+
+def _point(r: asyncpg.Record, kind: str) -> dict[str, object]:
+    n = int(r["n"])
+    point: dict[str, object] = {
+        "bucket": r["b"], "value": None, "n": n, "min": r["min"], "max": r["max"], "last": r["last"],
+        "last_ts": r["last_ts"],  # the newest reading counted: pages skip live values up to it
+        "reason": None,
+    }
+    if kind == "counter":
+        point["value"] = float(r["sum"])
+    elif kind == "ratio":
+        bare = int(r["n_bare"])
+        point["numerator"], point["denominator"] = r["num"], r["den"]
+        if bare == 0 and r["den"]:
+            point["value"] = 100.0 * float(r["num"]) / float(r["den"])
+        elif n == 1:
+            point["value"] = float(r["raw"])  # one reading: nothing to combine
+        else:
+            point["reason"] = (f"not aggregable: {bare} of the {n} readings in this bucket are bare percentages "
+                               "(sent without numerator and denominator), and percentages do not add up")
+    else:
+        point["value"] = float(r["raw"]) / n
+    return point

@@ -39,7 +39,8 @@ async def stage_and_upsert(conn: asyncpg.Connection, rows: Sequence[Reading]) ->
     """
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (idx integer, ts timestamptz, kpi text, area text, "
-        "value double precision, agency text, revision integer, msg_id text, received_at timestamptz) "
+        "value double precision, agency text, revision integer, msg_id text, received_at timestamptz, "
+        "numerator double precision, denominator double precision) "
         "ON COMMIT DELETE ROWS"
     )
     await conn.execute("TRUNCATE ingest_stage")
@@ -48,11 +49,12 @@ async def stage_and_upsert(conn: asyncpg.Connection, rows: Sequence[Reading]) ->
     )
     # ORDER BY gives every worker the same row-lock order: no deadlocks between them
     return await conn.fetch(
-        """INSERT INTO readings AS r (ts, kpi, area, value, agency, revision, msg_id, received_at)
-           SELECT ts, kpi, area, value, agency, revision, msg_id, received_at FROM ingest_stage
+        """INSERT INTO readings AS r (ts, kpi, area, value, agency, revision, msg_id, received_at, numerator, denominator)
+           SELECT ts, kpi, area, value, agency, revision, msg_id, received_at, numerator, denominator FROM ingest_stage
            ORDER BY kpi, area, ts
            ON CONFLICT (kpi, area, ts) DO UPDATE
               SET value = EXCLUDED.value, revision = EXCLUDED.revision,
+                  numerator = EXCLUDED.numerator, denominator = EXCLUDED.denominator,
                   msg_id = EXCLUDED.msg_id, received_at = EXCLUDED.received_at
             WHERE r.revision < EXCLUDED.revision AND r.agency = EXCLUDED.agency
            RETURNING kpi, area, ts"""
@@ -60,9 +62,10 @@ async def stage_and_upsert(conn: asyncpg.Connection, rows: Sequence[Reading]) ->
 
 
 async def stored_beside_stage(conn: asyncpg.Connection, indexes: list[int]) -> list[asyncpg.Record]:
-    """For staged rows the upsert did not write: the stored value, revision and agency."""
+    """For staged rows the upsert did not write: the stored value (and a ratio's parts),
+    revision and agency."""
     return await conn.fetch(
-        """SELECT s.idx, r.value, r.revision, r.agency FROM ingest_stage s
+        """SELECT s.idx, r.value, r.numerator, r.denominator, r.revision, r.agency FROM ingest_stage s
            JOIN readings r ON r.kpi = s.kpi AND r.area = s.area AND r.ts = s.ts
            WHERE s.idx = ANY($1::int[])""",
         indexes,

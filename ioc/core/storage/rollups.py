@@ -1,8 +1,9 @@
 """Keeping the hourly and daily roll-ups true to the readings.
 
-Plain mode: `readings_hourly` and `readings_daily` are tables, and every hour the ingest
-touched is listed in `rollup_dirty`; `refresh` recomputes exactly those hours from
-readings and the days that contain them from the hours. TimescaleDB mode: the continuous
+Plain mode: `readings_hourly`, `readings_daily` and `readings_monthly` are tables, and every
+hour the ingest touched is listed in `rollup_dirty`; `refresh` recomputes exactly those
+hours from readings, the days that contain them from the hours, and their months from the
+days. TimescaleDB mode: the continuous
 aggregates' policy keeps recent data current and real-time aggregation covers the tail;
 `rollup_dirty` then lists only late arrivals older than the policy window, which `refresh`
 hands to `refresh_continuous_aggregate`.
@@ -42,39 +43,56 @@ async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> i
             """WITH d AS (
                    DELETE FROM rollup_dirty WHERE kpi = $1 RETURNING kpi, area, hour
                )
-               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
+               INSERT INTO readings_hourly AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts,
+                                                 num_sum, den_sum, n_bare)
                SELECT d.hour, d.kpi, d.area, count(*), sum(r.value), min(r.value), max(r.value),
-                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts)
+                      (array_agg(r.value ORDER BY r.ts DESC))[1], max(r.ts),
+                      sum(r.numerator), sum(r.denominator), count(*) FILTER (WHERE r.numerator IS NULL)
                  FROM d JOIN readings r
                    ON r.kpi = d.kpi AND r.area = d.area AND r.ts >= d.hour AND r.ts < d.hour + interval '1 hour'
                 GROUP BY d.hour, d.kpi, d.area
                ON CONFLICT (kpi, area, bucket) DO UPDATE
                   SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts,
+                      num_sum = EXCLUDED.num_sum, den_sum = EXCLUDED.den_sum, n_bare = EXCLUDED.n_bare
                RETURNING t.kpi, t.area, t.bucket""",
             kpi,
         )
         if not touched:
             return 0
-        await conn.execute(
-            """WITH days AS (
-                   SELECT DISTINCT k, a, date_trunc('day', b, $4) AS day
-                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
-               )
-               INSERT INTO readings_daily AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts)
-               SELECT days.day, days.k, days.a, sum(x.n), sum(x.sum), min(x.min), max(x.max),
-                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts)
-                 FROM days JOIN readings_hourly x
-                   ON x.kpi = days.k AND x.area = days.a
-                  AND x.bucket >= days.day AND x.bucket < days.day + interval '1 day'
-                GROUP BY days.day, days.k, days.a
-               ON CONFLICT (kpi, area, bucket) DO UPDATE
-                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
-                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts""",
-            [t["kpi"] for t in touched], [t["area"] for t in touched], [t["bucket"] for t in touched], timezone,
-        )
+        args = ([t["kpi"] for t in touched], [t["area"] for t in touched], [t["bucket"] for t in touched], timezone)
+        # the days of those hours from the hours, then their months from the days: one
+        # statement each, for the same reason
+        await conn.execute(_DAYS_FROM_HOURS, *args)
+        await conn.execute(_MONTHS_FROM_DAYS, *args)
         n = len(touched)
     return int(n or 0)
+
+
+def _coarser(target: str, source: str, unit: str) -> str:
+    """Recompute the `unit`s (local, $4 the time zone) of the listed (kpi $1, area $2,
+    hour $3) in `target` from the finer roll-up `source`."""
+    return f"""WITH spans AS (
+                   SELECT DISTINCT k, a, date_trunc('{unit}', b, $4) AS start
+                     FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
+               )
+               INSERT INTO {target} AS t (bucket, kpi, area, n, sum, min, max, last_value, last_ts,
+                                          num_sum, den_sum, n_bare)
+               SELECT spans.start, spans.k, spans.a, sum(x.n), sum(x.sum), min(x.min), max(x.max),
+                      (array_agg(x.last_value ORDER BY x.last_ts DESC))[1], max(x.last_ts),
+                      sum(x.num_sum), sum(x.den_sum), sum(x.n_bare)
+                 FROM spans JOIN {source} x
+                   ON x.kpi = spans.k AND x.area = spans.a
+                  AND x.bucket >= spans.start AND x.bucket < spans.start + interval '1 {unit}'
+                GROUP BY spans.start, spans.k, spans.a
+               ON CONFLICT (kpi, area, bucket) DO UPDATE
+                  SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
+                      last_value = EXCLUDED.last_value, last_ts = EXCLUDED.last_ts,
+                      num_sum = EXCLUDED.num_sum, den_sum = EXCLUDED.den_sum, n_bare = EXCLUDED.n_bare"""
+
+
+_DAYS_FROM_HOURS = _coarser("readings_daily", "readings_hourly", "day")
+_MONTHS_FROM_DAYS = _coarser("readings_monthly", "readings_daily", "month")
 
 
 async def _refresh_timescale(conn: asyncpg.Connection) -> int:
@@ -91,6 +109,11 @@ async def _refresh_timescale(conn: asyncpg.Connection) -> int:
         await conn.execute(
             "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
             start - timedelta(days=1), end + timedelta(days=1),
+        )
+        # whole months around the span: a window smaller than a month refreshes nothing
+        await conn.execute(
+            "CALL refresh_continuous_aggregate('readings_monthly', $1::timestamptz, $2::timestamptz)",
+            start - timedelta(days=32), end + timedelta(days=32),
         )
     # only now: a refresh that failed leaves its hours listed for the next round
     await conn.execute(

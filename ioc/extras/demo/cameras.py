@@ -24,14 +24,14 @@ CLIP_VERSION = 4  # bump when the drawing or the encoding changes, so old clips 
 SITES = [
     ("Nút giao Lê Hoàn - Trần Phú", 20.5437, 105.9137, "13285"),
     ("Quảng trường trung tâm tỉnh", 20.5415, 105.9186, "13291"),
-    ("Cầu Hồng Phú", 20.5468, 105.9224, "347"),
-    ("Cầu Châu Giang", 20.5489, 105.9118, "347"),
-    ("Bến xe khách Phủ Lý", 20.5302, 105.9151, "347"),
-    ("Bệnh viện Đa khoa tỉnh - đường Lê Hoàn", 20.5381, 105.9102, "347"),
-    ("Quốc lộ 1A - nút giao Nam Cao", 20.5221, 105.9203, "347"),
-    ("Nút giao Đinh Tiên Hoàng - Trần Hưng Đạo", 20.5402, 105.9160, "347"),
-    ("Khu đô thị Bắc Châu Giang", 20.5561, 105.9155, "347"),
-    ("Trung tâm Phục vụ hành chính công tỉnh", 20.5423, 105.9171, "347"),
+    ("Cầu Hồng Phú", 20.5468, 105.9224, "13285"),
+    ("Cầu Châu Giang", 20.5489, 105.9118, "13285"),
+    ("Bến xe khách Phủ Lý", 20.5302, 105.9151, "13285"),
+    ("Bệnh viện Đa khoa tỉnh - đường Lê Hoàn", 20.5381, 105.9102, "13285"),
+    ("Quốc lộ 1A - nút giao Nam Cao", 20.5221, 105.9203, "13285"),
+    ("Nút giao Đinh Tiên Hoàng - Trần Hưng Đạo", 20.5402, 105.9160, "13285"),
+    ("Khu đô thị Bắc Châu Giang", 20.5561, 105.9155, "13285"),
+    ("Trung tâm Phục vụ hành chính công tỉnh", 20.5423, 105.9171, "13285"),
 ]
 
 

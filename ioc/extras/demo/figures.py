@@ -29,9 +29,13 @@ from datetime import date, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-PROVINCE = "35"
-# Hà Nam's six district-level units with their approximate share of the population
-DISTRICTS = {"347": 0.16, "349": 0.15, "350": 0.15, "351": 0.15, "352": 0.17, "353": 0.22}
+# The demo runs now, after the July 2025 reform: the province is the new Ninh Bình (37),
+# which took over Hà Nam. The district tier is gone and the official list of the new
+# communes is not shipped (import it with `ioc areas import`), so the figures below the
+# province go to one commune of each of Hà Nam's former districts, codes the shipped data
+# still holds open, with the former district's approximate share of the population.
+PROVINCE = "37"
+DISTRICTS = {"13285": 0.16, "13321": 0.15, "13384": 0.15, "13441": 0.15, "13501": 0.17, "13567": 0.22}
 POPULATION = 880_000
 ANCHOR = date(2024, 1, 1)  # trends are counted in days from here
 
@@ -271,7 +275,7 @@ def _education() -> list[Series]:
 
 
 # air-quality stations: Phủ Lý, Duy Tiên (Đồng Văn industrial parks), Kim Bảng (cement, quarries), Lý Nhân
-STATIONS = {"347": 1.0, "349": 1.15, "350": 1.3, "353": 0.85}
+STATIONS = {"13285": 1.0, "13321": 1.15, "13384": 1.3, "13567": 0.85}
 
 
 def pm25(area: str, t: datetime) -> float:
@@ -304,12 +308,12 @@ def _province_mean(fn: Callable[[str, datetime], float]) -> Callable[[datetime],
 
 def _environment() -> list[Series]:
     def pm10(area: str, t: datetime) -> float:
-        return pm25(area, t) * (1.9 if area == "350" else 1.6) * (1 + 0.05 * wobble(f"pm10-{area}", t.timestamp(), 3600))
+        return pm25(area, t) * (1.9 if area == "13384" else 1.6) * (1 + 0.05 * wobble(f"pm10-{area}", t.timestamp(), 3600))
 
     def noise(area: str, t: datetime) -> float:
         hour = t.hour + t.minute / 60
         day = math.exp(-((hour - 13) / 6.0) ** 2)
-        return (48 + 14 * day + 6 * rush(hour)) * (1.04 if area == "347" else 1.0) + 1.5 * wobble(f"noise-{area}", t.timestamp(), 900)
+        return (48 + 14 * day + 6 * rush(hour)) * (1.04 if area == "13285" else 1.0) + 1.5 * wobble(f"noise-{area}", t.timestamp(), 900)
 
     def river(t: datetime) -> float:
         wet = math.exp(-((t.timetuple().tm_yday - 230) / 45) ** 2)  # the Đáy river is highest in August
@@ -326,7 +330,7 @@ def _environment() -> list[Series]:
     out += [
         Gauge("mt.pm25", PROVINCE, "minute", _province_mean(pm25), 1),
         Gauge("mt.aqi", PROVINCE, "minute", lambda t: aqi(_province_mean(pm25)(t)), 0),
-        Gauge("mt.river_water_level", "347", "minute", river, 2),
+        Gauge("mt.river_water_level", "13285", "minute", river, 2),
         Gauge("mt.wqi", PROVINCE, "day", lambda t: 70 + 8 * wobble("wqi", t.timestamp(), 6 * 86400), 0),
     ]
     return out
@@ -351,7 +355,7 @@ def _traffic() -> list[Series]:
         Counter("gt.accident_deaths", PROVINCE, "day",
                 lambda d: min(accidents(d), poisson(0.35, unit("deaths", d))), ROADS),
     ]
-    for area, volume in ((PROVINCE, 210), ("347", 120)):
+    for area, volume in ((PROVINCE, 210), ("13285", 120)):
         out.append(Counter("gt.camera_violations", area, "day",
                            lambda d, v=volume, a=area: round(v * (0.8 + 0.4 * unit("violations", a, d))), ROADS))
         out.append(Gauge("gt.avg_speed", area, "minute", speed(area), 1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -170,14 +170,28 @@ async def upload(
     return JSONResponse({"file": filename, "counts": counts, "skipped_rows": sheet.skipped, "results": results})
 
 
-async def _template_rows(request: Request, p: Principal, period: str | None) -> list[list[Any]]:
-    async with request.app.state.pool.acquire() as conn:
-        kpis = await catalogue.list_kpis(conn, list(p.sectors or ()))
-        areas = await catalogue.list_areas(conn)
+def _period(request: Request, period: str | None) -> str:
     if period is None:
         now = datetime.now(ZoneInfo(request.app.state.timezone))
         year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
         period = f"{year:04d}-{month:02d}"
+    return period
+
+
+async def _areas_of(conn: Any, period: str) -> list[Any]:
+    """The units valid on the period's first day: a unit a reform ended is not offered."""
+    try:
+        first = date(int(period[:4]), int(period[5:7]), 1)
+    except ValueError:
+        raise HTTPException(422, detail=f"period {period!r} is not a month (YYYY-MM)") from None
+    return await catalogue.list_areas(conn, on=first)
+
+
+async def _template_rows(request: Request, p: Principal, period: str | None) -> list[list[Any]]:
+    period = _period(request, period)
+    async with request.app.state.pool.acquire() as conn:
+        kpis = await catalogue.list_kpis(conn, list(p.sectors or ()))
+        areas = await _areas_of(conn, period)
     return sheets.template_rows([k.id for k in kpis], [a.code for a in areas], period)
 
 
@@ -197,7 +211,7 @@ async def template_xlsx(request: Request, p: Agency, period: Period = None) -> R
     rows = await _template_rows(request, p, period)
     async with request.app.state.pool.acquire() as conn:
         kpis = await catalogue.list_kpis(conn, list(p.sectors or ()))
-        areas = await catalogue.list_areas(conn)
+        areas = await _areas_of(conn, _period(request, period))
     guide: list[list[Any]] = [["kpi", "tên / name", "đơn vị / unit", "min", "max", "số nguyên / whole numbers"]]
     guide.extend([k.id, f"{k.name_vi} / {k.name_en}", k.unit, k.min, k.max, "x" if k.integer else ""] for k in kpis)
     guide.append([])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 import asyncpg
@@ -65,6 +66,9 @@ async def areas(
     _: Annotated[Principal, Depends(require(*READERS))],
     level: str | None = None,
     parent: str | None = None,
+    on: date | None = None,
 ) -> list[Area]:
+    """Area versions (a reform reuses codes: a unit is its code and validity period); with
+    `on` (a local date, YYYY-MM-DD) only those valid that day."""
     async with request.app.state.pool.acquire() as conn:
-        return await store.list_areas(conn, level=level, parent=parent)
+        return await store.list_areas(conn, level=level, parent=parent, on=on)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
+from ioc.core.catalogue.lineage import local_start, series_sources, units_at_level
 from ioc.serve.api.security import READERS, Principal, require
 from ioc.core.storage import catalogue
 from ioc.core.storage import queries, rollups
@@ -42,8 +44,14 @@ async def series(
     area: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    level: str | None = None,
 ) -> dict[str, Any]:
-    """Aggregates per bucket (`value`: the sum for counters, the mean for gauges and ratios)."""
+    """Aggregates per bucket over `area` and, before a reform, the units it succeeded
+    (`sources`); with `level` (e.g. commune) over the units at that level below them instead.
+    The sum for counters, sum(numerator) / sum(denominator) for ratios (null with a `reason`
+    where bare percentages would have to be averaged), the mean for gauges."""
+    if level is not None and (area is None or level not in LEVELS):
+        raise HTTPException(422, detail=f"level needs an area and is one of {', '.join(LEVELS)}")
     state = request.app.state
     end = _aware(end, "end") if end else datetime.now(timezone.utc)
     if not queries.EARLIEST < end <= queries.LATEST:
@@ -63,14 +71,40 @@ async def series(
         # ingest touched below it shows only once refreshed (README, "Storage")
         if b.unit != "m" and not p.is_agency:
             await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
+        sources = await _sources(conn, area, level, state.timezone) if area is not None else None
         try:
             points = await queries.series(
                 conn, kpi=kpi, kind=k.kind, area=area, start=start, end=end, bucket=b,
-                timezone=state.timezone, agency=p.agency_id if p.is_agency else None,
+                timezone=state.timezone, agency=p.agency_id if p.is_agency else None, sources=sources,
             )
         except queries.QueryError as exc:
             raise HTTPException(422, detail=str(exc)) from None
     start, end = queries.align(b, start, end, state.timezone)
-    return {"kpi": kpi, "area": area, "bucket": bucket, "start": start, "end": end, "unit": k.unit,
-            "unit_vi": k.unit, "unit_en": k.unit_en or k.unit,
-            "aggregate": "sum" if k.kind == "counter" else "mean", "points": points}
+    return {"kpi": kpi, "area": area, "level": level, "bucket": bucket, "start": start, "end": end, "unit": k.unit,
+            "unit_vi": k.unit, "unit_en": k.unit_en or k.unit, "aggregate": AGGREGATES[k.kind], "points": points,
+            "sources": None if sources is None else [
+                {"area": x.area, "share": x.share,
+                 "since": None if x.since <= queries.EARLIEST else x.since,
+                 "until": None if x.until >= queries.LATEST else x.until} for x in sources]}
+
+
+AGGREGATES = {"counter": "sum", "ratio": "sum(numerator) / sum(denominator)", "gauge": "mean"}
+LEVELS = ("province", "district", "commune", "zone")
+
+
+async def _sources(conn: Any, area: str, level: str | None, tz_name: str) -> list[queries.SeriesSource]:
+    """The area and the units it succeeded (or the units at `level` below them), as the time
+    spans their readings count for."""
+    tz = ZoneInfo(tz_name)
+    areas = await catalogue.list_areas(conn)
+    found = series_sources(area, areas, await catalogue.list_successions(conn))
+    if level is not None:
+        found = units_at_level(found, level, areas)
+    return [
+        queries.SeriesSource(
+            x.code, x.share,
+            max(local_start(x.since, tz) or queries.EARLIEST, queries.EARLIEST),
+            min(local_start(x.until, tz) or queries.LATEST, queries.LATEST),
+        )
+        for x in found
+    ]

@@ -1,0 +1,183 @@
+"""What the history of areas means for readings: when a code may be reported for, and which
+units' readings make up a successor's series before the reform.
+
+Both are computed once from the stored history (a few thousand rows) and then used as
+plain lookups: the ingest checks every reading against `Validity`, the API expands a
+series' area with `series_sources`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from ioc.core.catalogue.areas import DAY, AreaRow, covers, hi, lo, version_on, versions_by_code
+from ioc.core.catalogue.model import Area, Succession
+
+
+@dataclass(frozen=True, slots=True)
+class Validity:
+    """The periods a code may be reported for, and what to tell an agency outside them."""
+
+    code: str
+    periods: tuple[tuple[date, date], ...]
+    # (last day, reason) per ended period, newest last; (first day, reason) per beginning
+    ended: tuple[tuple[date, str], ...]
+    begins: tuple[tuple[date, str], ...]
+
+    def problem(self, day: date) -> str | None:
+        """None when the code is valid on that (local) day, else the reason to give."""
+        for start, end in self.periods:
+            if start <= day <= end:
+                return None
+        for end, reason in reversed(self.ended):
+            if end < day:
+                return reason
+        for start, reason in self.begins:
+            if day < start:
+                return reason
+        return f"area {self.code} is not valid on {day}"
+
+
+def _label(by_code: dict[str, list[AreaRow]], code: str, day: date) -> str:
+    row = version_on(by_code, code, day)
+    return f"{code} ({row.area.name_vi})" if row else code
+
+
+def validities(areas: Sequence[Area], successions: Sequence[Succession]) -> dict[str, Validity]:
+    """Per code with a bounded period: its Validity (codes valid at all times are absent)."""
+    by_code = versions_by_code([AreaRow("", a) for a in areas])
+    after: dict[tuple[str, date], list[Succession]] = defaultdict(list)
+    before: dict[tuple[str, date], list[Succession]] = defaultdict(list)
+    for s in successions:
+        after[(s.old_code, s.effective)].append(s)
+        before[(s.new_code, s.effective)].append(s)
+    out: dict[str, Validity] = {}
+    for code, rows in by_code.items():
+        versions = [r.area for r in rows]
+        if all(a.valid_from is None and a.valid_to is None for a in versions):
+            continue
+        ended, begins = [], []
+        for a in versions:
+            if a.valid_to is not None:
+                nxt = sorted(after.get((code, a.valid_to + DAY), []), key=lambda s: s.new_code)
+                names = ", ".join(
+                    _label(by_code, s.new_code, s.effective) + (f" (share {s.share:g})" if s.share < 1 else "")
+                    for s in nxt
+                )
+                word = "successor" if len(nxt) == 1 else "successors"
+                ended.append((a.valid_to, f"area {code} ended on {a.valid_to}; report for its {word} {names}"
+                              if nxt else f"area {code} ended on {a.valid_to}"))
+            if a.valid_from is not None:
+                prev = sorted(before.get((code, a.valid_from), []), key=lambda s: s.old_code)
+                text = f"area {code} ({a.name_vi}) begins on {a.valid_from}"
+                if prev:
+                    text += "; before it report for " + ", ".join(
+                        _label(by_code, s.old_code, a.valid_from - DAY) for s in prev
+                    )
+                begins.append((a.valid_from, text))
+        out[code] = Validity(code, tuple((lo(a), hi(a)) for a in versions), tuple(ended), tuple(begins))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Readings for `code` from `since` (inclusive) to `until` (exclusive), local days, None
+    open, count in a series with this `share` (applied to counters, numerators and
+    denominators)."""
+
+    code: str
+    share: float
+    since: date | None
+    until: date | None
+
+
+def series_sources(code: str, areas: Sequence[Area], successions: Sequence[Succession]) -> list[Source]:
+    """The units whose readings make up `code`'s series: its newest version itself and,
+    before each reform, the units it succeeded (and theirs, and so on).
+
+    A predecessor whose parent is also a predecessor over the same days is left out: its
+    readings are part of its parent's (Hà Nam's districts and Hà Nam both became Ninh Bình;
+    counting both would count the districts twice).
+    """
+    by_code = versions_by_code([AreaRow("", a) for a in areas])
+    rows = by_code.get(code)
+    if not rows:
+        return [Source(code, 1.0, None, None)]
+    newest = rows[-1].area
+    by_new: dict[str, list[Succession]] = defaultdict(list)
+    for s in successions:
+        by_new[s.new_code].append(s)
+    found: list[tuple[Source, Area]] = [(_source(newest, 1.0, None), newest)]
+
+    def walk(version: Area, share: float, until: date | None) -> None:
+        for s in by_new.get(version.code, []):
+            if not covers(version, s.effective):
+                continue
+            old = next((r.area for r in by_code.get(s.old_code, []) if r.area.valid_to == s.effective - DAY), None)
+            if old is None:
+                continue
+            end = s.effective if until is None else min(until, s.effective)
+            found.append((_source(old, share * s.share, end), old))
+            walk(old, share * s.share, end)
+
+    walk(newest, 1.0, None)
+    return [src for src, version in found if not _covered_by_parent(src, version, found, by_code)]
+
+
+def units_at_level(sources: Sequence[Source], level: str, areas: Sequence[Area]) -> list[Source]:
+    """The units at `level` below each source (through parents, in the source's span):
+    a province's figure from its communes, before the reform those of the provinces it
+    succeeded. One level only, so no reading is counted twice."""
+    children: dict[str, list[Area]] = defaultdict(list)
+    for a in areas:
+        if a.parent_code is not None:
+            children[a.parent_code].append(a)
+    out: list[Source] = []
+
+    def down(code: str, share: float, since: date | None, until: date | None, depth: int) -> None:
+        for child in children.get(code, []):
+            lo_ = max(since or date.min, lo(child))
+            hi_ = min(until or date.max, hi(child) + DAY if child.valid_to is not None else date.max)
+            if lo_ >= hi_ or depth > 16:
+                continue
+            c_since = None if lo_ == date.min else lo_
+            c_until = None if hi_ == date.max else hi_
+            if child.level == level:
+                out.append(Source(child.code, share, c_since, c_until))
+            else:
+                down(child.code, share, c_since, c_until, depth + 1)
+
+    for src in sources:
+        down(src.code, src.share, src.since, src.until, 0)
+    return out
+
+
+def _source(a: Area, share: float, until: date | None) -> Source:
+    end = a.valid_to + DAY if a.valid_to is not None else None
+    if until is not None:
+        end = until if end is None else min(end, until)
+    return Source(a.code, share, a.valid_from, end)
+
+
+def _covered_by_parent(src: Source, version: Area, found: list[tuple[Source, Area]],
+                       by_code: dict[str, list[AreaRow]]) -> bool:
+    codes = {s.code: s for s, _ in found}
+    day = (src.until - DAY) if src.until is not None else (src.since or date.max)
+    parent, seen = version.parent_code, {version.code}
+    while parent is not None and parent not in seen:
+        other = codes.get(parent)
+        if other is not None and (other.since is None or other.since <= day) and (other.until is None or day < other.until):
+            return True
+        seen.add(parent)
+        row = version_on(by_code, parent, day) if day != date.max else (by_code.get(parent) or [None])[-1]
+        parent = row.area.parent_code if row else None
+    return False
+
+
+def local_start(day: date | None, tz: ZoneInfo) -> datetime | None:
+    """The instant a local day begins (validity and successions count in local days)."""
+    return None if day is None else datetime.combine(day, time(), tzinfo=tz)
