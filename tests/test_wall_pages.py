@@ -30,8 +30,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from camera.tiles import encode_tile
 from dashboards import LAYOUTS
 from ioc.serve.wall.layout import load_presets
-from ioc.core.accounts import create_user
 from tests.conftest import REPO, Agencies, IngestProcess
+from tests.helpers import staff_logins
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
 from tests.rigs.rtsp.rig import media_path
@@ -119,16 +119,7 @@ async def site(serve_env: dict[str, str], pool: asyncpg.Pool,
                                "ON CONFLICT (id) DO NOTHING", list(CAMERAS.items()))
     proc = ServeProcess(serve_env, tmp_path_factory.mktemp("pages") / "serve.log", REPO)
     await asyncio.to_thread(proc.start)
-    async with pool.acquire() as conn:
-        users = {}
-        for role in ("admin", "operator", "leader"):
-            name = f"wp{role[:3]}{secrets.token_hex(3)}"
-            users[role] = (name, await create_user(conn, name, role=role, actor="test"))
-    tokens = {}
-    async with httpx.AsyncClient(base_url=proc.base, timeout=10) as http:
-        for role, (name, password) in users.items():
-            r = await http.post("/api/v1/auth/token", data={"username": name, "password": password})
-            tokens[role] = r.json()["access_token"]
+    users, tokens = await staff_logins(pool, proc.base, "wp")
     s = Site(proc, tokens, users)
     suffix = secrets.token_hex(2)
     for n in range(1, 10):

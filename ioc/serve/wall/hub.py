@@ -126,6 +126,7 @@ class Hub:
         self.on_camera_event = on_camera_event
         self.on_kpi = on_kpi
         first = presets.get("overview") or next(iter(presets.values()))
+        self.default = first  # what a wall never switched shows
         self.state = WallState(first.id, 0, 0.0)
         self.layout = first
         self.clients: set[Client] = set()
@@ -152,6 +153,7 @@ class Hub:
         self.video_skipped = 0
         self._video_bad: set[str] = set()  # cameras whose malformed video was logged once
         self._previous: Layout | None = None  # the layout being left, until the switch's `at`
+        self._replaying = False  # screens show a replay now (its `at` has come): no live video for them
         self._index()
 
     # -- layouts ----------------------------------------------------------------------
@@ -172,16 +174,31 @@ class Hub:
         self._previous = self.layout if state.at > time.time() else None
         self.state = state
         self.layout = layout.with_pins(state.pins)
+        self._replaying = self._replay_started()
         self._index()
         self.last.clear()
         self._rebuild_all()
         for c in list(self.clients):
             self._send_layout(c)
+            self._send_replay_state(c)
             self._send_current(c)
             self._replay(c)
         self._demand_changed()
         log.info("wall layout", extra={"layout": layout.id, "version": state.version, "clients": len(self.clients)})
         return True
+
+    def _replay_started(self) -> bool:
+        r = self.state.replay
+        return r is not None and time.time() >= r.at
+
+    def _send_replay_state(self, c: Client) -> None:
+        """Screens and consoles learn whether the wall shows the past (tablets stay live):
+        the page changes at `at`, the same instant on every screen, as a layout switch does."""
+        if c.role not in ("screen", "console"):
+            return
+        r = self.state.replay
+        self._write(c, frames.message("replay", replay=r.as_dict() if r else None, version=self.state.version,
+                                      at=r.at if r else self.state.at), True)
 
     def _demand_changed(self) -> None:
         if self.on_demand_change is not None:
@@ -224,6 +241,7 @@ class Hub:
         self._subscribe(c)
         self._write(c, frames.message("welcome", client=c.id, role=c.role, screen=c.screen, now=time.time()), True)
         self._send_layout(c)
+        self._send_replay_state(c)
         self._send_current(c)
         self._replay(c)
         self._demand_changed()
@@ -377,8 +395,8 @@ class Hub:
         """camera -> the stream this client should play: "main" where a screen shows the
         camera wider than HD_MIN_PIXELS (as HD pictures), else "sub"; tablets and the console
         get "sub". During an announced switch, the layout being left still plays until `at`."""
-        if not c.video:
-            return {}
+        if not c.video or (self._replaying and c.role == "screen"):
+            return {}  # a screen in replay plays recordings, not live video
         want: dict[str, str] = {}
         layouts = [self.layout] if self._previous is None else [self._previous, self.layout]
         for layout in layouts:
@@ -509,6 +527,10 @@ class Hub:
         everyone = False
         if self._previous is not None and time.time() >= self.state.at:
             self._previous = None
+            everyone = True
+            self._demand_changed()
+        if self._replaying != self._replay_started():
+            self._replaying = not self._replaying
             everyone = True
             self._demand_changed()
         now = time.monotonic()
