@@ -10,6 +10,7 @@ revision it replaced.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from ioc.core.storage import recordings as rec_store
 from tests.conftest import REPO, Agencies
 from tests.helpers import staff_logins
 from tests.rigs.serve import ServeProcess
+from tests.test_wall_pages import CHROMIUM, CHROMIUM_ARGS, COUNTER_FROM_PIXELS, Watch
 
 UTC = timezone.utc
 RUN = secrets.token_hex(3)
@@ -218,4 +220,148 @@ async def test_who_may_look_at_the_past_and_replay_it(api: Api, pool: asyncpg.Po
         rows = await conn.fetch("SELECT actor, details FROM audit_log WHERE action = 'wall.replay' ORDER BY id DESC LIMIT 4")
     assert [r["actor"] for r in rows] == [api.users["operator"][0]] * 4
     assert '"live"' in rows[0]["details"] and '"step"' in rows[1]["details"]
+    # back to live is announced ahead: the screens' last looks at the past are answered until then
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t)).status_code == 200
+    await _until(live["at"] + 2.1)
     assert (await api.get(f"/api/v1/recordings/segments/{ids[CAM]}", role="screen")).status_code == 403
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t)).status_code == 403
+
+
+# -- the replay on the real wall pages, in Chromium -------------------------------------------------
+# The frame number burnt into the rig's counter clip (tests/rigs/rtsp/counter.py), read from the
+# replaying camera tile's <video>: drawn on a canvas, 16 blocks of 32 px, MSB first, and below
+# them the same bits inverted.
+READ_VIDEO_COUNTER = """(tile) => {
+  const v = tile.querySelector("video");
+  if (!v || v.readyState < 2) return null;
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext("2d");
+  g.drawImage(v, 0, 0);
+  const value = (%s)(g.getImageData(0, 0, 512, 64).data);
+  return { value, time: v.currentTime, paused: v.paused, position: window.__ioc.replayer.position() };
+}""" % COUNTER_FROM_PIXELS
+FPS = 25  # the counter clip's frame rate
+
+
+async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_together(
+        api: Api, pool: asyncpg.Pool) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from tests.rigs.rtsp.rig import media_path
+
+    await api.post("/api/v1/wall/replay", {"action": "live"})  # whatever an earlier test left
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_A, "delay_s": 0})
+    s0 = r.json()["at"]
+    base = datetime.fromtimestamp(s0, UTC)
+    agency = f"tmp-{RUN}"
+    await _write(pool, agency, base + timedelta(seconds=0.1), 61.0, 0, base + timedelta(seconds=0.2))
+    await _write(pool, agency, base + timedelta(seconds=0.1), 68.5, 1, base + timedelta(seconds=2.0))
+    # a recording of the camera: the counter clip's first 10 s, as the camera service writes it
+    rel = segment_path(CAM, s0, s0 + 10)
+    (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-v", "error", "-y", "-i", str(media_path("counter-360p.mp4")), "-t", "10", "-an", "-c", "copy",
+        "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(api.root / rel))
+    assert await proc.wait() == 0
+    async with pool.acquire() as conn:
+        await rec_store.add_segments(conn, [(CAM, s0, s0 + 10, (api.root / rel).stat().st_size, rel)])
+    await _until(s0 + 8)
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
+    assert r.status_code == 200
+    s1 = r.json()["at"]
+
+    tokens = {5: api.heads["screen"]["Authorization"][7:]}
+    async with httpx.AsyncClient(base_url=api.proc.base, timeout=20) as c:
+        for n in (1, 9):
+            r = await c.post("/api/v1/wall/screen-tokens", json={"name": f"tm{RUN}-screen-{n}"},
+                             headers=api.heads["admin"])
+            tokens[n] = r.json()["token"]
+    playwright = await async_playwright().start()
+    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    ctx = await browser.new_context(viewport={"width": 1920, "height": 1080}, locale="vi-VN",
+                                    timezone_id="Europe/Paris")  # the pages must not use the device's zone
+    watch = Watch(api.proc.base)
+    try:
+        pages = {}
+        for n, token in tokens.items():
+            page = watch.attach(await ctx.new_page())
+            await page.goto(f"{api.proc.base}/wall/screen.html?screen={n}#token={token}")
+            await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+            pages[n] = page
+        p5 = pages[5]
+        assert await p5.locator("body").get_attribute("data-replay") in (None, "off")
+
+        # the wall into replay at T, paused (the reading had arrived, its correction not yet)
+        t = datetime.fromtimestamp(s0 + 1.0, UTC)
+        r = await api.post("/api/v1/wall/replay", {"action": "start", "t": t.isoformat(), "paused": True})
+        assert r.status_code == 200, r.text
+        for page in pages.values():
+            await expect(page.locator("body")).to_have_attribute("data-replay", "on", timeout=10000)
+            banner = page.locator("#replay-banner")
+            await expect(banner).to_be_visible()
+            await expect(banner.locator(".vi")).to_contain_text("ĐANG PHÁT LẠI QUÁ KHỨ")
+            await expect(banner.locator(".en")).to_contain_text("REPLAY OF THE PAST")
+            await expect(banner.locator(".en")).to_contain_text("paused")
+        # the past layout (A, not the live B) with the KPI value as it was known then
+        past = p5.locator("#past")
+        kpi = past.locator('.slot[data-tile="aqi"] .kpi-number')
+        await expect(kpi).to_have_attribute("data-value", "61", timeout=10000)
+        assert await past.locator('.slot[data-tile="note"]').count() == 0
+        local = t.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))  # the pages' device is in Paris: the wall's zone shows
+        await expect(p5.locator("#replay-banner .vi")).to_contain_text(local.strftime("%d/%m/%Y %H:%M:%S"))
+        cam = past.locator('.slot[data-tile="cam"] .tile')
+        await expect(cam).to_have_attribute("data-segment", re.compile(r"^\d+$"), timeout=15000)
+        # the video shows the frame of the replayed instant (the clip's burnt-in frame number)
+        await _frame_is(p5, cam, 1.0)
+        await p5.screenshot(path=str(api.root.parent / "replay-screen-5.png"))
+        r = await api.post("/api/v1/wall/replay", {"action": "step", "step_s": 0.52})
+        assert r.status_code == 200, r.text
+        await _frame_is(p5, cam, 1.52)
+        # a later instant: the correction had arrived by then
+        later = datetime.fromtimestamp(s0 + 2.5, UTC)
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": later.isoformat()})
+        assert r.status_code == 200, r.text
+        await expect(kpi).to_have_attribute("data-value", "68.5", timeout=10000)
+        await _frame_is(p5, cam, 2.5)
+        # played at 8x, the replay moves on by itself: past the switch to B, the past shows B
+        r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 8})
+        assert r.status_code == 200, r.text
+        await expect(past.locator('.slot[data-tile="note"]')).to_have_count(1, timeout=15000)
+        assert float(await p5.locator("body").get_attribute("data-replay-at")) >= s1 - 1
+        assert await past.locator('.slot[data-tile="aqi"]').count() == 0
+
+        # back to live: every screen at the announced instant, the live layout again
+        r = await api.post("/api/v1/wall/replay", {"action": "live"})
+        at = r.json()["at"]
+        for page in pages.values():
+            await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+            await expect(page.locator("#replay-banner")).to_be_hidden()
+        shown = [await page.evaluate("() => window.__ioc.replayChanged") for page in pages.values()]
+        assert max(shown) - min(shown) < 1.0 and min(shown) >= at - 0.3, (shown, at)
+        await expect(pages[1].locator('.slot[data-tile="note"]')).to_be_visible()
+        assert await p5.locator("#past .slot").count() == 0
+        assert not watch.errors, watch.errors
+        assert not watch.foreign(), watch.foreign()
+    finally:
+        await ctx.close()
+        await browser.close()
+        await playwright.stop()
+
+
+async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
+    """The paused video shows the frame of `offset_s` into the clip, within one frame."""
+    want = offset_s * FPS
+    deadline = time.monotonic() + 20
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = await cam.evaluate(READ_VIDEO_COUNTER, timeout=2000)
+        except Exception as exc:  # the tile is being remade: look again
+            last = {"error": str(exc)[:80]}
+        if last and last.get("value") is not None and last["paused"] and abs(last["value"] - want) <= 1.01:
+            return
+        await page.wait_for_timeout(200)
+    state = await page.evaluate("""() => ({body: {...document.body.dataset},
+      past: [...document.querySelectorAll('#past .slot')].map((s) => s.dataset.tile)})""")
+    raise AssertionError(f"the video shows {last}, wanted frame {want:.1f}; {state}")

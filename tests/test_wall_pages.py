@@ -654,10 +654,7 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
 # The frame number the counter clips carry (tests/rigs/rtsp/counter.py), read from a camera
 # tile's canvas in the page: 16 blocks of 32 px at the top left, MSB first, white = 1, and
 # below them the same bits inverted; the centre 16 x 16 px of each block is sampled.
-READ_COUNTER = """(tile) => {
-  const c = tile.querySelector("canvas.cam-video");
-  if (!c || c.width < 512 || c.height < 64) return null;
-  const px = c.getContext("2d").getImageData(0, 0, 512, 64).data;
+COUNTER_FROM_PIXELS = """(px) => {
   const mean = (block, row) => {
     let sum = 0;
     for (let y = row * 32 + 8; y < row * 32 + 24; y++)
@@ -670,11 +667,18 @@ READ_COUNTER = """(tile) => {
   let value = 0;
   for (let b = 0; b < 16; b++) {
     const bit = mean(b, 0), inverse = mean(b, 1);
-    if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return { value: null };
+    if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return null;
     value = value * 2 + (bit >= 175 ? 1 : 0);
   }
-  return { value, seq: Number(tile.dataset.videoLastSeq), frames: Number(tile.dataset.videoFrames) };
+  return value;
 }"""
+READ_COUNTER = """(tile) => {
+  const c = tile.querySelector("canvas.cam-video");
+  if (!c || c.width < 512 || c.height < 64) return null;
+  const value = (%s)(c.getContext("2d").getImageData(0, 0, 512, 64).data);
+  if (value === null) return { value: null };
+  return { value, seq: Number(tile.dataset.videoLastSeq), frames: Number(tile.dataset.videoFrames) };
+}""" % COUNTER_FROM_PIXELS
 
 
 # A camera tile's video state and what shows of it, read in one go.

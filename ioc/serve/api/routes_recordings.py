@@ -191,7 +191,7 @@ async def segment_bytes(request: Request, segment_id: int,
 
 async def _screen_may_play(request: Request, conn: Any, row: dict[str, Any] | None) -> None:
     node = request.app.state.wall
-    if node is None or node.hub.state.replay is None:
+    if node is None or not node.hub.replay_open():
         raise HTTPException(403, detail="a wall screen plays recordings only while the wall replays the past")
     if row is None:
         return

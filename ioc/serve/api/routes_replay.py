@@ -115,7 +115,7 @@ async def wall_at_route(request: Request, t: datetime,
                         screen: int | None = None) -> dict[str, Any]:
     """The wall as it was at instant `t` (all of it, or one screen's part with `screen`).
     Wall screens may ask only while the wall shows a replay."""
-    if p.role == "screen" and _node(request).hub.state.replay is None:
+    if p.role == "screen" and not _node(request).hub.replay_open():
         raise HTTPException(403, detail="a wall screen may look at the past only while the wall replays it")
     at = _aware(t, "t")
     if at.timestamp() > time.time() + 1:
@@ -130,6 +130,7 @@ class ReplayIn(BaseModel):
     t: datetime | None = Field(None, description="start, seek: the instant to show (with its time zone)")
     speed: float | None = Field(None, ge=1, le=MAX_SPEED, description="1 to 16 times real time")
     step_s: float = Field(1.0, ge=-3600, le=3600, description="step: how far to move (paused)")
+    paused: bool = Field(False, description="start: paused at t (then step, resume)")
     scope: Literal["wall", "console"] = Field("wall", description="console: the operator's mini-wall only")
 
 
@@ -140,10 +141,10 @@ def _next(cur: Replay | None, body: ReplayIn, at: float, actor: str) -> Replay |
     if body.action == "start":
         if body.t is None:
             raise HTTPException(422, detail="start needs t")
-        return Replay(_aware(body.t, "t").timestamp(), at, body.speed or 1.0, False, actor)
+        return Replay(_aware(body.t, "t").timestamp(), at, body.speed or 1.0, body.paused, actor)
     if cur is None:
         raise HTTPException(409, detail="the wall is live: start a replay first")
-    pos = cur.position(at)
+    pos = min(cur.position(at), at)  # a replay that caught up with the present stays there
     speed = body.speed or cur.speed
     if body.action == "pause":
         return Replay(pos, at, speed, True, actor)

@@ -53,7 +53,8 @@ STATUS_SILENT_S = 30.0  # camera services repeat each status every 10 s
 VIDEO_FRESH_S = 2.0  # a stream with no frame this recent is not playing: clients take the other
 GOP_MAX_FRAMES = 300  # the current group of pictures kept per stream, at most this many frames
 GOP_MAX_BYTES = 16 * 1024 * 1024  # ... and bytes; over either, nothing until the next keyframe
-GOP_STALE_S = 10.0  # a group of pictures older than this is not sent to a joining client
+GOP_STALE_S = 10.0
+REPLAY_GRACE_S = 2.0  # after a replay's announced end, what a screen's last look at the past may take  # a group of pictures older than this is not sent to a joining client
 
 Message = tuple[bytes, bool, bytes]  # (payload, is_text, the websocket frame every client gets)
 _OPEN = State.OPEN
@@ -154,6 +155,7 @@ class Hub:
         self._video_bad: set[str] = set()  # cameras whose malformed video was logged once
         self._previous: Layout | None = None  # the layout being left, until the switch's `at`
         self._replaying = False  # screens show a replay now (its `at` has come): no live video for them
+        self._replay_until = 0.0  # a replay that ended: its screens show it until the switch back
         self._index()
 
     # -- layouts ----------------------------------------------------------------------
@@ -172,6 +174,8 @@ class Hub:
             log.error("wall state names an unknown layout", extra={"layout": state.layout})
             return False
         self._previous = self.layout if state.at > time.time() else None
+        if self.state.replay is not None and state.replay is None:
+            self._replay_until = state.at + REPLAY_GRACE_S
         self.state = state
         self.layout = layout.with_pins(state.pins)
         self._replaying = self._replay_started()
@@ -186,6 +190,11 @@ class Hub:
         self._demand_changed()
         log.info("wall layout", extra={"layout": layout.id, "version": state.version, "clients": len(self.clients)})
         return True
+
+    def replay_open(self) -> bool:
+        """Whether the screens show a replay of the past, or may still (back to live is
+        announced ahead): while so, screens may read the past and its recordings."""
+        return self.state.replay is not None or time.time() < self._replay_until
 
     def _replay_started(self) -> bool:
         r = self.state.replay
