@@ -244,10 +244,20 @@ READ_VIDEO_COUNTER = """(tile) => {
 FPS = 25  # the counter clip's frame rate
 
 
-async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_together(
-        api: Api, pool: asyncpg.Pool) -> None:
-    from playwright.async_api import async_playwright, expect
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
 
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def _a_past(api: Api, pool: asyncpg.Pool) -> tuple[float, float]:
+    """Layout A from s0 with a reading received at s0 + 0.2 (61) and its correction received at
+    s0 + 2 (68.5), the camera recorded from s0 (the counter clip's first 10 s, remuxed as the
+    camera service writes segments), then layout B from s1 = s0 + 8; returns (s0, s1)."""
     from tests.rigs.rtsp.rig import media_path
 
     await api.post("/api/v1/wall/replay", {"action": "live"})  # whatever an earlier test left
@@ -257,7 +267,6 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
     agency = f"tmp-{RUN}"
     await _write(pool, agency, base + timedelta(seconds=0.1), 61.0, 0, base + timedelta(seconds=0.2))
     await _write(pool, agency, base + timedelta(seconds=0.1), 68.5, 1, base + timedelta(seconds=2.0))
-    # a recording of the camera: the counter clip's first 10 s, as the camera service writes it
     rel = segment_path(CAM, s0, s0 + 10)
     (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
@@ -269,17 +278,21 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
     await _until(s0 + 8)
     r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
     assert r.status_code == 200
-    s1 = r.json()["at"]
+    return s0, r.json()["at"]
 
+
+async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_together(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    from playwright.async_api import expect
+
+    s0, s1 = await _a_past(api, pool)
     tokens = {5: api.heads["screen"]["Authorization"][7:]}
     async with httpx.AsyncClient(base_url=api.proc.base, timeout=20) as c:
         for n in (1, 9):
             r = await c.post("/api/v1/wall/screen-tokens", json={"name": f"tm{RUN}-screen-{n}"},
                              headers=api.heads["admin"])
             tokens[n] = r.json()["token"]
-    playwright = await async_playwright().start()
-    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    ctx = await browser.new_context(viewport={"width": 1920, "height": 1080}, locale="vi-VN",
+    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="vi-VN",
                                     timezone_id="Europe/Paris")  # the pages must not use the device's zone
     watch = Watch(api.proc.base)
     try:
@@ -345,8 +358,6 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         assert not watch.foreign(), watch.foreign()
     finally:
         await ctx.close()
-        await browser.close()
-        await playwright.stop()
 
 
 async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
@@ -365,3 +376,59 @@ async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
     state = await page.evaluate("""() => ({body: {...document.body.dataset},
       past: [...document.querySelectorAll('#past .slot')].map((s) => s.dataset.tile)})""")
     raise AssertionError(f"the video shows {last}, wanted frame {want:.1f}; {state}")
+
+
+async def test_the_console_previews_the_past_alone_and_drives_the_screens(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    """The operator picks an instant in the console: the preview replays it on the mini-wall
+    only (the screens stay live), "replay on the wall" puts the screens into it, and "back to
+    live" ends it; each command is audited with the operator's name."""
+    import math
+
+    from playwright.async_api import expect
+
+    from tests.test_wall_pages import log_in
+
+    s0, _ = await _a_past(api, pool)
+    t = math.ceil(s0 + 0.3)  # a whole second (the picker's step), after the reading, before its correction
+    local = datetime.fromtimestamp(t, ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y-%m-%dT%H:%M:%S")
+    ctx = await chromium.new_context(viewport={"width": 1600, "height": 1000}, locale="vi-VN",
+                                     timezone_id="Europe/Paris")
+    watch = Watch(api.proc.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{api.proc.base}/wall/console.html")
+        await log_in(page, api.users["operator"])
+        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        await page.locator("#replay-t").fill(local)
+        await page.locator("#replay-speed").select_option("1")
+        await page.locator("#replay-preview").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "preview", timeout=10000)
+        mini = page.locator("#mini-past")
+        await expect(mini.locator('.slot[data-tile="aqi"] .kpi-number')).to_have_attribute("data-value", "61",
+                                                                                          timeout=10000)
+        await expect(page.locator("#replay-status")).to_contain_text("Đang xem trước")
+        assert (await api.get("/api/v1/wall/state")).json()["replay"] is None, "a preview leaves the screens live"
+        await page.locator("#replay-pause").click()
+        await expect(page.locator("#replay-status")).to_contain_text("tạm dừng", timeout=10000)
+        await page.locator("#replay-live").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+        await expect(mini).to_be_hidden()
+
+        await page.locator("#replay-wall").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "wall", timeout=10000)
+        state = (await api.get("/api/v1/wall/state")).json()
+        assert state["replay"] and state["replay"]["t"] == t and state["replay"]["by"] == api.users["operator"][0]
+        await expect(mini.locator('.slot[data-tile="cam"]')).to_have_count(1, timeout=10000)
+        await page.locator("#replay-live").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+        assert (await api.get("/api/v1/wall/state")).json()["replay"] is None
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT action, details->>'action' AS what FROM audit_log WHERE actor = $1 "
+                                    "AND action LIKE 'wall.replay%' ORDER BY id DESC LIMIT 5", api.users["operator"][0])
+        assert [(r["action"], r["what"]) for r in rows] == [
+            ("wall.replay", "live"), ("wall.replay", "start"), ("wall.replay_preview", "live"),
+            ("wall.replay_preview", "pause"), ("wall.replay_preview", "start")]
+        assert not watch.errors, watch.errors
+    finally:
+        await ctx.close()
