@@ -3,7 +3,7 @@ the wall as it was at instant T (layout and pins then, KPI values as known then,
 open then, the recording of each camera tile at T), who may ask, and the replay command.
 
 Readings and corrections go through the ingest's own upsert (`stage_and_upsert`), so a
-correction is the UPDATE the ingest makes and the trigger of migration 0008 keeps the
+correction is the UPDATE the ingest makes and the trigger of migration 0009 keeps the
 revision it replaced.
 """
 

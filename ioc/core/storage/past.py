@@ -3,7 +3,7 @@
 "As known then" is the time machine's rule: a reading counts at instant T only if it had
 arrived by T (`received_at <= T`), so a correction received after T does not show at T. The
 revision a correction replaced is in `reading_revisions` (kept by the correction trigger,
-migration 0008); the current row is in `readings`. The value at T is the newest reading (by
+migration 0009); the current row is in `readings`. The value at T is the newest reading (by
 `ts`, at or before T) among every revision that had arrived by T, and for that `ts` the
 highest revision that had.
 

@@ -16,7 +16,7 @@ from ioc.serve.wall.layout import Layout, LayoutError, parse_layout
 async def layout_at(conn: asyncpg.Connection, hub: Hub, at: datetime) -> tuple[Layout, dict[str, Any]]:
     """The layout in force at `at`, with the pins in force then, and what the history says
     about it. Before the first recorded change the wall showed its default layout (the
-    history starts with migration 0008: `before_history` says so). A change recorded
+    history starts with migration 0009: `before_history` says so). A change recorded
     without its document (carried over by the migration) uses the layout as it is now."""
     state = await past.state_at(conn, at)
     if state is None:
