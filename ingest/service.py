@@ -62,6 +62,8 @@ class Pending:
     unknown_agency: bool = False
     corrections: bool = False  # may carry "rev": a correction (conservative byte test)
     raw: bytes = b""  # the message as received, kept for the spool
+    reply: str | None = None  # the result topic it asked for (its agency's), with the correlation
+    correlation: bytes = b""
 
 
 class DatabaseAway(Exception):
@@ -165,6 +167,13 @@ class IngestService:
             self._clock_dt = datetime.fromtimestamp(now, UTC)
         self.stats.messages += 1
         p = self._pending(topic, payload, self._clock_dt, now, mid, qos, generation)
+        reply = self.link.reply
+        if reply is not None and p.agency is not None:
+            asked = topics.parse_result(reply[0])
+            # answers go only under the sender's own agency: a Response Topic is never a way
+            # to make the ingest publish a live value or another agency's result
+            if asked is not None and asked[0] == p.agency and len(reply[1]) <= 128:
+                p.reply, p.correlation = reply[0], reply[1]
         self.buffer.append(p)
         self.buffered_bytes += p.size
         if (len(self.buffer) >= self.settings.ingest_receive_maximum
@@ -382,6 +391,8 @@ class IngestService:
                 rejected_count=len(p.rejects) + (1 if id(p) in refused else 0), received_at=p.received_at,
             ))
             log.info("readings rejected", extra={"agency": p.agency, "count": len(p.rejects), "first": items[0]["reason"]})
+        if any(p.reply for p in batch):
+            self._send_results(batch, result, refused)
         by_agency: dict[str, list[dict[str, Any]]] = {}
         for reading, why in out.conflicts:
             by_agency.setdefault(reading.agency, []).append(
@@ -393,6 +404,50 @@ class IngestService:
 
     def _send_ack(self, agency: str, body: bytes) -> None:
         self.link.publish(topics.ack(agency), body, qos=1)
+
+    def _send_results(self, batch: list[Pending], result: BatchResult | None, refused: dict[int, str]) -> None:
+        """Answer the messages that asked for it, one row per reading (None: spooled)."""
+        status: dict[int, tuple[kpi_contract.RowStatus, str | None]] = {}
+        if result is not None:
+            out = result.outcome
+            for r in out.written:
+                status[id(r)] = ("corrected" if r.revision else "accepted", None)
+            for r in out.duplicates:
+                status[id(r)] = ("duplicate", None)
+            for r, why in out.conflicts:
+                status[id(r)] = ("refused", why)
+        for p in batch:
+            if not p.reply or p.agency is None:
+                continue
+            readings, rejects = p.readings, p.rejects
+            if result is None:
+                # the spool keeps the message as received and parses it again when it is
+                # replayed: say what that parse will keep (a failed write may have emptied
+                # p.readings on the way to the spool)
+                readings, rejects = parse_payload(p.agency, p.raw, self.rules, self.limits, p.received_at)
+            rows: list[kpi_contract.RowResult] = []
+            if id(p) in refused:
+                rows.append({"index": None, "kpi": None, "area": None, "msg_id": None,
+                             "status": "refused", "reason": refused[id(p)]})
+            taken = {rj.index for rj in rejects}
+            index = 0
+            for r in readings:
+                while index in taken:
+                    index += 1
+                st, why = status.get(id(r), ("spooled", None))
+                row: kpi_contract.RowResult = {"index": index, "kpi": r.kpi, "area": r.area, "msg_id": r.msg_id,
+                                               "status": st}
+                if why:
+                    row["reason"] = why
+                rows.append(row)
+                index += 1
+            for rj in rejects:
+                rows.append({"index": rj.index, "kpi": rj.kpi, "area": rj.area, "msg_id": rj.msg_id,
+                             "status": "refused", "reason": rj.reason})
+            rows.sort(key=lambda row: -1 if row["index"] is None else row["index"])
+            request = p.correlation.decode("utf-8", "replace")
+            self.link.publish(p.reply, kpi_contract.encode_result(request, p.received_at, rows), qos=1,
+                              correlation=p.correlation)
 
     # -- the spool -------------------------------------------------------------------
     def _spooling(self) -> bool:
@@ -431,6 +486,8 @@ class IngestService:
         mids = [p.mid for p in batch if p.qos]
         if mids:
             self.link.ack_many(mids, batch[0].generation)
+        if any(p.reply for p in batch):
+            self._send_results(batch, None, {})
         self._spooled_total += len(batch)
         self.stats.batches += 1
         now = time.monotonic()

@@ -386,13 +386,14 @@ def test_acl_and_password_file_text() -> None:
     blocks = {b.splitlines()[0]: b.splitlines()[1:]
               for b in re.findall(r"^user .*?(?=\n\n|\Z)", render_acl(accounts), re.M | re.S)}
     assert blocks == {
-        "user tthc": ["topic write ioc/v1/kpi/tthc", "topic read ioc/v1/ack/tthc"],
-        "user ingest": ["topic read ioc/v1/kpi/+", "topic write ioc/v1/ack/+",
+        "user tthc": ["topic write ioc/v1/kpi/tthc", "topic read ioc/v1/ack/tthc", "topic read ioc/v1/result/tthc/+"],
+        "user ingest": ["topic read ioc/v1/kpi/+", "topic write ioc/v1/ack/+", "topic write ioc/v1/result/#",
                         "topic write ioc/v1/live/kpi/#", "topic readwrite ioc/v1/status/ingest/#"],
         "user cam1": ["topic write ioc/v1/live/camera/#", "topic read ioc/v1/cmd/camera/#",
                       "topic readwrite ioc/v1/status/camera/#", "topic read ioc/v1/wall/demand/#"],
         "user api": ["topic read ioc/v1/live/#", "topic write ioc/v1/cmd/#",
-                     "topic read ioc/v1/status/#", "topic readwrite ioc/v1/wall/#"],
+                     "topic read ioc/v1/status/#", "topic readwrite ioc/v1/wall/#",
+                     "topic write ioc/v1/kpi/+", "topic read ioc/v1/result/#"],
     }
     # Nothing outside user blocks: no rule may apply to every client.
     loose = [ln for ln in render_acl(accounts).splitlines()

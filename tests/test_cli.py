@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -121,3 +122,33 @@ def test_broker_run_says_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "acl").write_text("user tthc\ntopic read ioc/#\n")
     port = ioc(env, "broker", "run", "--dir", str(tmp_path), "--port", "70000")
     assert port.returncode == 2 and "port must be 1..65535" in port.stderr, port.stderr
+
+
+async def test_layouts_check_names_every_camera_the_registry_lacks(db_url: str, pool: asyncpg.Pool) -> None:
+    """A layout naming a camera nobody registered would show a tile that never gets a picture."""
+    from ioc.core.storage import wall as wall_store
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
+    env.update({"IOC_DATABASE_URL": db_url, "IOC_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)})
+    doc = {"id": "cli-check", "name_vi": "Kiểm tra", "cols": 12, "rows": 12,
+           "tiles": [{"id": "t-ghost", "kind": "camera", "camera": "cli-ghost", "x": 0, "y": 0, "w": 4, "h": 4}]}
+    shipped = [f"pl-{i:02d}" for i in range(1, 11)]
+    async with pool.acquire() as conn:
+        await wall_store.save_layout(conn, "cli-check", doc, "test")
+        had = {r["id"] for r in await conn.fetch("SELECT id FROM cameras WHERE id = ANY($1::text[])", shipped)}
+    try:
+        out = await asyncio.to_thread(ioc, env, "layouts", "check")
+        assert out.returncode == 1, out
+        assert "layout 'cli-check', tile 't-ghost': camera 'cli-ghost' is not in the camera registry" in out.stdout
+        assert "problem(s) in the wall layouts" in out.stderr
+        # the shipped layouts name pl-01 ... pl-10: once registered, nothing is said of them
+        async with pool.acquire() as conn:
+            await conn.executemany("INSERT INTO cameras (id, name, stream_url, mode) VALUES ($1, $1, 'rtsp://test', "
+                                   "'sub-full') ON CONFLICT (id) DO NOTHING", [(c,) for c in shipped])
+        out = await asyncio.to_thread(ioc, env, "layouts", "check")
+        assert "'pl-" not in out.stdout and "cli-ghost" in out.stdout, out.stdout
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM cameras WHERE id = ANY($1::text[]) AND NOT (id = ANY($2::text[]))",
+                               shipped, list(had))
+            await wall_store.delete_layout(conn, "cli-check", "test")

@@ -122,6 +122,30 @@ def test_live_kpi_and_ack() -> None:
     assert ack["rejected_count"] == 1 and ack["accepted"] == 1 and ack["msg_id"] == "m"
 
 
+def test_result_topics_and_rows() -> None:
+    """The per-reading answer to a message that asked for one (the HTTP endpoint's path)."""
+    assert topics.parse_result(topics.result("stnmt", "abc123")) == ("stnmt", "abc123")
+    for bad in ("ioc/v1/result/stnmt", "ioc/v1/result/stnmt/a/b", "ioc/v1/result/+/x", "ioc/v1/ack/stnmt", "ioc/v1/result//x"):
+        assert topics.parse_result(bad) is None
+    rows: list[kpi.RowResult] = [{"index": 0, "kpi": "aqi", "area": "347", "msg_id": None, "status": "accepted"},
+                                 {"index": 1, "kpi": "x", "area": "347", "msg_id": None, "status": "refused",
+                                  "reason": "unknown kpi 'x'"}]
+    doc = kpi.decode_result(kpi.encode_result("abc123", 1.5, rows))
+    assert doc == {"request": "abc123", "received_at": 1.5, "results": rows}
+    for bad in (b"[]", b'{"request": "a"}', b'{"request": "a", "results": [{"status": "maybe"}]}'):
+        with pytest.raises(ValueError):
+            kpi.decode_result(bad)
+    # under the broker's packet limit whatever the rows: slimmed first, then cut and said so
+    long_rows: list[kpi.RowResult] = [{"index": i, "kpi": "k" * 100, "area": "a" * 100, "msg_id": "m" * 128,
+                                       "status": "refused", "reason": "r" * 1000} for i in range(14000)]
+    body = kpi.encode_result("abc", 1.0, long_rows)
+    doc = kpi.decode_result(body)
+    assert len(body) <= kpi.MAX_RESULT_BYTES and doc["truncated"] is True
+    assert doc["results"][0] == {"index": 0, "status": "refused", "reason": "r" * 120}
+    slim = kpi.decode_result(kpi.encode_result("abc", 1.0, long_rows[:8000]))
+    assert "truncated" not in slim and len(slim["results"]) == 8000 and "kpi" not in slim["results"][0]
+
+
 def test_video_frame_round_trip_and_codec_string() -> None:
     head: video_frame.VideoHeader = {"camera": "pl-01", "stream": "main", "seq": 1, "captured_at": 2.5, "key": True,
                                      "codec": "avc1.64001f", "width": 1920, "height": 1080}

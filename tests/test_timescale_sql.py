@@ -208,7 +208,8 @@ async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.
     assert migrated.mode is StorageMode.TIMESCALE
     assert migrated.timescale_version == rig.versions["timescaledb"]
     assert migrated.applied == ["0001_core", "0002_rollups", "0003_cameras", "0004_wall", "0005_camera_admin",
-                                "0006_login_failures", "0007_recordings", "0009_wall_history"]
+                                "0006_login_failures", "0007_recordings",
+                                "0008_alert_unknown_camera", "0009_wall_history"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 

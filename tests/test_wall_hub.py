@@ -322,7 +322,8 @@ async def test_layout_switch_reaches_every_screen_together(wall_api: ServeProces
             layouts = [await s.wait("layout", version=state["version"], timeout=5) for s in screens]
             assert {m["at"] for m in layouts} == {state["at"]} and state["at"] > time.time() - 1
             assert all(m["layout"]["id"] == "phu-ly-cameras" for m in layouts)
-            assert [len(m["layout"]["tiles"]) for m in layouts] == [1, 1, 1, 1, 2, 1, 1, 1, 1]
+            # screen 5: two cameras, their health and the alerts
+            assert [len(m["layout"]["tiles"]) for m in layouts] == [1, 1, 1, 1, 4, 1, 1, 1, 1]
             # pin a camera into a tile: every screen showing the tile follows
             r = await http.post("/api/v1/wall/pin", json={"tile": "cam-05", "camera": "pl-01"})
             assert r.status_code == 200 and r.json()["pins"] == {"cam-05": "pl-01"}

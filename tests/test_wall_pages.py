@@ -291,9 +291,13 @@ async def test_kpi_and_chart_from_ingested_readings(site: Site, context: tuple[B
     line = slot(page, "wp-chart").locator("path.chart-line")
     await expect(line).to_have_count(1, timeout=15000)
     d = await line.get_attribute("d")
-    assert d is not None and d.count("L") == 47, d
+    # 48 hours: the 47 whole ones drawn solid, the hour now running dashed (it is partial)
+    assert d is not None and d.count("L") == 46, d
+    await expect(slot(page, "wp-chart").locator("path.chart-partial")).to_have_count(1)
     await expect(slot(page, "wp-chart").locator("text.chart-last")).to_have_text(f"{expected} AQI")
-    await expect(slot(page, "wp-chart").locator("text.chart-label").last).to_have_text(re.compile(r"^\d\d/\d\d \d\d:\d\d$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").first).to_have_text(re.compile(r"^cao nhất \d+$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").nth(1)).to_have_text(re.compile(r"^\d\d/\d\d \d\d:\d\d$"))
+    await expect(slot(page, "wp-chart").locator("text.chart-label").last).to_have_text(re.compile(r"^đến \d\d:\d\d$"))
     assert not watch.errors, watch.errors
 
 
@@ -447,8 +451,8 @@ async def test_console_pins_a_camera_and_acknowledges_an_alert(site: Site, conte
     await expect(console.locator('#pin-camera option[value="wp-c3"]')).to_have_count(1, timeout=10000)
     await console.locator("#pin-camera").select_option("wp-c3")
     await console.locator("#pin-form button[type=submit]").click()
-    await expect(console.locator("#pin-msg.ok")).to_have_text("Đã ghim wp-c3 vào ô wp-span")
-    await expect(console.locator("#pins")).to_contain_text("wp-span ← wp-c3")
+    await expect(console.locator("#pin-msg.ok")).to_have_text(f"Đã ghim {CAMERAS['wp-c3']} vào ô “{CAMERAS['wp-c2']} · màn hình 4, 5”")
+    await expect(console.locator("#pins")).to_contain_text(f"← {CAMERAS['wp-c3']}")
     await expect(slot(screen, "wp-span").locator(".tile")).to_have_attribute("data-camera", "wp-c3", timeout=10000)
     await expect(slot(screen, "wp-span").locator(".tile-title")).to_have_text(CAMERAS["wp-c3"])
     await expect(slot(screens[3], "wp-span").locator(".tile")).to_have_attribute("data-camera", "wp-c3", timeout=10000)
@@ -468,7 +472,7 @@ async def test_console_pins_a_camera_and_acknowledges_an_alert(site: Site, conte
         assert await conn.fetchval("SELECT acked_by FROM alerts WHERE id = $1", alert_id) == site.users["operator"][0]
 
     await console.locator("#unpin").click()
-    await expect(console.locator("#pin-msg")).to_have_text("Đã bỏ ghim ô wp-span")
+    await expect(console.locator("#pin-msg")).to_have_text(re.compile(r"^Đã bỏ ghim ô “.* · màn hình 4, 5”$"))
     await expect(slot(screen, "wp-span").locator(".tile")).to_have_attribute("data-camera", "wp-c2", timeout=10000)
     assert not watch.errors, watch.errors
 

@@ -233,6 +233,38 @@ def _account_command(settings: Settings, run: Callable[[Any, str], Awaitable[Non
         _die(str(exc))
 
 
+def cmd_layouts(settings: Settings, args: argparse.Namespace) -> None:
+    """`ioc layouts check`: every preset and saved layout against the camera registry, before
+    an operator shows one with a tile that can never get a picture."""
+    from dashboards import LAYOUTS
+    from ioc.core.storage import cameras as camera_store
+    from ioc.core.storage import wall as wall_store
+    from ioc.serve.wall.layout import LayoutError, load_presets, parse_layout, unknown_camera_note
+
+    async def run(conn: Any) -> tuple[list[str], int]:
+        try:
+            layouts = load_presets(LAYOUTS)
+        except LayoutError as exc:
+            return [str(exc)], 0
+        problems: list[str] = []
+        for lid, doc in (await wall_store.saved_layout_docs(conn)).items():
+            try:
+                layouts[lid] = parse_layout(doc, where=f"saved layout {lid}")
+            except LayoutError as exc:
+                problems.append(str(exc))
+        known = await camera_store.camera_names(conn)
+        for layout in layouts.values():
+            problems += [unknown_camera_note(layout, t) for t in layout.unknown_cameras(known)]
+        return problems, len(layouts)
+
+    problems, count = asyncio.run(_with_conn(settings, run))
+    for line in problems:
+        print(line)
+    if problems:
+        _die(f"{len(problems)} problem(s) in the wall layouts", 1)
+    print(f"{count} layouts: every camera they name is in the registry")
+
+
 def cmd_agency(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core import accounts
     from ioc.core.contracts import topics
@@ -385,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cameras", type=int, default=10, help="how many simulated cameras (default 10, pl-01..pl-10: every camera the shipped layouts show)")
     s.add_argument("--video", action="append", help="a video file to loop as a camera (repeat for more)")
 
+    s = sub.add_parser("layouts", help="the wall layouts")
+    lsub = s.add_subparsers(dest="action", required=True)
+    lsub.add_parser("check", help="check the preset and saved layouts: every camera they name must be in the registry")
+
     s = sub.add_parser("agency", help="manage agencies (publishers of KPIs)")
     asub = s.add_subparsers(dest="action", required=True)
     a = asub.add_parser("add", help="create an agency; prints its MQTT password once")
@@ -439,6 +475,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "serve": cmd_serve,
     "cameras": cmd_cameras,
     "agency": cmd_agency,
+    "layouts": cmd_layouts,
     "user": cmd_user,
     "broker": cmd_broker,
     "demo": cmd_demo,

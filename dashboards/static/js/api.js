@@ -12,7 +12,7 @@ export class ApiError extends Error {
 }
 
 /** fetch() with the bearer token; JSON in and out; ApiError on a non-2xx answer. */
-export async function api(path, { token, method = "GET", body, form, timeoutMs = 10000 } = {}) {
+export async function api(path, { token, method = "GET", body, form, timeoutMs = 10000, blob = false } = {}) {
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   let payload;
@@ -32,6 +32,7 @@ export async function api(path, { token, method = "GET", body, form, timeoutMs =
   } finally {
     clearTimeout(timer);
   }
+  if (blob && res.ok) return res.blob(); // a picture
   const text = await res.text();
   let data = null;
   try {

@@ -40,7 +40,7 @@ const LOGIN_FORM = `
   <div class="error" role="alert"></div>`;
 
 /** The login form inside <section id="login" data-lead="...">, in the page's language. */
-function loginForm(overlay, lang) {
+export function loginForm(overlay, lang) {
   const form = document.createElement("form");
   form.autocomplete = "on";
   form.innerHTML = LOGIN_FORM;

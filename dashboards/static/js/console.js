@@ -6,7 +6,7 @@ import { languageState, runLoggedIn } from "./chrome.js";
 import { formatShort, formatTime } from "./format.js";
 import { pick, t } from "./i18n.js";
 import { Replayer, bannerLines } from "./replay.js";
-import { alertItem, hasVideoDecoder } from "./tiles.js";
+import { alertItem, alertOrder, hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, slotted } from "./wall.js";
 
 const $ = (id) => document.getElementById(id);
@@ -74,6 +74,7 @@ wall = new WallModel(ctx, {
     renderLayouts();
     renderWallCaption();
     renderPinTiles();
+    renderPins();
     loadState();
   },
 });
@@ -243,6 +244,7 @@ function renderWallCaption() {
 function select(tileId) {
   selected = tileId;
   $("pin-tile").value = tileId;
+  checkTwice();
   for (const v of wall.views.values()) v.slot.classList.toggle("selected", v.def.id === tileId);
 }
 
@@ -253,31 +255,126 @@ function option(value, text) {
   return o;
 }
 
+// The pin form speaks names: a tile by its title (or its camera's name) and the screens it
+// is on, a camera by its name; ids stay in the option values and tooltips.
+
+const currentTiles = () => (wall.current && wall.current.layout.tiles) || [];
+
+function cameraName(id) {
+  const c = cameras.find((x) => x.id === id);
+  return (c && c.name) || id;
+}
+
+/** The wall's screens (1-9) a tile lies on. */
+function tileScreens(def) {
+  const layout = wall.current && wall.current.layout;
+  if (!layout) return [];
+  const cw = layout.cols / 3;
+  const ch = layout.rows / 3;
+  const out = [];
+  for (let n = 1; n <= 9; n += 1) {
+    const x = ((n - 1) % 3) * cw;
+    const y = Math.floor((n - 1) / 3) * ch;
+    if (def.x < x + cw && x < def.x + def.w && def.y < y + ch && y < def.y + def.h) out.push(n);
+  }
+  return out;
+}
+
+function tileLabel(def) {
+  const lg = lang.get();
+  const name = pick(def, "title", lg) || (def.camera ? cameraName(def.camera) : "") || def.id;
+  const on = tileScreens(def);
+  return on.length ? `${name} · ${t(lg, on.length > 1 ? "c.on_screens" : "c.on_screen", { n: on.join(", ") })}` : name;
+}
+
+function tileLabelById(id) {
+  const def = currentTiles().find((d) => d.id === id);
+  return def ? tileLabel(def) : id;
+}
+
 function renderPinTiles() {
-  const tiles = (wall.current && wall.current.layout.tiles) || [];
+  const tiles = currentTiles();
   const sorted = [...tiles].sort((a, b) => (a.kind === "camera" ? 0 : 1) - (b.kind === "camera" ? 0 : 1) || a.y - b.y || a.x - b.x);
   const sel = $("pin-tile");
   const keep = sel.value || selected;
-  sel.replaceChildren(...sorted.map((d) => option(d.id, `${pick(d, "title", lang.get()) || d.camera || d.id} · ${d.id} (${d.kind})`)));
+  sel.replaceChildren(...sorted.map((d) => {
+    const o = option(d.id, tileLabel(d));
+    o.title = d.id;
+    return o;
+  }));
   if (keep && tiles.some((d) => d.id === keep)) sel.value = keep;
+  checkTwice();
 }
 
 function renderCameras() {
   const sel = $("pin-camera");
   const keep = sel.value;
-  sel.replaceChildren(option("", t(lang.get(), "c.no_camera")), ...cameras.map((c) => {
-    const state = c.state ? ` — ${c.healthy === false || c.state !== "online" ? t(lang.get(), `cam.${c.state === "online" ? "unhealthy" : c.state}`) : "OK"}` : "";
-    return option(c.id, `${c.id} · ${c.name || ""}${state}`);
+  const lg = lang.get();
+  sel.replaceChildren(option("", t(lg, "c.no_camera")), ...cameras.map((c) => {
+    const bad = c.healthy === false || (c.state && c.state !== "online");
+    const state = c.state ? ` — ${bad ? t(lg, `cam.${c.state === "online" ? "unhealthy" : c.state}`) : t(lg, "health.ok")}` : "";
+    const o = option(c.id, `${c.name || c.id}${state}`);
+    o.title = c.id;
+    return o;
   }));
   if (keep) sel.value = keep;
+  checkTwice();
 }
 
 function renderPins() {
   $("pins").replaceChildren(...Object.entries(pins || {}).map(([tile, cam]) => {
     const li = document.createElement("li");
-    li.textContent = `${tile} ← ${cam}`;
+    li.dataset.tile = tile;
+    li.textContent = `${tileLabelById(tile)} ← ${cameraName(cam)}`;
     return li;
   }));
+}
+
+/** Where a tile is, for a sentence: its screens, and its title if it has one. */
+function where(def) {
+  const lg = lang.get();
+  const on = tileScreens(def);
+  const screens = t(lg, on.length > 1 ? "c.on_screens" : "c.on_screen", { n: on.join(", ") });
+  const title = pick(def, "title", lg);
+  return title ? `${screens} (“${title}”)` : screens;
+}
+
+/** The same camera on two tiles wastes a tile: say so before (and after) pinning. */
+function checkTwice() {
+  const warn = $("pin-warn");
+  const cam = $("pin-camera").value;
+  const tile = $("pin-tile").value;
+  const others = cam ? currentTiles().filter((d) => d.kind === "camera" && d.camera === cam && d.id !== tile) : [];
+  warn.hidden = !others.length;
+  warn.textContent = others.length
+    ? t(lang.get(), "c.twice", { camera: cameraName(cam), tiles: others.map(where).join("; ") }) : "";
+}
+
+let thumbUrl = null;
+let thumbFor = null;
+
+/** The chosen camera's newest picture, small, so an operator sees what will go up. */
+async function showThumb() {
+  const cam = $("pin-camera").value;
+  const box = $("pin-preview");
+  const img = $("pin-thumb");
+  const note = $("pin-thumb-note");
+  thumbFor = cam;
+  box.hidden = !cam;
+  if (!cam) return;
+  note.textContent = "";
+  let pic = null;
+  try {
+    pic = await api(`/api/v1/cameras/${encodeURIComponent(cam)}/snapshot`, { token: run.session().token, blob: true });
+  } catch { /* no picture yet */ }
+  if (thumbFor !== cam) return; // another camera was chosen meanwhile
+  if (thumbUrl) URL.revokeObjectURL(thumbUrl);
+  thumbUrl = pic ? URL.createObjectURL(pic) : null;
+  img.hidden = !thumbUrl;
+  if (thumbUrl) img.src = thumbUrl;
+  else img.removeAttribute("src");
+  img.alt = cameraName(cam);
+  note.textContent = thumbUrl ? "" : t(lang.get(), "cam.no_picture");
 }
 
 async function loadState() {
@@ -296,6 +393,8 @@ async function loadCameras() {
     $("pin-msg").textContent = explain(err, lang.get());
   }
   renderCameras();
+  renderPinTiles(); // names came
+  renderPins();
 }
 
 async function pin(camera) {
@@ -304,10 +403,12 @@ async function pin(camera) {
   note.textContent = "";
   note.classList.remove("ok");
   if (!tile) return;
+  const label = tileLabelById(tile); // what the tile is called now, before it changes
   try {
     await call("/api/v1/wall/pin", { method: "POST", body: { tile, camera } });
     note.classList.add("ok");
-    note.textContent = camera ? t(lang.get(), "c.pinned", { camera, tile }) : t(lang.get(), "c.unpinned", { tile });
+    note.textContent = camera ? t(lang.get(), "c.pinned", { camera: cameraName(camera), tile: label })
+      : t(lang.get(), "c.unpinned", { tile: label });
     await loadState();
   } catch (e) {
     note.textContent = explain(e, lang.get());
@@ -320,7 +421,14 @@ $("pin-form").addEventListener("submit", (ev) => {
   if (cam) pin(cam);
 });
 $("unpin").addEventListener("click", () => pin(null));
-$("pin-tile").addEventListener("change", (ev) => select(ev.target.value));
+$("pin-tile").addEventListener("change", (ev) => {
+  select(ev.target.value);
+  checkTwice();
+});
+$("pin-camera").addEventListener("change", () => {
+  checkTwice();
+  showThumb();
+});
 
 // -- screens ----------------------------------------------------------------------------
 
@@ -376,7 +484,7 @@ function renderAlerts() {
     box.replaceChildren(li);
     return;
   }
-  box.replaceChildren(...alerts.map((a) => alertItem(a, lg, ack)));
+  box.replaceChildren(...[...alerts].sort(alertOrder).map((a) => alertItem(a, lg, ack)));
 }
 
 async function ack(id) {
@@ -392,12 +500,28 @@ async function ack(id) {
   }
 }
 
-async function loadAlerts() {
-  try {
-    alerts = list(await call("/api/v1/alerts?open=true"), "alerts");
-  } catch { /* keep what the hub sent */ }
+// The list is the one the hub's alerts tile carries (open alerts first, then the newest
+// ended ones, as the server's `recent` gives them): the REST look asks for the same list, so
+// the two never disagree about which alerts are there (an ended one coming and going). An
+// answer that a newer hub message overtook while it travelled is dropped.
+let alertsFromHub = 0;
+
+function alertsFromTheHub(list_) {
+  alerts = list_;
+  alertsFromHub += 1;
   renderAlerts();
 }
+
+async function loadAlerts() {
+  const before = alertsFromHub;
+  let got = null;
+  try {
+    got = list(await call("/api/v1/alerts"), "alerts");
+  } catch { /* keep what the hub sent */ }
+  if (got && before === alertsFromHub) alerts = got;
+  renderAlerts();
+}
+hooks.loadAlerts = loadAlerts;
 
 function renderAll() {
   renderLayouts();
@@ -427,10 +551,7 @@ run = runLoggedIn({
     tile(msg) {
       wall.tile(msg);
       // the hub has no alerts message of its own: an alerts tile on the wall carries them
-      if (msg.kind === "alerts" && msg.data && Array.isArray(msg.data.alerts)) {
-        alerts = msg.data.alerts;
-        renderAlerts();
-      }
+      if (msg.kind === "alerts" && msg.data && Array.isArray(msg.data.alerts)) alertsFromTheHub(msg.data.alerts);
     },
     picture: (header, jpeg) => wall.picture(header, jpeg),
     video: (header, data) => wall.video(header, data),
@@ -438,16 +559,14 @@ run = runLoggedIn({
       screens = msg.screens || [];
       renderScreens();
     },
-    alerts(msg) {
-      alerts = msg.alerts || [];
-      renderAlerts();
-    },
+    alerts: (msg) => alertsFromTheHub(msg.alerts || []),
     state: (state) => {
       hooks.state = state;
     },
   },
   onSession(s) {
     $("user").textContent = `${s.username} (${s.role})`;
+    $("user").title = $("user").textContent; // cut with an ellipsis on a phone
     loadLayouts();
     loadCameras();
     loadAlerts();

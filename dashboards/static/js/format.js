@@ -1,26 +1,27 @@
-// Vietnamese formatting for every page: numbers as 1.234,5 and dates as dd/mm/yyyy, in the
-// province's time zone whatever the device's own zone is.
+// Formatting for every page: numbers as 1.234,5 in Vietnamese and 1,234.5 in English, dates
+// as dd/mm/yyyy, in the province's time zone whatever the device's own zone is.
 
 export const TZ = "Asia/Ho_Chi_Minh";
 
 const numberFormats = new Map();
 
-function numberFormat(maxFraction) {
-  let f = numberFormats.get(maxFraction);
+function numberFormat(maxFraction, lang) {
+  const key = `${lang}|${maxFraction}`;
+  let f = numberFormats.get(key);
   if (!f) {
-    f = new Intl.NumberFormat("vi-VN", { maximumFractionDigits: maxFraction, minimumFractionDigits: 0 });
-    numberFormats.set(maxFraction, f);
+    f = new Intl.NumberFormat(lang === "en" ? "en-US" : "vi-VN", { maximumFractionDigits: maxFraction, minimumFractionDigits: 0 });
+    numberFormats.set(key, f);
   }
   return f;
 }
 
-/** 1234.5 -> "1.234,5"; small values keep two decimals, large ones one. */
-export function formatNumber(value, maxFraction) {
+/** 1234.5 -> "1.234,5" (vi) or "1,234.5" (en); small values keep two decimals, large ones one. */
+export function formatNumber(value, maxFraction, lang = "vi") {
   if (value === null || value === undefined || value === "") return "—";
   const v = Number(value);
   if (!Number.isFinite(v)) return "—";
   const digits = maxFraction ?? (Math.abs(v) >= 10 ? 1 : 2);
-  return numberFormat(digits).format(v);
+  return numberFormat(digits, lang).format(v);
 }
 
 /** A Date from epoch seconds, an ISO 8601 string or a Date; null when it is none of them. */

@@ -25,6 +25,7 @@ langButton.addEventListener("click", () => lang.set(lang.get() === "vi" ? "en" :
 
 function showLayoutName() {
   layoutName.textContent = wall && wall.current ? pick(wall.current.layout, "name", lang.get()) : "";
+  layoutName.title = layoutName.textContent; // the whole name, where a phone cuts it
 }
 
 const ctx = {

@@ -6,7 +6,7 @@
 //   ctx = {lang(): "vi"|"en", serverNow(): epoch s, api(path): Promise<json>, ack(id)?,
 //          video(camera, on)?: ask the hub for a camera's video, or pictures only}
 
-import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, weekday, toDate } from "./format.js";
+import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
 
 export const STALE_AFTER_S = 10;
@@ -112,6 +112,7 @@ const PROBLEM_ORDER = ["black", "frozen", "uniform", "scene_changed", "turned", 
 
 function problemKey(status) {
   if (!status) return null;
+  if (status.state === "unknown_camera") return "unknown_camera"; // not in the registry: nothing will ever come
   if (status.online === false || status.state === "offline") return "offline";
   if (status.state === "starting") return "starting";
   const raw = (status.problems || []).map((p) => (typeof p === "string" ? p : p && (p.kind || p.name))).filter(Boolean);
@@ -459,7 +460,7 @@ class CameraTile extends TileView {
 
 // -- kpi --------------------------------------------------------------------------------
 
-const TREND = { up: "▲", down: "▼", flat: "▶" };
+const TREND = { up: "▲", down: "▼", flat: "▬" };
 
 class KpiTile extends TileView {
   build() {
@@ -467,43 +468,75 @@ class KpiTile extends TileView {
     this.numberEl = el("span", "kpi-number");
     this.unitEl = el("span", "kpi-unit");
     this.trendEl = el("span", "kpi-trend");
+    this.trendEl.setAttribute("role", "img");
     row.append(this.numberEl, this.unitEl, this.trendEl);
     this.metaEl = el("div", "kpi-meta");
     this.timeEl = el("div", "kpi-time");
     this.body.append(row, this.metaEl, this.timeEl);
   }
 
+  /** A counter's reading stamped at a local midnight: a day's count. */
+  dayCount(d) {
+    if (d.kind !== "counter") return false;
+    const at = localParts(d.ts);
+    return !!at && at.hour === "00" && at.minute === "00" && at.second === "00";
+  }
+
+  /** A day's count for today: the count so far. */
+  todaysCount(d) {
+    const at = localParts(d.ts);
+    const now = localParts(this.ctx.serverNow());
+    return this.dayCount(d) && !!now && at.year === now.year && at.month === now.month && at.day === now.day;
+  }
+
   render() {
     const d = this.data;
     const lang = this.lang;
-    if (!d || d.value === null || d.value === undefined) {
+    const today = !!d && this.todaysCount(d);
+    // a day's counter at 0 after midnight is "nothing yet", not a count of 0 at 00:00
+    const none = !d || d.value === null || d.value === undefined || (today && Number(d.value) === 0);
+    this.el.dataset.empty = none ? (d && today ? "today" : "none") : "";
+    if (none) {
       this.numberEl.textContent = "—";
       this.unitEl.textContent = "";
       this.trendEl.textContent = "";
-      this.metaEl.textContent = t(lang, "kpi.no_data");
+      this.metaEl.textContent = t(lang, d && today ? "kpi.none_today" : "kpi.no_data");
       this.timeEl.textContent = "";
       this.el.dataset.status = "none";
       return;
     }
-    this.numberEl.textContent = formatNumber(d.value);
+    this.numberEl.textContent = formatNumber(d.value, undefined, lang);
+    // long figures ("1,234,567.5") get a smaller size, so they fit the tile's width whole
+    this.numberEl.style.setProperty("--chars", String(Math.max(4, this.numberEl.textContent.length)));
     this.numberEl.dataset.value = String(d.value);
-    this.unitEl.textContent = d.unit || "";
+    this.unitEl.textContent = pick(d, "unit", lang) || d.unit || "";
     this.el.dataset.status = d.status || "none";
     const trend = d.trend && TREND[d.trend];
     this.trendEl.textContent = trend || "";
+    // green when it moved the way the catalogue says is better for this KPI (up for dossiers
+    // on time, down for the AQI), red the other way; the title says it in words
     const good = d.trend === "flat" || !d.trend ? "flat"
       : (d.trend === "up") === (d.better !== "lower") ? "good" : "bad";
     this.trendEl.dataset.judge = good;
+    const said = trend ? [t(lang, `kpi.trend_${d.trend}`, { previous: formatNumber(d.previous, undefined, lang) })] : [];
+    if (trend && good !== "flat") said.push(t(lang, `kpi.judge_${good}`, { better: t(lang, `kpi.better_${d.better === "lower" ? "lower" : "higher"}`) }));
+    this.trendEl.title = said.join(" — ");
+    if (trend) this.trendEl.setAttribute("aria-label", this.trendEl.title);
+    else this.trendEl.removeAttribute("aria-label");
     const parts = [];
     if (d.target !== null && d.target !== undefined) {
       const sign = d.better === "lower" ? "≤" : "≥";
       const verdict = d.status === "met" ? ` · ${t(lang, "kpi.met")}` : d.status === "missed" ? ` · ${t(lang, "kpi.missed")}` : "";
-      parts.push(`${t(lang, "kpi.target")} ${sign} ${formatNumber(d.target)}${d.unit === "%" ? " %" : ""}${verdict}`);
+      parts.push(`${t(lang, "kpi.target")} ${sign} ${formatNumber(d.target, undefined, lang)}${d.unit === "%" ? " %" : ""}${verdict}`);
     } else if (d.previous !== null && d.previous !== undefined) {
-      parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous)}`);
+      parts.push(`${t(lang, "kpi.previous")}: ${formatNumber(d.previous, undefined, lang)}`);
     }
     this.metaEl.textContent = parts.join(" ");
-    this.timeEl.textContent = d.ts ? formatDateTime(d.ts, false) : "";
+    // a counter's stamp is its period's start: say how far today's count has got instead
+    // and an earlier day's count is that whole day's, not something that happened at 00:00
+    this.timeEl.textContent = today ? t(lang, "kpi.today_until", { time: formatTime(d.received_at || this.ctx.serverNow(), false) })
+      : this.dayCount(d) ? t(lang, "kpi.whole_day", { date: formatDate(d.ts) })
+        : d.ts ? formatDateTime(d.ts, false) : "";
   }
 }
 
@@ -662,7 +695,7 @@ class ChartTile extends TileView {
     }
     if (this.destroyed) return;
     if (res && mine === this.loads) {
-      this.unit = res.unit || "";
+      this.units = { vi: res.unit_vi || res.unit || "", en: res.unit_en || res.unit || "" };
       this.aggregate = res.aggregate === "sum" ? "sum" : "mean";
       const origin = toDate(res.start);
       this.origin = origin ? origin.getTime() : null;
@@ -719,26 +752,45 @@ class ChartTile extends TileView {
     }
     const x = (p) => padX + (t1 === t0 ? (W - 2 * padX) / 2 : ((p.t.getTime() - t0) / (t1 - t0)) * (W - 2 * padX));
     const y = (v) => padTop + (1 - (v - lo) / (hi - lo)) * (H - padTop - padBottom);
-    const line = pts.map((p, i) => `${i ? "L" : "M"}${x(p).toFixed(1)},${y(p.v).toFixed(1)}`).join("");
+    const last = pts[pts.length - 1];
+    // the bucket now running is partial (today's dossiers so far, not a plunge to 0): its
+    // stretch of the line is dashed, its dot hollow, and the axis says up to when it counts
+    const nowMs = this.ctx.serverNow() * 1000;
+    const bucket = this.settings().bucket;
+    const step = bucketMs(bucket);
+    const partial = pts.length > 1 && (step === null ? nowMs - last.t.getTime() < MONTH_AT_LEAST_MS : last.t.getTime() + step > nowMs);
+    const whole = partial ? pts.slice(0, -1) : pts;
+    const path = (list) => list.map((p, i) => `${i ? "L" : "M"}${x(p).toFixed(1)},${y(p.v).toFixed(1)}`).join("");
+    const line = path(pts);
     const base = (H - padBottom).toFixed(1);
-    const area = `${line}L${x(pts[pts.length - 1]).toFixed(1)},${base}L${x(pts[0]).toFixed(1)},${base}Z`;
+    const area = `${line}L${x(last).toFixed(1)},${base}L${x(pts[0]).toFixed(1)},${base}Z`;
     for (const v of [lo, (lo + hi) / 2, hi]) {
       svgEl.append(svg("line", { class: "chart-grid", x1: padX, x2: W - padX, y1: y(v), y2: y(v) }));
     }
+    const stroke = Math.max(2, font / 6);
     svgEl.append(svg("path", { class: "chart-area", d: area }));
-    svgEl.append(svg("path", { class: "chart-line", d: line, "stroke-width": Math.max(2, font / 6) }));
-    const last = pts[pts.length - 1];
+    svgEl.append(svg("path", { class: "chart-line", d: path(whole), "stroke-width": stroke }));
+    if (partial) {
+      svgEl.append(svg("path", { class: "chart-partial", d: path(pts.slice(-2)), "stroke-width": stroke,
+        "stroke-dasharray": `${(stroke * 2.5).toFixed(1)} ${(stroke * 2).toFixed(1)}` }));
+    }
+    this.el.dataset.partial = String(partial);
     Object.assign(this.el.dataset, { points: String(pts.length), lastBucket: last.t.toISOString(), lastValue: String(last.v), lastN: String(last.n) });
-    svgEl.append(svg("circle", { class: "chart-dot", cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5) }));
-    const unit = this.unit && this.unit.length <= 6 ? ` ${this.unit}` : "";
+    svgEl.append(svg("circle", { class: `chart-dot${partial ? " partial" : ""}`, cx: x(last), cy: y(last.v), r: Math.max(3, font / 3.5),
+      "stroke-width": partial ? stroke : 0 }));
+    const u = (this.units && this.units[lang]) || "";
+    const unit = u && u.length <= 8 ? ` ${u}` : "";
     svgEl.append(svg("text", { class: "chart-last", x: W - padX, y: font * 1.15, "text-anchor": "end", "font-size": font * 1.15 },
-      `${formatNumber(last.v)}${unit}`));
+      `${formatNumber(last.v, undefined, lang)}${unit}`));
     svgEl.append(svg("text", { class: "chart-label", x: padX, y: font * 1.05, "font-size": font * 0.8 },
-      `max ${formatNumber(Math.max(...pts.map((p) => p.v)))}`));
+      `${t(lang, "chart.max")} ${formatNumber(Math.max(...pts.map((p) => p.v)), undefined, lang)}`));
     const day = this.settings().bucket.endsWith("h") || this.settings().bucket.endsWith("m");
     const label = (d) => (day ? formatShort(d) : formatDate(d));
     svgEl.append(svg("text", { class: "chart-label", x: padX, y: H - font * 0.35, "font-size": font * 0.8 }, label(pts[0].t)));
-    svgEl.append(svg("text", { class: "chart-label", x: W - padX, y: H - font * 0.35, "font-size": font * 0.8, "text-anchor": "end" }, label(last.t)));
+    const until = formatTime(nowMs / 1000, false);
+    const lastLabel = !partial ? label(last.t) : t(lang, step !== null && step < 86400000 ? "chart.partial" : "chart.partial_today", { time: until });
+    svgEl.append(svg("text", { class: `chart-label${partial ? " chart-partial-label" : ""}`, x: W - padX, y: H - font * 0.35,
+      "font-size": font * 0.8, "text-anchor": "end" }, lastLabel));
   }
 
   destroy() {
@@ -750,11 +802,46 @@ class ChartTile extends TileView {
 
 // -- camera health ----------------------------------------------------------------------
 
-class CameraHealthTile extends TileView {
+/**
+ * Fills `list` with as many of `items` (elements) as it shows whole, and a last "+N more"
+ * item for the rest: a list never ends in an item cut mid-line. The list must have a height
+ * of its own (its overflow hidden).
+ */
+function fitList(list, items, more) {
+  list.replaceChildren(...items);
+  const over = () => list.scrollHeight > list.clientHeight + 1;
+  if (!items.length || !over()) return items.length;
+  let shown = items.length;
+  const tail = el("li", "list-more");
+  list.append(tail);
+  while (shown > 0 && over()) {
+    shown -= 1;
+    items[shown].remove();
+    tail.textContent = more(items.length - shown);
+  }
+  return shown;
+}
+
+/** A tile whose list is fitted again when the tile changes size. */
+class FittedTile extends TileView {
   build() {
+    this.resize = new ResizeObserver(() => this.render());
+    this.resize.observe(this.body);
+  }
+
+  destroy() {
+    this.resize.disconnect();
+  }
+}
+
+const HEALTH_BAD_FIRST = (c) => (!c.state || c.state === "ok" || c.state === "online" ? 1 : 0);
+
+class CameraHealthTile extends FittedTile {
+  build() {
+    super.build();
     this.summary = el("div", "health-summary");
     this.problems = el("ul", "health-problems");
-    this.list = el("ul", "health-list");
+    this.list = el("ul", "health-grid");
     this.body.append(this.summary, this.problems, this.list);
   }
 
@@ -766,8 +853,8 @@ class CameraHealthTile extends TileView {
       return;
     }
     this.summary.replaceChildren(
-      el("span", "health-online", formatNumber(d.online, 0)),
-      el("span", "health-total", ` / ${formatNumber(d.total, 0)}`),
+      el("span", "health-online", formatNumber(d.online, 0, lang)),
+      el("span", "health-total", ` / ${formatNumber(d.total, 0, lang)}`),
       el("span", "health-label", ` ${t(lang, "health.online")}`),
     );
     this.el.dataset.ok = String(d.online === d.total);
@@ -776,22 +863,31 @@ class CameraHealthTile extends TileView {
     for (const [k, n] of Object.entries(d.problems || {})) if (n) rows.push([k, n]);
     this.problems.replaceChildren(...rows.map(([k, n]) => {
       const li = el("li", `health-problem p-${k}`);
-      li.append(el("span", "name", t(lang, `cam.${k}`)), el("span", "count", formatNumber(n, 0)));
+      li.append(el("span", "name", t(lang, `cam.${k}`)), el("span", "count", formatNumber(n, 0, lang)));
       return li;
     }));
     if (!rows.length) this.problems.append(el("li", "health-ok", t(lang, "health.all_ok")));
-    const bad = (d.cameras || []).filter((c) => c.state && c.state !== "online" && c.state !== "ok");
-    this.list.replaceChildren(...bad.slice(0, 12).map((c) => {
-      const li = el("li", "health-cam");
-      li.append(el("span", "name", c.name || c.id), el("span", "state", t(lang, `cam.${c.state}`)));
+    // every camera, compactly: a dot in its state's colour and its name, faulty ones first
+    const cams = [...(d.cameras || [])].sort((a, b) => HEALTH_BAD_FIRST(a) - HEALTH_BAD_FIRST(b));
+    const items = cams.map((c) => {
+      const ok = HEALTH_BAD_FIRST(c) === 1;
+      const state = ok ? t(lang, "health.ok") : t(lang, `cam.${c.state}`);
+      const li = el("li", `health-cam ${ok ? "ok" : "bad"}`);
+      li.dataset.camera = c.id;
+      li.dataset.state = c.state || "ok";
+      li.title = `${c.name || c.id}: ${state}`;
+      li.append(el("span", "dot"), el("span", "name", c.name || c.id));
+      if (!ok) li.append(el("span", "state", state));
       return li;
-    }));
+    });
+    this.el.dataset.shown = String(fitList(this.list, items, (n) => t(lang, "list.more", { n: formatNumber(n, 0, lang) })));
   }
 }
 
 // -- alerts -----------------------------------------------------------------------------
 
-/** An alert as a list item; with `onAck`, unacknowledged ones get a button. */
+/** An alert as a list item; with `onAck`, open unacknowledged ones get a button (an ended
+ * alert needs nobody's attention any more). */
 export function alertItem(a, lang, onAck) {
   const li = el("li", `alert sev-${a.severity || "info"}${a.acked_by ? " acked" : ""}${a.ended_at ? " ended" : ""}`);
   li.dataset.alert = String(a.id);
@@ -799,12 +895,14 @@ export function alertItem(a, lang, onAck) {
   head.append(el("span", "alert-sev", t(lang, `sev.${a.severity || "info"}`)), el("span", "alert-time", formatShort(a.started_at)));
   const msg = el("div", "alert-msg", pick(a, "message", lang) || a.kind || "");
   const meta = el("div", "alert-meta");
-  const bits = [a.source || ""];
+  // the source ("tthc.on_time_rate/347") is for people debugging, not for reading on the wall
+  if (a.source) li.title = a.source;
+  const bits = [];
   if (a.ended_at) bits.push(t(lang, "alerts.ended"));
   if (a.acked_by) bits.push(t(lang, "alerts.acked_by", { who: a.acked_by }));
   meta.textContent = bits.filter(Boolean).join(" · ");
   li.append(head, msg, meta);
-  if (onAck && !a.acked_by) {
+  if (onAck && !a.acked_by && !a.ended_at) {
     const b = el("button", "alert-ack", t(lang, "alerts.ack"));
     b.type = "button";
     b.addEventListener("click", async () => {
@@ -820,20 +918,36 @@ export function alertItem(a, lang, onAck) {
   return li;
 }
 
-class AlertsTile extends TileView {
+const SEVERITY_RANK = { critical: 0, warning: 1, info: 2 };
+
+/** Open before ended, then the most severe, then the newest: what an operator reads first. */
+export function alertOrder(a, b) {
+  return (a.ended_at ? 1 : 0) - (b.ended_at ? 1 : 0)
+    || (SEVERITY_RANK[a.severity] ?? 3) - (SEVERITY_RANK[b.severity] ?? 3)
+    || String(b.started_at || "").localeCompare(String(a.started_at || ""));
+}
+
+class AlertsTile extends FittedTile {
   build() {
+    super.build();
+    this.count = el("div", "alert-count");
     this.list = el("ul", "alert-list");
-    this.body.append(this.list);
+    this.body.append(this.count, this.list);
   }
 
   render() {
-    const alerts = (this.data && this.data.alerts) || [];
+    const alerts = [...((this.data && this.data.alerts) || [])].sort(alertOrder);
     const lang = this.lang;
+    const open = alerts.filter((a) => !a.ended_at).length;
+    this.count.textContent = t(lang, "alerts.open_count", { n: formatNumber(open, 0, lang) });
+    this.count.hidden = !alerts.length;
+    this.el.dataset.open = String(open);
     if (!alerts.length) {
       this.list.replaceChildren(el("li", "alert-none", t(lang, "alerts.none")));
       return;
     }
-    this.list.replaceChildren(...alerts.slice(0, 30).map((a) => alertItem(a, lang, this.ctx.ack)));
+    const items = alerts.map((a) => alertItem(a, lang, this.ctx.ack));
+    this.el.dataset.shown = String(fitList(this.list, items, (n) => t(lang, "list.more", { n: formatNumber(n, 0, lang) })));
   }
 }
 

@@ -38,6 +38,31 @@ def ack(agency: str) -> str:
     return f"{PREFIX}/ack/{agency}"
 
 
+RESULT_PREFIX = f"{PREFIX}/result/"
+RESULT_ALL = f"{PREFIX}/result/#"
+
+
+def result(agency: str, request: str) -> str:
+    """Where the ingest answers one message that asked for per-reading results (MQTT 5
+    Response Topic): the API's HTTP submissions, or an agency's own MQTT 5 client."""
+    return f"{RESULT_PREFIX}{agency}/{request}"
+
+
+def results_of(agency: str) -> str:
+    """The filter of every answer to one agency's requests."""
+    return f"{RESULT_PREFIX}{agency}/+"
+
+
+def parse_result(topic: str) -> tuple[str, str] | None:
+    """(agency, request) of a result topic, else None (also for extra levels or wildcards)."""
+    if not topic.startswith(RESULT_PREFIX):
+        return None
+    parts = topic[len(RESULT_PREFIX):].split("/")
+    if len(parts) != 2 or not all(parts) or any(c in topic for c in "+#"):
+        return None
+    return parts[0], parts[1]
+
+
 def shared(group: str, topic_filter: str) -> str:
     """An MQTT 5 shared subscription (`$share/<group>/<filter>`)."""
     return f"$share/{group}/{topic_filter}"

@@ -128,6 +128,7 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
         return [
             ("write", topics.kpi(account.username)),
             ("read", topics.ack(account.username)),
+            ("read", topics.results_of(account.username)),
         ]
     if account.role == "ingest":
         return [
@@ -135,6 +136,7 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
             # read access on each message's real topic, not the share string.
             ("read", topics.KPI_ALL),
             ("write", topics.ACK_ALL),
+            ("write", topics.RESULT_ALL),
             ("write", topics.LIVE_KPI_ALL),
             ("readwrite", topics.STATUS_INGEST_ALL),
         ]
@@ -151,6 +153,10 @@ def acl_rules(account: BrokerAccount) -> list[tuple[Access, str]]:
             ("write", topics.CMD_ALL),
             ("read", topics.STATUS_ALL),
             ("readwrite", topics.WALL_ALL),
+            # the HTTP endpoint for agencies that cannot speak MQTT: the API publishes an
+            # authenticated agency's payload on that agency's topic and reads the ingest's results
+            ("write", topics.KPI_ALL),
+            ("read", topics.RESULT_ALL),
         ]
     raise ValueError(f"unknown broker role {account.role!r}")  # pragma: no cover
 

@@ -51,6 +51,30 @@ def _safely(fn: Callable[..., Any], sock: Any, *args: Any) -> None:
 FastHandler = Callable[[str, bytes, int, int, bool], None]
 
 
+def _reply_of(raw: bytes) -> tuple[str, bytes] | None:
+    """The Response Topic and Correlation Data among a PUBLISH's properties, if both are there."""
+    try:
+        props = Properties(PacketTypes.PUBLISH)
+        props.unpack(_varint(len(raw)) + bytes(raw))
+    except Exception:  # noqa: BLE001 - a property we cannot read is no request for an answer
+        return None
+    topic = getattr(props, "ResponseTopic", None)
+    data = getattr(props, "CorrelationData", None)
+    if isinstance(topic, str) and isinstance(data, (bytes, bytearray)):
+        return topic, bytes(data)
+    return None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 class _ChunkedClient(mqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,14 +82,18 @@ class _ChunkedClient(mqtt.Client):
         self._rpos = 0
         self.would_block = False
         self.fast_handler: FastHandler | None = None
+        #: (response topic, correlation data) of the PUBLISH being handled, else None
+        self.reply: tuple[str, bytes] | None = None
 
     def _handle_publish(self) -> MQTTErrorCode:
         """Incoming QoS 0/1 PUBLISH straight to the handler: (topic, payload, mid, qos, retain).
 
         paho builds an MQTTMessage with a parsed Properties object, logs and takes two
         locks per message; at tens of thousands of messages a second that is most of the
-        receive cost. Properties are skipped (no service here reads them); QoS 2 and topic
-        aliases, which our subscriptions never produce, take paho's own path.
+        receive cost. Properties are skipped except a request's Response Topic and
+        Correlation Data (`reply`, read by the ingest to answer HTTP submissions), parsed
+        only when a message carries properties at all; QoS 2 and topic aliases, which our
+        subscriptions never produce, take paho's own path.
         """
         handler = self.fast_handler
         header = self._in_packet["command"]
@@ -82,6 +110,7 @@ class _ChunkedClient(mqtt.Client):
         if qos:
             mid = (packet[pos] << 8) | packet[pos + 1]
             pos += 2
+        self.reply = None
         if self._protocol == mqtt.MQTTv5:
             plen = 0
             shift = 0
@@ -92,6 +121,7 @@ class _ChunkedClient(mqtt.Client):
                 shift += 7
                 if not byte & 0x80:
                     break
+            self.reply = _reply_of(packet[pos : pos + plen]) if plen else None
             pos += plen
         handler(topic, packet[pos:], mid, qos, bool(header & 0x01))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -313,6 +343,12 @@ class MqttLink:
             log.warning("mqtt disconnected", extra={"client": self.client_id, "reason": str(reason)})
         self._connection_lost(f"disconnected: {reason}")
 
+    @property
+    def reply(self) -> tuple[str, bytes] | None:
+        """(Response Topic, Correlation Data) of the message now in `on_message`, if it asked
+        for an answer (MQTT 5 request/response); valid only during that call."""
+        return self.client.reply
+
     def _handle_fast(self, topic: str, payload: bytes, mid: int, qos: int, retain: bool) -> None:
         if self._on_message is not None:
             self._on_message(topic, payload, mid, qos, retain, self.generation)
@@ -372,12 +408,26 @@ class MqttLink:
     def paused(self) -> bool:
         return self._paused
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> bool:
-        """QoS 0 is dropped while disconnected; QoS 1 is kept by paho and sent on reconnect."""
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                correlation: bytes | None = None) -> bool:
+        """QoS 0 is dropped while disconnected; QoS 1 is kept by paho and sent on reconnect.
+        `correlation`: an answer to a request, which carries the request's Correlation Data."""
         if qos == 0 and not self.connected.is_set():
             return False
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        props = None
+        if correlation is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = correlation
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+
+    def request(self, topic: str, payload: bytes, reply_to: str, correlation: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1 asking for an answer on `reply_to` (MQTT 5 Response Topic and
+        Correlation Data); the returned info says when the broker has acknowledged it."""
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = reply_to
+        props.CorrelationData = correlation
+        return self.client.publish(topic, payload, qos=1, properties=props)
 
     async def run(self) -> None:
         """Connect, and reconnect with backoff whenever the link drops, until cancelled."""

@@ -22,7 +22,7 @@ _OPEN_CAMERA_ALERTS = """
     SELECT 'camera', e.camera || '/' || e.kind,
            CASE WHEN e.kind IN ('offline', 'black', 'frozen') THEN 'critical' ELSE 'warning' END,
            'Camera ' || coalesce(c.name, e.camera) || ': ' || ($1::jsonb ->> e.kind),
-           'Camera ' || e.camera || ': ' || ($2::jsonb ->> e.kind),
+           'Camera ' || coalesce(c.name, e.camera) || ': ' || ($2::jsonb ->> e.kind),
            jsonb_build_object('camera', e.camera, 'event', e.id, 'fault', e.kind), e.started_at
     FROM camera_events e LEFT JOIN cameras c ON c.id = e.camera
     WHERE e.ended_at IS NULL
@@ -36,10 +36,10 @@ _END_CAMERA_ALERTS = """
                       WHERE e.ended_at IS NULL AND e.camera || '/' || e.kind = a.source)
 """
 _AGENCY_REPORTS = """
-    SELECT l.agency, g.name_vi, max(l.received_at) AS last, min(k.report_interval) AS every
+    SELECT l.agency, g.name_vi, g.name_en, max(l.received_at) AS last, min(k.report_interval) AS every
     FROM kpi_latest l JOIN kpis k ON k.id = l.kpi JOIN agencies g ON g.id = l.agency
     WHERE k.report_interval IS NOT NULL AND NOT g.disabled
-    GROUP BY l.agency, g.name_vi
+    GROUP BY l.agency, g.name_vi, g.name_en
 """
 
 
@@ -119,6 +119,12 @@ async def end_alert(conn: asyncpg.Connection, kind: str, source: str) -> bool:
     done = await conn.execute(
         "UPDATE alerts SET ended_at = now() WHERE kind = $1 AND source = $2 AND ended_at IS NULL", kind, source)
     return done != "UPDATE 0"
+
+
+async def open_sources(conn: asyncpg.Connection, kind: str) -> set[str]:
+    """The sources of the open alerts of one kind (to end those whose cause went away)."""
+    rows = await conn.fetch("SELECT source FROM alerts WHERE kind = $1 AND ended_at IS NULL", kind)
+    return {r["source"] for r in rows}
 
 
 async def agency_reports(conn: asyncpg.Connection) -> tuple[datetime, list[asyncpg.Record]]:

@@ -122,8 +122,8 @@ async def kpi_limits(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def kpi_labels(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-    """Per KPI: id, name_vi, name_en, unit, target, better (what a wall tile shows)."""
-    return await conn.fetch("SELECT id, name_vi, name_en, unit, target, better FROM kpis")
+    """Per KPI: id, name_vi, name_en, unit, unit_en, target, better, kind (what a wall tile shows)."""
+    return await conn.fetch("SELECT id, name_vi, name_en, unit, unit_en, target, better, kind FROM kpis")
 
 
 async def area_codes(conn: asyncpg.Connection) -> frozenset[str]:
@@ -132,6 +132,12 @@ async def area_codes(conn: asyncpg.Connection) -> frozenset[str]:
 
 async def area_name_vi(conn: asyncpg.Connection, code: str) -> str | None:
     return await conn.fetchval("SELECT name_vi FROM areas WHERE code = $1", code)
+
+
+async def area_names(conn: asyncpg.Connection, code: str) -> tuple[str, str] | None:
+    """(Vietnamese, English) names of an area; the English one falls back to the Vietnamese."""
+    r = await conn.fetchrow("SELECT name_vi, name_en FROM areas WHERE code = $1", code)
+    return (r["name_vi"], r["name_en"] or r["name_vi"]) if r is not None else None
 
 
 async def enabled_agency_sectors(conn: asyncpg.Connection) -> dict[str, frozenset[str]]:

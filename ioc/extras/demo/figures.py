@@ -20,6 +20,7 @@ idempotent on kpi, area and time). Two shapes cover the catalogue:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections.abc import Callable
@@ -39,6 +40,13 @@ ANCHOR = date(2024, 1, 1)  # trends are counted in days from here
 def unit(*key: object) -> float:
     """A repeatable number in [0, 1) for `key`."""
     return (zlib.crc32("|".join(map(str, key)).encode()) & 0xFFFFFF) / 0x1000000
+
+
+def jitter(*key: object) -> float:
+    """A repeatable number in [-1, 1) for `key`, unrelated to its neighbours' (consecutive
+    keys give CRC-32 values that move together, so `unit` is no noise from one minute to the next)."""
+    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") / 2**31 - 1
 
 
 def wobble(key: str, t: float, period_s: float) -> float:
@@ -273,7 +281,10 @@ def pm25(area: str, t: datetime) -> float:
     daily = 1 + 0.35 * rush(hour) + 0.15 * math.cos(2 * math.pi * (hour - 23) / 24)
     weather = 1 + 0.35 * wobble("pm-weather", t.timestamp(), 18 * 3600)
     local = STATIONS.get(area, 1.0) * (1 + 0.08 * wobble(f"pm-{area}", t.timestamp(), 1800))
-    return max(4.0, season * daily * weather * local)
+    # a station's minute readings flicker with gusts and passing lorries: without this the
+    # smooth terms above kept the AQI on one whole number for up to two hours
+    gust = 1 + 0.04 * wobble(f"pm-gust-{area}", t.timestamp(), 150) + 0.04 * jitter("pm-minute", area, int(t.timestamp() // 60))
+    return max(4.0, season * daily * weather * local * gust)
 
 
 _AQI_STEPS = [(0, 0), (25, 50), (50, 100), (80, 150), (150, 200), (250, 300), (350, 400), (500, 500)]

@@ -295,6 +295,7 @@ class Demo:
             f"  API              {web}/docs",
             f"  operator console {web}/wall/console.html",
             f"  leaders' tablet  {web}/wall/tablet.html",
+            f"  agency reporting {web}/wall/report.html",
             "  wall screens (one browser in kiosk mode per screen, 3 x 3):",
         ]
         for n in range(1, SCREENS + 1):

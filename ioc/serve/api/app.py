@@ -17,13 +17,14 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboards import STATIC
 from ioc.serve.api import (
-    routes_admin, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings, routes_recordings,
-    routes_replay, routes_wall,
+    routes_admin, routes_agency, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings,
+    routes_recordings, routes_replay, routes_wall,
 )
 from ioc.serve.api import errors
 from ioc.serve.api.docs import serve_docs
 from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
+from ioc.serve.api.relay import Relay
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
 from ioc.core.logs import REQUEST_CLIENT
@@ -67,12 +68,18 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.wall.start()
         else:
             log.warning("wall hub off: IOC_MQTT_URL is not set or IOC_WALL_PORT is 0")
+        app.state.relay = None
+        if settings.mqtt_url:
+            app.state.relay = Relay(settings)  # agencies' HTTP submissions, through the ingest
+            await app.state.relay.start()
         revocation = asyncio.create_task(Revocation(dsn, app.state.principal_cache, app.state.wall).run())
         try:
             yield
         finally:
             if app.state.wall is not None:
                 await app.state.wall.stop()
+            if app.state.relay is not None:
+                await app.state.relay.stop()
             task.cancel()
             revocation.cancel()
             await asyncio.gather(task, revocation, return_exceptions=True)
@@ -103,8 +110,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.login_guard = LoginGuard()
     app.state.principal_cache = PrincipalCache()
     app.state.wall = None
-    for module in (routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras, routes_recordings,
-                   routes_wall, routes_replay, routes_ops):
+    app.state.relay = None
+    for module in (routes_agency, routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras,
+                   routes_recordings, routes_wall, routes_replay, routes_ops):
         app.include_router(module.router)
     # the wall screens, console and tablet pages: files only, nothing from the internet
     app.mount("/wall", StaticFiles(directory=STATIC, html=True, check_dir=False), name="wall")

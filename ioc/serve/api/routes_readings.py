@@ -72,4 +72,5 @@ async def series(
             raise HTTPException(422, detail=str(exc)) from None
     start, end = queries.align(b, start, end, state.timezone)
     return {"kpi": kpi, "area": area, "bucket": bucket, "start": start, "end": end, "unit": k.unit,
+            "unit_vi": k.unit, "unit_en": k.unit_en or k.unit,
             "aggregate": "sum" if k.kind == "counter" else "mean", "points": points}

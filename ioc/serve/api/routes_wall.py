@@ -12,6 +12,7 @@ from ioc.core import accounts
 from ioc.serve.api.routes_recordings import clip_url
 from ioc.serve.api.security import STAFF, VIEWERS, Principal, require
 from ioc.serve.wall.layout import LayoutError, parse_layout
+from ioc.serve.wall.alerts import SHOWN
 from ioc.serve.wall.node import WallNode
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit
@@ -78,6 +79,7 @@ async def save_layout(request: Request, layout_id: str, body: dict[str, Any],
             state = await wall_store.change_state(conn, layout=None, pins=None, delay_s=0, actor=p.username,
                                                   default_layout=layout_id, layout_doc=new.model_dump(mode="json"))
     node.layout_saved(new, layout_id)
+    node.warn_unknown_cameras(new)
     if state is not None:
         node.publish_state(state, new)
     return new.model_dump(mode="json")
@@ -175,8 +177,10 @@ async def screen_token(request: Request, body: ScreenTokenIn, p: Annotated[Princ
 
 @router.get("/alerts")
 async def alerts(request: Request, _: Annotated[Principal, Depends(require(*STAFF))], open: bool = False,
-                 limit: int = 50) -> list[dict[str, Any]]:
-    """Open alerts first, then the newest; an alert that names a camera links to its `clip`."""
+                 limit: int = SHOWN) -> list[dict[str, Any]]:
+    """Open alerts first, then the newest ended ones: by default the very list the wall's
+    alerts tiles carry, so that a page refreshing it by REST agrees with the hub; an alert
+    that names a camera links to its `clip`."""
     async with request.app.state.pool.acquire() as conn:
         rows = await alert_store.recent(conn, open_only=open, limit=max(1, min(limit, 500)))
     for row in rows:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 from typing import Any
@@ -27,6 +28,16 @@ from ioc.serve.wall.tiledata import KpiMeta, target_status
 
 log = logging.getLogger("ioc.wall.alerts")
 SHOWN = 50
+UNKNOWN_CAMERA = "camera_unknown"
+
+
+@dataclass(frozen=True)
+class UnknownCamera:
+    """A camera tile of the layout shown whose camera the registry does not have."""
+
+    layout: str
+    tile: str
+    camera: str
 
 CAMERA_TEXT = {
     "offline": ("mất tín hiệu", "offline"), "black": ("màn hình đen", "black picture"),
@@ -46,12 +57,13 @@ async def recent(conn: asyncpg.Connection, *, open_only: bool = False, limit: in
 class AlertKeeper:
     def __init__(self, pool: asyncpg.Pool, publish: Callable[[str, bytes], None],
                  show: Callable[[list[dict[str, Any]]], None], *, watched_kpis: Callable[[], set[tuple[str, str]]],
-                 every_s: float = 10.0, timezone: str = "Asia/Ho_Chi_Minh") -> None:
+                 unknown_cameras: Callable[[], list[UnknownCamera]] = lambda: [], every_s: float = 10.0, timezone: str = "Asia/Ho_Chi_Minh") -> None:
         self.tz = ZoneInfo(timezone)
         self.pool = pool
         self.publish = publish
         self.show = show
         self.watched_kpis = watched_kpis
+        self.unknown_cameras = unknown_cameras
         self.every_s = every_s
         self._kpi_missed: dict[tuple[str, str], bool] = {}
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=10_000)
@@ -108,19 +120,39 @@ class AlertKeeper:
                 _, (meta, live, missed) = self._queue.get_nowait()
                 changed |= await self._kpi_alert(conn, meta, live, missed)
             changed |= await self._silent_agencies(conn)
+            changed |= await self._unknown_cameras(conn)
+        return changed
+
+    async def _unknown_cameras(self, conn: asyncpg.Connection) -> bool:
+        """A layout on the wall names a camera the registry lacks: its tile can never show a
+        picture, so an operator must hear of it (one alert per camera, ended once the
+        registry has it or the wall no longer shows it)."""
+        changed = False
+        now = {u.camera: u for u in self.unknown_cameras()}
+        for cam, u in now.items():
+            changed |= await alert_store.raise_alert(
+                conn, UNKNOWN_CAMERA, cam,
+                message_vi=f"Camera {cam} (ô {u.tile}, bố cục {u.layout}) không có trong danh mục camera",
+                message_en=f"Camera {cam} (tile {u.tile}, layout {u.layout}) is not in the camera registry",
+                details={"camera": cam, "tile": u.tile, "layout": u.layout})
+        for cam in await alert_store.open_sources(conn, UNKNOWN_CAMERA) - now.keys():
+            changed |= await alert_store.end_alert(conn, UNKNOWN_CAMERA, cam)
         return changed
 
     async def _kpi_alert(self, conn: asyncpg.Connection, meta: KpiMeta, live: dict[str, Any], missed: bool) -> bool:
         source = f"{live['kpi']}/{live['area']}"
         if not missed:
             return await alert_store.end_alert(conn, "kpi_target", source)
-        area = await catalogue.area_name_vi(conn, live["area"]) or live["area"]
+        # area names, never codes: an operator reads "Phủ Lý", not "(347)"
+        area_vi, area_en = await catalogue.area_names(conn, live["area"]) or (live["area"], live["area"])
         value = float(live["value"])
-        word = "dưới" if meta.better == "higher" else "trên"
+        word_vi, word_en = ("dưới", "below") if meta.better == "higher" else ("trên", "above")
+        target = meta.target or 0
         return await alert_store.raise_alert(
             conn, "kpi_target", source,
-            message_vi=f"{meta.name_vi} ({area}): {_vi(value)} {meta.unit}, {word} mục tiêu {_vi(meta.target or 0)}",
-            message_en=f"{meta.name_en} ({live['area']}): {value:g}, target {meta.target:g} not met",
+            message_vi=f"{meta.name_vi} ({area_vi}): {_vi(value)} {meta.unit}, {word_vi} mục tiêu {_vi(target)}",
+            message_en=f"{meta.name_en} ({area_en}): {_en(value)} {meta.unit_en or meta.unit}, "
+                       f"{word_en} the target of {_en(target)}",
             details={"kpi": live["kpi"], "area": live["area"], "value": value, "target": meta.target})
 
     async def _silent_agencies(self, conn: asyncpg.Connection) -> bool:
@@ -134,14 +166,19 @@ class AlertKeeper:
                 changed |= await alert_store.raise_alert(
                     conn, "agency_silent", source,
                     message_vi=f"{r['name_vi']}: chưa gửi số liệu từ {r['last'].astimezone(self.tz).strftime('%H:%M %d/%m/%Y')}",
-                    message_en=f"{source}: no readings since {r['last'].isoformat(timespec='minutes')}",
+                    message_en=f"{r['name_en'] or r['name_vi']}: no readings since "
+                               f"{r['last'].astimezone(self.tz).strftime('%H:%M %d/%m/%Y')}",
                     details={"agency": source, "last": r["last"].isoformat()})
             else:
                 changed |= await alert_store.end_alert(conn, "agency_silent", source)
         return changed
 
 
+def _en(x: float) -> str:
+    """1234.5 -> '1,234.5': English readers' separators."""
+    return f"{x:,.2f}".rstrip("0").rstrip(".")
+
+
 def _vi(x: float) -> str:
     """1234.5 -> '1.234,5': the way the operators read numbers."""
-    text = f"{x:,.2f}".rstrip("0").rstrip(".")
-    return text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+    return _en(x).replace(",", "\x00").replace(".", ",").replace("\x00", ".")

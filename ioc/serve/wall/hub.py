@@ -137,6 +137,7 @@ class Hub:
         # what arrived from the broker, kept to build any tile at any time
         self.kpi_meta: dict[str, KpiMeta] = {}
         self.camera_names: dict[str, str] = {}
+        self.registry_known = False  # camera_names came from the registry (set_catalogue)
         self.kpi_live: dict[tuple[str, str], dict[str, Any]] = {}
         self.kpi_prev: dict[tuple[str, str], float] = {}
         self.cam_status: dict[str, dict[str, Any]] = {}
@@ -571,7 +572,7 @@ class Hub:
             elif t.kind == "chart":
                 self._emit(t, tiledata.chart_data(t, self.kpi_live.get((t.kpi or "", t.area or ""))))
             elif t.kind == "camera" and t.camera:
-                self._emit(t, tiledata.camera_data(t.camera, self.camera_names.get(t.camera), self.cam_status.get(t.camera)))
+                self._emit(t, self._camera_data(t.camera))
                 for variant in ("sd", "hd"):
                     pic = self.cam_picture.get((t.camera, variant))
                     if pic is not None:
@@ -580,16 +581,37 @@ class Hub:
                     head, jpeg, _ = self.cam_picture[(t.camera, "sd")]
                     self._picture_to(t, "hd", head, jpeg)
             elif t.kind == "camera_health":
-                self._emit(t, tiledata.health_summary(self.cam_status, self.camera_names))
+                self._emit(t, self._health())
             elif t.kind == "alerts":
                 self._emit(t, {"alerts": self.alerts})
+
+    def _known(self, cam: str) -> bool:
+        """In the registry, or reported on by a camera service (which reads a registry of its
+        own); until the registry has been read, a hub alone calls no camera unknown."""
+        return not self.registry_known or cam in self.camera_names or cam in self.cam_status
+
+    def unknown_cameras(self) -> list[Tile]:
+        """Camera tiles of the layout shown whose camera nobody knows: no picture will ever come."""
+        return [t for t in self.layout.tiles if t.kind == "camera" and t.camera and not self._known(t.camera)]
+
+    def _camera_data(self, cam: str) -> dict[str, Any]:
+        known = self._known(cam)
+        return tiledata.camera_data(cam, self.camera_names.get(cam), self.cam_status.get(cam), known=known)
+
+    def _health(self) -> dict[str, Any]:
+        """The cameras camera services report on, and every camera the wall shows: one it
+        shows that no service reports on is offline there, so it is offline here too."""
+        unknown = frozenset(t.camera for t in self.unknown_cameras() if t.camera)
+        shown = frozenset(t.camera for t in self._by_kind.get("camera", ()) if t.camera) - unknown
+        return tiledata.health_summary(self.cam_status, self.camera_names, unknown, shown)
 
     def _picture_to(self, t: Tile, variant: str, head: dict[str, Any], jpeg: bytes) -> None:
         self._fanout(f"{t.id}#{variant}", frames.picture_frame(t.id, t.camera or "", head, jpeg), False)
 
     def set_catalogue(self, meta: dict[str, KpiMeta], camera_names: dict[str, str]) -> None:
-        changed = meta != self.kpi_meta or camera_names != self.camera_names
+        changed = meta != self.kpi_meta or camera_names != self.camera_names or not self.registry_known
         self.kpi_meta, self.camera_names = meta, camera_names
+        self.registry_known = True
         if changed:
             self._rebuild_all()
 
@@ -611,10 +633,10 @@ class Hub:
                 self.cam_status[cam] = {**st, **tiledata.SILENT}
                 self._health_dirty = True
                 for t in self._by_camera.get(cam, ()):
-                    self._emit(t, tiledata.camera_data(cam, self.camera_names.get(cam), self.cam_status[cam]))
+                    self._emit(t, self._camera_data(cam))
         if self._health_dirty:
             self._health_dirty = False
-            summary = tiledata.health_summary(self.cam_status, self.camera_names)
+            summary = self._health()
             for t in self._by_kind.get("camera_health", ()):
                 self._emit(t, summary)
 
@@ -694,7 +716,7 @@ class Hub:
             self.cam_heard[cam] = time.monotonic()
         self._health_dirty = True
         for t in self._by_camera.get(cam, ()):
-            self._emit(t, tiledata.camera_data(cam, self.camera_names.get(cam), self.cam_status.get(cam)))
+            self._emit(t, self._camera_data(cam))
 
     def _on_picture(self, cam: str, variant: str, payload: bytes) -> None:
         head, jpeg = tile_frame.decode_tile(payload)  # a copy: the link hands over a bytearray

@@ -109,6 +109,10 @@ class Layout(BaseModel):
     def tile(self, tile_id: str) -> Tile | None:
         return next((t for t in self.tiles if t.id == tile_id), None)
 
+    def unknown_cameras(self, known: set[str] | dict[str, str]) -> list[Tile]:
+        """Camera tiles whose camera the registry (`known`) does not have."""
+        return [t for t in self.tiles if t.kind == "camera" and t.camera and t.camera not in known]
+
     def with_pins(self, pins: dict[str, str]) -> Layout:
         """The layout with operators' pinned cameras in place of what its tiles showed."""
         if not pins:
@@ -118,6 +122,11 @@ class Layout(BaseModel):
             cam = pins.get(t.id)
             tiles.append(t if cam is None else t.model_copy(update={"kind": "camera", "camera": cam}))
         return self.model_copy(update={"tiles": tiles})
+
+
+def unknown_camera_note(layout: Layout, tile: Tile) -> str:
+    """What `ioc serve` and `ioc layouts check` say of a tile whose camera the registry lacks."""
+    return f"layout {layout.id!r}, tile {tile.id!r}: camera {tile.camera!r} is not in the camera registry"
 
 
 def parse_layout(doc: dict[str, Any], *, where: str = "layout") -> Layout:

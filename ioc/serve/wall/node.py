@@ -28,9 +28,9 @@ from ioc.core.storage import account_events, catalogue
 from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import wall as wall_store
 from ioc.core.supervise import run_together
-from ioc.serve.wall.alerts import AlertKeeper
-from ioc.serve.wall.hub import Hub
-from ioc.serve.wall.layout import Layout, load_presets, parse_layout
+from ioc.serve.wall.alerts import AlertKeeper, UnknownCamera
+from ioc.serve.wall.hub import STATUS_SILENT_S, Hub
+from ioc.serve.wall.layout import Layout, load_presets, parse_layout, unknown_camera_note
 from ioc.serve.wall.server import Refused, close_revoked, start_server
 from ioc.serve.wall.tiledata import KpiMeta
 
@@ -44,7 +44,8 @@ class WallNode:
         self.issuer = issuer
         self.presets = load_presets(LAYOUTS)
         self.alerts = AlertKeeper(pool, self._publish_retained, self._show_alerts,
-                                  watched_kpis=self._watched_kpis, timezone=timezone)
+                                  watched_kpis=self._watched_kpis, unknown_cameras=self._unknown_cameras,
+                                  timezone=timezone)
         self.hub = Hub(self.presets, buffer_limit=settings.wall_client_buffer_bytes,
                        on_camera_event=self.alerts.on_camera_event, on_kpi=self.alerts.on_kpi,
                        on_demand_change=self._demand_soon)
@@ -62,6 +63,7 @@ class WallNode:
         self.server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._watched: set[tuple[str, str]] = set()
+        self._started: float | None = None  # monotonic time the node started
 
     # -- wiring -------------------------------------------------------------------------
     def _publish_retained(self, topic: str, payload: bytes) -> None:
@@ -72,6 +74,24 @@ class WallNode:
 
     def _watched_kpis(self) -> set[tuple[str, str]]:
         return self._watched
+
+    def _unknown_cameras(self) -> list[UnknownCamera]:
+        # a camera missing from the registry may still be one a camera service reads from a
+        # file of its own: give its retained or repeated status time to arrive after a start
+        if self._started is None or time.monotonic() - self._started < STATUS_SILENT_S:
+            return []
+        return [UnknownCamera(self.hub.state.layout, t.id, t.camera or "") for t in self.hub.unknown_cameras()]
+
+    def warn_unknown_cameras(self, layout: Layout) -> list[str]:
+        """Log (and return) one line per camera tile naming a camera the registry lacks: said
+        at start for every layout and whenever one is saved, before an operator shows it."""
+        if not self.hub.registry_known:
+            return []
+        lines = []
+        for t in layout.unknown_cameras(self.hub.camera_names):
+            lines.append(unknown_camera_note(layout, t))
+            log.warning("layout names an unknown camera", extra={"layout": layout.id, "tile": t.id, "camera": t.camera})
+        return lines
 
     def _rewatch(self) -> None:
         self._watched = {(t.kpi, t.area) for lay in self.hub.layouts().values() for t in lay.tiles
@@ -116,13 +136,16 @@ class WallNode:
             await self._load_catalogue(conn)
         self.hub.saved = {k: parse_layout(doc, where=f"saved layout {k}") for k, doc in docs.items()}
         self._rewatch()
+        for lay in self.hub.layouts().values():
+            self.warn_unknown_cameras(lay)
         if state is not None:
             self.hub.apply_state(state)
 
     async def _load_catalogue(self, conn: asyncpg.Connection) -> None:
         kpis = await catalogue.kpi_labels(conn)
         cams = await camera_store.camera_names(conn)
-        self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"])
+        self.hub.set_catalogue({r["id"]: KpiMeta(r["id"], r["name_vi"], r["name_en"], r["unit"], r["target"], r["better"],
+                                                   r["unit_en"], r["kind"])
                                 for r in kpis}, cams)
 
     async def _refresh_catalogue(self) -> None:
@@ -179,6 +202,7 @@ class WallNode:
 
     # -- life ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._started = time.monotonic()
         await self._load()
         self.server = await start_server(self.hub, self.authorize, self.settings.api_host, self.settings.wall_port,
                                          max_clients=self.settings.wall_max_clients)

@@ -23,6 +23,8 @@ class KpiMeta:
     unit: str
     target: float | None
     better: str
+    unit_en: str = ""
+    kind: str = "gauge"  # counter | gauge | ratio: a counter's reading is its period's count so far
 
 
 def target_status(meta: KpiMeta | None, value: float) -> str:
@@ -45,9 +47,11 @@ def kpi_data(meta: KpiMeta | None, live: dict[str, Any], previous: float | None)
     return {
         "kpi": live["kpi"], "area": live["area"],
         "name_vi": meta.name_vi if meta else live["kpi"], "name_en": meta.name_en if meta else live["kpi"],
-        "unit": meta.unit if meta else "", "value": value, "ts": live.get("ts"),
+        "unit": meta.unit if meta else "", "unit_vi": meta.unit if meta else "",
+        "unit_en": (meta.unit_en or meta.unit) if meta else "", "value": value, "ts": live.get("ts"),
         "target": meta.target if meta else None, "better": meta.better if meta else "higher",
         "status": target_status(meta, value), "trend": trend(value, previous), "previous": previous,
+        "kind": meta.kind if meta else "gauge", "received_at": live.get("received_at"),
     }
 
 
@@ -69,9 +73,17 @@ def problems_of(status: dict[str, Any]) -> list[str]:
 
 
 SILENT = {"state": "offline", "healthy": False, "reason": "no status from the camera service"}
+#: a camera a layout names that the registry does not know: no camera service will ever
+#: report on it, so it is a fault of its own (not "offline", which an operator would chase
+#: on the street)
+UNKNOWN = "unknown_camera"
 
 
-def camera_data(camera: str, name: str | None, status: dict[str, Any] | None) -> dict[str, Any]:
+def camera_data(camera: str, name: str | None, status: dict[str, Any] | None, *, known: bool = True) -> dict[str, Any]:
+    if not known:
+        return {"camera": camera, "name": camera, "state": UNKNOWN, "online": False, "healthy": False,
+                "mode": None, "fps": None, "since": None, "problems": [UNKNOWN],
+                "reason": "not in the camera registry"}
     if status is None:
         # nothing heard from the camera service: never show it as healthy
         return {"camera": camera, "name": name or camera, "state": "unknown", "online": False, "healthy": False,
@@ -85,22 +97,28 @@ def camera_data(camera: str, name: str | None, status: dict[str, Any] | None) ->
     }
 
 
-def health_summary(statuses: dict[str, dict[str, Any]], names: dict[str, str]) -> dict[str, Any]:
-    """Every camera a camera service reports on, with its worst state (names from the registry)."""
-    ids = sorted(statuses)
+def health_summary(statuses: dict[str, dict[str, Any]], names: dict[str, str],
+                   unknown: frozenset[str] = frozenset(), shown: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every camera a camera service reports on, with its worst state (names from the registry),
+    every camera the wall shows (`shown`; without a status: offline) and every one it shows
+    that the registry does not know (`unknown`): a problem of its own."""
+    ids = sorted(set(statuses) | unknown | shown)
     counts = {p: 0 for p in PROBLEMS if p != "offline"}
+    counts[UNKNOWN] = 0
     cameras = []
-    online = 0
+    online = offline = 0
     for cam in ids:
         st = statuses.get(cam)
-        probs = problems_of(st) if st is not None else ["offline"]
-        if "offline" not in probs:
+        probs = [UNKNOWN] if cam in unknown else problems_of(st) if st is not None else ["offline"]
+        if "offline" in probs:
+            offline += 1
+        elif UNKNOWN not in probs:
             online += 1
         for p in probs:
             if p in counts:
                 counts[p] += 1
         cameras.append({"id": cam, "name": names.get(cam, cam), "state": probs[0] if probs else "ok"})
-    return {"total": len(ids), "online": online, "offline": len(ids) - online, "problems": counts, "cameras": cameras}
+    return {"total": len(ids), "online": online, "offline": offline, "problems": counts, "cameras": cameras}
 
 
 def static_data(tile: Tile) -> dict[str, Any]:
