@@ -256,8 +256,8 @@ async def chromium() -> AsyncIterator[Any]:
 
 async def _a_past(api: Api, pool: asyncpg.Pool) -> tuple[float, float]:
     """Layout A from s0 with a reading received at s0 + 0.2 (61) and its correction received at
-    s0 + 2 (68.5), the camera recorded from s0 (the counter clip's first 10 s, remuxed as the
-    camera service writes segments), then layout B from s1 = s0 + 8; returns (s0, s1)."""
+    s0 + 2 (68.5), the camera recorded from s0 (the counter clip's first 10 s in two segments,
+    remuxed as the camera service writes them), then layout B from s1 = s0 + 8; returns (s0, s1)."""
     from tests.rigs.rtsp.rig import media_path
 
     await api.post("/api/v1/wall/replay", {"action": "live"})  # whatever an earlier test left
@@ -267,14 +267,18 @@ async def _a_past(api: Api, pool: asyncpg.Pool) -> tuple[float, float]:
     agency = f"tmp-{RUN}"
     await _write(pool, agency, base + timedelta(seconds=0.1), 61.0, 0, base + timedelta(seconds=0.2))
     await _write(pool, agency, base + timedelta(seconds=0.1), 68.5, 1, base + timedelta(seconds=2.0))
-    rel = segment_path(CAM, s0, s0 + 10)
-    (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
-    proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-v", "error", "-y", "-i", str(media_path("counter-360p.mp4")), "-t", "10", "-an", "-c", "copy",
-        "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(api.root / rel))
-    assert await proc.wait() == 0
+    rows = []
+    for start in (0, 5):  # two segments of 5 s, cut on the clip's keyframes (one a second)
+        rel = segment_path(CAM, s0 + start, s0 + start + 5)
+        (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(media_path("counter-360p.mp4")), "-t", "5",
+            "-an", "-c", "copy", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+            str(api.root / rel))
+        assert await proc.wait() == 0
+        rows.append((CAM, s0 + start, s0 + start + 5, (api.root / rel).stat().st_size, rel))
     async with pool.acquire() as conn:
-        await rec_store.add_segments(conn, [(CAM, s0, s0 + 10, (api.root / rel).stat().st_size, rel)])
+        await rec_store.add_segments(conn, rows)
     await _until(s0 + 8)
     r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
     assert r.status_code == 200
@@ -337,6 +341,15 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         assert r.status_code == 200, r.text
         await expect(kpi).to_have_attribute("data-value", "68.5", timeout=10000)
         await _frame_is(p5, cam, 2.5)
+        # played at 1x across the end of the first segment: the next one plays on
+        first = await cam.get_attribute("data-segment")
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 4.2)})
+        assert r.status_code == 200, r.text
+        await _frame_is(p5, cam, 4.2)
+        r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 1})
+        assert r.status_code == 200, r.text
+        await expect(cam).not_to_have_attribute("data-segment", first, timeout=15000)
+        await _frame_at_least(p5, cam, 5.2 * FPS)
         # played at 8x, the replay moves on by itself: past the switch to B, the past shows B
         r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 8})
         assert r.status_code == 200, r.text
@@ -360,9 +373,24 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         await ctx.close()
 
 
+def _iso_at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+async def _frame_at_least(page: Any, cam: Any, frame: float) -> None:
+    """The video plays on to at least this frame of the clip."""
+    await _video_until(page, cam, lambda r: r["value"] >= frame, f"frame {frame:.0f} or later")
+
+
 async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
     """The paused video shows the frame of `offset_s` into the clip, within one frame."""
     want = offset_s * FPS
+    await _video_until(page, cam, lambda r: r["paused"] and abs(r["value"] - want) <= 1.01,
+                       f"frame {want:.1f}, paused")
+
+
+async def _video_until(page: Any, cam: Any, ok: Any, wanted: str) -> None:
+    """Read the counter from the tile's <video> until `ok(reading)` (20 s at most)."""
     deadline = time.monotonic() + 20
     last = None
     while time.monotonic() < deadline:
@@ -370,12 +398,12 @@ async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
             last = await cam.evaluate(READ_VIDEO_COUNTER, timeout=2000)
         except Exception as exc:  # the tile is being remade: look again
             last = {"error": str(exc)[:80]}
-        if last and last.get("value") is not None and last["paused"] and abs(last["value"] - want) <= 1.01:
+        if last and last.get("value") is not None and ok(last):
             return
         await page.wait_for_timeout(200)
     state = await page.evaluate("""() => ({body: {...document.body.dataset},
       past: [...document.querySelectorAll('#past .slot')].map((s) => s.dataset.tile)})""")
-    raise AssertionError(f"the video shows {last}, wanted frame {want:.1f}; {state}")
+    raise AssertionError(f"the video shows {last}, wanted {wanted}; {state}")
 
 
 async def test_the_console_previews_the_past_alone_and_drives_the_screens(
