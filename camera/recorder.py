@@ -15,6 +15,13 @@ every `.mp4` plays. Each starts on a keyframe and is cut at the first keyframe a
 leaves a gap until it comes back. Times are capture times (the wall clock when the packet
 was read); inside a file the camera's own timestamps are kept, rebased to start at zero.
 
+The wall clock may jump (an NTP step, an operator setting the time): a segment's times are
+its first packet's wall time plus the monotonic clock's progress since, so a segment's index
+entry always spans exactly its media and an instant inside it lines up with its frames (the
+time machine seeks by those times). A jump is followed from the next segment on: that
+segment starts at the new wall time (a gap or an overlap the size of the jump, in the index,
+never a segment dropped for ending before it began).
+
 `events` mode keeps the last GOPs in memory (at least `pre_roll_s`) and writes them, then
 everything, while `record_until` is in the future (the service moves it on camera events).
 
@@ -45,6 +52,7 @@ from ioc.core.recordings import part_path, segment_path
 log = logging.getLogger("ioc.camera.recording")
 
 RETRY_S = 10.0
+CLOCK_STEP_S = 0.5  # the wall clock moved this much against the monotonic one: a jump
 CUT_EARLY_S = 0.2
 MAX_PRE_ROLL_GOPS = 64  # a camera with a very short GOP still keeps a bounded pre-roll
 MOVFLAGS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
@@ -70,7 +78,8 @@ class _Unit:
 
 class Recorder:
     def __init__(self, camera_id: str, root: Path, *, segment_s: float = 4.0, pre_roll_s: float = 10.0,
-                 on_segment: Callable[[SegmentDone], None], on_state: Callable[[str, str | None], None]) -> None:
+                 on_segment: Callable[[SegmentDone], None], on_state: Callable[[str, str | None], None],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.camera_id, self.root = camera_id, root
         self.segment_s, self.pre_roll_s = segment_s, pre_roll_s
         self.on_segment, self.on_state = on_segment, on_state  # called in the reader thread
@@ -95,6 +104,9 @@ class Recorder:
         self.state: tuple[str, str | None] = ("off", None)
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._monotonic = monotonic
+        self._offset: float | None = None  # wall time minus monotonic time, as the open segment keeps it
+        self._shift = 0.0  # a wall clock jump seen during the open segment, taken at the next one
 
     # -- the reader thread -----------------------------------------------------------------
     # A reopened camera's new reader may begin while the old one is still stuck in a read
@@ -124,7 +136,28 @@ class Recorder:
     def packet(self, packet: av.Packet, at: float) -> None:
         with self._lock:
             if self._owner == threading.get_ident():
-                self._packet(packet, at)
+                self._packet(packet, self._steady(at))
+
+    def _steady(self, at: float) -> float:
+        """The capture time on the recorder's own timeline: the wall clock `at`, except that
+        a jump of it is taken only when no segment is open (see the module's docstring)."""
+        mono = self._monotonic()
+        if self._offset is None:
+            self._offset = at - mono
+        steady = mono + self._offset
+        jump = at - steady
+        if abs(jump) <= CLOCK_STEP_S:
+            self._shift = 0.0
+            return steady
+        if self._out is None:
+            self._offset += jump
+            self._shift = 0.0
+            return at
+        if self._shift == 0.0:
+            log.warning("wall clock jumped: the open segment keeps its times, the next one follows",
+                        extra={"camera": self.camera_id, "jump_s": round(jump, 3)})
+        self._shift = jump
+        return steady
 
     def _packet(self, packet: av.Packet, at: float) -> None:
         mode = self.mode
@@ -188,6 +221,10 @@ class Recorder:
 
     def _open(self, start: float) -> bool:
         assert self._template is not None
+        if self._shift and self._offset is not None:  # the wall clock jumped during the last one
+            start += self._shift
+            self._offset += self._shift
+            self._shift = 0.0
         rel = part_path(self.camera_id, start)
         path = self.root / rel
         try:

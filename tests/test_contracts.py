@@ -165,6 +165,10 @@ def test_wall_state_alerts_demand() -> None:
     state = wall.WallState("overview", 4, 12.5, {"cam-a": "pl-02"})
     got, doc = wall.decode_state(wall.encode_state(state, {"id": "overview"}))
     assert got == state and doc == {"id": "overview"}
+    replaying = wall.WallState("overview", 5, 13.0, {}, wall.Replay(1000.0, 20.0, 4.0, False, "op"))
+    assert wall.decode_state(wall.encode_state(replaying, None))[0] == replaying
+    assert replaying.replay is not None and replaying.replay.position(22.5) == 1010.0
+    assert replaying.replay.position(19.0) == 1000.0  # before it starts: its first instant
     assert wall.decode_alerts(wall.encode_alerts([{"id": 1}])) == [{"id": 1}]
     demand = wall.Demand(hd=frozenset({"b", "a"}), video_sub=frozenset({"c"}))
     assert wall.decode_demand(wall.encode_demand(demand, 1.0)) == demand

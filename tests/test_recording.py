@@ -39,7 +39,7 @@ from ioc.serve.wall.alerts import CAMERA_TEXT
 from tests.conftest import REPO
 from tests.rigs.children import end, preexec, track
 from tests.rigs.mosquitto import MosquittoRig
-from tests.rigs.rtsp.rig import Mount, RtspRig
+from tests.rigs.rtsp.rig import Mount, RtspRig, media_path
 
 UTC = timezone.utc
 RUN = secrets.token_hex(2)
@@ -623,3 +623,48 @@ def test_a_failing_disk_stops_that_recorder_and_it_resumes(tmp_path: Path) -> No
     assert out["segments"] and not list(root.rglob("*.part"))
     for rel in out["segments"]:
         assert_plays(root / rel)
+
+
+@pytest.mark.parametrize("jump_s", [-30.0, 45.0])
+def test_a_wall_clock_jump_keeps_every_segment_whole_and_aligned(tmp_path: Path, jump_s: float) -> None:
+    """The wall clock steps (back or forward) 6 s into a recording: the segment then open
+    keeps its times (its index spans exactly its media, so an instant in it lines up with
+    its frames) and is not lost; the next segment follows the new clock. The camera's packets
+    come from the counter clip, paced by a monotonic clock that advances with them."""
+    import av
+
+    from camera.recorder import Recorder
+
+    done: list[Any] = []
+    mono = [1000.0]
+    root = tmp_path / "rec"
+    rec = Recorder("jump-cam", root, segment_s=4.0, on_segment=done.append, on_state=lambda *_: None,
+                   monotonic=lambda: mono[0])
+    rec.mode = "continuous"
+    wall0 = time.time() - 3600
+    with av.open(str(media_path("counter-360p.mp4"))) as src:
+        stream = src.streams.video[0]
+        rec.begin(stream)
+        for packet in src.demux(stream):
+            if packet.pts is None or not packet.size:
+                continue
+            t = float(packet.pts * stream.time_base)
+            if t > 14.0:
+                break
+            mono[0] = 1000.0 + t
+            rec.packet(packet, wall0 + t + (jump_s if t >= 6.0 else 0.0))
+        rec.end()
+    segs = list(done)  # in the order written (after a jump back, not the order of their times)
+    assert len(segs) >= 3, segs
+    for s in segs:
+        assert s.end > s.start
+        assert_plays(root / s.path)
+        media = probe(root / s.path)["frames"] / 25  # the clip's frame rate
+        assert abs((s.end - s.start) - media) <= 0.041, (s, media)  # within one frame
+    # before the jump: the clip's own times; the segment open at the jump keeps them
+    assert segs[0].start == pytest.approx(wall0, abs=0.001)
+    open_at_jump = next(s for s in segs if s.start - wall0 < 6.0 <= s.end - wall0)
+    assert open_at_jump.end - wall0 == pytest.approx(8.0, abs=0.05)
+    # from the next one on, the new clock: the clip's time plus the jump
+    after = segs[segs.index(open_at_jump) + 1:]
+    assert after and after[0].start - wall0 == pytest.approx(8.0 + jump_s, abs=0.05)

@@ -30,8 +30,8 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from camera.tiles import encode_tile
 from dashboards import LAYOUTS
 from ioc.serve.wall.layout import load_presets
-from ioc.core.accounts import create_user
 from tests.conftest import REPO, Agencies, IngestProcess
+from tests.helpers import staff_logins
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
 from tests.rigs.rtsp.rig import media_path
@@ -119,16 +119,7 @@ async def site(serve_env: dict[str, str], pool: asyncpg.Pool,
                                "ON CONFLICT (id) DO NOTHING", list(CAMERAS.items()))
     proc = ServeProcess(serve_env, tmp_path_factory.mktemp("pages") / "serve.log", REPO)
     await asyncio.to_thread(proc.start)
-    async with pool.acquire() as conn:
-        users = {}
-        for role in ("admin", "operator", "leader"):
-            name = f"wp{role[:3]}{secrets.token_hex(3)}"
-            users[role] = (name, await create_user(conn, name, role=role, actor="test"))
-    tokens = {}
-    async with httpx.AsyncClient(base_url=proc.base, timeout=10) as http:
-        for role, (name, password) in users.items():
-            r = await http.post("/api/v1/auth/token", data={"username": name, "password": password})
-            tokens[role] = r.json()["access_token"]
+    users, tokens = await staff_logins(pool, proc.base, "wp")
     s = Site(proc, tokens, users)
     suffix = secrets.token_hex(2)
     for n in range(1, 10):
@@ -667,10 +658,7 @@ async def test_chart_fetches_its_series_once_and_follows_live_readings(
 # The frame number the counter clips carry (tests/rigs/rtsp/counter.py), read from a camera
 # tile's canvas in the page: 16 blocks of 32 px at the top left, MSB first, white = 1, and
 # below them the same bits inverted; the centre 16 x 16 px of each block is sampled.
-READ_COUNTER = """(tile) => {
-  const c = tile.querySelector("canvas.cam-video");
-  if (!c || c.width < 512 || c.height < 64) return null;
-  const px = c.getContext("2d").getImageData(0, 0, 512, 64).data;
+COUNTER_FROM_PIXELS = """(px) => {
   const mean = (block, row) => {
     let sum = 0;
     for (let y = row * 32 + 8; y < row * 32 + 24; y++)
@@ -683,11 +671,18 @@ READ_COUNTER = """(tile) => {
   let value = 0;
   for (let b = 0; b < 16; b++) {
     const bit = mean(b, 0), inverse = mean(b, 1);
-    if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return { value: null };
+    if (!(bit >= 175 || bit <= 80) || (bit >= 175) !== (inverse <= 80)) return null;
     value = value * 2 + (bit >= 175 ? 1 : 0);
   }
-  return { value, seq: Number(tile.dataset.videoLastSeq), frames: Number(tile.dataset.videoFrames) };
+  return value;
 }"""
+READ_COUNTER = """(tile) => {
+  const c = tile.querySelector("canvas.cam-video");
+  if (!c || c.width < 512 || c.height < 64) return null;
+  const value = (%s)(c.getContext("2d").getImageData(0, 0, 512, 64).data);
+  if (value === null) return { value: null };
+  return { value, seq: Number(tile.dataset.videoLastSeq), frames: Number(tile.dataset.videoFrames) };
+}""" % COUNTER_FROM_PIXELS
 
 
 async def play_counter(site: Site, live: Live, clip: Any = None) -> tuple[Any, VideoReplay]:

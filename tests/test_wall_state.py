@@ -71,3 +71,28 @@ def test_a_chart_message_carries_the_live_reading() -> None:
     data = orjson.loads(hub.last["c-aqi"][0])["data"]
     assert data == {"kpi": "mt.aqi", "area": "13285", "bucket": "1h", "hours": 48, "changed_at": 1793600000.5,
                     "ts": "2026-11-02T08:15:00+07:00", "value": 87.0, "rev": 1}
+
+
+def test_screens_in_a_replay_play_no_live_video_and_may_read_the_past_until_it_ends() -> None:
+    """From a replay's start the screens play recordings, so the hub wants no live video for
+    them (the console's mini-wall keeps its own); after "back to live" the screens may still
+    read the past until the announced switch back, plus a grace."""
+    import time
+
+    from ioc.core.contracts.wall import Replay, WallState
+
+    hub = hub_module.Hub(load_presets(LAYOUTS))
+    layout = hub.layouts()["overview"]
+    screen = next(n for n in range(1, 10) if any(t.kind == "camera" for t in layout.tiles_for(n)))
+    wall_screen = hub_module.Client(None, "screen", screen, "screen-x", "test")  # type: ignore[arg-type]
+    console = hub_module.Client(None, "console", None, "op", "test")  # type: ignore[arg-type]
+    now = time.time()
+    assert hub.wanted_streams(wall_screen) and not hub.replay_open()
+    hub.apply_state(WallState("overview", 1, now, {}, Replay(now - 600, now + 60, 1.0)))  # announced, not begun
+    assert hub.wanted_streams(wall_screen) and hub.replay_open()
+    hub.apply_state(WallState("overview", 2, now, {}, Replay(now - 600, now - 0.1, 4.0)))
+    assert hub.wanted_streams(wall_screen) == {} and hub.wanted_streams(console)
+    hub.apply_state(WallState("overview", 3, now + 1.0, {}, None))  # back to live, announced 1 s ahead
+    assert hub.wanted_streams(wall_screen) and hub.replay_open()
+    hub._replay_until = time.time() - 0.01  # as if the grace had passed
+    assert not hub.replay_open()

@@ -5,6 +5,7 @@ import { api, explain } from "./api.js";
 import { languageState, runLoggedIn } from "./chrome.js";
 import { formatShort, formatTime } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { Replayer, bannerLines } from "./replay.js";
 import { alertItem, alertOrder, hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, slotted } from "./wall.js";
 
@@ -43,15 +44,20 @@ const ctx = {
   ack: null, // acknowledging is done in the alerts panel, not in the small tiles
 };
 
+/** A tile's slot on the mini-wall: its share of the whole wall, in percent. */
+function miniPlace(view, def, msg) {
+  const { cols, rows } = msg.layout;
+  const s = view.slot.style;
+  s.left = `${(def.x / cols) * 100}%`;
+  s.top = `${(def.y / rows) * 100}%`;
+  s.width = `${(def.w / cols) * 100}%`;
+  s.height = `${(def.h / rows) * 100}%`;
+}
+
 wall = new WallModel(ctx, {
   ...slotted($("mini-tiles"), { onClick: (id) => select(id) }),
   place(view, def, msg) {
-    const { cols, rows } = msg.layout;
-    const s = view.slot.style;
-    s.left = `${(def.x / cols) * 100}%`;
-    s.top = `${(def.y / rows) * 100}%`;
-    s.width = `${(def.w / cols) * 100}%`;
-    s.height = `${(def.h / rows) * 100}%`;
+    miniPlace(view, def, msg);
     view.slot.classList.toggle("selected", def.id === selected);
   },
   announced(msg, waitMs) {
@@ -74,6 +80,110 @@ wall = new WallModel(ctx, {
 });
 wall.sender = (msg) => run && run.hub() && run.hub().send(msg);
 Object.assign(hooks, { wall, applied: wall.history });
+
+// -- the time machine ----------------------------------------------------------------------
+// The mini-wall shows the wall's replay when the screens show one, or the operator's own
+// preview (this console only); commands for the screens go to POST /api/v1/wall/replay.
+
+const replayer = new Replayer({
+  ctx, token: () => run.session().token,
+  page: { ...slotted($("mini-past")), place: miniPlace },
+  onChange: renderReplay,
+});
+let wallReplay = null; // the screens' replay, from the hub
+let preview = null; // this console's own, or null
+let replayTimer = null;
+hooks.replayer = replayer;
+
+function renderReplay() {
+  const on = replayer.active;
+  $("minimap").classList.toggle("replaying", on);
+  $("mini-past").hidden = !on;
+  document.body.dataset.replay = preview ? "preview" : wallReplay ? "wall" : "off";
+  clearInterval(replayTimer);
+  const status = $("replay-status");
+  const draw = () => {
+    if (!replayer.active) {
+      status.textContent = t(lang.get(), "c.replay_live_on");
+      return;
+    }
+    const lines = bannerLines(replayer);
+    const what = t(lang.get(), preview ? "c.replay_preview_on" : "c.replay_wall_on");
+    status.textContent = `${what} · ${lang.get() === "vi" ? lines.vi : lines.en}`;
+  };
+  draw();
+  if (on) replayTimer = setInterval(draw, 500);
+}
+
+function showReplay() {
+  replayer.set(preview || wallReplay);
+}
+
+function pickedInstant() {
+  const v = $("replay-t").value; // the wall's time: Viet Nam has one offset all year, +07:00
+  if (!v) return null;
+  return `${v.length === 16 ? `${v}:00` : v}+07:00`;
+}
+
+async function command(body) {
+  const status = $("replay-status");
+  try {
+    const out = await call("/api/v1/wall/replay", { method: "POST", body: { ...body, scope: preview ? "console" : "wall" } });
+    hooks.lastReplay = { body, answer: out };
+    return out;
+  } catch (err) {
+    status.textContent = explain(err, lang.get());
+    return null;
+  }
+}
+
+async function localChange(action, extra = {}) {
+  // a preview changes here only; it is still audited, like every look at the past
+  await command({ action, ...extra });
+  const now = ctx.serverNow();
+  const pos = replayer.position();
+  const speed = Number($("replay-speed").value) || preview.speed;
+  if (action === "live") preview = null;
+  else if (action === "pause") preview = { ...preview, t: pos, at: now, paused: true };
+  else if (action === "resume") preview = { ...preview, t: pos, at: now, paused: false, speed };
+  else if (action === "step") preview = { ...preview, t: pos + extra.step_s, at: now, paused: true };
+  showReplay();
+}
+
+$("replay-preview").addEventListener("click", async () => {
+  const at = pickedInstant();
+  if (!at) return;
+  const speed = Number($("replay-speed").value) || 1;
+  preview = { t: Date.parse(at) / 1000, at: ctx.serverNow(), speed, paused: false };
+  await command({ action: "start", t: at, speed });
+  showReplay();
+});
+$("replay-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const at = pickedInstant();
+  if (!at) return;
+  preview = null;
+  await command({ action: "start", t: at, speed: Number($("replay-speed").value) || 1 });
+});
+const act = (action, extra) => (preview ? localChange(action, extra) : command({ action, ...extra }));
+$("replay-pause").addEventListener("click", () => act("pause"));
+$("replay-resume").addEventListener("click", () => act("resume", { speed: Number($("replay-speed").value) || 1 }));
+$("replay-back").addEventListener("click", () => act("step", { step_s: -1 }));
+$("replay-fwd").addEventListener("click", () => act("step", { step_s: 1 }));
+$("replay-live").addEventListener("click", () => act("live"));
+
+let replayPending = null;
+function onWallReplay(msg) {
+  clearTimeout(replayPending);
+  const wait = (Number(msg.at) - ctx.serverNow()) * 1000;
+  const apply = () => {
+    wallReplay = msg.replay || null;
+    if (!preview) showReplay();
+    else renderReplay();
+  };
+  if (wait > 2) replayPending = setTimeout(apply, wait);
+  else apply();
+}
 
 // -- layouts ----------------------------------------------------------------------------
 
@@ -437,6 +547,7 @@ run = runLoggedIn({
       loadScreens();
     },
     layout: (msg) => wall.layout(msg),
+    replay: (msg) => onWallReplay(msg),
     tile(msg) {
       wall.tile(msg);
       // the hub has no alerts message of its own: an alerts tile on the wall carries them

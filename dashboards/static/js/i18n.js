@@ -120,6 +120,21 @@ const VI = {
   "c.tiles": "{n} ô",
   "c.switch_failed": "Không chuyển được bố cục",
   "c.switched": "Đã chuyển sang {name}",
+  "replay.banner": "ĐANG PHÁT LẠI QUÁ KHỨ, KHÔNG PHẢI TRỰC TIẾP",
+  "replay.paused": "tạm dừng",
+  "replay.tz": "giờ Việt Nam",
+  "replay.no_recording": "Không có ghi hình lúc này",
+  "c.replay": "Cỗ máy thời gian",
+  "c.replay_at": "Thời điểm (giờ Việt Nam)",
+  "c.replay_speed": "Tốc độ",
+  "c.replay_preview": "Xem trước tại đây",
+  "c.replay_wall": "Phát lại trên tường",
+  "c.replay_pause": "Tạm dừng",
+  "c.replay_resume": "Tiếp tục",
+  "c.replay_live": "Về trực tiếp",
+  "c.replay_preview_on": "Đang xem trước (chỉ tại bàn điều khiển)",
+  "c.replay_wall_on": "Tường đang phát lại quá khứ",
+  "c.replay_live_on": "Trực tiếp",
 };
 
 const EN = {
@@ -242,6 +257,21 @@ const EN = {
   "c.tiles": "{n} tiles",
   "c.switch_failed": "The layout could not be switched",
   "c.switched": "Switched to {name}",
+  "replay.banner": "REPLAY OF THE PAST, NOT LIVE",
+  "replay.paused": "paused",
+  "replay.tz": "Viet Nam time",
+  "replay.no_recording": "No recording at this time",
+  "c.replay": "Time machine",
+  "c.replay_at": "Instant (Viet Nam time)",
+  "c.replay_speed": "Speed",
+  "c.replay_preview": "Preview here",
+  "c.replay_wall": "Replay on the wall",
+  "c.replay_pause": "Pause",
+  "c.replay_resume": "Resume",
+  "c.replay_live": "Back to live",
+  "c.replay_preview_on": "Previewing (this console only)",
+  "c.replay_wall_on": "The wall replays the past",
+  "c.replay_live_on": "Live",
 };
 
 const TABLES = { vi: VI, en: EN };

@@ -4,6 +4,7 @@
 import { api, hubAddress } from "./api.js";
 import { HubClient } from "./hub.js";
 import { t } from "./i18n.js";
+import { Replayer, bannerLines } from "./replay.js";
 import { hasVideoDecoder } from "./tiles.js";
 import { WallModel, exposeHooks, screenRegion, slotted } from "./wall.js";
 
@@ -13,6 +14,8 @@ const GAP = 6;
 
 const stage = document.getElementById("stage");
 const banner = document.getElementById("banner");
+const pastEl = document.getElementById("past");
+const replayBanner = document.getElementById("replay-banner");
 const fatalEl = document.getElementById("fatal");
 const screen = Number(new URLSearchParams(location.search).get("screen"));
 const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
@@ -111,6 +114,7 @@ function start() {
       },
       layout: (msg) => wall.layout(msg),
       tile: (msg) => wall.tile(msg),
+      replay: (msg) => onReplay(msg),
       picture: (header, jpeg) => wall.picture(header, jpeg),
       video: (header, data) => wall.video(header, data),
       fatal(code, reason) {
@@ -119,7 +123,43 @@ function start() {
     },
   });
   wall.sender = (msg) => hub.send(msg);
-  Object.assign(hooks, { hub, wall, applied: wall.history });
+  // the time machine: the wall's past over the live tiles, while the operators replay it
+  const replayer = new Replayer({
+    ctx, screen, token: () => token,
+    page: { ...slotted(pastEl), place },
+    onChange: showReplay,
+  });
+  let replayTimer = null;
+  function showReplay() {
+    const on = replayer.active;
+    stage.classList.toggle("replaying", on);
+    pastEl.hidden = !on;
+    replayBanner.hidden = !on;
+    document.body.dataset.replay = on ? "on" : "off";
+    clearInterval(replayTimer);
+    if (!on) return;
+    const draw = () => {
+      const lines = bannerLines(replayer);
+      replayBanner.querySelector(".vi").textContent = lines.vi;
+      replayBanner.querySelector(".en").textContent = lines.en;
+      document.body.dataset.replayAt = String(Math.floor(replayer.position()));
+    };
+    draw();
+    replayTimer = setInterval(draw, 250);
+  }
+  let replayPending = null;
+  // like a layout switch: the change is announced ahead and made at `at` on every screen
+  function onReplay(msg) {
+    clearTimeout(replayPending);
+    const wait = (Number(msg.at) - hub.serverNow()) * 1000;
+    const apply = () => {
+      replayer.set(msg.replay || null);
+      hooks.replayChanged = hub.serverNow(); // when this screen changed (tests compare the nine)
+    };
+    if (wait > 2) replayPending = setTimeout(apply, wait);
+    else apply();
+  }
+  Object.assign(hooks, { hub, wall, applied: wall.history, replayer });
   hub.start();
   // keep the screen awake where the browser allows it
   if (navigator.wakeLock) navigator.wakeLock.request("screen").catch(() => {});

@@ -27,7 +27,7 @@ function svg(tag, attrs = {}, text) {
   return e;
 }
 
-class TileView {
+export class TileView {
   constructor(def, ctx) {
     this.def = def;
     this.ctx = ctx;
@@ -1026,7 +1026,8 @@ const KINDS = {
 };
 
 export function createTile(def, ctx) {
-  const View = KINDS[def.kind] || TileView;
+  // a replay of the past brings its own views for some kinds (recordings for cameras)
+  const View = (ctx.views && ctx.views[def.kind]) || KINDS[def.kind] || TileView;
   return new View(def, ctx);
 }
 

@@ -152,6 +152,19 @@ export class WallModel {
     if (view && !(header.camera && view.def.camera && header.camera !== view.def.camera)) view.picture(header, jpeg);
   }
 
+  /** Show nothing (a replay ends): every view goes, the next layout message starts afresh. */
+  clear() {
+    clearTimeout(this.timer);
+    for (const view of this.views.values()) {
+      this.page.unmount(view);
+      view.destroy();
+    }
+    this.views = new Map();
+    this.states.clear();
+    this.pictures.clear();
+    this.current = this.pending = this.signature = null;
+  }
+
   relabel() {
     for (const v of this.views.values()) v.setLang();
   }

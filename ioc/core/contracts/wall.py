@@ -1,7 +1,8 @@
 """The walls' shared state between API nodes, and their demand for HD pictures.
 
 - `topics.WALL_STATE` (retained): the layout in force, its version, when it takes effect,
-  the pins, and the layout's document (so a node that never saw a saved layout can show it).
+  the pins, the layout's document (so a node that never saw a saved layout can show it),
+  and the replay the screens show instead of live, if any (`Replay`).
 - `topics.WALL_ALERTS` (retained): the open alerts, as every hub shows them.
 - `topics.wall_demand(node)` (retained, empty will): cameras a node's screens show large, and
   those whose video they play, per stream.
@@ -16,22 +17,50 @@ import orjson
 
 
 @dataclass(frozen=True)
+class Replay:
+    """The wall showing the past: at server time `at` it shows instant `t` (epoch seconds,
+    UTC), and from then on `t + (now - at) * speed` unless paused. Every screen computes the
+    instant from these four numbers and its hub's clock, so all nine move together."""
+
+    t: float
+    at: float
+    speed: float = 1.0
+    paused: bool = False
+    by: str = ""
+
+    def position(self, now: float) -> float:
+        return self.t if self.paused or now < self.at else self.t + (now - self.at) * self.speed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"t": self.t, "at": self.at, "speed": self.speed, "paused": self.paused, "by": self.by}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Replay:
+        return cls(float(doc["t"]), float(doc["at"]), float(doc.get("speed", 1.0)), bool(doc.get("paused", False)),
+                   str(doc.get("by", "")))
+
+
+@dataclass(frozen=True)
 class WallState:
     layout: str
     version: int
     at: float
     pins: dict[str, str] = field(default_factory=dict)
+    replay: Replay | None = None
 
 
 def encode_state(state: WallState, layout_doc: dict[str, Any] | None) -> bytes:
     return orjson.dumps({"layout": state.layout, "version": state.version, "at": state.at,
-                         "pins": state.pins, "layout_doc": layout_doc})
+                         "pins": state.pins, "layout_doc": layout_doc,
+                         "replay": state.replay.as_dict() if state.replay else None})
 
 
 def decode_state(payload: bytes | bytearray) -> tuple[WallState, dict[str, Any] | None]:
     doc = orjson.loads(payload)
+    replay = doc.get("replay")  # nodes of an earlier version send none: live
     state = WallState(str(doc["layout"]), int(doc["version"]), float(doc["at"]),
-                      {str(k): str(v) for k, v in (doc.get("pins") or {}).items()})
+                      {str(k): str(v) for k, v in (doc.get("pins") or {}).items()},
+                      Replay.from_dict(replay) if isinstance(replay, dict) else None)
     return state, doc.get("layout_doc") or None
 
 

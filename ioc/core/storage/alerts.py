@@ -64,6 +64,22 @@ async def recent(conn: asyncpg.Connection, *, open_only: bool, limit: int) -> li
     return [_row(r) for r in rows]
 
 
+async def open_at(conn: asyncpg.Connection, at: datetime, limit: int = 200) -> list[dict[str, Any]]:
+    """The alerts open at the past instant `at` (started by then, not ended by then), newest
+    first, as the wall showed them then: an acknowledgement that came later is not shown."""
+    rows = await conn.fetch(
+        "SELECT * FROM alerts WHERE started_at <= $1 AND (ended_at IS NULL OR ended_at > $1) "
+        "ORDER BY started_at DESC LIMIT $2", at, limit)
+    out = []
+    for r in rows:
+        row = _row(r)
+        row["ended_at"] = None
+        if r["acked_at"] is None or r["acked_at"] > at:
+            row["acked_by"] = row["acked_at"] = None
+        out.append(row)
+    return out
+
+
 async def acknowledge(conn: asyncpg.Connection, alert_id: int, actor: str) -> dict[str, Any] | None:
     """Mark an alert (and a camera alert's event) acknowledged, audited; None if unknown."""
     async with conn.transaction():

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ioc.core.contracts.wall import WallState
+from ioc.core.contracts.wall import Replay, WallState
 from ioc.core.storage import audit
 
 
@@ -46,19 +46,48 @@ async def delete_layout(conn: asyncpg.Connection, layout_id: str, actor: str) ->
     return gone is not None
 
 
+def _state(row: asyncpg.Record) -> WallState:
+    replay = orjson.loads(row["replay"]) if row["replay"] is not None else None
+    return WallState(row["layout"], row["version"], row["at"], orjson.loads(row["pins"]),
+                     Replay.from_dict(replay) if replay else None)
+
+
 async def current_state(conn: asyncpg.Connection) -> WallState | None:
-    row = await conn.fetchrow("SELECT layout, version, at, pins FROM wall_state")
-    if row is None:
-        return None
-    return WallState(row["layout"], row["version"], row["at"], orjson.loads(row["pins"]))
+    row = await conn.fetchrow("SELECT layout, version, at, pins, replay FROM wall_state")
+    return None if row is None else _state(row)
+
+
+async def change_replay(conn: asyncpg.Connection, replay: Replay | None, *, actor: str, default_layout: str,
+                        action: str, details: dict[str, Any]) -> WallState:
+    """Put the screens into a replay of the past (or change it), or back to live (None); the
+    layout and pins stay as they are. `replay.at` (or, back to live, the state's `at`) is
+    when every screen changes. Audited with who did it."""
+    at = replay.at if replay is not None else time.time() + float(details.get("delay_s", 0))
+    async with conn.transaction():
+        row = await conn.fetchrow("SELECT layout, version, pins FROM wall_state FOR UPDATE")
+        version = (row["version"] if row else 0) + 1
+        layout = row["layout"] if row else default_layout
+        doc = orjson.dumps(replay.as_dict()).decode() if replay is not None else None
+        await conn.execute(
+            "INSERT INTO wall_state (one, layout, version, at, pins, replay, updated_by) "
+            "VALUES (true, $1, $2, $3, '{}'::jsonb, $4::jsonb, $5) "
+            "ON CONFLICT (one) DO UPDATE SET version = EXCLUDED.version, at = EXCLUDED.at, replay = EXCLUDED.replay, "
+            "updated_by = EXCLUDED.updated_by, updated_at = now()", layout, version, at, doc, actor)
+        await audit.record(conn, actor, action, "wall", {"version": version, **details})
+        row = await conn.fetchrow("SELECT layout, version, at, pins, replay FROM wall_state")
+    return _state(row)
 
 
 async def change_state(conn: asyncpg.Connection, *, layout: str | None, pins: dict[str, str | None] | None,
-                       delay_s: float, actor: str, default_layout: str) -> WallState:
-    """Switch layout (pins are dropped with it) and/or change pins; returns the new state."""
+                       delay_s: float, actor: str, default_layout: str,
+                       layout_doc: dict[str, Any] | None = None) -> WallState:
+    """Switch layout (pins are dropped with it) and/or change pins; returns the new state.
+
+    `layout_doc` is the document of the layout shown from now on: it goes, with the pins and
+    the instant the screens change, into `wall_history`, which the time machine reads."""
     at = time.time() + delay_s
     async with conn.transaction():
-        row = await conn.fetchrow("SELECT layout, version, pins FROM wall_state FOR UPDATE")
+        row = await conn.fetchrow("SELECT layout, version, pins, replay FROM wall_state FOR UPDATE")
         cur_layout = row["layout"] if row else default_layout
         cur_pins: dict[str, str] = orjson.loads(row["pins"]) if row else {}
         version = (row["version"] if row else 0) + 1
@@ -69,12 +98,19 @@ async def change_state(conn: asyncpg.Connection, *, layout: str | None, pins: di
                 new_pins.pop(tile, None)
             else:
                 new_pins[tile] = cam
+        pins_doc = orjson.dumps(new_pins).decode()
         await conn.execute(
             "INSERT INTO wall_state (one, layout, version, at, pins, updated_by) VALUES (true, $1, $2, $3, $4::jsonb, $5) "
             "ON CONFLICT (one) DO UPDATE SET layout = EXCLUDED.layout, version = EXCLUDED.version, at = EXCLUDED.at, "
             "pins = EXCLUDED.pins, updated_by = EXCLUDED.updated_by, updated_at = now()",
-            new_layout, version, at, orjson.dumps(new_pins).decode(), actor,
+            new_layout, version, at, pins_doc, actor,
         )
+        await conn.execute(
+            "INSERT INTO wall_history (version, at, layout, layout_doc, pins, changed_by) "
+            "VALUES ($1, to_timestamp($2), $3, $4::jsonb, $5::jsonb, $6)",
+            version, at, new_layout, orjson.dumps(layout_doc).decode() if layout_doc is not None else None,
+            pins_doc, actor)
         await audit.record(conn, actor, "wall.switched" if layout else "wall.pinned", new_layout,
                            {"version": version, "pins": new_pins})
-    return WallState(new_layout, version, at, new_pins)
+    replay = orjson.loads(row["replay"]) if row is not None and row["replay"] is not None else None
+    return WallState(new_layout, version, at, new_pins, Replay.from_dict(replay) if replay else None)

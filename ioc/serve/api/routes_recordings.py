@@ -1,7 +1,8 @@
 """Playback: what was recorded, the segment at an instant, a segment's bytes, exports, kept spans.
 
 Operators and admins may do everything here but set modes (admins) and release kept spans
-(admins); leaders watch and export but change nothing; agencies and wall screens get 403.
+(admins); leaders watch and export but change nothing; agencies get 403, and so do wall
+screens, except for the segments their wall's replay plays (`segment_bytes`).
 Every file is reached through the index and `ioc.core.recordings.inside`: a parameter is
 never joined onto a path, so no camera id, date, segment id, `..` or symlink reaches a file
 outside the recordings directory. A time with no recording answers 404 with the nearest
@@ -30,6 +31,7 @@ from ioc.core.storage import audit
 from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import recordings as store
 from ioc.serve.api.security import Principal, require
+from ioc.serve.api.wall_past import cameras_of, layout_at
 
 router = APIRouter(prefix="/api/v1", tags=["recordings"])
 WATCHERS = ("admin", "operator", "leader")
@@ -75,7 +77,7 @@ def clip_url(request: Request, camera: str, start: datetime, end: datetime | Non
     return f"/api/v1/cameras/{camera}/export?{query}"
 
 
-def _segment(row: dict[str, Any]) -> dict[str, Any]:
+def segment_out(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "start": _iso(row["started_at"]), "end": _iso(row["ended_at"]), "bytes": row["bytes"],
             "kept": row["kept"], "url": segment_url(row["id"])}
 
@@ -142,7 +144,7 @@ async def recordings(request: Request, camera_id: str, start: datetime, end: dat
     answer: dict[str, Any] = {"camera": camera_id, "start": start.isoformat(), "end": end.isoformat(), "spans": out,
                               "truncated": len(rows) > MAX_LIST}
     if segments:
-        answer["segments"] = [_segment(r) for r in rows[:MAX_LIST]]
+        answer["segments"] = [segment_out(r) for r in rows[:MAX_LIST]]
     return answer
 
 
@@ -160,18 +162,22 @@ async def recording_at(request: Request, camera_id: str, t: datetime,
             return _gap(camera_id, t, before, after, f"at {t.isoformat()}")
         more = await store.segments(conn, camera_id, row["ended_at"], row["ended_at"] + timedelta(minutes=5),
                                     max(0, min(following, 50)) + 1)
-    return {"camera": camera_id, "at": t.isoformat(), "segment": _segment(row),
+    return {"camera": camera_id, "at": t.isoformat(), "segment": segment_out(row),
             "offset_s": round((t - row["started_at"]).total_seconds(), 3),
-            "following": [_segment(r) for r in more if r["id"] != row["id"]][:max(0, min(following, 50))]}
+            "following": [segment_out(r) for r in more if r["id"] != row["id"]][:max(0, min(following, 50))]}
 
 
 @router.get("/recordings/segments/{segment_id}", response_class=Response,
             responses={200: {"content": {"video/mp4": {}}}, 206: {"description": "the range asked for"}})
 async def segment_bytes(request: Request, segment_id: int,
-                        _: Annotated[Principal, Depends(require(*WATCHERS))]) -> Response:
-    """A segment's fragmented MP4, with HTTP Range (players seek inside it)."""
+                        p: Annotated[Principal, Depends(require(*WATCHERS, "screen"))]) -> Response:
+    """A segment's fragmented MP4, with HTTP Range (players seek inside it). A wall screen
+    may fetch one only while the wall replays the past, and only of a camera the wall showed
+    when the segment was recorded (what its replay plays)."""
     async with request.app.state.pool.acquire() as conn:
         row = await store.segment(conn, segment_id)
+        if p.role == "screen":
+            await _screen_may_play(request, conn, row)
     if row is None:
         raise HTTPException(404, detail=f"no segment {segment_id}")
     try:
@@ -181,6 +187,18 @@ async def segment_bytes(request: Request, segment_id: int,
     return FileResponse(path, media_type="video/mp4", headers={
         "Cache-Control": "private, max-age=3600", "X-Recording-Start": row["started_at"].isoformat(),
         "X-Recording-End": row["ended_at"].isoformat(), "X-Camera": row["camera"]})
+
+
+async def _screen_may_play(request: Request, conn: Any, row: dict[str, Any] | None) -> None:
+    node = request.app.state.wall
+    if node is None or not node.hub.replay_open():
+        raise HTTPException(403, detail="a wall screen plays recordings only while the wall replays the past")
+    if row is None:
+        return
+    shown, _ = await layout_at(conn, node.hub, row["started_at"])
+    shown_end, _ = await layout_at(conn, node.hub, row["ended_at"])
+    if row["camera"] not in cameras_of(shown) | cameras_of(shown_end):
+        raise HTTPException(403, detail="the wall did not show this camera then")
 
 
 # -- export ---------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ async def save_layout(request: Request, layout_id: str, body: dict[str, Any],
         state = None
         if node.hub.state.layout == layout_id:  # the wall shows it: show the new version
             state = await wall_store.change_state(conn, layout=None, pins=None, delay_s=0, actor=p.username,
-                                                  default_layout=layout_id)
+                                                  default_layout=layout_id, layout_doc=new.model_dump(mode="json"))
     node.layout_saved(new, layout_id)
     node.warn_unknown_cameras(new)
     if state is not None:
@@ -98,7 +98,8 @@ async def delete_layout(request: Request, layout_id: str, p: Annotated[Principal
 
 def _state_out(node: WallNode) -> dict[str, Any]:
     s = node.hub.state
-    return {"layout": s.layout, "version": s.version, "at": s.at, "pins": s.pins}
+    return {"layout": s.layout, "version": s.version, "at": s.at, "pins": s.pins,
+            "replay": s.replay.as_dict() if s.replay else None}
 
 
 @router.get("/wall/state")
@@ -120,7 +121,8 @@ async def switch(request: Request, body: SwitchIn, p: Annotated[Principal, Depen
     delay = body.delay_s if body.delay_s is not None else request.app.state.settings.wall_switch_delay_s
     async with request.app.state.pool.acquire() as conn:
         state = await wall_store.change_state(conn, layout=body.layout, pins=None, delay_s=delay, actor=p.username,
-                                              default_layout=node.hub.state.layout)
+                                              default_layout=node.hub.state.layout,
+                                              layout_doc=target.model_dump(mode="json"))
     node.publish_state(state, target)
     return _state_out(node)
 
@@ -140,7 +142,8 @@ async def pin(request: Request, body: PinIn, p: Annotated[Principal, Depends(req
         if body.camera is not None and not await camera_store.camera_exists(conn, body.camera):
             raise HTTPException(404, detail=f"no camera {body.camera!r}")
         state = await wall_store.change_state(conn, layout=None, pins={body.tile: body.camera}, delay_s=0,
-                                              actor=p.username, default_layout=node.hub.state.layout)
+                                              actor=p.username, default_layout=node.hub.state.layout,
+                                              layout_doc=base.model_dump(mode="json"))
     node.publish_state(state, base)
     return _state_out(node)
 

@@ -53,7 +53,8 @@ STATUS_SILENT_S = 30.0  # camera services repeat each status every 10 s
 VIDEO_FRESH_S = 2.0  # a stream with no frame this recent is not playing: clients take the other
 GOP_MAX_FRAMES = 300  # the current group of pictures kept per stream, at most this many frames
 GOP_MAX_BYTES = 16 * 1024 * 1024  # ... and bytes; over either, nothing until the next keyframe
-GOP_STALE_S = 10.0  # a group of pictures older than this is not sent to a joining client
+GOP_STALE_S = 10.0
+REPLAY_GRACE_S = 2.0  # after a replay's announced end, what a screen's last look at the past may take  # a group of pictures older than this is not sent to a joining client
 
 Message = tuple[bytes, bool, bytes]  # (payload, is_text, the websocket frame every client gets)
 _OPEN = State.OPEN
@@ -126,6 +127,7 @@ class Hub:
         self.on_camera_event = on_camera_event
         self.on_kpi = on_kpi
         first = presets.get("overview") or next(iter(presets.values()))
+        self.default = first  # what a wall never switched shows
         self.state = WallState(first.id, 0, 0.0)
         self.layout = first
         self.clients: set[Client] = set()
@@ -153,6 +155,8 @@ class Hub:
         self.video_skipped = 0
         self._video_bad: set[str] = set()  # cameras whose malformed video was logged once
         self._previous: Layout | None = None  # the layout being left, until the switch's `at`
+        self._replaying = False  # screens show a replay now (its `at` has come): no live video for them
+        self._replay_until = 0.0  # a replay that ended: its screens show it until the switch back
         self._index()
 
     # -- layouts ----------------------------------------------------------------------
@@ -171,18 +175,40 @@ class Hub:
             log.error("wall state names an unknown layout", extra={"layout": state.layout})
             return False
         self._previous = self.layout if state.at > time.time() else None
+        if self.state.replay is not None and state.replay is None:
+            self._replay_until = state.at + REPLAY_GRACE_S
         self.state = state
         self.layout = layout.with_pins(state.pins)
+        self._replaying = self._replay_started()
         self._index()
         self.last.clear()
         self._rebuild_all()
         for c in list(self.clients):
             self._send_layout(c)
+            self._send_replay_state(c)
             self._send_current(c)
             self._replay(c)
         self._demand_changed()
         log.info("wall layout", extra={"layout": layout.id, "version": state.version, "clients": len(self.clients)})
         return True
+
+    def replay_open(self) -> bool:
+        """Whether the screens show a replay of the past, or may still (back to live is
+        announced ahead): while so, screens may read the past and its recordings."""
+        return self.state.replay is not None or time.time() < self._replay_until
+
+    def _replay_started(self) -> bool:
+        r = self.state.replay
+        return r is not None and time.time() >= r.at
+
+    def _send_replay_state(self, c: Client) -> None:
+        """Screens and consoles learn whether the wall shows the past (tablets stay live):
+        the page changes at `at`, the same instant on every screen, as a layout switch does."""
+        if c.role not in ("screen", "console"):
+            return
+        r = self.state.replay
+        self._write(c, frames.message("replay", replay=r.as_dict() if r else None, version=self.state.version,
+                                      at=r.at if r else self.state.at), True)
 
     def _demand_changed(self) -> None:
         if self.on_demand_change is not None:
@@ -225,6 +251,7 @@ class Hub:
         self._subscribe(c)
         self._write(c, frames.message("welcome", client=c.id, role=c.role, screen=c.screen, now=time.time()), True)
         self._send_layout(c)
+        self._send_replay_state(c)
         self._send_current(c)
         self._replay(c)
         self._demand_changed()
@@ -378,8 +405,8 @@ class Hub:
         """camera -> the stream this client should play: "main" where a screen shows the
         camera wider than HD_MIN_PIXELS (as HD pictures), else "sub"; tablets and the console
         get "sub". During an announced switch, the layout being left still plays until `at`."""
-        if not c.video:
-            return {}
+        if not c.video or (self._replaying and c.role == "screen"):
+            return {}  # a screen in replay plays recordings, not live video
         want: dict[str, str] = {}
         layouts = [self.layout] if self._previous is None else [self._previous, self.layout]
         for layout in layouts:
@@ -510,6 +537,10 @@ class Hub:
         everyone = False
         if self._previous is not None and time.time() >= self.state.at:
             self._previous = None
+            everyone = True
+            self._demand_changed()
+        if self._replaying != self._replay_started():
+            self._replaying = not self._replaying
             everyone = True
             self._demand_changed()
         now = time.monotonic()

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""How fast a replay of the whole wall starts (issue 12's target: <= 1 s).
+
+Set up like bench/wall.py (a fresh database, a private Mosquitto, `ioc serve` with the wall
+hub, switches announced with no delay): the ten Phủ Lý cameras are "recorded" (the rig's
+counter clip remuxed into fMP4 segments, as the camera service writes them, indexed), the
+wall shows the `phu-ly-cameras` layout, and nine Chromium pages are the nine screens. Each
+run: an operator's `POST /api/v1/wall/replay {"action": "start"}` at a past instant, then the
+time until every screen has its replay on and every camera tile of it shows the recorded
+picture (its <video> has a frame: readyState >= 2); the figure is that time for the last of
+the nine screens. Then back to live, and again.
+
+    python bench/replay.py [--runs 5] [--clip counter-1080p.mp4] [--screens 1,2,...,9]
+
+Prints the figures and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:1] = [str(REPO)]
+
+import httpx  # noqa: E402
+
+from bench.wall import World, parse_args as wall_args, say  # noqa: E402
+from ioc.core.recordings import segment_path  # noqa: E402
+from tests.rigs.rtsp.rig import media_path  # noqa: E402
+from tests.test_wall_pages import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+LAYOUT = "phu-ly-cameras"
+SEGMENT_S = 4
+SEGMENTS = 8  # 32 s recorded per camera
+
+READY = """(cams) => document.body.dataset.replay === "on"
+  && document.querySelectorAll("#past .tile-camera").length === cams
+  && [...document.querySelectorAll("#past .tile-camera video")].every((v) => v.readyState >= 2)"""
+
+
+def record(world: World, root: Path, clip: Path, start: float) -> None:
+    """Every camera's segments from `start` on: the clip cut at its keyframes, remuxed to fMP4."""
+    import asyncpg
+
+    from ioc.core.storage import recordings as store
+
+    rows = []
+    for i in range(SEGMENTS):
+        part = root / f"seg-{i}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(i * SEGMENT_S), "-i", str(clip), "-t", str(SEGMENT_S),
+                        "-an", "-c", "copy", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+                        str(part)], check=True)
+        for cam in (f"pl-{n:02d}" for n in range(1, 11)):
+            s, e = start + i * SEGMENT_S, start + (i + 1) * SEGMENT_S
+            rel = segment_path(cam, s, e)
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(part.read_bytes())
+            rows.append((cam, s, e, part.stat().st_size, rel))
+
+    async def index() -> None:
+        conn = await asyncpg.connect(world.db_url)
+        try:
+            await store.add_segments(conn, rows)
+        finally:
+            await conn.close()
+
+    asyncio.run(index())
+
+
+async def measure(world: World, runs: int, start: float, screens: list[int]) -> list[float]:
+    from playwright.async_api import async_playwright
+
+    from ioc.serve.wall.layout import load_presets
+    from dashboards import LAYOUTS
+
+    layout = load_presets(LAYOUTS)[LAYOUT]
+    cams = {n: sum(1 for t in layout.tiles_for(n) if t.kind == "camera") for n in range(1, 10)}
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    out = []
+    async with async_playwright() as p, httpx.AsyncClient(base_url=world.serve.base, timeout=30) as http:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        ctx = await browser.new_context(viewport={"width": 1920, "height": 1080})
+        pages = {}
+        for n in screens:
+            page = await ctx.new_page()
+            await page.goto(f"{world.serve.base}/wall/screen.html?screen={n}#token={world.tokens['screen']}")
+            await page.wait_for_function(f"() => document.body.dataset.layout === {LAYOUT!r}", timeout=30000)
+            pages[n] = page
+        for run in range(runs):
+            t = start + 2 + run * 2.5  # another instant each run: nothing cached in the pages
+            t0 = time.perf_counter()
+            r = await http.post("/api/v1/wall/replay", json={"action": "start", "t": _iso(t), "speed": 1}, headers=admin)
+            r.raise_for_status()
+            await asyncio.gather(*(page.wait_for_function(READY, arg=cams[n], timeout=30000, polling=10)
+                                   for n, page in pages.items()))
+            took = time.perf_counter() - t0
+            out.append(took)
+            say(f"run {run + 1}: screens {screens} replaying, every camera tile showing its recording, "
+                f"{took * 1000:.0f} ms after the command")
+            r = await http.post("/api/v1/wall/replay", json={"action": "live"}, headers=admin)
+            r.raise_for_status()
+            await asyncio.gather(*(page.wait_for_function("() => document.body.dataset.replay === 'off'",
+                                                          timeout=30000) for page in pages.values()))
+        await browser.close()
+    return out
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--clip", default="counter-1080p.mp4", help="the rig's clip each camera 'recorded'")
+    p.add_argument("--screens", default="1,2,3,4,5,6,7,8,9",
+                   help="which screens Chromium opens (all nine in one browser share this box's cores)")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ioc-bench-replay-"))
+    root = tmp / "recordings"
+    root.mkdir()
+    wargs = wall_args(["--scenario", "agency", "--serve-env", f"IOC_RECORDINGS_DIR={root}"])
+    world = World(wargs, tmp)
+    try:
+        world.setup()
+        world.switch(LAYOUT)
+        start = time.time()
+        record(world, root, media_path(args.clip), start - 1)
+        while time.time() < start + 2 + args.runs * 2.5 + 1:  # every instant replayed is in the past
+            time.sleep(0.2)
+        screens = [int(x) for x in args.screens.split(",")]
+        times = asyncio.run(measure(world, args.runs, start, screens))
+    finally:
+        world.cleanup()
+    figs = {"runs": len(times), "start_ms_median": round(statistics.median(times) * 1000),
+            "start_ms_max": round(max(times) * 1000), "clip": args.clip, "screens": args.screens}
+    say(f"a replay of the wall (screens {args.screens}, 10 cameras) starts in {figs['start_ms_median']} ms "
+        f"(median of {len(times)}), {figs['start_ms_max']} ms at worst")
+    print(json.dumps(figs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The time machine: the wall as it was at a past instant, and replays of it on the screens.
+
+`GET /wall/at?t=` answers what the screens showed at `t`: the layout and pins in force
+then, each KPI tile's value as it was known then (a correction received later is not shown
+until its time), the alerts open then, and for each camera tile the recorded segment that
+holds `t` with the offset to seek to. `POST /wall/replay` puts the nine screens into a
+replay of the past (or the console's mini-wall alone: `scope: console`), changes its speed,
+pauses, steps, seeks, and returns the wall to live; a change reaches every screen at the
+same instant, like a layout switch, and is audited with who made it.
+
+Instants are UTC on the wire (ISO 8601 with an offset; a time without one is refused); the
+answer also gives `t` in the wall's time zone (`IOC_TIMEZONE`, Asia/Ho_Chi_Minh).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from ioc.core.contracts.wall import Replay
+from ioc.core.storage import alerts as alert_store
+from ioc.core.storage import audit, past
+from ioc.core.storage import recordings as recording_store
+from ioc.core.storage import wall as wall_store
+from ioc.serve.api.routes_recordings import segment_out
+from ioc.serve.api.security import Principal, require
+from ioc.serve.api.wall_past import layout_at
+from ioc.serve.wall import tiledata
+from ioc.serve.wall.layout import Layout, LayoutError, Tile
+from ioc.serve.wall.node import WallNode
+
+router = APIRouter(prefix="/api/v1", tags=["time machine"])
+OPERATORS = ("admin", "operator")
+UTC = timezone.utc
+MAX_SPEED = 16.0
+
+
+def _node(request: Request) -> WallNode:
+    node: WallNode | None = request.app.state.wall
+    if node is None:
+        raise HTTPException(503, detail="the wall hub is off: set IOC_MQTT_URL (and IOC_WALL_PORT > 0)")
+    return node
+
+
+def _aware(v: datetime, name: str) -> datetime:
+    if v.tzinfo is None:
+        raise HTTPException(422, detail=f"{name} needs a time zone (e.g. 2026-03-01T17:42:00+07:00)")
+    return v.astimezone(UTC)
+
+
+async def _kpi_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict[str, Any]:
+    known = await past.reading_known_at(conn, tile.kpi or "", tile.area or "", at)
+    if known is None:
+        return {"kpi": tile.kpi, "area": tile.area, "value": None, "ts": None}
+    live = {"kpi": tile.kpi, "area": tile.area, "value": known["value"], "ts": known["ts"].isoformat()}
+    data = tiledata.kpi_data(node.hub.kpi_meta.get(tile.kpi or ""), live, known["previous"])
+    data.update(revision=known["revision"], received_at=known["received_at"].isoformat())
+    return data
+
+
+async def _camera_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict[str, Any]:
+    cam = tile.camera or ""
+    out: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam)}
+    row = await recording_store.segment_at(conn, cam, at)
+    if row is None:
+        before, after = await recording_store.nearest(conn, cam, at)
+        out["recording"] = None
+        out["gap"] = {"nearest_before": before.isoformat() if before else None,
+                      "nearest_after": after.isoformat() if after else None}
+        return out
+    more = await recording_store.segments(conn, cam, row["ended_at"], row["ended_at"] + timedelta(minutes=5), 3)
+    out["recording"] = {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
+                        "following": [segment_out(r) for r in more if r["id"] != row["id"]][:2]}
+    return out
+
+
+async def wall_at(request: Request, at: datetime, screen: int | None) -> dict[str, Any]:
+    node = _node(request)
+    tz = request.app.state.settings.timezone
+    async with request.app.state.pool.acquire() as conn:
+        layout, info = await layout_at(conn, node.hub, at)
+        try:
+            tiles = layout.tiles_for(screen)
+            region = layout.region(screen) if screen else None
+        except LayoutError as exc:
+            raise HTTPException(422, detail=str(exc)) from None
+        open_alerts = await alert_store.open_at(conn, at)
+        data: dict[str, Any] = {}
+        for t in tiles:
+            if t.kind == "kpi":
+                data[t.id] = await _kpi_tile(conn, node, t, at)
+            elif t.kind == "camera" and t.camera:
+                data[t.id] = await _camera_tile(conn, node, t, at)
+            elif t.kind == "alerts":
+                data[t.id] = {"alerts": open_alerts}
+            elif t.kind in ("clock", "text"):
+                data[t.id] = tiledata.static_data(t)
+            elif t.kind == "chart":
+                data[t.id] = {**tiledata.chart_data(t, None), "until": at.isoformat()}
+    doc = layout.model_dump(mode="json")
+    doc["tiles"] = [t.model_dump(mode="json") for t in tiles]
+    return {"t": at.isoformat(), "t_local": at.astimezone(ZoneInfo(tz)).isoformat(), "timezone": tz,
+            "epoch": at.timestamp(), "state": info, "layout": doc, "region": region.model_dump() if region else None,
+            "tiles": data, "alerts": open_alerts}
+
+
+@router.get("/wall/at")
+async def wall_at_route(request: Request, t: datetime,
+                        p: Annotated[Principal, Depends(require("admin", "operator", "leader", "screen"))],
+                        screen: int | None = None) -> dict[str, Any]:
+    """The wall as it was at instant `t` (all of it, or one screen's part with `screen`).
+    Wall screens may ask only while the wall shows a replay."""
+    if p.role == "screen" and not _node(request).hub.replay_open():
+        raise HTTPException(403, detail="a wall screen may look at the past only while the wall replays it")
+    at = _aware(t, "t")
+    if at.timestamp() > time.time() + 1:
+        raise HTTPException(422, detail="t is in the future: the time machine shows the past")
+    if screen is not None and not 1 <= screen <= 9:
+        raise HTTPException(422, detail="screen must be 1-9")
+    return await wall_at(request, at, screen)
+
+
+class ReplayIn(BaseModel):
+    action: Literal["start", "pause", "resume", "speed", "step", "seek", "live"]
+    t: datetime | None = Field(None, description="start, seek: the instant to show (with its time zone)")
+    speed: float | None = Field(None, ge=1, le=MAX_SPEED, description="1 to 16 times real time")
+    step_s: float = Field(1.0, ge=-3600, le=3600, description="step: how far to move (paused)")
+    paused: bool = Field(False, description="start: paused at t (then step, resume)")
+    scope: Literal["wall", "console"] = Field("wall", description="console: the operator's mini-wall only")
+
+
+def _next(cur: Replay | None, body: ReplayIn, at: float, actor: str) -> Replay | None:
+    """The replay after the operator's action; every change takes effect at `at`."""
+    if body.action == "live":
+        return None
+    if body.action == "start":
+        if body.t is None:
+            raise HTTPException(422, detail="start needs t")
+        return Replay(_aware(body.t, "t").timestamp(), at, body.speed or 1.0, body.paused, actor)
+    if cur is None:
+        raise HTTPException(409, detail="the wall is live: start a replay first")
+    pos = min(cur.position(at), at)  # a replay that caught up with the present stays there
+    speed = body.speed or cur.speed
+    if body.action == "pause":
+        return Replay(pos, at, speed, True, actor)
+    if body.action == "resume":
+        return Replay(pos, at, speed, False, actor)
+    if body.action == "speed":
+        return Replay(pos, at, speed, cur.paused, actor)
+    if body.action == "step":
+        return Replay(pos + body.step_s, at, speed, True, actor)
+    if body.t is None:
+        raise HTTPException(422, detail="seek needs t")
+    return Replay(_aware(body.t, "t").timestamp(), at, speed, cur.paused, actor)
+
+
+@router.post("/wall/replay")
+async def replay(request: Request, body: ReplayIn, p: Annotated[Principal, Depends(require(*OPERATORS))]) -> dict[str, Any]:
+    """Replay the past on the nine screens (or preview it on the console), at 1x-16x, pause,
+    step, seek, or `live`: every screen changes together at the answer's `at`."""
+    node = _node(request)
+    delay = request.app.state.settings.wall_switch_delay_s
+    now = time.time()
+    at = now + delay
+    if body.scope == "console":  # the operator's own preview: nothing changes on the screens
+        t = _aware(body.t, "t").isoformat() if body.t is not None else None
+        async with request.app.state.pool.acquire() as conn:
+            await audit.record(conn, p.username, "wall.replay_preview", "wall", {"action": body.action, "t": t})
+        return {"scope": "console", "action": body.action, "t": t, "at": now}
+    new = _next(node.hub.state.replay, body, at, p.username)
+    if new is not None and new.t > at + 1:
+        raise HTTPException(422, detail="that instant is in the future: the time machine shows the past")
+    async with request.app.state.pool.acquire() as conn:
+        state = await wall_store.change_replay(
+            conn, new, actor=p.username, default_layout=node.hub.state.layout, action="wall.replay",
+            details={"action": body.action, "t": _iso(new.t) if new else None, "speed": new.speed if new else None,
+                     "paused": new.paused if new else None, "delay_s": delay})
+    base: Layout = node.hub.find_layout(state.layout) or node.hub.default
+    node.publish_state(state, base)
+    return {"scope": "wall", "replay": state.replay.as_dict() if state.replay else None, "at": state.at,
+            "version": state.version}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()

@@ -1,0 +1,462 @@
+"""The time machine's API against a real `ioc serve` (API + wall hub), Mosquitto and PostgreSQL:
+the wall as it was at instant T (layout and pins then, KPI values as known then, alerts
+open then, the recording of each camera tile at T), who may ask, and the replay command.
+
+Readings and corrections go through the ingest's own upsert (`stage_and_upsert`), so a
+correction is the UPDATE the ingest makes and the trigger of migration 0012 keeps the
+revision it replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import pytest
+
+from ioc.core.readings import Reading
+from ioc.core.recordings import segment_path
+from ioc.core.storage import reading_writes
+from ioc.core.storage import recordings as rec_store
+from tests.conftest import REPO, Agencies
+from tests.helpers import staff_logins
+from tests.rigs.serve import ServeProcess
+from tests.test_wall_pages import CHROMIUM, CHROMIUM_ARGS, COUNTER_FROM_PIXELS, Watch
+
+UTC = timezone.utc
+RUN = secrets.token_hex(3)
+KPI, AREA = "mt.aqi", f"9{int(RUN, 16) % 100000}"
+CAM, OTHER_CAM = f"tm-cam-{RUN}", f"tm-other-{RUN}"
+LAYOUT_A, LAYOUT_B = f"tm-a-{RUN}", f"tm-b-{RUN}"
+
+
+def _layout(layout_id: str, tiles: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": layout_id, "name_vi": f"Cỗ máy thời gian {layout_id}", "cols": 12, "rows": 12, "tiles": tiles}
+
+
+TILES_A = [
+    {"id": "aqi", "kind": "kpi", "x": 4, "y": 4, "w": 2, "h": 2, "kpi": KPI, "area": AREA},
+    {"id": "cam", "kind": "camera", "x": 6, "y": 4, "w": 2, "h": 2, "camera": CAM},
+    {"id": "warn", "kind": "alerts", "x": 4, "y": 6, "w": 4, "h": 2},
+]
+TILES_B = [{"id": "note", "kind": "text", "x": 0, "y": 0, "w": 12, "h": 12, "text_vi": "B"}]
+
+
+@dataclass
+class Api:
+    proc: ServeProcess
+    heads: dict[str, dict[str, str]]
+    root: Path
+    users: dict[str, tuple[str, str]]
+
+    async def get(self, path: str, role: str = "operator", **params: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.proc.base, timeout=20) as c:
+            return await c.get(path, params=params, headers=self.heads[role])
+
+    async def post(self, path: str, body: dict[str, Any], role: str = "operator") -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.proc.base, timeout=20) as c:
+            return await c.post(path, json=body, headers=self.heads[role])
+
+    async def put(self, path: str, body: dict[str, Any], role: str = "operator") -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.proc.base, timeout=20) as c:
+            return await c.put(path, json=body, headers=self.heads[role])
+
+
+@pytest.fixture(scope="module")
+async def api(serve_env: dict[str, str], pool: asyncpg.Pool, agencies: Agencies,
+              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    root = tmp_path_factory.mktemp("tm-recordings")
+    proc = ServeProcess({**serve_env, "IOC_RECORDINGS_DIR": str(root)}, root.parent / "tm-serve.log", REPO)
+    await asyncio.to_thread(proc.start)
+    agency, agency_pw = await agencies.add(["mt"], prefix="tm")
+    users, tokens = await staff_logins(pool, proc.base, "tm", more={"agency": (agency, agency_pw)})
+    heads = {role: {"Authorization": f"Bearer {token}"} for role, token in tokens.items()}
+    async with httpx.AsyncClient(base_url=proc.base, timeout=20) as c:
+        r = await c.post("/api/v1/wall/screen-tokens", json={"name": f"tm{RUN}-screen-5"}, headers=heads["admin"])
+        heads["screen"] = {"Authorization": f"Bearer {r.json()['token']}"}
+    a = Api(proc, heads, root, users)
+    for lid, tiles in ((LAYOUT_A, TILES_A), (LAYOUT_B, TILES_B)):
+        assert (await a.put(f"/api/v1/wall/layouts/{lid}", _layout(lid, tiles))).status_code == 200
+    yield a
+    await a.post("/api/v1/wall/replay", {"action": "live"})
+    await a.post("/api/v1/wall/switch", {"layout": "overview", "delay_s": 0})
+    await asyncio.to_thread(proc.stop)
+
+
+async def _write(pool: asyncpg.Pool, agency: str, ts: datetime, value: float, revision: int, received: datetime) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await reading_writes.stage_and_upsert(conn, [Reading(ts, KPI, AREA, value, agency, revision, None, received)])
+
+
+async def _until(t: float) -> None:
+    while time.time() < t:
+        await asyncio.sleep(0.05)
+
+
+async def test_the_wall_at_an_instant_is_the_wall_as_it_was_then(api: Api, pool: asyncpg.Pool) -> None:
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_A, "delay_s": 0})
+    assert r.status_code == 200, r.text
+    s0 = r.json()["at"]
+    base = datetime.fromtimestamp(s0, UTC)
+    agency = f"tm-{RUN}"
+    # a reading received just after the switch, then its correction received 1 s later
+    await _write(pool, agency, base + timedelta(seconds=0.1), 40.0, 0, base + timedelta(seconds=0.2))
+    await _write(pool, agency, base + timedelta(seconds=0.1), 47.5, 1, base + timedelta(seconds=1.0))
+    # an alert that ended before T, one open at T (acknowledged only after it), a camera's recording
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO alerts (kind, source, message_vi, started_at, ended_at) VALUES "
+            "('kpi_target', $1, 'đã hết', $2, $3)", f"tm-ended-{RUN}", base - timedelta(seconds=10),
+            base + timedelta(seconds=0.4))
+        await conn.execute(
+            "INSERT INTO alerts (kind, source, message_vi, started_at, acked_by, acked_at) VALUES "
+            "('kpi_target', $1, 'đang mở', $2, 'someone', $3)", f"tm-open-{RUN}", base - timedelta(seconds=5),
+            base + timedelta(seconds=1.2))
+        await rec_store.add_segments(conn, [(CAM, s0 - 1, s0 + 3, 1000, segment_path(CAM, s0 - 1, s0 + 3)),
+                                            (CAM, s0 + 3, s0 + 7, 1000, segment_path(CAM, s0 + 3, s0 + 7))])
+    await _until(s0 + 2.0)
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
+    s1 = r.json()["at"]
+    await _until(s1 + 0.5)
+
+    t = datetime.fromtimestamp(s0 + 0.5, UTC)
+    r = await api.get("/api/v1/wall/at", t=t.isoformat())
+    assert r.status_code == 200, r.text
+    at_t = r.json()
+    assert at_t["state"]["layout"] == LAYOUT_A, "a layout switch after T is not shown at T"
+    assert at_t["timezone"] == "Asia/Ho_Chi_Minh" and at_t["t_local"].endswith("+07:00")
+    assert at_t["tiles"]["aqi"]["value"] == 40.0, "a correction received after T is not shown at T"
+    assert at_t["tiles"]["aqi"]["revision"] == 0
+    sources = {a["source"]: a for a in at_t["alerts"]}
+    assert f"tm-open-{RUN}" in sources and f"tm-ended-{RUN}" not in sources, "an alert ended before T is not open"
+    assert sources[f"tm-open-{RUN}"]["acked_by"] is None, "acknowledged only after T"
+    assert at_t["tiles"]["warn"]["alerts"] == at_t["alerts"]
+    rec = at_t["tiles"]["cam"]["recording"]
+    assert rec["offset_s"] == pytest.approx(1.5, abs=0.002)
+    assert rec["segment"]["url"].startswith("/api/v1/recordings/segments/")
+    assert [f["start"] for f in rec["following"]][:1] == [datetime.fromtimestamp(s0 + 3, UTC).isoformat()]
+
+    # the same instant written in the wall's time zone is the same answer
+    local = await api.get("/api/v1/wall/at", t=t.astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).isoformat())
+    assert local.json()["tiles"] == at_t["tiles"] and local.json()["t"] == at_t["t"]
+
+    t2 = datetime.fromtimestamp(s0 + 1.5, UTC)  # after the correction arrived, before the switch
+    at_t2 = (await api.get("/api/v1/wall/at", t=t2.isoformat())).json()
+    assert at_t2["state"]["layout"] == LAYOUT_A
+    assert at_t2["tiles"]["aqi"]["value"] == 47.5 and at_t2["tiles"]["aqi"]["revision"] == 1
+    assert sources.keys() - {a["source"] for a in at_t2["alerts"]} == set()
+    assert [a for a in at_t2["alerts"] if a["source"] == f"tm-open-{RUN}"][0]["acked_by"] == "someone"
+
+    t3 = datetime.fromtimestamp(s1 + 0.2, UTC)
+    at_t3 = (await api.get("/api/v1/wall/at", t=t3.isoformat(), screen=1)).json()
+    assert at_t3["state"]["layout"] == LAYOUT_B and list(at_t3["tiles"]) == ["note"]
+    assert at_t3["region"] == {"x": 0, "y": 0, "w": 4, "h": 4}
+
+    before = datetime.fromtimestamp(s0 + 0.1, UTC)  # the reading's ts, not yet received
+    assert (await api.get("/api/v1/wall/at", t=before.isoformat())).json()["tiles"]["aqi"]["value"] is None
+
+
+async def test_who_may_look_at_the_past_and_replay_it(api: Api, pool: asyncpg.Pool) -> None:
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_A, "delay_s": 0})
+    s0 = r.json()["at"]
+    async with pool.acquire() as conn:
+        await rec_store.add_segments(conn, [
+            (CAM, s0 + 0.2, s0 + 4, 1000, segment_path(CAM, s0 + 0.2, s0 + 4)),
+            (OTHER_CAM, s0 + 0.2, s0 + 4, 1000, segment_path(OTHER_CAM, s0 + 0.2, s0 + 4))])
+        ids = {r["camera"]: r["id"] for r in await conn.fetch(
+            "SELECT camera, id FROM recording_segments WHERE camera = ANY($1::text[]) AND started_at = $2",
+            [CAM, OTHER_CAM], datetime.fromtimestamp(s0 + 0.2, UTC))}
+    for cam in (CAM, OTHER_CAM):
+        (api.root / segment_path(cam, s0 + 0.2, s0 + 4)).parent.mkdir(parents=True, exist_ok=True)
+        (api.root / segment_path(cam, s0 + 0.2, s0 + 4)).write_bytes(b"\0" * 1000)
+    await _until(s0 + 1)
+    t = datetime.fromtimestamp(s0 + 0.5, UTC).isoformat()
+    assert (await api.get("/api/v1/wall/at", role="leader", t=t)).status_code == 200
+    assert (await api.get("/api/v1/wall/at", role="agency", t=t)).status_code == 403
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t)).status_code == 403, "live: no past for screens"
+    assert (await api.get(f"/api/v1/recordings/segments/{ids[CAM]}", role="screen")).status_code == 403
+    assert (await api.get("/api/v1/wall/at", t="2026-01-01T10:00:00")).status_code == 422, "no time zone"
+    future = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+    assert (await api.get("/api/v1/wall/at", t=future)).status_code == 422
+    assert (await api.post("/api/v1/wall/replay", {"action": "start", "t": t}, role="leader")).status_code == 403
+    assert (await api.post("/api/v1/wall/replay", {"action": "pause"})).status_code in (200, 409)
+
+    r = await api.post("/api/v1/wall/replay", {"action": "start", "t": t, "speed": 4})
+    assert r.status_code == 200, r.text
+    started = r.json()
+    assert started["replay"]["speed"] == 4 and started["replay"]["t"] == pytest.approx(s0 + 0.5)
+    assert started["at"] > time.time() - 0.5, "every screen starts at an instant announced ahead"
+    state = (await api.get("/api/v1/wall/state")).json()
+    assert state["replay"]["t"] == pytest.approx(s0 + 0.5)
+    # while the wall replays, a screen sees the past and plays the cameras the wall showed then
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t, screen=5)).status_code == 200
+    assert (await api.get(f"/api/v1/recordings/segments/{ids[CAM]}", role="screen")).status_code == 200
+    assert (await api.get(f"/api/v1/recordings/segments/{ids[OTHER_CAM]}", role="screen")).status_code == 403
+    assert (await api.get(f"/api/v1/cameras/{CAM}/recordings/at", role="screen", t=t)).status_code == 403
+
+    async def replay(body: dict[str, Any]) -> dict[str, Any]:
+        r = await api.post("/api/v1/wall/replay", body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    paused = (await replay({"action": "pause"}))["replay"]
+    assert paused["paused"] and paused["t"] >= s0 + 0.5
+    stepped = (await replay({"action": "step", "step_s": -2}))["replay"]
+    assert stepped["t"] == pytest.approx(paused["t"] - 2) and stepped["paused"]
+    assert (await api.post("/api/v1/wall/replay", {"action": "speed", "speed": 17})).status_code == 422
+    live = await replay({"action": "live"})
+    assert live["replay"] is None
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT actor, details FROM audit_log WHERE action = 'wall.replay' ORDER BY id DESC LIMIT 4")
+    assert [r["actor"] for r in rows] == [api.users["operator"][0]] * 4
+    assert '"live"' in rows[0]["details"] and '"step"' in rows[1]["details"]
+    # back to live is announced ahead: the screens' last looks at the past are answered until then
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t)).status_code == 200
+    await _until(live["at"] + 2.1)
+    assert (await api.get(f"/api/v1/recordings/segments/{ids[CAM]}", role="screen")).status_code == 403
+    assert (await api.get("/api/v1/wall/at", role="screen", t=t)).status_code == 403
+
+
+# -- the replay on the real wall pages, in Chromium -------------------------------------------------
+# The frame number burnt into the rig's counter clip (tests/rigs/rtsp/counter.py), read from the
+# replaying camera tile's <video>: drawn on a canvas, 16 blocks of 32 px, MSB first, and below
+# them the same bits inverted.
+READ_VIDEO_COUNTER = """(tile) => {
+  const v = tile.querySelector("video");
+  if (!v || v.readyState < 2) return null;
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext("2d");
+  g.drawImage(v, 0, 0);
+  const value = (%s)(g.getImageData(0, 0, 512, 64).data);
+  return { value, time: v.currentTime, paused: v.paused, position: window.__ioc.replayer.position() };
+}""" % COUNTER_FROM_PIXELS
+FPS = 25  # the counter clip's frame rate
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def _a_past(api: Api, pool: asyncpg.Pool) -> tuple[float, float]:
+    """Layout A from s0 with a reading received at s0 + 0.2 (61) and its correction received at
+    s0 + 2 (68.5), the camera recorded from s0 (the counter clip's first 10 s in two segments,
+    remuxed as the camera service writes them), then layout B from s1 = s0 + 8; returns (s0, s1)."""
+    from tests.rigs.rtsp.rig import media_path
+
+    await api.post("/api/v1/wall/replay", {"action": "live"})  # whatever an earlier test left
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_A, "delay_s": 0})
+    s0 = r.json()["at"]
+    base = datetime.fromtimestamp(s0, UTC)
+    agency = f"tmp-{RUN}"
+    await _write(pool, agency, base + timedelta(seconds=0.1), 61.0, 0, base + timedelta(seconds=0.2))
+    await _write(pool, agency, base + timedelta(seconds=0.1), 68.5, 1, base + timedelta(seconds=2.0))
+    rows = []
+    for start in (0, 5):  # two segments of 5 s, cut on the clip's keyframes (one a second)
+        rel = segment_path(CAM, s0 + start, s0 + start + 5)
+        (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-y", "-ss", str(start), "-i", str(media_path("counter-360p.mp4")), "-t", "5",
+            "-an", "-c", "copy", "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof",
+            str(api.root / rel))
+        assert await proc.wait() == 0
+        rows.append((CAM, s0 + start, s0 + start + 5, (api.root / rel).stat().st_size, rel))
+    async with pool.acquire() as conn:
+        await rec_store.add_segments(conn, rows)
+    await _until(s0 + 8)
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
+    assert r.status_code == 200
+    return s0, r.json()["at"]
+
+
+async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_together(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    from playwright.async_api import expect
+
+    s0, s1 = await _a_past(api, pool)
+    tokens = {5: api.heads["screen"]["Authorization"][7:]}
+    async with httpx.AsyncClient(base_url=api.proc.base, timeout=20) as c:
+        for n in (1, 9):
+            r = await c.post("/api/v1/wall/screen-tokens", json={"name": f"tm{RUN}-screen-{n}"},
+                             headers=api.heads["admin"])
+            tokens[n] = r.json()["token"]
+    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080}, locale="vi-VN",
+                                    timezone_id="Europe/Paris")  # the pages must not use the device's zone
+    watch = Watch(api.proc.base)
+    try:
+        pages = {}
+        for n, token in tokens.items():
+            page = watch.attach(await ctx.new_page())
+            await page.goto(f"{api.proc.base}/wall/screen.html?screen={n}#token={token}")
+            await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+            pages[n] = page
+        p5 = pages[5]
+        assert await p5.locator("body").get_attribute("data-replay") in (None, "off")
+
+        # the wall into replay at T, paused (the reading had arrived, its correction not yet)
+        t = datetime.fromtimestamp(s0 + 1.0, UTC)
+        r = await api.post("/api/v1/wall/replay", {"action": "start", "t": t.isoformat(), "paused": True})
+        assert r.status_code == 200, r.text
+        for page in pages.values():
+            await expect(page.locator("body")).to_have_attribute("data-replay", "on", timeout=10000)
+            banner = page.locator("#replay-banner")
+            await expect(banner).to_be_visible()
+            await expect(banner.locator(".vi")).to_contain_text("ĐANG PHÁT LẠI QUÁ KHỨ")
+            await expect(banner.locator(".en")).to_contain_text("REPLAY OF THE PAST")
+            await expect(banner.locator(".en")).to_contain_text("paused")
+        # the past layout (A, not the live B) with the KPI value as it was known then
+        past = p5.locator("#past")
+        kpi = past.locator('.slot[data-tile="aqi"] .kpi-number')
+        await expect(kpi).to_have_attribute("data-value", "61", timeout=10000)
+        assert await past.locator('.slot[data-tile="note"]').count() == 0
+        local = t.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))  # the pages' device is in Paris: the wall's zone shows
+        await expect(p5.locator("#replay-banner .vi")).to_contain_text(local.strftime("%d/%m/%Y %H:%M:%S"))
+        cam = past.locator('.slot[data-tile="cam"] .tile')
+        await expect(cam).to_have_attribute("data-segment", re.compile(r"^\d+$"), timeout=15000)
+        # the video shows the frame of the replayed instant (the clip's burnt-in frame number)
+        await _frame_is(p5, cam, 1.0)
+        await p5.screenshot(path=str(api.root.parent / "replay-screen-5.png"))
+        r = await api.post("/api/v1/wall/replay", {"action": "step", "step_s": 0.52})
+        assert r.status_code == 200, r.text
+        await _frame_is(p5, cam, 1.52)
+        # a later instant: the correction had arrived by then
+        later = datetime.fromtimestamp(s0 + 2.5, UTC)
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": later.isoformat()})
+        assert r.status_code == 200, r.text
+        await expect(kpi).to_have_attribute("data-value", "68.5", timeout=10000)
+        await _frame_is(p5, cam, 2.5)
+        # played at 1x across the end of the first segment: the next one plays on
+        first = await cam.get_attribute("data-segment")
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 4.2)})
+        assert r.status_code == 200, r.text
+        await _frame_is(p5, cam, 4.2)
+        r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 1})
+        assert r.status_code == 200, r.text
+        await expect(cam).not_to_have_attribute("data-segment", first, timeout=15000)
+        await _frame_at_least(p5, cam, 5.2 * FPS)
+        # played at 8x, the replay moves on by itself: past the switch to B, the past shows B
+        r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 8})
+        assert r.status_code == 200, r.text
+        await expect(past.locator('.slot[data-tile="note"]')).to_have_count(1, timeout=15000)
+        assert float(await p5.locator("body").get_attribute("data-replay-at")) >= s1 - 1
+        assert await past.locator('.slot[data-tile="aqi"]').count() == 0
+
+        # back to live: every screen at the announced instant, the live layout again
+        r = await api.post("/api/v1/wall/replay", {"action": "live"})
+        at = r.json()["at"]
+        for page in pages.values():
+            await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+            await expect(page.locator("#replay-banner")).to_be_hidden()
+        shown = [await page.evaluate("() => window.__ioc.replayChanged") for page in pages.values()]
+        assert max(shown) - min(shown) < 1.0 and min(shown) >= at - 0.3, (shown, at)
+        await expect(pages[1].locator('.slot[data-tile="note"]')).to_be_visible()
+        assert await p5.locator("#past .slot").count() == 0
+        assert not watch.errors, watch.errors
+        assert not watch.foreign(), watch.foreign()
+    finally:
+        await ctx.close()
+
+
+def _iso_at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+async def _frame_at_least(page: Any, cam: Any, frame: float) -> None:
+    """The video plays on to at least this frame of the clip."""
+    await _video_until(page, cam, lambda r: r["value"] >= frame, f"frame {frame:.0f} or later")
+
+
+async def _frame_is(page: Any, cam: Any, offset_s: float) -> None:
+    """The paused video shows the frame of `offset_s` into the clip, within one frame."""
+    want = offset_s * FPS
+    await _video_until(page, cam, lambda r: r["paused"] and abs(r["value"] - want) <= 1.01,
+                       f"frame {want:.1f}, paused")
+
+
+async def _video_until(page: Any, cam: Any, ok: Any, wanted: str) -> None:
+    """Read the counter from the tile's <video> until `ok(reading)` (20 s at most)."""
+    deadline = time.monotonic() + 20
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = await cam.evaluate(READ_VIDEO_COUNTER, timeout=2000)
+        except Exception as exc:  # the tile is being remade: look again
+            last = {"error": str(exc)[:80]}
+        if last and last.get("value") is not None and ok(last):
+            return
+        await page.wait_for_timeout(200)
+    state = await page.evaluate("""() => ({body: {...document.body.dataset},
+      past: [...document.querySelectorAll('#past .slot')].map((s) => s.dataset.tile)})""")
+    raise AssertionError(f"the video shows {last}, wanted {wanted}; {state}")
+
+
+async def test_the_console_previews_the_past_alone_and_drives_the_screens(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    """The operator picks an instant in the console: the preview replays it on the mini-wall
+    only (the screens stay live), "replay on the wall" puts the screens into it, and "back to
+    live" ends it; each command is audited with the operator's name."""
+    import math
+
+    from playwright.async_api import expect
+
+    from tests.test_wall_pages import log_in
+
+    s0, _ = await _a_past(api, pool)
+    t = math.ceil(s0 + 0.3)  # a whole second (the picker's step), after the reading, before its correction
+    local = datetime.fromtimestamp(t, ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y-%m-%dT%H:%M:%S")
+    ctx = await chromium.new_context(viewport={"width": 1600, "height": 1000}, locale="vi-VN",
+                                     timezone_id="Europe/Paris")
+    watch = Watch(api.proc.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{api.proc.base}/wall/console.html")
+        await log_in(page, api.users["operator"])
+        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        await page.locator("#replay-t").fill(local)
+        await page.locator("#replay-speed").select_option("1")
+        await page.locator("#replay-preview").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "preview", timeout=10000)
+        mini = page.locator("#mini-past")
+        await expect(mini.locator('.slot[data-tile="aqi"] .kpi-number')).to_have_attribute("data-value", "61",
+                                                                                          timeout=10000)
+        await expect(page.locator("#replay-status")).to_contain_text("Đang xem trước")
+        assert (await api.get("/api/v1/wall/state")).json()["replay"] is None, "a preview leaves the screens live"
+        await page.locator("#replay-pause").click()
+        await expect(page.locator("#replay-status")).to_contain_text("tạm dừng", timeout=10000)
+        await page.locator("#replay-live").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+        await expect(mini).to_be_hidden()
+
+        await page.locator("#replay-wall").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "wall", timeout=10000)
+        state = (await api.get("/api/v1/wall/state")).json()
+        assert state["replay"] and state["replay"]["t"] == t and state["replay"]["by"] == api.users["operator"][0]
+        await expect(mini.locator('.slot[data-tile="cam"]')).to_have_count(1, timeout=10000)
+        await page.locator("#replay-live").click()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "off", timeout=10000)
+        assert (await api.get("/api/v1/wall/state")).json()["replay"] is None
+        async with pool.acquire() as conn:
+            rows = await conn.fetch("SELECT action, details->>'action' AS what FROM audit_log WHERE actor = $1 "
+                                    "AND action LIKE 'wall.replay%' ORDER BY id DESC LIMIT 5", api.users["operator"][0])
+        assert [(r["action"], r["what"]) for r in rows] == [
+            ("wall.replay", "live"), ("wall.replay", "start"), ("wall.replay_preview", "live"),
+            ("wall.replay_preview", "pause"), ("wall.replay_preview", "start")]
+        assert not watch.errors, watch.errors
+    finally:
+        await ctx.close()
