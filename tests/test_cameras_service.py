@@ -155,6 +155,11 @@ def _run_cameras(tmp_path: Path, broker: MosquittoRig, service_passwords: dict[s
             proc.terminate()
             proc.wait(10)
             log.close()
+        # structured logs only: no library's own warnings on the service's output (issue 13:
+        # OpenCV printed five at every start), each line one JSON object naming its logger
+        stray = [line for line in (tmp_path / "cameras.log").read_text(errors="replace").splitlines()
+                 if not (line.startswith("{") and "logger" in orjson.loads(line))]
+        assert not stray, stray[:5]
         # the last will / clean stop: a retained presence message that is not "online" any more
         wall.wait_for(lambda _: orjson.loads(latest("ioc/v1/status/camera/cam-test") or b"{}").get("state") != "online", 10)
         wall.close()
