@@ -713,6 +713,22 @@ async def test_counter_series_buckets_match_python(api: Api, people: People) -> 
     assert [(e["details"]["old_value"], e["details"]["new_value"]) for e in log] == [(old, old + 1000)]
 
 
+async def test_month_buckets_hold_a_months_last_days(api: Api, people: People) -> None:
+    """A month is a local month: its last days (30 and 31 March, local) count in March. The
+    plain roll-up once ended the month from 1 March 00:00 local (29 February 17:00 UTC) a
+    month later in UTC, on 29 March, and March's row lost them (or, with no day left, vanished)."""
+    area = "13445"
+    data = [(datetime(2023, 3, 30, 9, tzinfo=TZ), 5.0), (datetime(2023, 3, 31, 23, 30, tzinfo=TZ), 7.0),
+            (datetime(2023, 4, 1, 0, 30, tzinfo=TZ), 11.0)]
+    await write(api.pool, [(ts.astimezone(UTC), COUNTER, area, v, "test-api-months") for ts, v in data])
+    r = await api.get("/api/v1/series", people.leader[2], params={
+        "kpi": COUNTER, "area": area, "bucket": "1M", "start": local_midnight(date(2023, 3, 30)).isoformat(),
+        "end": local_midnight(date(2023, 4, 3)).isoformat()})
+    assert r.status_code == 200, r.text
+    got = [(datetime.fromisoformat(p["bucket"]).astimezone(TZ).date().isoformat(), p["value"]) for p in r.json()["points"]]
+    assert got == [("2023-03-01", 12.0), ("2023-04-01", 11.0)], got
+
+
 async def test_gauge_series_is_the_mean(api: Api, people: People) -> None:
     token = people.operator[2]
     area = "13507"

@@ -71,7 +71,9 @@ async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> i
 
 def _coarser(target: str, source: str, unit: str) -> str:
     """Recompute the `unit`s (local, $4 the time zone) of the listed (kpi $1, area $2,
-    hour $3) in `target` from the finer roll-up `source`."""
+    hour $3) in `target` from the finer roll-up `source`. A unit ends a local unit later:
+    added in UTC, the month from 1 March 00:00 in Viet Nam (29 February 17:00 UTC) ended on
+    29 March and lost the month's last days."""
     return f"""WITH spans AS (
                    SELECT DISTINCT k, a, date_trunc('{unit}', b, $4) AS start
                      FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, b)
@@ -83,7 +85,8 @@ def _coarser(target: str, source: str, unit: str) -> str:
                       sum(x.num_sum), sum(x.den_sum), sum(x.n_bare)
                  FROM spans JOIN {source} x
                    ON x.kpi = spans.k AND x.area = spans.a
-                  AND x.bucket >= spans.start AND x.bucket < spans.start + interval '1 {unit}'
+                  AND x.bucket >= spans.start
+                  AND x.bucket < ((spans.start AT TIME ZONE $4) + interval '1 {unit}') AT TIME ZONE $4
                 GROUP BY spans.start, spans.k, spans.a
                ON CONFLICT (kpi, area, bucket) DO UPDATE
                   SET n = EXCLUDED.n, sum = EXCLUDED.sum, min = EXCLUDED.min, max = EXCLUDED.max,
