@@ -143,18 +143,21 @@ async def test_oversized_payloads_and_arrays_are_refused_whole(
     assert big_row["payload_bytes"] > 1024 * 1024 and big_row["kept"] <= 2048  # an excerpt, not the megabyte
     assert any("too many readings" in r["reason"] and "10001" in r["reason"] for r in rows)
 
-    # 100k readings (~7 MB) exceed the broker's packet limit: the broker drops the sender
+    # 100k readings (~7 MB) exceed the broker's packet limit: the broker drops the sender.
+    # Another agency floods: on Mosquitto an agency's client id is its name, so a second
+    # connection of the same agency would take the first one's place
     huge = orjson.dumps([{"kpi": KPI, "ts": 1700000000000 + i, "value": 1, "area": "35"} for i in range(100_000)])
     assert len(huge) > 2 * 1024 * 1024
-    flooder = await connect(broker, agency, pw)
+    flood_agency, flood_pw = await agencies.add(["tthc"])
+    flooder = await connect(broker, flood_agency, flood_pw)
     dropped = asyncio.Event()
     loop = asyncio.get_running_loop()
     flooder.c.on_disconnect = lambda *a: loop.call_soon_threadsafe(dropped.set)
     flooder.c.reconnect_delay_set(60, 120)
-    flooder.c.publish(f"ioc/v1/kpi/{agency}", huge, qos=1)
+    flooder.c.publish(f"ioc/v1/kpi/{flood_agency}", huge, qos=1)
     await asyncio.wait_for(dropped.wait(), 10)
     flooder.c.loop_stop()
-    # the agency's other connection and the service carry on
+    # the other agencies' connections and the service carry on
     await asyncio.to_thread(pub.publish, f"ioc/v1/kpi/{agency}", {"kpi": KPI, "ts": 1700007777000, "value": 2, "area": "35"})
     await wait_value(pool, "SELECT count(*) FROM readings WHERE agency = $1", agency, until=lambda v: v == 1)
     async with pool.acquire() as conn:
