@@ -59,15 +59,35 @@ async def latest(
     areas: list[str] | None,
     agency: str | None,
 ) -> list[asyncpg.Record]:
+    """The newest reading per (kpi, area); for an agency, the newest of its own: where another
+    agency reported the same KPI and area later, the agency still sees what it sent (its form
+    shows its last figure beside each field)."""
+    if agency is None:
+        return await conn.fetch(
+            """SELECT l.kpi, l.area, l.ts, l.value, l.revision, l.agency, l.received_at,
+                      k.unit, k.target, k.better, k.sector
+                 FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
+                WHERE ($1::text[] IS NULL OR l.kpi = ANY($1))
+                  AND ($2::text[] IS NULL OR k.sector = ANY($2))
+                  AND ($3::text[] IS NULL OR l.area = ANY($3))
+                ORDER BY l.kpi, l.area""",
+            kpis, sectors, areas,
+        )
+    # kpi_latest lists the pairs that have readings; each pair's newest of this agency's is
+    # found backwards on the primary key (at once where the agency sent the newest)
     return await conn.fetch(
-        """SELECT l.kpi, l.area, l.ts, l.value, l.revision, l.agency, l.received_at,
+        """SELECT r.kpi, r.area, r.ts, r.value, r.revision, r.agency, r.received_at,
                   k.unit, k.target, k.better, k.sector
              FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
+             CROSS JOIN LATERAL (
+                 SELECT x.kpi, x.area, x.ts, x.value, x.revision, x.agency, x.received_at
+                   FROM readings x
+                  WHERE x.kpi = l.kpi AND x.area = l.area AND x.agency = $4
+                  ORDER BY x.ts DESC LIMIT 1) r
             WHERE ($1::text[] IS NULL OR l.kpi = ANY($1))
               AND ($2::text[] IS NULL OR k.sector = ANY($2))
               AND ($3::text[] IS NULL OR l.area = ANY($3))
-              AND ($4::text IS NULL OR l.agency = $4)
-            ORDER BY l.kpi, l.area""",
+            ORDER BY r.kpi, r.area""",
         kpis, sectors, areas, agency,
     )
 
