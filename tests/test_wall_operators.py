@@ -42,7 +42,8 @@ async def _until(check: Any, what: str, deadline_s: float = DEADLINE_S) -> Any:
 
 
 @pytest.fixture
-async def other_faults_ended(site: Site, pool: asyncpg.Pool, live: Live) -> None:  # noqa: F811
+async def other_faults_ended(site: Site, pool: asyncpg.Pool, live: Live, broker: MosquittoRig,  # noqa: F811
+                             service_passwords: dict[str, str]) -> None:
     """The alerts tiles show the worst first and the health tile every camera with a status:
     faults and statuses that earlier test modules' camera services left behind (their cameras
     no longer run) would push this module's alerts out of sight. Their events end here (the
@@ -51,9 +52,16 @@ async def other_faults_ended(site: Site, pool: asyncpg.Pool, live: Live) -> None
     async with pool.acquire() as conn:
         await conn.execute("UPDATE camera_events SET ended_at = now() WHERE ended_at IS NULL AND NOT camera = ANY($1::text[])",
                            list(CAMERAS))
-        others = [r["id"] for r in await conn.fetch("SELECT id FROM cameras WHERE NOT id = ANY($1::text[])", list(CAMERAS))]
-    for cam in others:
-        live.cameras.publish(f"ioc/v1/live/camera/{cam}/status", b"", retain=True)
+    # every retained status (cameras of file registries too), as a hub reads them at start
+    seen = MqttClient(broker.host, broker.service_port, "svc-api", service_passwords["svc-api"]).wait_connected()
+    try:
+        seen.subscribe("ioc/v1/live/camera/+/status")
+        await asyncio.sleep(1.0)
+        others = {m.topic for m in list(seen.messages) if m.payload and m.topic.split("/")[4] not in CAMERAS}
+    finally:
+        seen.close()
+    for topic in others:
+        live.cameras.publish(topic, b"", retain=True)
 
     async def settled() -> bool:
         open_ = await site.call("GET", "/api/v1/alerts", params={"open": "true", "limit": 500})
