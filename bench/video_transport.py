@@ -96,7 +96,7 @@ def hub_broker(port: int, seconds: float, ready: mp.Event, out: mp.Queue) -> Non
 
     client.on_message = on_message
     client.connect("127.0.0.1", port)
-    client.subscribe("ioc/v1/live/camera/+/video/+", qos=0)
+    client.subscribe(topics.LIVE_CAMERA_ALL, qos=0)  # only video is published here
     client.loop_start()
     time.sleep(0.5)
     ready.set()
