@@ -11,6 +11,17 @@ keeps all ten forwarding (the cost figure); `ioc serve` (with PostgreSQL and its
 the wall pages to Chromium (Playwright, Debian's chromium): screen 5 of the `overview` layout
 plays pl-01's main stream full screen, screen 4 plays pl-02..pl-05's sub-streams.
 
+The load (`--load-clients 9+50`, on by default): while the pages are measured, nine screens
+and 50 tablets are raw websocket clients of the same hub (bench/video_load.py), reading every
+video frame it writes and checking each stream's order (the figures: frames received, out of
+order, skips to a keyframe). Then (`--stall-s 20`) one of those tablets, with a 64 KB receive
+buffer, stops reading for 20 s while screen 4 is measured: its glass to glass before, during
+and after, the hub process's RSS in each phase, and how long after reading again the tablet
+gets a keyframe captured after that moment (back on live video; at most one GOP is the aim).
+The clients are on the layout the pages show (`overview`: screens 4 and 5 play video, the
+tablets every camera tile's sub-stream); bench/wall_video_cost.py loads the hub alone with
+the `phu-ly-cameras` layout.
+
 In the page, at every animation frame, each camera tile's canvas is read (the counter's 16
 blocks) and each new frame number stamped with the page's clock (performance.timeOrigin +
 now); the rig's clock says when it sent that frame (CLOCK_MONOTONIC, the same clock as
@@ -27,7 +38,8 @@ Peers, each to the same Chromium, from the same rig mount (pl-01's main stream):
 - aiortc is not installed here (PyPI `aiortc`): reported as not measured.
 
     python bench/video.py                           # 3 runs of 15 s, peers included
-    python bench/video.py --runs 1 --seconds 10 --no-peers
+    python bench/video.py --runs 1 --seconds 10 --no-peers --stall-s 10
+    python bench/video.py --load-clients 0 --stall-s 0  # the pages alone
 
 Prints figures, never passes or fails; the last line is one JSON object.
 """
@@ -58,6 +70,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from playwright.async_api import Page, async_playwright  # noqa: E402
 
+from bench.video_load import Load  # noqa: E402
 from bench.wall import World, parse_args as wall_args  # noqa: E402
 from ioc.core.contracts import topics  # noqa: E402
 from ioc.core.contracts.wall import Demand, encode_demand  # noqa: E402
@@ -252,22 +265,77 @@ def start_cameras(world: World, rig: RtspRig, tmp: Path) -> subprocess.Popen[byt
     return proc
 
 
+async def open_screen(world: World, ctx: Any, n: int) -> Page:
+    """Wall screen n in Chromium, once all its camera tiles play video."""
+    page = await ctx.new_page()
+    page.on("console", lambda m: m.type == "warning" and say(f"screen {n}: {m.text[:160]}"))
+    await page.goto(f"{world.serve.base}/wall/screen.html?screen={n}#token={world.tokens['screen']}")
+    deadline = time.monotonic() + 60
+    while (playing := await page.evaluate("() => document.querySelectorAll('.tile[data-video=playing]').length")) \
+            < SCREEN_TILES[n]:
+        if time.monotonic() > deadline:
+            states = await page.evaluate("() => [...document.querySelectorAll('.tile[data-video]')].map("
+                                         "(t) => `${t.dataset.video}:${t.dataset.videoReason}`)")
+            await page.close()
+            raise SystemExit(f"bench: only {playing} of screen {n}'s camera tiles play video after 60 s: {states}")
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2)
+    return page
+
+
+def screen_latency(lat: Latency, n: int, recs: list[list[Any]]) -> list[float]:
+    stream = "main" if n == 5 else "sub"
+    return [x for tile, cam in TILE_CAMERA.items()
+            for x in lat.of(f"{cam}-{stream}", [r for r in recs if r[0] == tile and r[1] == stream])]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def stall_run(world: World, lat: Latency, ctx: Any, load: Load, n: int, seconds: float,
+                    stall_s: float) -> dict[str, Any]:
+    """Issue 11's "one tablet stalled": screen n's glass to glass before, during and after one
+    load tablet stops reading for `stall_s`, and the hub process's memory (RSS, sampled every
+    0.25 s) in each phase."""
+    page = await open_screen(world, ctx, n)
+    pid = world.serve.proc.pid
+    rss: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+    phase = "before"
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.is_set():
+            rss[phase].append(rss_mb(pid))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=sampler, daemon=True)
+    watcher.start()
+    out: dict[str, Any] = {"screen": n, "stall_s": stall_s}
+    try:
+        for phase, window in (("before", seconds), ("during", stall_s), ("after", seconds)):
+            if phase == "during":
+                load.stall(stall_s)
+            out[phase] = summary(screen_latency(lat, n, await sample(page, window)))
+    finally:
+        stop.set()
+        watcher.join()
+        await page.close()
+    out["hub_rss_mb"] = {k: {"min": round(min(v), 1), "max": round(max(v), 1)} for k, v in rss.items() if v}
+    say(f"stall: screen {n} p50/p95 before {out['before']['p50_ms']}/{out['before']['p95_ms']}, during "
+        f"{out['during']['p50_ms']}/{out['during']['p95_ms']}, after {out['after']['p50_ms']}/{out['after']['p95_ms']} ms; "
+        f"hub RSS MB {out['hub_rss_mb']}")
+    return out
+
+
 async def screen_run(world: World, lat: Latency, cams: subprocess.Popen[bytes], ctx: Any, n: int,
                      seconds: float) -> dict[str, Any]:
     """One wall screen in Chromium until its camera tiles play, then `seconds` of readings."""
-    page = await ctx.new_page()
-    page.on("console", lambda m: m.type == "warning" and say(f"screen {n}: {m.text[:160]}"))
+    page = await open_screen(world, ctx, n)
     try:
-        await page.goto(f"{world.serve.base}/wall/screen.html?screen={n}#token={world.tokens['screen']}")
-        deadline = time.monotonic() + 60
-        while (playing := await page.evaluate("() => document.querySelectorAll('.tile[data-video=playing]').length")) \
-                < SCREEN_TILES[n]:
-            if time.monotonic() > deadline:
-                states = await page.evaluate("() => [...document.querySelectorAll('.tile[data-video]')].map("
-                                             "(t) => `${t.dataset.video}:${t.dataset.videoReason}`)")
-                raise SystemExit(f"bench: only {playing} of screen {n}'s camera tiles play video after 60 s: {states}")
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2)
         pids = {"cameras": cams.pid, "serve": world.serve.proc.pid, "mosquitto": world.broker.pid}
         cpu0 = {k: cpu_s(pid) for k, pid in pids.items()}
         chromium0 = chromium_cpu_s()
@@ -283,8 +351,7 @@ async def screen_run(world: World, lat: Latency, cams: subprocess.Popen[bytes], 
     finally:
         await page.close()
     stream = "main" if n == 5 else "sub"
-    values = [x for tile, cam in TILE_CAMERA.items()
-              for x in lat.of(f"{cam}-{stream}", [r for r in recs if r[0] == tile and r[1] == stream])]
+    values = screen_latency(lat, n, recs)
     reader = [x for tile, cam in TILE_CAMERA.items()
               for x in lat.of(f"{cam}-{stream}", [r for r in recs if r[0] == tile and r[1] == stream], at_service=True)]
     fell_back = any(not t.startswith("playing") for t in states)
@@ -302,6 +369,12 @@ async def ioc_runs(world: World, rig: RtspRig, cams: subprocess.Popen[bytes], ar
     ctx = await browser.new_context(viewport={"width": 1920, "height": 1080})
     await ctx.add_init_script(TILES_JS)
     runs: list[dict[str, Any]] = []
+    load = None
+    extra: dict[str, Any] = {}
+    if args.load_clients:
+        screens, tablets = args.load_clients
+        load = Load(world.serve.wall_port, world.tokens, screens, tablets)
+        say(f"load: {screens} screens and {tablets} tablets connected, draining every video frame")
     try:
         for run in range(args.runs):
             fig = {}
@@ -311,10 +384,19 @@ async def ioc_runs(world: World, rig: RtspRig, cams: subprocess.Popen[bytes], ar
                     f"to the reader {f['to_service_reader']['p50_ms']}/{f['to_service_reader']['p95_ms']}); "
                     f"CPU % of a core {f['cpu_pct']}; tiles {f['tiles']}")
             runs.append(fig)
+        if load is not None and args.stall_s > 0:
+            n = 4 if 4 in args.screens else args.screens[0]
+            extra["stall"] = await stall_run(world, lat, ctx, load, n, args.seconds, args.stall_s)
     finally:
         await ctx.close()
+        if load is not None:
+            extra["load"] = load.stop()
+            say(f"load clients: {extra['load']}")
+    if "stall" in extra:
+        extra["stall"]["stalled_tablet"] = extra["load"].pop("stalled_tablet", None)
+        extra["stall"]["gop_ms_median"] = extra["load"].get("gop_ms_median")
     every = [f for r in runs for f in r.values()]
-    return {"runs": runs, "median": {
+    return {**extra, "runs": runs, "median": {
         **{f"screen_{n}_{q}": med(r[f"screen_{n}"][q] for r in runs) for n in args.screens for q in ("p50_ms", "p95_ms")},
         **{f"screen_{n}_to_reader_{q}": med(r[f"screen_{n}"]["to_service_reader"][q] for r in runs)
            for n in args.screens for q in ("p50_ms", "p95_ms")},
@@ -605,11 +687,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=15.0, help="sampling window per run")
     ap.add_argument("--no-peers", dest="peers", action="store_false")
     ap.add_argument("--hub-seconds", type=float, default=10.0, help="bench/wall_video_cost.py's window (0: skip)")
+    ap.add_argument("--load-clients", default="9+50", help="SCREENS+TABLETS: raw websocket clients that read every "
+                    "video frame during the latency runs and check its order ('0' or '': none)")
+    ap.add_argument("--stall-s", type=float, default=20.0, help="after the runs, one load tablet stops reading this "
+                    "long while screen 4 (or the first screen) is measured (0: skip)")
     ap.add_argument("--keep-tmp", action="store_true")
     ap.add_argument("--screens", default="5,4", help="wall screens Chromium shows: 5 (pl-01's main stream), "
                     "4 (four sub-streams)")
     args = ap.parse_args()
     args.screens = [int(n) for n in args.screens.split(",")]
+    args.load_clients = tuple(int(x) for x in args.load_clients.split("+")) if "+" in args.load_clients else None
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     tmp = Path(tempfile.mkdtemp(prefix="ioc-bench-video-"))
     say(f"work dir {tmp}")
@@ -623,7 +710,7 @@ def main() -> int:
         with RtspRig(mounts) as rig:
             world.setup()
             cams = start_cameras(world, rig, tmp)
-            node = Client(world.broker.host, world.broker.port, "svc-api", world.passwords["svc-api"]).wait_connected()
+            node = Client(world.broker.host, world.broker.service_port, "svc-api", world.passwords["svc-api"]).wait_connected()
             figs["camera_service"] = camera_cost(node, cams, args)
             figs.update(asyncio.run(measure(world, rig, cams, args, tmp)))
             figs["rig_late_ms"] = {m: v.get("late_ms") for m, v in rig.status()["mounts"].items() if m == "pl-01-main"}
@@ -674,6 +761,29 @@ def print_table(figs: dict[str, Any]) -> None:
           f"streams forwarded {c.get('all_10_main_streams')}")
     print(f"while Chromium played: camera service {m.get('camera_service_cpu_pct')}%, ioc serve {m.get('serve_cpu_pct')}%, "
           f"mosquitto {m.get('mosquitto_cpu_pct')}% of a core")
+    load = figs.get("ioc", {}).get("load")
+    if load:
+        if load.get("out_of_order_first"):
+            print(f"  out of order, the first: {load['out_of_order_first']}")
+        print(f"load during the runs: {load.get('screens')} screens + {load.get('tablets')} tablets (raw websocket "
+              f"clients) received {load.get('video_frames_received')} video frames, {load.get('out_of_order')} out of "
+              f"order, {load.get('seq_gaps')} skips to a keyframe, {load.get('stream_restarts')} streams begun anew (seq 1); {load.get('clients_with_no_video')} clients got none "
+              f"(their screens show no camera)")
+    st = figs.get("ioc", {}).get("stall")
+    if st:
+        print(f"one tablet stalled {st['stall_s']:.0f} s, screen {st['screen']} p50 / p95 ms: before "
+              f"{st['before']['p50_ms']} / {st['before']['p95_ms']}, during {st['during']['p50_ms']} / "
+              f"{st['during']['p95_ms']}, after {st['after']['p50_ms']} / {st['after']['p95_ms']}")
+        print("  hub process RSS MB (min-max): " + ", ".join(
+            f"{k} {v['min']}-{v['max']}" for k, v in st.get("hub_rss_mb", {}).items()))
+        t = st.get("stalled_tablet") or {}
+        back = t.get("back_on_live_keyframe", {})
+        def worst(k: str) -> Any:
+            return max((v[k] for v in back.values()), default=None)
+        print(f"  stalled tablet, a keyframe captured after it read again: worst {worst('ms_after_reading_again')} ms "
+              f"after reading again, over {len(back)} streams (GOP {st.get('gop_ms_median')} ms); before it, at most "
+              f"{worst('frames_read_before_it')} older frames read, the oldest {worst('oldest_frame_read_age_ms')} ms old; "
+              f"not recovered: {t.get('not_recovered')}")
     print(f"hub alone (bench/wall_video_cost.py, 10 cameras to 9 screens and 50 tablets): "
           f"{figs.get('hub_us_cpu_per_delivered_frame')} us CPU per delivered frame")
 

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import multiprocessing as mp
-import os
 import resource
 import selectors
-import socket
-import struct
 import sys
 import time
 from pathlib import Path
@@ -32,8 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:1] = [str(REPO)]
 
-import orjson  # noqa: E402
-
+from bench.ws_drain import ws_client  # noqa: E402
 from dashboards import LAYOUTS  # noqa: E402
 from ioc.core.contracts import topics  # noqa: E402
 from ioc.core.contracts.video_frame import VideoHeader, encode_video  # noqa: E402
@@ -47,28 +42,9 @@ from tests.rigs.video_replay import load_clip  # noqa: E402
 CAMERAS = [f"pl-{i:02d}" for i in range(1, 11)]
 
 
-def _client(port: int, hello: dict[str, object]) -> socket.socket:
-    """A websocket client by hand: the upgrade, one masked text frame, then nothing but reads."""
-    s = socket.create_connection(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += s.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
-    data = orjson.dumps(hello)
-    mask = os.urandom(4)
-    head = struct.pack("!BB", 0x81, 0x80 | 126) + struct.pack("!H", len(data)) if len(data) >= 126 \
-        else struct.pack("!BB", 0x81, 0x80 | len(data))
-    s.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-    s.setblocking(False)
-    return s
-
-
 def clients_main(port: int, tablets: int, seconds: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    socks = [_client(port, {"type": "hello", "token": "x", "role": "screen", "screen": n}) for n in range(1, 10)]
-    socks += [_client(port, {"type": "hello", "token": "x", "role": "tablet"}) for _ in range(tablets)]
+    socks = [ws_client(port, {"type": "hello", "token": "x", "role": "screen", "screen": n})[0] for n in range(1, 10)]
+    socks += [ws_client(port, {"type": "hello", "token": "x", "role": "tablet"})[0] for _ in range(tablets)]
     out.put("ready")
     sel = selectors.DefaultSelector()
     for s in socks:
