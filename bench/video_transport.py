@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import shutil
 import socket
 import statistics
@@ -41,20 +40,15 @@ sys.path[:1] = [str(REPO)]
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 
+from bench.video import cpu_s  # noqa: E402
 from ioc.core.contracts import topics  # noqa: E402
 from ioc.core.contracts.video_frame import VideoHeader, decode_video, encode_video  # noqa: E402
+from tests.rigs.children import free_port  # noqa: E402
 from tests.rigs.rtsp.rig import media_path  # noqa: E402
 from tests.rigs.video_replay import load_clip  # noqa: E402
 
 CAMERAS = [f"pl-{i:02d}" for i in range(1, 11)]
 FPS = 25.0
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (the broker is not our child's child)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def frames() -> list[tuple[str, str, list[tuple[bytes, bool]], dict[str, object]]]:
@@ -217,12 +211,6 @@ def summary(results: list[tuple[list[float], float]], sent: int, wall: float, pu
         "hub_cpu_pct": 100.0 * statistics.mean(r[1] for r in results) / wall,
         "frames_per_s": sent / wall,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int) -> None:
