@@ -336,6 +336,55 @@ def cmd_areas(settings: Settings, args: argparse.Namespace) -> None:
     print(f"imported {result.units} unit version(s) and {result.successions} succession(s)")
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> None:
+    """`ioc report make --month 2026-11 [--area 37] [--agency X] [--lang en] [--out DIR]`:
+    make and store a month's report now (the same as POST /api/v1/reports)."""
+    from ioc.core.storage.reports import ReportKey
+    from ioc.serve.reports.fonts import report_fonts
+    from ioc.serve.reports.make import Maker, ReportBusy
+    from ioc.serve.reports.model import ReportRequestError, parse_month
+    from ioc.serve.reports.schedule import provinces
+
+    fonts = report_fonts(settings)
+    try:
+        month = parse_month(args.month)
+    except ReportRequestError as exc:
+        _die(str(exc))
+    actor = f"cli:{os.environ.get('USER', 'admin')}"
+
+    async def run() -> dict[str, Any]:
+        async with _database(settings) as (pool, info):
+            area = args.area
+            if area is None:
+                async with pool.acquire() as conn:
+                    found = await provinces(conn, month)
+                if len(found) != 1:
+                    _die(f"name the area (--area): {len(found)} provinces were in force in {args.month}")
+                area = found[0]
+            maker = Maker(pool, info.timezone, info.mode, fonts)
+            row, _ = await maker.make(ReportKey(month, area, args.agency, args.lang), made_by=actor, replace=True)
+            if args.out:
+                from ioc.core.storage import reports as report_store
+
+                out = Path(args.out)
+                out.mkdir(parents=True, exist_ok=True)
+                async with pool.acquire() as conn:
+                    for fmt in ("pdf", "xlsx"):
+                        found_file = await report_store.file(conn, row["id"], fmt)
+                        assert found_file is not None
+                        path = out / f"ioc-{args.month}-{area}{'-' + args.agency if args.agency else ''}-{args.lang}.{fmt}"
+                        path.write_bytes(found_file[1])
+                        print(path)
+            return row
+
+    try:
+        row = asyncio.run(run())
+    except (ReportRequestError, ReportBusy) as exc:
+        _die(str(exc))
+    print(f"report {row['id']}: {args.month} {row['area']}{' ' + row['agency'] if row['agency'] else ''} "
+          f"({row['lang']}), PDF {row['pdf_bytes']} bytes, XLSX {row['xlsx_bytes']} bytes, {row['build_ms']} ms")
+
+
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
     if args.action == "run":
         _run_embedded_broker(args)
@@ -472,6 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
                                         "all files or nothing, checked with what is stored")
     a.add_argument("files", nargs="+", metavar="FILE.csv")
 
+    s = sub.add_parser("report", help="the monthly reports")
+    rsub = s.add_subparsers(dest="action", required=True)
+    r = rsub.add_parser("make", help="make and store a month's report now (PDF and XLSX)")
+    r.add_argument("--month", required=True, help="YYYY-MM")
+    r.add_argument("--area", help="a unit code (default: the province in force that month)")
+    r.add_argument("--agency", help="that agency's own report")
+    r.add_argument("--lang", choices=("vi", "en"), default="vi")
+    r.add_argument("--out", help="also write the two files into this directory")
+
     s = sub.add_parser("broker", help="the MQTT broker's files")
     bsub = s.add_subparsers(dest="action", required=True)
     b = bsub.add_parser("config", help="write mosquitto.conf, the password file and the ACL from the accounts")
@@ -507,6 +565,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], None]] = {
     "layouts": cmd_layouts,
     "user": cmd_user,
     "areas": cmd_areas,
+    "report": cmd_report,
     "broker": cmd_broker,
     "demo": cmd_demo,
 }

@@ -157,6 +157,16 @@ class Settings(BaseSettings):
     wall_client_buffer_bytes: int = Field(512 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
     wall_screen_token_days: int = Field(365, ge=1, le=3650)
 
+    # the monthly report (made by `ioc serve` and `ioc report make`)
+    report_font: str = Field(
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        description="a TTF with Vietnamese glyphs for the PDF (Debian/Ubuntu: fonts-dejavu-core)")
+    report_font_bold: str = Field("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+                                  description="its bold face")
+    report_schedule: bool = Field(True, description="make last month's reports from the 1st of each month")
+    report_hour: int = Field(6, ge=0, le=23, description="the local hour of the 1st from which they are made")
+    report_check_s: float = Field(300.0, gt=0, le=86400, description="how often a node looks for a report to make")
+
     storage_mode: Literal["auto", "plain", "timescale"] = "auto"
     # storage (TimescaleDB only)
     retention_days: int = Field(0, ge=0, description="0 keeps readings forever")

@@ -80,3 +80,8 @@ async def agencies_overview(conn: asyncpg.Connection) -> list[dict[str, Any]]:
              FROM agencies a ORDER BY a.id"""
     )
     return [dict(r) for r in rows]
+
+
+async def agency_row(conn: asyncpg.Connection, agency_id: str) -> asyncpg.Record | None:
+    """id, name_vi, name_en, sectors, disabled of one agency."""
+    return await conn.fetchrow("SELECT id, name_vi, name_en, sectors, disabled FROM agencies WHERE id = $1", agency_id)

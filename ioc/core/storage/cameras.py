@@ -191,3 +191,11 @@ async def events(conn: asyncpg.Connection, camera_id: str, *, open_only: bool, l
         camera_id, open_only, limit,
     )
     return [dict(r) for r in rows]
+
+
+async def faults_begun(conn: asyncpg.Connection, start: datetime, end: datetime) -> dict[str, int]:
+    """Camera id -> how many fault events began in [start, end) (the monthly report's table)."""
+    rows = await conn.fetch(
+        "SELECT camera, count(*) AS n FROM camera_events WHERE started_at >= $1 AND started_at < $2 GROUP BY camera",
+        start, end)
+    return {r["camera"]: int(r["n"]) for r in rows}

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from dashboards import STATIC
 from ioc.serve.api import (
     routes_admin, routes_agency, routes_auth, routes_cameras, routes_catalogue, routes_ops, routes_readings,
-    routes_recordings, routes_replay, routes_wall,
+    routes_recordings, routes_replay, routes_reports, routes_wall,
 )
 from ioc.serve.api import errors
 from ioc.serve.api.docs import serve_docs
@@ -27,6 +27,9 @@ from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.relay import Relay
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
+from ioc.serve.reports.fonts import report_fonts
+from ioc.serve.reports.make import Maker
+from ioc.serve.reports.schedule import schedule_loop
 from ioc.core.logs import REQUEST_CLIENT
 from ioc.core.settings import Settings
 from ioc.core.storage import rollups
@@ -50,6 +53,7 @@ async def _rollup_loop(pool: asyncpg.Pool, mode: StorageMode, timezone: str, eve
 def create_app(settings: Settings) -> FastAPI:
     issuer = TokenIssuer(settings.require_jwt_secret(), settings.jwt_ttl_s)
     dsn = settings.require_database_url()
+    fonts = report_fonts(settings)  # a missing font stops `ioc serve` here, naming the setting
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.mode = info.mode
         app.state.timezone = info.timezone
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
+        app.state.reports = Maker(pool, info.timezone, info.mode, fonts)
+        reports = asyncio.create_task(schedule_loop(app.state.reports, settings.report_hour, settings.report_check_s)
+                                      if settings.report_schedule else asyncio.sleep(0))
         app.state.wall = None
         if settings.mqtt_url and settings.wall_port:
             from ioc.serve.wall.node import WallNode
@@ -82,7 +89,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await app.state.relay.stop()
             task.cancel()
             revocation.cancel()
-            await asyncio.gather(task, revocation, return_exceptions=True)
+            reports.cancel()
+            await asyncio.gather(task, revocation, reports, return_exceptions=True)
             await pool.close()
 
     app = FastAPI(
@@ -112,7 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.wall = None
     app.state.relay = None
     for module in (routes_agency, routes_auth, routes_catalogue, routes_readings, routes_admin, routes_cameras,
-                   routes_recordings, routes_wall, routes_replay, routes_ops):
+                   routes_recordings, routes_wall, routes_replay, routes_ops, routes_reports):
         app.include_router(module.router)
     # the wall screens, console and tablet pages: files only, nothing from the internet
     app.mount("/wall", StaticFiles(directory=STATIC, html=True, check_dir=False), name="wall")

@@ -14,12 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 from typing import Any
 
 import asyncpg
 
+from ioc.core.silence import is_silent
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import catalogue
 from ioc.core.contracts import topics
@@ -159,8 +159,7 @@ class AlertKeeper:
         changed = False
         now, reports = await alert_store.agency_reports(conn)
         for r in reports:
-            grace = max(r["every"] * 0.5, timedelta(seconds=60))
-            silent = now - r["last"] > r["every"] + grace
+            silent = is_silent(r["last"], now, r["every"])
             source = r["agency"]
             if silent:
                 changed |= await alert_store.raise_alert(
