@@ -19,28 +19,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
-import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import asyncpg  # noqa: E402
 
+from bench.scratch_db import scratch_database  # noqa: E402
 from ioc.core.accounts import create_agency  # noqa: E402
 from ioc.core.catalogue.model import Area, KpiDef  # noqa: E402
 from ioc.core.readings import Reading  # noqa: E402
-from ioc.core.settings import load_settings  # noqa: E402
 from ioc.core.storage import catalogue, reading_writes, rollups  # noqa: E402
 from ioc.core.storage.modes import StorageMode  # noqa: E402
-from ioc.core.storage.pool import create_pool  # noqa: E402
 from ioc.core.storage.reports import ReportKey  # noqa: E402
-from ioc.core.storage.setup import prepare_database  # noqa: E402
 from ioc.serve.reports.fonts import report_fonts  # noqa: E402
 from ioc.serve.reports.gather import gather  # noqa: E402
 from ioc.serve.reports.make import Maker  # noqa: E402
@@ -114,16 +109,8 @@ async def main() -> None:
     ap.add_argument("--cameras", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    admin_url = os.environ.get("IOC_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"ioc_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = admin_url.rpartition("/")[0] + "/" + name
-    try:
-        settings = load_settings(database_url=url, timezone=TZ_NAME)
+    async with scratch_database(TZ_NAME) as (pool, settings):
         fonts = report_fonts(settings)
-        pool = await create_pool(url, app="ioc-bench", min_size=1, max_size=3)
-        await prepare_database(pool, settings)
         async with pool.acquire() as conn:
             t0 = time.perf_counter()
             n = await load(conn, args.communes, args.kpis, args.cameras)
@@ -161,10 +148,6 @@ async def main() -> None:
         row, _ = await maker.make(key, made_by="bench", replace=True)
         made = time.perf_counter() - made_t0
         print(f"made and stored through Maker.make: {made:.2f} s (report {row['id']})")
-        await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     print(json.dumps({"bench": "report", "communes": args.communes, "kpis": args.kpis, "cameras": args.cameras,
                       "runs": args.runs, "median_s": round(total, 3), "gather_s": round(med[0], 3),
                       "pdf_s": round(med[1], 3), "xlsx_s": round(med[2], 3), "stored_s": round(made, 3),
