@@ -5,40 +5,14 @@ TimescaleDB, like tests/test_timescale_sql.py (never skipped)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
-import pytest
-
 from ioc.core.storage.migrate import migrate
 from ioc.core.storage.queries import parse_bucket, series
-from tests.rigs.pglite import PgliteTimescaleRig, PgliteUnavailable
-from tests.test_timescale_sql import MIGRATE_ARGS, TZ, TZ_NAME
+from tests.test_timescale_sql import MIGRATE_ARGS, TZ, TZ_NAME, conn, rig  # noqa: F401  (fixtures: a rig of this module's own)
 
 KPI = "tsup.counter"
-
-
-@pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgliteTimescaleRig]:
-    try:
-        server = PgliteTimescaleRig(log_path=tmp_path_factory.mktemp("pglite-up") / "server.log").start()
-    except PgliteUnavailable as exc:
-        pytest.fail(f"PGlite with TimescaleDB could not be started: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-async def conn(rig: PgliteTimescaleRig) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(rig.dsn, statement_cache_size=0, command_timeout=120, timeout=30)
-    await c.execute("SET timezone = 'UTC'")
-    try:
-        yield c
-    finally:
-        await c.close(timeout=5)
 
 
 async def test_history_from_before_the_aggregates_were_made_again_stays(conn: asyncpg.Connection) -> None:
