@@ -59,14 +59,16 @@ async def latest(
     areas: list[str] | None,
     agency: str | None,
 ) -> list[asyncpg.Record]:
-    """The newest reading per (kpi, area); for an agency, the newest of its own: where another
+    """The newest reading per (kpi, area), with a ratio's numerator and denominator where it
+    was sent with them (null for a bare percentage and for other kinds); for an agency, the newest of its own: where another
     agency reported the same KPI and area later, the agency still sees what it sent (its form
     shows its last figure beside each field)."""
     if agency is None:
         return await conn.fetch(
             """SELECT l.kpi, l.area, l.ts, l.value, l.revision, l.agency, l.received_at,
-                      k.unit, k.target, k.better, k.sector
+                      r.numerator, r.denominator, k.unit, k.target, k.better, k.sector
                  FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
+                 LEFT JOIN readings r ON r.kpi = l.kpi AND r.area = l.area AND r.ts = l.ts
                 WHERE ($1::text[] IS NULL OR l.kpi = ANY($1))
                   AND ($2::text[] IS NULL OR k.sector = ANY($2))
                   AND ($3::text[] IS NULL OR l.area = ANY($3))
@@ -77,10 +79,10 @@ async def latest(
     # found backwards on the primary key (at once where the agency sent the newest)
     return await conn.fetch(
         """SELECT r.kpi, r.area, r.ts, r.value, r.revision, r.agency, r.received_at,
-                  k.unit, k.target, k.better, k.sector
+                  r.numerator, r.denominator, k.unit, k.target, k.better, k.sector
              FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
              CROSS JOIN LATERAL (
-                 SELECT x.kpi, x.area, x.ts, x.value, x.revision, x.agency, x.received_at
+                 SELECT x.kpi, x.area, x.ts, x.value, x.revision, x.agency, x.received_at, x.numerator, x.denominator
                    FROM readings x
                   WHERE x.kpi = l.kpi AND x.area = l.area AND x.agency = $4
                   ORDER BY x.ts DESC LIMIT 1) r
