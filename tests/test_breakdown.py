@@ -153,9 +153,9 @@ async def test_latest_carries_a_ratios_parts(api: Api, people: People) -> None:
     """What a map or a ranking colours from /latest can be combined: the parts come along
     (null for a bare percentage), for readers and for the agency that sent them."""
     agency, token = await api.agency(["tthc"])
-    await _write(api.pool, agency, [(_d(2026, 1, 5), RATIO, "13303", 96.0, 48, 50),
-                                    (_d(2026, 1, 5), RATIO, "13294", 97.0, None, None)])
+    await _write(api.pool, agency, [(_d(2026, 1, 5), RATIO, "13315", 96.0, 48, 50),
+                                    (_d(2026, 1, 5), RATIO, "13318", 97.0, None, None)])
     for who in (people.leader[2], token):
-        rows = (await api.get("/api/v1/latest", who, params={"kpi": RATIO, "area": ["13303", "13294"]})).json()
+        rows = (await api.get("/api/v1/latest", who, params={"kpi": RATIO, "area": ["13315", "13318"]})).json()
         got = {r["area"]: (r["value"], r["numerator"], r["denominator"]) for r in rows}
-        assert got == {"13303": (96.0, 48, 50), "13294": (97.0, None, None)}
+        assert got == {"13315": (96.0, 48, 50), "13318": (97.0, None, None)}
