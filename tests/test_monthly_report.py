@@ -170,6 +170,25 @@ async def test_report_figures_are_the_apis(world: World, province: dict[str, Any
     assert figures[COUNTER][5] == "Không đạt" or figures[COUNTER][4] is None or figures[COUNTER][5] == "Đạt"
 
 
+async def test_rankings_are_the_breakdowns(world: World, province: dict[str, Any]) -> None:
+    book = openpyxl.load_workbook(io.BytesIO(province["xlsx"]), read_only=True)
+    ranked: dict[str, list[tuple[Any, ...]]] = {}
+    for row in _sheet(book, "Xếp hạng"):
+        ranked.setdefault(row[0], []).append(row)
+    assert RATIO in ranked
+    for kpi, rows in ranked.items():
+        r = await world.api.get("/api/v1/breakdown", world.staff["leader"], params={
+            "kpi": kpi, "area": "37", "start": START.isoformat(), "end": END.isoformat()})
+        assert r.status_code == 200, r.text
+        api_rows = r.json()["rows"]
+        assert [(x[2], x[1], x[4]) for x in rows] == [(a["code"], a["rank"], a["value"]) for a in api_rows], kpi
+    # the communes written, best first: 99 %, 95 %, 90 % on time
+    mine = [x for x in ranked[RATIO] if x[2] in COMMUNES]
+    assert [x[2] for x in mine] == ["13294", "13291", "13285"]
+    assert [x[4] for x in mine] == pytest.approx([99.0, 95.0, 90.0])
+    assert mine[0][5] == "Đạt" and mine[2][5] == "Không đạt" and mine[0][6] == "xã"
+
+
 async def test_late_and_silent_agencies_are_listed(world: World, province: dict[str, Any]) -> None:
     book = openpyxl.load_workbook(io.BytesIO(province["xlsx"]), read_only=True)
     late = {(r[0], r[2]): r for r in _sheet(book, "Báo cáo trễ")}
@@ -208,6 +227,7 @@ def _pdftotext(pdf: bytes, tmp: Path) -> str:
 async def test_pdf_text_is_vietnamese(world: World, province: dict[str, Any], tmp_path: Path) -> None:
     text = _pdftotext(province["pdf"], tmp_path)
     for words in ("BÁO CÁO THÁNG 03/2026", "Tỉnh Ninh Bình", "Chỉ tiêu so với mục tiêu", "Hồ sơ TTHC tiếp nhận",
+                  "Xếp hạng theo đơn vị", "Phường Quang Trung",
                   "Thời gian hoạt động của camera", "Không báo cáo", "Trễ hạn", f"Ngã tư Biên Hòa {world.camera}"):
         assert words in text, words
     counter = sum(100 + d for d in range(1, 32))

@@ -66,6 +66,7 @@ class Ranking:
     name_vi: str
     name_en: str
     unit: str
+    unit_en: str
     level: str
     rows: list[RankRow]
 

@@ -178,7 +178,7 @@ def _rankings(doc: FPDF, d: ReportData) -> None:
     for r in ranked:
         doc.set_font(_FAMILY, "B", 9)
         valued = [x for x in r.rows if x.value is not None]
-        _note(doc, f"{r.name_vi if lang == 'vi' else r.name_en} ({r.unit}) – "
+        _note(doc, f"{r.name_vi if lang == 'vi' else r.name_en} ({r.unit if lang == 'vi' else r.unit_en}) – "
                    f"{t('of_units', lang, n=len(r.rows), level=level_name(r.level, lang))}")
         doc.set_font(_FAMILY, size=8)
         shown = valued if len(valued) <= 2 * SHOWN_PER_END else valued[:SHOWN_PER_END] + valued[-SHOWN_PER_END:]

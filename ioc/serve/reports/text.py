@@ -28,6 +28,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "met": ("Đạt", "Met"),
     "missed": ("Không đạt", "Missed"),
     "none": ("", ""),
+    "meets": ("Đạt", "Met"),  # /api/v1/breakdown's words for a row's status
+    "misses": ("Không đạt", "Missed"),
     "rank": ("Hạng", "Rank"),
     "area": ("Đơn vị hành chính", "Unit"),
     "code": ("Mã", "Code"),
