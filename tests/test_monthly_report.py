@@ -36,7 +36,7 @@ from ioc.core.storage import reports as report_store
 from ioc.core.storage.reports import ReportKey
 from ioc.serve.api.app import create_app
 from ioc.serve.reports.make import Maker, ReportBusy
-from ioc.serve.reports.schedule import run_due, scheduled_keys
+from ioc.serve.reports.schedule import due_month, run_due, scheduled_keys
 from tests.conftest import REPO
 from tests.test_api import Api
 
@@ -204,6 +204,27 @@ async def test_late_and_silent_agencies_are_listed(world: World, province: dict[
                                  read_only=True)
     assert "Xếp hạng" not in own.sheetnames and "Camera" not in own.sheetnames
     assert {r[0] for r in _sheet(own, "Báo cáo trễ")} == {world.late}
+
+
+async def test_a_units_report_keeps_to_the_unit(world: World) -> None:
+    """A commune's report: its own figures, no units below to rank, only its own cameras, and
+    lateness judged from the readings for it (the late agency reported for another commune)."""
+    row = await _make(world, world.staff["operator"], area="13285")
+    book = openpyxl.load_workbook(io.BytesIO(await _file(world, world.staff["operator"], row["id"], "xlsx")),
+                                  read_only=True)
+    figures = {r[0]: r for r in _sheet(book, "Chỉ tiêu")}
+    assert figures[RATIO][3] == pytest.approx(90.0)
+    assert _sheet(book, "Xếp hạng") == []
+    assert world.camera not in {r[0] for r in _sheet(book, "Camera")}
+    late = {(r[0], r[2]): r[4] for r in _sheet(book, "Báo cáo trễ")}
+    assert (world.on_time, HOURLY) not in late and late[(world.late, HOURLY)] == "Không báo cáo"
+
+
+def test_reports_are_due_from_the_hour_on_the_first() -> None:
+    assert due_month(datetime(2026, 5, 1, 5, 59, tzinfo=TZ), 6) == date(2026, 3, 1)
+    assert due_month(datetime(2026, 5, 1, 6, tzinfo=TZ), 6) == date(2026, 4, 1)
+    assert due_month(datetime(2026, 5, 20, 1, tzinfo=TZ), 6) == date(2026, 4, 1)
+    assert due_month(datetime(2026, 1, 1, 8, tzinfo=TZ), 6) == date(2025, 12, 1)
 
 
 async def test_camera_uptime_from_the_status_history(world: World, province: dict[str, Any]) -> None:
