@@ -186,7 +186,7 @@ async def test_rankings_are_the_breakdowns(world: World, province: dict[str, Any
     mine = [x for x in ranked[RATIO] if x[2] in COMMUNES]
     assert [x[2] for x in mine] == ["13294", "13291", "13285"]
     assert [x[4] for x in mine] == pytest.approx([99.0, 95.0, 90.0])
-    assert mine[0][5] == "Đạt" and mine[2][5] == "Không đạt" and mine[0][6] == "xã"
+    assert mine[0][5] == "Đạt" and mine[2][5] == "Không đạt" and mine[0][3] == "Phường Châu Cầu (xã)"
 
 
 async def test_late_and_silent_agencies_are_listed(world: World, province: dict[str, Any]) -> None:

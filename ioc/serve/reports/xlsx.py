@@ -53,11 +53,13 @@ def render_xlsx(d: ReportData) -> bytes:
 
     if d.agency is None:
         ws = wb.create_sheet(t("sheet_rankings", lang))
-        _head(ws, [t(k, lang) for k in ("kpi", "rank", "code", "area", "value", "status")] + ["level"])
+        _head(ws, [t(k, lang) for k in ("kpi", "rank", "code", "area", "value", "status")])
+        words = {s: t(s, lang) for s in ("meets", "misses", "none")}
         for r in d.rankings:
+            level = level_name(r.level, lang)
             for x in r.rows:
-                ws.append([r.kpi, x.rank, x.code, x.name_vi if lang == "vi" else x.name_en, x.value,
-                           t(x.status or "none", lang), level_name(r.level, lang)])
+                ws.append([r.kpi, x.rank, x.code, f"{x.name_vi if lang == 'vi' else x.name_en} ({level})", x.value,
+                           words[x.status or "none"]])
     if d.cameras is not None:
         ws = wb.create_sheet(t("sheet_cameras", lang))
         _head(ws, [t(k, lang) for k in ("camera", "name", "code", "uptime", "online_h", "known_h", "faults")])
