@@ -34,6 +34,9 @@ from tests.rigs.serve import ServeProcess
 ADMIN_DSN = os.environ.get("IOC_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
 SPOOL = Path(tempfile.mkdtemp(prefix="ioc-test-spool-"))  # this run's: a spool left by another never replays here
+# the monthly reports' schedule would make last month's reports of every test agency in the
+# background of every app a test starts: tests/test_monthly_report.py drives it itself
+os.environ.setdefault("IOC_REPORT_SCHEDULE", "false")
 
 
 def _dsn_for(dbname: str) -> str:
@@ -180,7 +183,7 @@ def service_env(db_url: str, mqtt_url: str, **settings: str) -> dict[str, str]:
     """This environment without any IOC_ setting of the developer's, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update({"IOC_DATABASE_URL": db_url, "IOC_MQTT_URL": mqtt_url, "IOC_LOG_FORMAT": "json",
-                "PYTHONPATH": str(REPO), "IOC_INGEST_SPOOL_DIR": str(SPOOL),
+                "PYTHONPATH": str(REPO), "IOC_INGEST_SPOOL_DIR": str(SPOOL), "IOC_REPORT_SCHEDULE": "false",
                 **settings})
     return env
 
