@@ -36,6 +36,7 @@ from ioc.core.storage import reports as report_store
 from ioc.core.storage.reports import ReportKey
 from ioc.serve.api.app import create_app
 from ioc.serve.reports.make import Maker, ReportBusy
+from ioc.serve.reports.text import number
 from ioc.serve.reports.schedule import due_month, run_due, scheduled_keys
 from tests.conftest import REPO
 from tests.test_api import Api
@@ -253,6 +254,15 @@ async def test_pdf_text_is_vietnamese(world: World, province: dict[str, Any], tm
         assert words in text, words
     counter = sum(100 + d for d in range(1, 32))
     assert f"{counter // 1000}.{counter % 1000:03d}" in text  # 3.596: Vietnamese thousands
+    # each KPI's line shows the API's figures for the month, the month before and a year before
+    book = openpyxl.load_workbook(io.BytesIO(province["xlsx"]), read_only=True)
+    lines = text.splitlines()
+    feb, mar25 = datetime(2026, 2, 1, tzinfo=TZ), datetime(2025, 3, 1, tzinfo=TZ)
+    for kpi, name in ((r[0], r[1]) for r in _sheet(book, "Chỉ tiêu")):
+        line = next(x for x in lines if x.startswith(name[:40]))
+        for lo, hi in ((START, END), (feb, START), (mar25, datetime(2025, 4, 1, tzinfo=TZ))):
+            value = await _series(world, kpi, lo, hi)
+            assert number(value, "vi") in line.split(), (kpi, value, line)
     english = await _make(world, world.staff["admin"], area="37", lang="en")
     text_en = _pdftotext(await _file(world, world.staff["admin"], english["id"], "pdf"), tmp_path)
     assert "MONTHLY REPORT March 2026" in text_en and "Camera uptime" in text_en
