@@ -159,10 +159,8 @@ class Settings(BaseSettings):
 
     # the monthly report (made by `ioc serve` and `ioc report make`)
     report_font: str = Field(
-        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-        description="a TTF with Vietnamese glyphs for the PDF (Debian/Ubuntu: fonts-dejavu-core)")
-    report_font_bold: str = Field("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
-                                  description="its bold face")
+        "", description="a TTF with Vietnamese letters for the PDF; empty: DejaVu Sans or Arial where the system has it")
+    report_font_bold: str = Field("", description="its bold face; empty: the bold beside it, else the regular one")
     report_schedule: bool = Field(True, description="make last month's reports from the 1st of each month")
     report_hour: int = Field(6, ge=0, le=23, description="the local hour of the 1st from which they are made")
     report_check_s: float = Field(300.0, gt=0, le=86400, description="how often a node looks for a report to make")

@@ -1,10 +1,10 @@
-"""The PDF's fonts: a TrueType face with Vietnamese glyphs, from a path setting.
+"""The PDF's fonts: a TrueType face with Vietnamese glyphs.
 
 fpdf2's built-in fonts are Latin-1 only ("Báo cáo tháng" would lose its ư and ạ), so the
-report embeds a TTF. The default is Debian's fonts-dejavu-core, present on most Linux
-systems and in the Docker image; `IOC_REPORT_FONT` / `IOC_REPORT_FONT_BOLD` point elsewhere.
-`ioc serve` checks them at start, so a missing font is one clear line, not a failed report
-at 06:00 on the 1st.
+report embeds a TTF: `IOC_REPORT_FONT` (and `IOC_REPORT_FONT_BOLD`) when set, else the first
+system font found of DejaVu Sans (Debian and Ubuntu's fonts-dejavu-core, which the Docker
+image installs; Fedora; Arch) and Arial (macOS, Windows). `ioc serve` checks at start, so a
+missing font is one clear line, not a failed report at 06:00 on the 1st.
 """
 
 from __future__ import annotations
@@ -43,6 +43,25 @@ def check_font(path: Path, setting: str) -> Path:
     return path
 
 
+SYSTEM_FONTS = (  # (regular, bold) where operating systems put them
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"),
+    ("/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf", "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans-Bold.ttf"),
+    ("/usr/share/fonts/TTF/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans-Bold.ttf"),
+    ("/System/Library/Fonts/Supplemental/Arial.ttf", "/System/Library/Fonts/Supplemental/Arial Bold.ttf"),
+    ("C:/Windows/Fonts/arial.ttf", "C:/Windows/Fonts/arialbd.ttf"),
+)
+
+
 def report_fonts(settings: Settings) -> Fonts:
-    return Fonts(check_font(Path(settings.report_font), "IOC_REPORT_FONT"),
-                 check_font(Path(settings.report_font_bold), "IOC_REPORT_FONT_BOLD"))
+    """The fonts the settings name, else the first system pair found; SettingsError if none."""
+    if settings.report_font:
+        regular = check_font(Path(settings.report_font), "IOC_REPORT_FONT")
+        bold = settings.report_font_bold
+        return Fonts(regular, check_font(Path(bold), "IOC_REPORT_FONT_BOLD") if bold else regular)
+    for reg, bold in SYSTEM_FONTS:
+        if Path(reg).is_file():
+            regular = check_font(Path(reg), "IOC_REPORT_FONT")
+            return Fonts(regular, check_font(Path(bold), "IOC_REPORT_FONT_BOLD") if Path(bold).is_file() else regular)
+    raise SettingsError("IOC_REPORT_FONT: no font with Vietnamese letters found (looked for DejaVu Sans and Arial): "
+                        "install Debian's fonts-dejavu-core (apt-get install fonts-dejavu-core) or set IOC_REPORT_FONT "
+                        "to a TrueType font with Vietnamese letters")
