@@ -237,17 +237,19 @@ async def test_camera_uptime_from_the_status_history(world: World, province: dic
     assert cam[6] == 1  # the offline event of 11 March
 
 
-def _pdftotext(pdf: bytes, tmp: Path) -> str:
-    path = tmp / "r.pdf"
+def _pdftotext(pdf: bytes, tmp: Path, name: str) -> str:
+    """The PDF's text; its first page is also rendered to an image (pdftoppm), which must
+    work and not be blank."""
+    path = tmp / f"{name}.pdf"
     path.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(path), str(tmp / "page")], check=True)
-    assert (tmp / "page-1.png").stat().st_size > 1000
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(path), str(tmp / name)], check=True)
+    assert (tmp / f"{name}-1.png").stat().st_size > 1000
     return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True,
                           text=True).stdout
 
 
 async def test_pdf_text_is_vietnamese(world: World, province: dict[str, Any], tmp_path: Path) -> None:
-    text = _pdftotext(province["pdf"], tmp_path)
+    text = _pdftotext(province["pdf"], tmp_path, "vi")
     for words in ("BÁO CÁO THÁNG 03/2026", "Tỉnh Ninh Bình", "Chỉ tiêu so với mục tiêu", "Hồ sơ TTHC tiếp nhận",
                   "Xếp hạng theo đơn vị", "Phường Quang Trung",
                   "Thời gian hoạt động của camera", "Không báo cáo", "Trễ hạn", f"Ngã tư Biên Hòa {world.camera}"):
@@ -264,7 +266,7 @@ async def test_pdf_text_is_vietnamese(world: World, province: dict[str, Any], tm
             value = await _series(world, kpi, lo, hi)
             assert number(value, "vi") in line.split(), (kpi, value, line)
     english = await _make(world, world.staff["admin"], area="37", lang="en")
-    text_en = _pdftotext(await _file(world, world.staff["admin"], english["id"], "pdf"), tmp_path)
+    text_en = _pdftotext(await _file(world, world.staff["admin"], english["id"], "pdf"), tmp_path, "en")
     assert "MONTHLY REPORT March 2026" in text_en and "Camera uptime" in text_en
 
 

@@ -54,6 +54,11 @@ async def run_due(maker: Maker, now: datetime, hour: int) -> list[int]:
             row, stored = await maker.make(key, made_by="schedule", replace=False)
         except ReportBusy:
             continue  # another node is on it
+        except Exception as exc:  # noqa: BLE001 - one report's failure must not hold up the others
+            log.error("scheduled report not made, retrying next round",
+                      extra={"month": f"{key.month:%Y-%m}", "area": key.area, "agency": key.agency,
+                             "error": str(exc)[:300]})
+            continue
         if stored:
             made.append(row["id"])
     return made
