@@ -35,6 +35,7 @@ from ioc.core.settings import SettingsError, load_settings
 from ioc.core.storage import reports as report_store
 from ioc.core.storage.reports import ReportKey
 from ioc.serve.api.app import create_app
+from ioc.serve.reports.fonts import Fonts
 from ioc.serve.reports.make import Maker, ReportBusy
 from ioc.serve.reports.text import number
 from ioc.serve.reports.schedule import due_month, run_due, scheduled_keys
@@ -290,6 +291,23 @@ async def test_schedule_makes_one_report_with_two_nodes(world: World) -> None:
         with pytest.raises(ReportBusy):
             await makers[1].make(key, made_by="test", replace=False)
         await report_store.unlock(conn, key)
+
+
+async def test_a_failing_report_does_not_hold_up_the_schedule(world: World, tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The font file gone after start: every report of the round fails when drawn; each is
+    logged and skipped (none stored), and the round ends instead of raising at the first."""
+    info = world.api.app.state
+    gone = Fonts(tmp_path / "gone.ttf", tmp_path / "gone-bold.ttf")
+    broken = Maker(world.api.pool, info.timezone, info.mode, gone)
+    now = datetime(2026, 7, 1, 7, tzinfo=TZ)
+    with caplog.at_level("ERROR", logger="ioc.reports"):
+        assert await run_due(broken, now, 6) == []
+    async with world.api.pool.acquire() as conn:
+        keys = await scheduled_keys(conn, date(2026, 6, 1))
+        assert [await report_store.find(conn, k) for k in keys] == [None] * len(keys)
+    failed = [r for r in caplog.records if r.getMessage().startswith("scheduled report not made")]
+    assert len(failed) == len(keys) and {r.area for r in failed} == {"37"}  # type: ignore[attr-defined]
 
 
 async def test_roles_unknown_ids_and_path_tricks(world: World, province: dict[str, Any]) -> None:
