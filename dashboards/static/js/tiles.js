@@ -8,6 +8,7 @@
 
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { rankingTile } from "./tile-ranking.js";
 
 export const STALE_AFTER_S = 10;
 
@@ -1023,6 +1024,7 @@ class TextTile extends TileView {
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
   alerts: AlertsTile, clock: ClockTile, text: TextTile,
+  ranking: rankingTile(TileView),
 };
 
 export function createTile(def, ctx) {
