@@ -62,8 +62,8 @@ async def drill_site(serve_env: dict[str, str], pool: asyncpg.Pool, agencies: Ag
                      tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Site, list[str]]]:
     """`ioc serve` with the test layout, and this month's and last year's readings of two
     agencies stored through the ingest's write path."""
-    a1, _ = await agencies.add(["tthc"], prefix="drA")
-    a2, _ = await agencies.add(["tthc"], prefix="drB")
+    a1, _ = await agencies.add(["tthc"], prefix="dra")
+    a2, _ = await agencies.add(["tthc"], prefix="drb")
     now = datetime.now(timezone.utc)
     ts = this_month_ts(now)
     year_ago = ts.replace(year=ts.year - 1)
@@ -77,7 +77,7 @@ async def drill_site(serve_env: dict[str, str], pool: asyncpg.Pool, agencies: Ag
         # this month: 99 %, 96 %, 75 %; one commune with a bare percentage beside parts: no figure
         r(ts, BEST, 99, 100, a1), r(ts, MID, 48, 50, a1), r(ts, WORST, 30, 40, a2),
         r(ts, MIXED, None, None, a2, value=90.0), r(ts + timedelta(minutes=1), MIXED, 5, 10, a2),
-        r(ts, "37", 900, 1000, a1),
+        r(ts, "37", 900, 1000, a1), r(ts + timedelta(minutes=2), "37", 50, 100, a2),  # the province's own figures
         # the same period a year earlier
         r(year_ago, BEST, 90, 100, a1), r(year_ago, MID, 40, 50, a1), r(year_ago, WORST, 36, 40, a2),
         r(year_ago, "37", 800, 1000, a1),
@@ -162,14 +162,15 @@ async def test_tablet_drills_from_a_kpi_tile_to_the_units_last_year_and_agencies
             assert float(await tr.locator("td.now").get_attribute("data-value") or "nan") == pytest.approx(now_v)
             assert float(await tr.locator("td.prev").get_attribute("data-value") or "nan") == pytest.approx(prev_v)
             assert float(await tr.locator("td.change").get_attribute("data-value") or "nan") == pytest.approx(now_v - prev_v)
-        assert res["total"]["value"] == pytest.approx(90.0) and res["previous"]["total"]["value"] == pytest.approx(80.0)
-        await expect(table.locator('tr[data-code="*"] td.change')).to_have_text("+10 điểm %")
+        # weighted: (900 + 50) / (1000 + 100), against 800 / 1000 a year earlier
+        assert res["total"]["value"] == pytest.approx(100 * 950 / 1100) and res["previous"]["total"]["value"] == pytest.approx(80.0)
+        await expect(table.locator('tr[data-code="*"] td.change')).to_have_text("+6,36 điểm %")
 
         # (d) by reporting agency, as the API says
         agencies = await breakdown(site, by="agency")
         rows = panel.locator(".agency-table tbody tr")
         await expect(rows).to_have_count(len(agencies["rows"]))
-        assert {a1, a2} <= {r["code"] for r in agencies["rows"]}
+        assert {a1, a2} <= {r["code"] for r in agencies["rows"]}  # both reported the province's figure
         for r in agencies["rows"]:
             cell = panel.locator(f'.agency-table tr[data-code="{r["code"]}"] td.value')
             got = await cell.get_attribute("data-value")
@@ -194,8 +195,9 @@ async def test_tablet_drills_from_a_kpi_tile_to_the_units_last_year_and_agencies
 
 
 async def test_drill_further_down_and_back(drill_site: tuple[Site, list[str]], browser: Browser) -> None:  # noqa: F811
-    """The map tile asks with `ioc-drill` for the province by district; a tap on a district
-    gives its communes, "back" the districts again."""
+    """The map tile asks with `ioc-drill` for the province (by commune: the district tier is
+    gone this year); a tap on the worst commune gives its own figures, "back" the communes
+    again: the province's rate to its worst commune in two taps."""
     site, _ = drill_site
     ctx = await browser.new_context(viewport={"width": 800, "height": 1200}, locale="vi-VN", has_touch=True)
     watch = Watch(site.base)
@@ -205,28 +207,31 @@ async def test_drill_further_down_and_back(drill_site: tuple[Site, list[str]], b
         await log_in(page, site.users["leader"])
         await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_ID, timeout=15000)
         await slot(page, "dr-kpi").locator(".tile").evaluate(
-            "(t, kpi) => t.dispatchEvent(new CustomEvent('ioc-drill', {bubbles: true, detail: {kpi, area: '37', level: 'district'}}))",
+            "(t, kpi) => t.dispatchEvent(new CustomEvent('ioc-drill', {bubbles: true, detail: {kpi, area: '37', level: 'commune'}}))",
             KPI)
         await panel_ready(page, "37")
         panel = page.locator(".drill")
-        await expect(panel).to_have_attribute("data-level", "district")
-        districts = await breakdown(site, level="district")
-        assert "347" in [r["code"] for r in districts["rows"]]
-        await expect(panel.locator(".drill-units svg.rank-svg")).to_have_attribute("data-order", ",".join(ranked_codes(districts)))
-        phu_ly = panel.locator('.drill-units [data-code="347"]').first
-        await phu_ly.tap()
-        await panel_ready(page, "347")
-        await expect(panel).to_have_attribute("data-depth", "2")
-        communes = await breakdown(site, area="347")
-        assert communes["level"] == "commune" and ranked_codes(communes)[:2] == [BEST, MID], communes["rows"][:3]
         await expect(panel).to_have_attribute("data-level", "commune")
-        await expect(panel.locator(".drill-units svg.rank-svg")).to_have_attribute("data-order", ",".join(ranked_codes(communes)))
-        await expect(panel.locator(".drill-crumbs .crumb")).to_have_count(2)
+        communes = await breakdown(site)
+        order = ranked_codes(communes)
+        await expect(panel.locator(".drill-units svg.rank-svg")).to_have_attribute("data-order", ",".join(order))
+        worst = panel.locator(f'.drill-units g.rank-row.worst[data-code="{order[-1]}"]')
+        await worst.tap()
+        await panel_ready(page, order[-1])
+        await expect(panel).to_have_attribute("data-depth", "2")
+        own = await breakdown(site, area=order[-1], compare="year")
+        assert own["rows"] == [] and own["total"]["value"] is not None
+        await expect(panel.locator(".drill-nodata .nodata-none")).to_have_text("Không có đơn vị nào bên dưới")
+        total = panel.locator('.compare-table tr[data-code="*"]')
+        assert float(await total.locator("td.now").get_attribute("data-value") or "nan") == pytest.approx(own["total"]["value"])
+        crumbs = panel.locator(".drill-crumbs .crumb")
+        await expect(crumbs).to_have_count(2)
+        await expect(crumbs.last).to_have_text(next(r for r in communes["rows"] if r["code"] == order[-1])["name_vi"])
         await expect(panel.locator(".drill-back")).to_have_text("← Quay lại")
         await panel.locator(".drill-back").tap()
         await panel_ready(page, "37")
         await expect(panel).to_have_attribute("data-depth", "1")
-        await expect(panel).to_have_attribute("data-level", "district")
+        await expect(panel.locator(".drill-units svg.rank-svg")).to_have_attribute("data-order", ",".join(order))
         await panel.locator(".drill-close").tap()
         await expect(panel).to_be_hidden()
         assert not watch.errors, watch.errors
@@ -274,7 +279,7 @@ async def test_wall_ranking_tile_draws_and_follows_a_new_reading(
         before = int(await tile.get_attribute("data-fetches") or 0)
 
         # an agency reports a commune at 100 % through the broker and the ingest: it leads
-        agency, password = await agencies.add(["tthc"], prefix="drC")
+        agency, password = await agencies.add(["tthc"], prefix="drc")
         ts = this_month_ts(datetime.now(timezone.utc)) + timedelta(minutes=5)
         pub = MqttClient(broker.host, broker.port, agency, password).wait_connected()
         try:

@@ -5,7 +5,8 @@
 //   (b) the area's series with the same period a year earlier drawn over it;
 //   (c) this period against the same period last year, per unit and in total;
 //   (d) by reporting agency.
-// Tapping a unit drills into it (its communes); "back" returns. Every figure is the API's
+// Tapping a unit drills into it: its own units (a province's communes), or for a commune
+// its own figures over time, against last year and by agency; "back" returns. Every figure is the API's
 // (GET /api/v1/breakdown and /series): the page computes only the differences it shows.
 
 import { formatDate, formatNumber, localParts, toDate } from "./format.js";
@@ -15,7 +16,6 @@ import { drawRankBars, splitRows } from "./rankbars.js";
 
 /** Tile kinds a tap drills into (they name a KPI and an area). */
 export const DRILLABLE = new Set(["kpi", "chart", "ranking"]);
-const LEAVES = new Set(["commune", "zone"]); // nothing below them to drill into
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function el(tag, cls, text) {
@@ -140,7 +140,7 @@ export class DrillPanel {
 
   drill(row) {
     const here = this.here;
-    if (!here || !this.res || LEAVES.has(this.res.level)) return;
+    if (!here || !this.res) return;
     this.stack.push({ kpi: here.kpi, area: row.code, level: null });
     this.load();
   }
@@ -283,27 +283,35 @@ export class DrillPanel {
     const res = this.res;
     const lang = this.lang;
     const { ranked, empty } = splitRows(res.rows);
-    const leaf = LEAVES.has(res.level);
     const width = this.unitsSec.clientWidth - 4;
     drawRankBars(this.rankSvg, ranked, {
       width, rowH: 30, target: res.target, better: res.better, unit: res.unit, lang,
-      onPick: leaf ? null : (row) => this.drill(row),
+      onPick: (row) => this.drill(row),
     });
     this.rankSvg.dataset.order = ranked.map((r) => r.code).join(",");
-    const items = empty.map((r) => {
-      const li = el("li", "nodata-row");
+    const item = (r) => {
+      const li = el("li", "nodata-row pick");
       li.dataset.code = r.code;
       li.append(el("span", "name", pick(r, "name", lang) || r.code),
         el("span", "why", r.reason ? ` — ${r.reason}` : ` — ${t(lang, "rank.no_data")}`));
-      if (!leaf) {
-        li.classList.add("pick");
-        li.addEventListener("click", () => this.drill(r));
-      }
+      li.addEventListener("click", () => this.drill(r));
       return li;
-    });
+    };
+    // figures that exist but cannot be combined say why, in full; units that sent nothing
+    // are a long list (a province's communes): folded, the count on its fold
+    const items = empty.filter((r) => r.reason).map(item);
+    const silent = empty.filter((r) => !r.reason);
+    if (silent.length) {
+      const fold = el("details", "nodata-fold");
+      const list = el("ul");
+      list.append(...silent.map(item));
+      fold.append(el("summary", "", t(lang, "rank.no_data_n", { n: formatNumber(silent.length, 0, lang) })), list);
+      const li = el("li", "nodata-more");
+      li.append(fold);
+      items.push(li);
+    }
     if (!ranked.length && !empty.length) items.push(el("li", "nodata-none", t(lang, "rank.no_units")));
     this.noData.replaceChildren(...items);
-    if (empty.length) this.noData.prepend(el("li", "nodata-head", t(lang, "rank.no_data_n", { n: formatNumber(empty.length, 0, lang) })));
   }
 
   change(now, before) {
@@ -442,7 +450,9 @@ export class DrillPanel {
     };
     if (before.length) g.append(svg("path", { class: "time-before", d: path(before) }));
     g.append(svg("path", { class: "time-now", d: path(now) }));
-    for (const p of now) if (p.v !== null) g.append(svg("circle", { class: "time-dot", cx: x(p.i), cy: y(p.v), r: 2.5 }));
+    // dots too: a period with one reading (a monthly KPI) is a point, not a line
+    for (const p of before) if (p.v !== null) g.append(svg("circle", { class: "time-dot-before", cx: x(p.i), cy: y(p.v), r: 3 }));
+    for (const p of now) if (p.v !== null) g.append(svg("circle", { class: "time-dot", cx: x(p.i), cy: y(p.v), r: 3 }));
     const first = monthly ? "01" : "1";
     g.append(svg("text", { class: "chart-label", x: pad, y: H - 6, "font-size": 11 }, monthly ? t(lang, "drill.month_n", { n: first }) : t(lang, "drill.day_n", { n: first })));
     g.append(svg("text", { class: "chart-label", x: W - 8, y: H - 6, "text-anchor": "end", "font-size": 11 },

@@ -33,16 +33,23 @@ export function drawRankBars(svgEl, rows, { width, rowH = null, height = null, t
   unit = "", lang = "vi", onPick = null, font: fontPx = null } = {}) {
   svgEl.replaceChildren();
   const n = rows.length;
-  const font = fontPx || Math.max(11, Math.min(18, rowH ? rowH * 0.55 : (height / Math.max(n, 1)) * 0.55));
+  const W = Math.max(120, width);
+  // a tablet gives the rows' height; a wall tile its own, and the text grows with it (read
+  // from metres away) but never so much that a long name leaves no room for the bar
+  const font = fontPx || Math.max(11, Math.min(rowH ? rowH * 0.55 : (height / (Math.max(n, 1) + 1.2)) * 0.45, W / 28, 40));
   const head = font * 1.6; // room above the bars for the target's label
   const step = rowH || Math.max(font * 1.2, (height - head) / Math.max(n, 1));
+  const barH = Math.min(step * 0.72, font * 1.5);
   const H = head + step * n + 2;
-  const W = Math.max(120, width);
   svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svgEl.setAttribute("height", String(Math.round(H)));
   svgEl.dataset.rows = String(n);
   if (!n) return H;
-  const labelW = Math.min(W * 0.38, font * 12);
+  // names get the room the longest needs, up to 42 % of the width (cut with … beyond it)
+  const CH = 0.6; // a character's width, in ems (bold, Vietnamese diacritics)
+  const labels = rows.map((r) => `${r.rank}. ${pick(r, "name", lang) || r.code}`);
+  const labelW = Math.min(W * 0.42, font * (CH * Math.max(...labels.map((l) => l.length)) + 0.5));
+  const fits = Math.max(4, Math.floor(labelW / (font * CH)));
   const valueW = font * 4.2;
   const x0 = labelW + font * 0.4;
   const span = Math.max(10, W - x0 - valueW);
@@ -61,11 +68,13 @@ export function drawRankBars(svgEl, rows, { width, rowH = null, height = null, t
     const name = pick(r, "name", lang) || r.code;
     const mark = best ? ` ★` : worst ? ` ▼` : "";
     g.append(svg("title", {}, `${r.rank}. ${name}: ${formatNumber(r.value, undefined, lang)}${suffix}${best ? ` (${t(lang, "rank.best")})` : worst ? ` (${t(lang, "rank.worst")})` : ""}`));
-    g.append(svg("text", { class: "rank-name", x: labelW, y: y + step * 0.68, "text-anchor": "end", "font-size": font },
-      `${r.rank}. ${name.length > 22 ? `${name.slice(0, 21)}…` : name}`));
+    const label = labels[i];
+    const mid = y + step / 2;
+    g.append(svg("text", { class: "rank-name", x: labelW, y: mid + font * 0.35, "text-anchor": "end", "font-size": font },
+      label.length > fits ? `${label.slice(0, fits - 1)}…` : label));
     const bw = Math.max(1, x(Number(r.value)) - x(Math.max(lo, 0)));
-    g.append(svg("rect", { class: "rank-bar", x: x(Math.max(lo, 0)), y: y + step * 0.14, width: bw, height: step * 0.72, rx: 2 }));
-    g.append(svg("text", { class: "rank-value", x: x(Number(r.value)) + font * 0.3, y: y + step * 0.68, "font-size": font * 0.9 },
+    g.append(svg("rect", { class: "rank-bar", x: x(Math.max(lo, 0)), y: mid - barH / 2, width: bw, height: barH, rx: 2 }));
+    g.append(svg("text", { class: "rank-value", x: x(Number(r.value)) + font * 0.3, y: mid + font * 0.32, "font-size": font * 0.9 },
       `${formatNumber(r.value, undefined, lang)}${suffix}${mark}`));
     if (onPick) {
       g.classList.add("pick");
