@@ -256,6 +256,7 @@ async def test_console_opens_the_drill_down_from_a_kpi_tile(drill_site: tuple[Si
         await page.locator('.drill-period[data-period="year"]').click()
         await expect(page.locator(".drill")).to_have_attribute("data-period", "year")
         await expect(page.locator(".drill")).to_have_attribute("data-state", "ready", timeout=15000)
+        await page.screenshot(path=str(SHOTS / "console-drill.png"))
         assert not watch.errors, watch.errors
     finally:
         await ctx.close()
