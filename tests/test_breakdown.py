@@ -147,3 +147,15 @@ async def test_an_agency_sees_its_own_readings_of_its_own_sectors(api: Api, feb_
     _, other = await api.agency(["mt"])
     r = await api.get("/api/v1/breakdown", other, params={"kpi": RESOLVED, "area": "35", **FEB})
     assert r.status_code == 403
+
+
+async def test_latest_carries_a_ratios_parts(api: Api, people: People) -> None:
+    """What a map or a ranking colours from /latest can be combined: the parts come along
+    (null for a bare percentage), for readers and for the agency that sent them."""
+    agency, token = await api.agency(["tthc"])
+    await _write(api.pool, agency, [(_d(2026, 1, 5), RATIO, "13315", 96.0, 48, 50),
+                                    (_d(2026, 1, 5), RATIO, "13318", 97.0, None, None)])
+    for who in (people.leader[2], token):
+        rows = (await api.get("/api/v1/latest", who, params={"kpi": RATIO, "area": ["13315", "13318"]})).json()
+        got = {r["area"]: (r["value"], r["numerator"], r["denominator"]) for r in rows}
+        assert got == {"13315": (96.0, 48, 50), "13318": (97.0, None, None)}

@@ -716,6 +716,8 @@ class ChartTile extends TileView {
     const start = new Date(end.getTime() - s.hours * 3600 * 1000);
     const q = new URLSearchParams({ kpi: s.kpi, bucket: s.bucket, start: start.toISOString(), end: end.toISOString() });
     if (s.area) q.set("area", s.area);
+    // a replay draws the series as it was known then: later corrections are not shown yet
+    if (this.ctx.pastSeries) q.set("as_of", end.toISOString());
     if (!this.points) this.showMessage(t(this.lang, "chart.loading"));
     this.inflight += 1;
     this.fetches += 1;
