@@ -24,6 +24,7 @@ from tests.helpers import staff_logins
 from tests.rigs.mosquitto import MosquittoRig
 from tests.rigs.mqtt_clients import Client as MqttClient
 from tests.rigs.serve import ServeProcess
+from tests.test_wall_hub import kpi_live, kpi_pub, open_client  # noqa: F401 - kpi_pub: the ingest's publisher
 from tests.test_wall_pages import SHOTS, Site, Watch, browser, log_in, slot  # noqa: F401 - browser: the module's Chromium
 
 VN = timezone(timedelta(hours=7))
@@ -298,6 +299,32 @@ async def test_wall_ranking_tile_draws_and_follows_a_new_reading(
         assert not watch.errors, watch.errors
     finally:
         await ctx.close()
+
+
+async def test_hub_tells_a_ranking_tile_of_any_units_reading(drill_site: tuple[Site, list[str]],
+                                                            kpi_pub: MqttClient) -> None:  # noqa: F811
+    """A reading of the KPI for any unit (here a commune under the tile's province) reaches
+    the ranking tile as a new `changed_at`; another KPI's does not (dashboards/PROTOCOL.md)."""
+    site, _ = drill_site
+    tablet = await open_client(site.proc.ws_url, site.tokens["leader"], "tablet")
+    try:
+        await tablet.wait("layout")
+        first = await tablet.wait("tile", tile="dr-rank")
+        assert {k: first["data"][k] for k in ("kpi", "area", "level", "period", "top")} == {
+            "kpi": KPI, "area": "37", "level": None, "period": "month", "top": 5}
+        now = datetime.now(VN).replace(microsecond=0)
+        at, other = now.isoformat(), (now + timedelta(minutes=1)).isoformat()
+        kpi_pub.publish("ioc/v1/live/kpi/mt.aqi/13291", kpi_live("mt.aqi", "13291", 50, other), retain=False)
+        kpi_pub.publish(f"ioc/v1/live/kpi/{KPI}/{LATER}", kpi_live(KPI, LATER, 100.0, at), retain=False)
+        await tablet.wait("tile", tile="dr-rank", timeout=10)
+        deadline = asyncio.get_running_loop().time() + 10
+        while tablet.of("tile", tile="dr-rank")[-1]["data"]["changed_at"] != at and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        mine = tablet.of("tile", tile="dr-rank")
+        assert mine[-1]["data"]["changed_at"] == at, mine[-1]
+        assert not [m for m in mine if m["data"]["changed_at"] == other]  # another KPI's reading: nothing
+    finally:
+        await tablet.close()
 
 
 def test_ranking_tiles_need_a_kpi_and_an_area_and_carry_their_settings() -> None:
