@@ -83,6 +83,8 @@ export function rankingTile(TileView) {
       const range = periodRange(s.period, this.loadedAt);
       const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
       if (s.level) q.set("level", s.level);
+      // a replay ranks the units as the figures were known then (later corrections not yet)
+      if (this.ctx.pastSeries) q.set("as_of", new Date(this.loadedAt * 1000).toISOString());
       this.fetches += 1;
       this.el.dataset.fetches = String(this.fetches);
       try {

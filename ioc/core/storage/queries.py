@@ -264,13 +264,14 @@ async def totals(
     end: datetime,
     agency: str | None,
     by_agency: bool = False,
+    known_at: datetime | None = None,
 ) -> dict[str, dict[str, object]]:
     """One figure per group over [start, end), by the rules of `series` (`_cell`), so a
     unit's row equals its series over the same days. The caller aligns start and end to
     local midnights: the daily roll-ups then hold every reading of the span. An agency's
     figures come from its own readings (the roll-ups do not separate agencies), and so does
     a split by reporting agency (`by_agency`: keyed by agency over all the groups' sources).
-    Groups without readings are absent."""
+    Groups without readings are absent. `known_at`: as known at that instant (`series`)."""
     if end <= start:
         raise QueryError("end must be after start")
     if start < EARLIEST or end > LATEST:
@@ -281,15 +282,16 @@ async def totals(
         return {}
     params = [keys, [x.area for x in srcs], [x.share for x in srcs], [x.since for x in srcs], [x.until for x in srcs]]
     join = "JOIN unnest($4::text[], $5::text[], $6::float8[], $7::timestamptz[], $8::timestamptz[]) AS m(key, area, share, since, until)"
-    if agency is not None or by_agency:
+    if agency is not None or by_agency or known_at is not None:
         key = "s.agency" if by_agency else "m.key"
+        table = "readings" if known_at is None else _known_at_table(10)
         sql = f"""SELECT {key} AS k, count(*) AS n, sum(s.value) AS raw, sum(s.value * m.share) AS sum,
                          sum(s.numerator * m.share) AS num, sum(s.denominator * m.share) AS den,
                          count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
-                    FROM readings s {join} ON s.area = m.area AND s.ts >= m.since AND s.ts < m.until
+                    FROM {table} s {join} ON s.area = m.area AND s.ts >= m.since AND s.ts < m.until
                    WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($9::text IS NULL OR s.agency = $9)
                    GROUP BY 1"""
-        rows = await conn.fetch(sql, kpi, start, end, *params, agency)
+        rows = await conn.fetch(sql, kpi, start, end, *params, agency, *([known_at] if known_at else []))
     else:
         sql = f"""SELECT m.key AS k, sum(s.n) AS n, sum(s.sum) AS raw, sum(s.sum * m.share) AS sum,
                          sum(s.num_sum * m.share) AS num, sum(s.den_sum * m.share) AS den, sum(s.n_bare) AS n_bare
