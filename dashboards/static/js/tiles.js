@@ -8,6 +8,7 @@
 
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { rankingTile } from "./tile-ranking.js";
 
 export const STALE_AFTER_S = 10;
 
@@ -715,6 +716,8 @@ class ChartTile extends TileView {
     const start = new Date(end.getTime() - s.hours * 3600 * 1000);
     const q = new URLSearchParams({ kpi: s.kpi, bucket: s.bucket, start: start.toISOString(), end: end.toISOString() });
     if (s.area) q.set("area", s.area);
+    // a replay draws the series as it was known then: later corrections are not shown yet
+    if (this.ctx.pastSeries) q.set("as_of", end.toISOString());
     if (!this.points) this.showMessage(t(this.lang, "chart.loading"));
     this.inflight += 1;
     this.fetches += 1;
@@ -1023,6 +1026,7 @@ class TextTile extends TileView {
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
   alerts: AlertsTile, clock: ClockTile, text: TextTile,
+  ranking: rankingTile(TileView),
 };
 
 export function createTile(def, ctx) {
