@@ -110,8 +110,9 @@ async def main() -> None:
     ap.add_argument("--kpis", type=int, default=30)
     ap.add_argument("--cameras", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--parallel", type=int, default=3, help="rankings' queries at once (ioc serve: 3 with the default pool)")
     args = ap.parse_args()
-    async with scratch_database(TZ_NAME) as (pool, settings):
+    async with scratch_database(TZ_NAME, pool_size=2 + max(1, args.parallel)) as (pool, settings):
         fonts = report_fonts(settings)
         async with pool.acquire() as conn:
             t0 = time.perf_counter()
@@ -121,7 +122,7 @@ async def main() -> None:
             await conn.execute("ANALYZE")
             t2 = time.perf_counter()
         print(f"loaded {n} readings in {t1 - t0:.1f} s; roll-ups computed in {t2 - t1:.1f} s")
-        maker = Maker(pool, TZ_NAME, StorageMode.PLAIN, fonts)
+        maker = Maker(pool, TZ_NAME, StorageMode.PLAIN, fonts, parallel=args.parallel)
         key = ReportKey(MONTH, PROVINCE, None, "vi")
         totals, phases, cpu = [], [], []
         for run in range(args.runs + 1):  # the first warms the cache and the plans
@@ -129,7 +130,7 @@ async def main() -> None:
             t0 = time.perf_counter()
             async with pool.acquire() as conn:
                 data = await gather(conn, month=MONTH, area=PROVINCE, agency=None, lang="vi", timezone=TZ_NAME,
-                                    mode=StorageMode.PLAIN)
+                                    mode=StorageMode.PLAIN, pool=pool, parallel=args.parallel)
             t1 = time.perf_counter()
             pdf = render_pdf(data, fonts)
             t2 = time.perf_counter()
@@ -147,7 +148,8 @@ async def main() -> None:
         r0 = time.perf_counter()
         async with pool.acquire() as conn:
             await rankings(conn, [k for k in await catalogue.list_kpis(conn) if k.id in {r.kpi for r in data.rankings}],
-                           area=PROVINCE, start=data.start, end=data.end, timezone=TZ_NAME)
+                           area=PROVINCE, start=data.start, end=data.end, timezone=TZ_NAME, pool=pool,
+                           parallel=args.parallel)
         ranking_s = time.perf_counter() - r0
         print(f"gather {med[0]:.2f} s (the rankings alone {ranking_s:.2f} s), PDF {med[1]:.2f} s, XLSX {med[2]:.2f} s "
               f"(medians of {args.runs}); this process's CPU {statistics.median(cpu):.2f} s a report; "
@@ -160,7 +162,7 @@ async def main() -> None:
         made = time.perf_counter() - made_t0
         print(f"made and stored through Maker.make: {made:.2f} s (report {row['id']})")
     print(json.dumps({"bench": "report", "communes": args.communes, "kpis": args.kpis, "cameras": args.cameras,
-                      "runs": args.runs, "median_s": round(total, 3), "cpu_s": round(statistics.median(cpu), 3),
+                      "runs": args.runs, "parallel": args.parallel, "median_s": round(total, 3), "cpu_s": round(statistics.median(cpu), 3),
                       "rankings_s": round(ranking_s, 3), "load": round(os.getloadavg()[0], 1), "gather_s": round(med[0], 3),
                       "pdf_s": round(med[1], 3), "xlsx_s": round(med[2], 3), "stored_s": round(made, 3),
                       "pdf_bytes": len(pdf), "xlsx_bytes": len(xlsx), "rank_rows": ranked, "target_s": 10}))

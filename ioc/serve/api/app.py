@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.mode = info.mode
         app.state.timezone = info.timezone
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
-        app.state.reports = Maker(pool, info.timezone, info.mode, fonts)
+        # a report holds two connections; its rankings may take up to three more, leaving the API some
+        app.state.reports = Maker(pool, info.timezone, info.mode, fonts, parallel=min(3, settings.db_pool_max - 4))
         reports = asyncio.create_task(schedule_loop(app.state.reports, settings.report_hour, settings.report_check_s)
                                       if settings.report_schedule else asyncio.sleep(0))
         app.state.wall = None

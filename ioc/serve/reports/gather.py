@@ -60,7 +60,9 @@ def subtree(areas: Sequence[Area], roots: Sequence[str]) -> set[str]:
 
 
 async def gather(conn: asyncpg.Connection, *, month: date, area: str, agency: str | None, lang: Lang,
-                 timezone: str, mode: StorageMode) -> ReportData:
+                 timezone: str, mode: StorageMode, pool: asyncpg.Pool | None = None, parallel: int = 1) -> ReportData:
+    """The report's figures; with `pool` and `parallel`, the rankings' queries run that many
+    at once on the pool's connections (`conn` stays held)."""
     tz = ZoneInfo(timezone)
     start, end = month_span(month, tz)
     areas = await catalogue.list_areas(conn)
@@ -87,7 +89,7 @@ async def gather(conn: asyncpg.Connection, *, month: date, area: str, agency: st
     if agency is None:
         shown = [f.kpi for f in data.figures if f.value is not None]
         data.rankings.extend(await rankings(conn, [k for k in kpis if k.id in shown], area=area, start=start,
-                                            end=end, timezone=timezone))
+                                            end=end, timezone=timezone, pool=pool, parallel=parallel))
         data.cameras = await _cameras(conn, start, end, timezone, codes, whole=unit.level == "province")
     rows = await receptions(conn, start, end, agency=agency, areas=None if unit.level == "province" else sorted(codes))
     data.lateness.extend(late_and_missing(rows, start, end))

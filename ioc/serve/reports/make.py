@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -38,20 +38,26 @@ class Maker:
     timezone: str
     mode: StorageMode
     fonts: Fonts
+    # rankings' queries at once, each on a pool connection of its own beside the two a report
+    # holds (its lock and its figures): keep it below the pool's size minus two
+    parallel: int = 1
+    # one report at a time per node: each holds pool connections while it waits for more, so
+    # several at once could take the whole pool and wait on each other (and starve the API)
+    turn: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
     async def build(self, key: ReportKey) -> tuple[bytes, bytes, int]:
         """(pdf, xlsx, milliseconds taken), nothing stored."""
         began = time.perf_counter()
         async with self.pool.acquire() as conn:
             data = await gather(conn, month=key.month, area=key.area, agency=key.agency, lang=key.lang,
-                                timezone=self.timezone, mode=self.mode)
+                                timezone=self.timezone, mode=self.mode, pool=self.pool, parallel=self.parallel)
         pdf, xlsx = await asyncio.to_thread(lambda: (render_pdf(data, self.fonts), render_xlsx(data)))
         return pdf, xlsx, round((time.perf_counter() - began) * 1000)
 
     async def make(self, key: ReportKey, *, made_by: str, replace: bool) -> tuple[dict[str, Any], bool]:
         """Make and store the report; (its row, whether this call made it). Without `replace`
         (the schedule) an existing report is left as it is. ReportBusy while another holds it."""
-        async with self.pool.acquire() as lock:
+        async with self.turn, self.pool.acquire() as lock:
             if not await report_store.try_lock(lock, key):
                 raise ReportBusy(f"the report {key.month:%Y-%m} {key.area} {key.agency or ''} is being made elsewhere")
             try:
