@@ -8,6 +8,7 @@
 
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { mapTile } from "./map.js";
 
 export const STALE_AFTER_S = 10;
 
@@ -1022,7 +1023,7 @@ class TextTile extends TileView {
 
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
-  alerts: AlertsTile, clock: ClockTile, text: TextTile,
+  alerts: AlertsTile, clock: ClockTile, text: TextTile, map: mapTile(TileView, { el, svg }),
 };
 
 export function createTile(def, ctx) {
@@ -1033,5 +1034,5 @@ export function createTile(def, ctx) {
 
 /** Whether a view made for `a` can show `b` (same kind and source; only the place changed). */
 export function sameSource(a, b) {
-  return ["kind", "camera", "kpi", "area", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
+  return ["kind", "camera", "kpi", "area", "level", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
 }
