@@ -260,7 +260,7 @@ export function mapTile(TileView, { el, svg }) {
       this.drawLegend(byStatus, rows, font);
       this.unplaced.replaceChildren();
       if (unplaced.length) {
-        this.unplaced.append(el("div", "map-unplaced-title", t(lang, "map.no_position")));
+        this.unplaced.append(el("div", "map-unplaced-title", t(lang, "map.no_position", { n: formatNumber(unplaced.length, 0, lang) })));
         const list = el("ul", "map-unplaced-list");
         for (const x of unplaced) {
           const li = el("li", "map-unplaced-unit", `${pick(x.unit, "name", lang) || x.row.code}: ${x.has ? formatNumber(x.row.value, undefined, lang) : t(lang, "kpi.no_data")}`);
