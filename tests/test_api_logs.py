@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx

@@ -181,3 +181,54 @@ def _covered_by_parent(src: Source, version: Area, found: list[tuple[Source, Are
 def local_start(day: date | None, tz: ZoneInfo) -> datetime | None:
     """The instant a local day begins (validity and successions count in local days)."""
     return None if day is None else datetime.combine(day, time(), tzinfo=tz)
+
+
+def units_below(code: str, level: str, first: date, last: date,
+                areas: Sequence[Area], successions: Sequence[Succession]) -> list[Area]:
+    """The units at `level` that make up `code` over the local days [first, last]: for each
+    unit whose readings count in `code`'s series in that span (itself, and before a reform the
+    units it succeeded), the units at `level` it held on the span's last day.
+
+    A unit whose parent has ended and which did not end with it belongs to the parent's
+    successor (Hà Nam's communes, still open in the shipped data, sit under the new Ninh
+    Bình once their districts are gone): otherwise a province's communes would vanish from
+    its breakdown the day the district tier was abolished. One version per code, the one
+    in force on the last day it counts for."""
+    by_code = versions_by_code([AreaRow("", a) for a in areas])
+    after: dict[str, list[Succession]] = defaultdict(list)
+    for s in successions:
+        after[s.old_code].append(s)
+    at_level = [a for a in areas if a.level == level]
+    found: dict[str, Area] = {}
+    for src in series_sources(code, areas, successions):
+        s_lo = max(first, src.since or date.min)
+        s_hi = min(last, src.until - DAY if src.until is not None else date.max)
+        if s_lo > s_hi:
+            continue
+        for unit in at_level:
+            if covers(unit, s_hi) and unit.code != src.code and src.code in _ancestors(unit, s_hi, by_code, after):
+                found[unit.code] = unit
+    return sorted(found.values(), key=lambda a: a.code)
+
+
+def _ancestors(unit: Area, day: date, by_code: dict[str, list[AreaRow]],
+               after: dict[str, list[Succession]]) -> list[str]:
+    """The codes above `unit` on `day`; an ended parent is replaced by its successor (the one
+    that took the largest share of it)."""
+    out: list[str] = []
+    parent, seen = unit.parent_code, {unit.code}
+    while parent is not None and parent not in seen and len(out) < 16:
+        seen.add(parent)
+        row = version_on(by_code, parent, day)
+        if row is None:
+            moved = [s for s in after.get(parent, []) if s.effective <= day]
+            if not moved:
+                break
+            newest = max(s.effective for s in moved)
+            heir = max((s for s in moved if s.effective == newest), key=lambda s: (s.share, s.new_code))
+            out.append(parent)
+            parent = heir.new_code
+            continue
+        out.append(parent)
+        parent = row.area.parent_code
+    return out

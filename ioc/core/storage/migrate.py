@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 
@@ -56,7 +57,11 @@ async def migrate(
     wanted_mode: str = "auto",
     compress_after_days: int = 30,
     retention_days: int = 0,
+    upto: int | None = None,
 ) -> MigrateResult:
+    """Apply what is missing (up to version `upto`: an upgrade in steps, as the tests of
+    upgrades need), then, on TimescaleDB, the policies and a first full refresh of any
+    continuous aggregate a migration (re)created."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
     try:
         await conn.execute(
@@ -67,9 +72,12 @@ async def migrate(
         mode, version = await choose_mode(conn, wanted_mode)
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         applied: list[str] = []
+        created: list[str] = []
         for mig in load_migrations():
             if mig.version in done or (mig.mode is not None and mig.mode is not mode):
                 continue
+            if upto is not None and mig.version > upto:
+                break
             sql = mig.sql.replace("{{timezone}}", _quote_literal(timezone))
             async with conn.transaction():
                 await conn.execute(sql)
@@ -83,14 +91,32 @@ async def migrate(
                         timezone,
                     )
             applied.append(f"{mig.version:04d}_{mig.name}")
+            created += _VIEW.findall(sql)
             done.add(mig.version)
         if mode is StorageMode.TIMESCALE:
             await apply_timescale_policies(
                 conn, compress_after_days=compress_after_days, retention_days=retention_days
             )
+            await _materialize(conn, created)
         return MigrateResult(mode, version, applied)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
+
+
+_VIEW = re.compile(r"CREATE MATERIALIZED VIEW\s+(\w+)", re.IGNORECASE)
+
+
+async def _materialize(conn: asyncpg.Connection, views: list[str]) -> None:
+    """A continuous aggregate made again (a migration cannot add columns to one) starts
+    empty. Real-time aggregation answers for it from the readings, but only above its
+    watermark: once the refresh policy has run over its recent window (7 days hourly, 35
+    daily), older history would fall below the watermark unmaterialized and vanish from every
+    series. So each is refreshed whole here, once, in the order made (the daily one reads
+    the hourly). Outside any transaction: TimescaleDB refuses one around a refresh."""
+    for view in dict.fromkeys(views):
+        started = time.monotonic()
+        await conn.execute("CALL refresh_continuous_aggregate($1::regclass, NULL, NULL)", view)
+        log.info("continuous aggregate materialized", extra={"view": view, "seconds": round(time.monotonic() - started, 1)})
 
 
 def _quote_literal(text: str) -> str:

@@ -192,24 +192,83 @@ async def series(
 
 
 def _point(r: asyncpg.Record, kind: str) -> dict[str, object]:
-    n = int(r["n"])
-    point: dict[str, object] = {
-        "bucket": r["b"], "value": None, "n": n, "min": r["min"], "max": r["max"], "last": r["last"],
+    return {
+        "bucket": r["b"], **_cell(r, kind), "min": r["min"], "max": r["max"], "last": r["last"],
         "last_ts": r["last_ts"],  # the newest reading counted: pages skip live values up to it
-        "reason": None,
     }
+
+
+def _cell(r: asyncpg.Record, kind: str) -> dict[str, object]:
+    """A figure from a group's sums (`n`, `raw`, `sum`, `num`, `den`, `n_bare`): the one rule
+    of each kind, shared by series buckets and breakdown rows so they always agree."""
+    n = int(r["n"])
+    cell: dict[str, object] = {"value": None, "n": n, "reason": None}
     if kind == "counter":
-        point["value"] = float(r["sum"])
+        cell["value"] = float(r["sum"])
     elif kind == "ratio":
         bare = int(r["n_bare"])
-        point["numerator"], point["denominator"] = r["num"], r["den"]
+        cell["numerator"], cell["denominator"] = r["num"], r["den"]
         if bare == 0 and r["den"]:
-            point["value"] = 100.0 * float(r["num"]) / float(r["den"])
+            cell["value"] = 100.0 * float(r["num"]) / float(r["den"])
         elif n == 1:
-            point["value"] = float(r["raw"])  # one reading: nothing to combine
+            cell["value"] = float(r["raw"])  # one reading: nothing to combine
         else:
-            point["reason"] = (f"not aggregable: {bare} of the {n} readings in this bucket are bare percentages "
-                               "(sent without numerator and denominator), and percentages do not add up")
+            cell["reason"] = (f"not aggregable: {bare} of the {n} readings in this bucket are bare percentages "
+                              "(sent without numerator and denominator), and percentages do not add up")
     else:
-        point["value"] = float(r["raw"]) / n
-    return point
+        cell["value"] = float(r["raw"]) / n
+    return cell
+
+
+@dataclass(frozen=True)
+class Group:
+    """One row of a breakdown: the readings of `sources` counted together under `key`."""
+
+    key: str
+    sources: Sequence[SeriesSource]
+
+
+async def totals(
+    conn: asyncpg.Connection,
+    *,
+    kpi: str,
+    kind: str,
+    groups: Sequence[Group],
+    start: datetime,
+    end: datetime,
+    agency: str | None,
+    by_agency: bool = False,
+) -> dict[str, dict[str, object]]:
+    """One figure per group over [start, end), by the rules of `series` (`_cell`), so a
+    unit's row equals its series over the same days. The caller aligns start and end to
+    local midnights: the daily roll-ups then hold every reading of the span. An agency's
+    figures come from its own readings (the roll-ups do not separate agencies), and so does
+    a split by reporting agency (`by_agency`: keyed by agency over all the groups' sources).
+    Groups without readings are absent."""
+    if end <= start:
+        raise QueryError("end must be after start")
+    if start < EARLIEST or end > LATEST:
+        raise QueryError("start and end must lie between 2000 and 2100")
+    keys = [g.key for g in groups for _ in g.sources]
+    srcs = [x for g in groups for x in g.sources]
+    if not srcs:
+        return {}
+    params = [keys, [x.area for x in srcs], [x.share for x in srcs], [x.since for x in srcs], [x.until for x in srcs]]
+    join = "JOIN unnest($4::text[], $5::text[], $6::float8[], $7::timestamptz[], $8::timestamptz[]) AS m(key, area, share, since, until)"
+    if agency is not None or by_agency:
+        key = "s.agency" if by_agency else "m.key"
+        sql = f"""SELECT {key} AS k, count(*) AS n, sum(s.value) AS raw, sum(s.value * m.share) AS sum,
+                         sum(s.numerator * m.share) AS num, sum(s.denominator * m.share) AS den,
+                         count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
+                    FROM readings s {join} ON s.area = m.area AND s.ts >= m.since AND s.ts < m.until
+                   WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($9::text IS NULL OR s.agency = $9)
+                   GROUP BY 1"""
+        rows = await conn.fetch(sql, kpi, start, end, *params, agency)
+    else:
+        sql = f"""SELECT m.key AS k, sum(s.n) AS n, sum(s.sum) AS raw, sum(s.sum * m.share) AS sum,
+                         sum(s.num_sum * m.share) AS num, sum(s.den_sum * m.share) AS den, sum(s.n_bare) AS n_bare
+                    FROM readings_daily s {join} ON s.area = m.area AND s.bucket >= m.since AND s.bucket < m.until
+                   WHERE s.kpi = $1 AND s.bucket >= $2 AND s.bucket < $3
+                   GROUP BY 1"""
+        rows = await conn.fetch(sql, kpi, start, end, *params)
+    return {str(r["k"]): _cell(r, kind) for r in rows}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from ioc.core.catalogue.lineage import local_start, series_sources, units_at_level
+from ioc.core.catalogue.model import KpiDef
+from ioc.core.catalogue.lineage import Source, local_start, series_sources, units_at_level
 from ioc.serve.api.security import READERS, Principal, require
 from ioc.core.storage import catalogue
 from ioc.core.storage import queries, rollups
@@ -29,7 +31,7 @@ async def latest(
     return [dict(r) for r in rows]
 
 
-def _aware(value: datetime, name: str) -> datetime:
+def aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise HTTPException(422, detail=f"{name} needs a UTC offset (Z or +07:00)")
     return value
@@ -53,20 +55,16 @@ async def series(
     if level is not None and (area is None or level not in LEVELS):
         raise HTTPException(422, detail=f"level needs an area and is one of {', '.join(LEVELS)}")
     state = request.app.state
-    end = _aware(end, "end") if end else datetime.now(timezone.utc)
+    end = aware(end, "end") if end else datetime.now(timezone.utc)
     if not queries.EARLIEST < end <= queries.LATEST:
         raise HTTPException(422, detail="end must lie between 2000 and 2100")
-    start = _aware(start, "start") if start else end - timedelta(days=7)
+    start = aware(start, "start") if start else end - timedelta(days=7)
     try:
         b = queries.parse_bucket(bucket)
     except queries.QueryError as exc:
         raise HTTPException(422, detail=str(exc)) from None
     async with state.pool.acquire() as conn:
-        k = await catalogue.get_kpi(conn, kpi)
-        if k is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown kpi {kpi[:80]!r}")
-        if p.is_agency and k.sector not in (p.sectors or ()):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this KPI belongs to another agency's sector")
+        k = await readable_kpi(conn, p, kpi)
         # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
         # ingest touched below it shows only once refreshed (README, "Storage")
         if b.unit != "m" and not p.is_agency:
@@ -88,6 +86,16 @@ async def series(
                  "until": None if x.until >= queries.LATEST else x.until} for x in sources]}
 
 
+async def readable_kpi(conn: Any, p: Principal, kpi: str) -> KpiDef:
+    """The KPI's definition, if it exists and `p` may read it (an agency: its sectors only)."""
+    k = await catalogue.get_kpi(conn, kpi)
+    if k is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown kpi {kpi[:80]!r}")
+    if p.is_agency and k.sector not in (p.sectors or ()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this KPI belongs to another agency's sector")
+    return k
+
+
 AGGREGATES = {"counter": "sum", "ratio": "sum(numerator) / sum(denominator)", "gauge": "mean"}
 LEVELS = ("province", "district", "commune", "zone")
 
@@ -95,11 +103,15 @@ LEVELS = ("province", "district", "commune", "zone")
 async def _sources(conn: Any, area: str, level: str | None, tz_name: str) -> list[queries.SeriesSource]:
     """The area and the units it succeeded (or the units at `level` below them), as the time
     spans their readings count for."""
-    tz = ZoneInfo(tz_name)
     areas = await catalogue.list_areas(conn)
     found = series_sources(area, areas, await catalogue.list_successions(conn))
     if level is not None:
         found = units_at_level(found, level, areas)
+    return to_series_sources(found, ZoneInfo(tz_name))
+
+
+def to_series_sources(found: Sequence[Source], tz: ZoneInfo) -> list[queries.SeriesSource]:
+    """Lineage's local days as the instants the queries compare readings with."""
     return [
         queries.SeriesSource(
             x.code, x.share,

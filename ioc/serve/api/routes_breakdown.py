@@ -1,0 +1,161 @@
+"""A KPI over a period split by sub-unit or by reporting agency: the numbers behind the map,
+the drill-down, the ranking tile and the monthly report (one query, so they agree)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from ioc.core.catalogue.lineage import series_sources, units_below
+from ioc.core.catalogue.model import Area, KpiDef
+from ioc.core.storage import accounts, catalogue, queries, rollups
+from ioc.serve.api.routes_readings import AGGREGATES, LEVELS, aware, readable_kpi, to_series_sources
+from ioc.serve.api.security import READERS, Principal, require
+
+router = APIRouter(prefix="/api/v1", tags=["readings"])
+
+MAX_DAYS = 3 * 366  # a breakdown reads daily roll-ups: a few years is what a report compares
+
+
+@router.get("/breakdown")
+async def breakdown(
+    request: Request,
+    p: Annotated[Principal, Depends(require(*READERS))],
+    kpi: str,
+    area: str,
+    level: Annotated[str | None, Query(description="the rows' level; default: the level below the area's")] = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    by: Literal["unit", "agency"] = "unit",
+    compare: Literal["none", "year"] = "none",
+) -> dict[str, Any]:
+    """The KPI over [start, end) (default: this month so far, widened to whole local days)
+    for `area` (`total`, the same figure as its series) and for each row: the units at
+    `level` below it, across reforms (`by=unit`), or each agency that reported for it
+    (`by=agency`). Rows come best first by the KPI's better direction; `rank` counts the rows
+    with a value, `status` says whether a row meets the KPI's target. With `compare=year`
+    every figure also carries the same days a year earlier (`previous`)."""
+    if level is not None and level not in LEVELS:
+        raise HTTPException(422, detail=f"level is one of {', '.join(LEVELS)}")
+    state = request.app.state
+    tz = ZoneInfo(state.timezone)
+    first, last = _days(start, end, tz)
+    async with state.pool.acquire() as conn:
+        k = await readable_kpi(conn, p, kpi)
+        areas = await catalogue.list_areas(conn)
+        successions = await catalogue.list_successions(conn)
+        if not any(a.code == area for a in areas):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown area {area[:80]!r}")
+        if not p.is_agency:
+            await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
+        own = queries.Group(area, to_series_sources(series_sources(area, areas, successions), tz))
+        if by == "unit":
+            level = level or _level_below(area, first, last, areas, successions)
+            units = units_below(area, level, first, last, areas, successions) if level else []
+            groups = [queries.Group(u.code, to_series_sources(series_sources(u.code, areas, successions), tz))
+                      for u in units]
+            names = {u.code: (u.name_vi, u.name_en) for u in units}
+        else:
+            groups = [own]
+            names = {}
+        agency = p.agency_id if p.is_agency else None
+
+        async def figures(lo: date, hi: date) -> tuple[dict[str, dict[str, object]], dict[str, object] | None]:
+            s, e = _instant(lo, tz), _instant(hi + timedelta(days=1), tz)
+            try:
+                rows = await queries.totals(conn, kpi=kpi, kind=k.kind, groups=groups, start=s, end=e,
+                                            agency=agency, by_agency=by == "agency")
+                total = await queries.totals(conn, kpi=kpi, kind=k.kind, groups=[own], start=s, end=e, agency=agency)
+            except queries.QueryError as exc:
+                raise HTTPException(422, detail=str(exc)) from None
+            return rows, total.get(area)
+
+        rows, total = await figures(first, last)
+        prev_rows: dict[str, dict[str, object]] = {}
+        previous = None
+        if compare == "year":
+            p_first, p_last = _year_before(first), _year_before(last)
+            prev_rows, prev_total = await figures(p_first, p_last)
+            previous = {"start": _instant(p_first, tz), "end": _instant(p_last + timedelta(days=1), tz),
+                        "total": prev_total or _empty()}
+        if by == "agency":
+            known = {a["id"]: (a["name_vi"], a["name_en"]) for a in await accounts.agencies_overview(conn)}
+            names = {code: known.get(code, (code, code)) for code in rows.keys() | prev_rows.keys()}
+    out_rows = [
+        {"code": code, "name_vi": vi, "name_en": en, **(rows.get(code) or _empty()),
+         "previous": (prev_rows.get(code) or _empty()) if compare == "year" else None}
+        for code, (vi, en) in names.items()
+    ]
+    _rank(out_rows, k)
+    return {"kpi": kpi, "area": area, "level": level if by == "unit" else None, "by": by,
+            "start": _instant(first, tz), "end": _instant(last + timedelta(days=1), tz),
+            "kind": k.kind, "unit": k.unit, "unit_en": k.unit_en or k.unit, "aggregate": AGGREGATES[k.kind],
+            "target": k.target, "better": k.better,
+            "total": total or _empty(), "rows": out_rows, "previous": previous}
+
+
+def _days(start: datetime | None, end: datetime | None, tz: ZoneInfo) -> tuple[date, date]:
+    """The local days [first, last] that [start, end) touches; default this month so far."""
+    now = datetime.now(timezone.utc)
+    end = aware(end, "end") if end else now
+    if not queries.EARLIEST < end <= queries.LATEST:
+        raise HTTPException(422, detail="end must lie between 2000 and 2100")
+    if start is None:
+        local = end.astimezone(tz) - timedelta(microseconds=1)
+        start = datetime(local.year, local.month, 1, tzinfo=tz)
+    start = aware(start, "start")
+    if not queries.EARLIEST <= start < end:
+        raise HTTPException(422, detail="start must be before end, from 2000 on")
+    first = start.astimezone(tz).date()
+    last = (end - timedelta(microseconds=1)).astimezone(tz).date()
+    if (last - first).days >= MAX_DAYS:
+        raise HTTPException(422, detail=f"a breakdown spans at most {MAX_DAYS} days")
+    return first, last
+
+
+def _instant(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(), tzinfo=tz)
+
+
+def _year_before(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+def _level_below(area: str, first: date, last: date, areas: list[Area], successions: list[Any]) -> str | None:
+    """The first level under the area that holds units in the period: a province's districts
+    before the 2025 reform, its communes after it."""
+    mine = [a for a in areas if a.code == area]
+    order = [lv for lv in LEVELS if lv != "zone"]
+    here = mine[-1].level if mine else None
+    below = order[order.index(here) + 1:] if here in order else []
+    for lv in below:
+        if units_below(area, lv, first, last, areas, successions):
+            return lv
+    return below[0] if below else None
+
+
+def _empty() -> dict[str, object]:
+    return {"value": None, "n": 0, "reason": None}
+
+
+def _rank(rows: list[dict[str, Any]], k: KpiDef) -> None:
+    """Best first; rows without a value last, by code. Status against the target."""
+    lower = k.better == "lower"
+    rows.sort(key=lambda r: (r["value"] is None, 0.0 if r["value"] is None else (r["value"] if lower else -r["value"]),
+                             r["code"]))
+    rank = 0
+    for r in rows:
+        v = r["value"]
+        if v is None:
+            r["rank"], r["status"] = None, None
+            continue
+        rank += 1
+        r["rank"] = rank
+        r["status"] = None if k.target is None else (
+            "meets" if (v <= k.target if lower else v >= k.target) else "misses")
