@@ -35,7 +35,8 @@ ZONES = [Area(code="MAPZ", parent_code=None, level="zone", name_vi="Khu bản đ
          Area(code="MAPZ1", parent_code="MAPZ", level="zone", name_vi="Khu Một", name_en="Zone One"),
          Area(code="MAPZ2", parent_code="MAPZ", level="zone", name_vi="Khu Hai", name_en="Zone Two",
               lat=20.6, lon=105.95),
-         Area(code="MAPZ3", parent_code="MAPZ", level="zone", name_vi="Khu Ba", name_en="Zone Three")]
+         Area(code="MAPZ3", parent_code="MAPZ", level="zone", name_vi="Khu Ba", name_en="Zone Three"),
+         Area(code="MAPZ4", parent_code="MAPZ", level="zone", name_vi="Khu Bốn", name_en="Zone Four")]
 
 
 def wobbly(lon: float, lat: float, radius: float, n: int, phase: float = 0.0) -> list[list[float]]:
@@ -150,12 +151,12 @@ def test_every_bad_feature_is_named_at_once() -> None:
 
 # -- importing into PostgreSQL: all or nothing ------------------------------------------------
 
-async def _zones(pool: asyncpg.Pool) -> None:
+async def zones(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         async with conn.transaction():
             await catalogue.store_areas(conn, ZONES, [])
             await catalogue.notify_changed(conn, "areas")
-        await conn.execute("UPDATE areas SET lat = NULL, lon = NULL WHERE code IN ('MAPZ1', 'MAPZ3')")
+        await conn.execute("UPDATE areas SET lat = NULL, lon = NULL WHERE code IN ('MAPZ1', 'MAPZ3', 'MAPZ4')")
         await conn.execute("DELETE FROM area_boundaries WHERE code LIKE 'MAPZ%'")
 
 
@@ -172,7 +173,7 @@ def zone_file(*bad: dict[str, Any]) -> bytes:
 
 
 async def test_import_is_all_or_nothing_and_fills_missing_positions(pool: asyncpg.Pool) -> None:
-    await _zones(pool)
+    await zones(pool)
     before = await _state(pool)
     async with pool.acquire() as conn:
         for data in (zone_file(feature("MAPZ3", {"type": "Point", "coordinates": [0, 0]})),
@@ -194,7 +195,7 @@ async def test_import_is_all_or_nothing_and_fills_missing_positions(pool: asyncp
 
 async def test_cli_import_geojson_says_what_it_did_and_refuses_huge_files(db_url: str, pool: asyncpg.Pool,
                                                                           tmp_path: Path) -> None:
-    await _zones(pool)
+    await zones(pool)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update({"IOC_DATABASE_URL": db_url, "IOC_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)})
     good = tmp_path / "zones.geojson"
@@ -221,7 +222,7 @@ async def test_cli_import_geojson_says_what_it_did_and_refuses_huge_files(db_url
 
 async def test_geometry_api_gives_boundaries_positions_and_nothing_invented(
         pool: asyncpg.Pool, wall_api: ServeProcess) -> None:
-    await _zones(pool)
+    await zones(pool)
     async with pool.acquire() as conn:
         await import_boundaries(conn, collection(feature("MAPZ1", polygon(wobbly(105.90, 20.55, 0.02, 200)))),
                                 "z.geojson", actor="test")
@@ -232,7 +233,7 @@ async def test_geometry_api_gives_boundaries_positions_and_nothing_invented(
         assert r.status_code == 200, r.text
         body = r.json()
         units = {u["code"]: u for u in body["units"]}
-        assert set(units) == {"MAPZ1", "MAPZ2", "MAPZ3"}
+        assert set(units) == {"MAPZ1", "MAPZ2", "MAPZ3", "MAPZ4"}
         assert units["MAPZ1"]["boundary"]["type"] == "MultiPolygon" and units["MAPZ1"]["lat"] is not None
         assert units["MAPZ2"]["boundary"] is None and (units["MAPZ2"]["lat"], units["MAPZ2"]["lon"]) == (20.6, 105.95)
         assert units["MAPZ3"]["boundary"] is None and units["MAPZ3"]["lat"] is None  # listed, never placed

@@ -200,7 +200,7 @@ export function mapTile(TileView, { el, svg }) {
       const v = this.values;
       const byStatus = v.target !== null && v.target !== undefined;
       const font = Math.max(10, Math.min(H * 0.035, W * 0.03));
-      const bbox = this.geometry.bbox;
+      const bbox = this.framed(this.geometry.bbox);
       const placed = rows.filter((x) => x.unit.boundary || Number.isFinite(x.unit.lat));
       const unplaced = rows.filter((x) => !(x.unit.boundary || Number.isFinite(x.unit.lat)));
       svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -276,15 +276,37 @@ export function mapTile(TileView, { el, svg }) {
       this.el.dispatchEvent(new CustomEvent("ioc-map-drawn"));
     }
 
+    /** The units' extent, widened to the cameras near it (a camera at the edge of the
+     * province is still shown; one of another town is not, rather than shrinking the map). */
+    framed(bbox) {
+      if (!bbox || !this.cameras) return bbox;
+      let [w, s, e, n] = bbox;
+      const mx = Math.max(e - w, 0.01) * 0.3;
+      const my = Math.max(n - s, 0.01) * 0.3;
+      for (const c of this.cameras.values()) {
+        if (c.lon < bbox[0] - mx || c.lon > bbox[2] + mx || c.lat < bbox[1] - my || c.lat > bbox[3] + my) continue;
+        w = Math.min(w, c.lon);
+        e = Math.max(e, c.lon);
+        s = Math.min(s, c.lat);
+        n = Math.max(n, c.lat);
+      }
+      return [w, s, e, n];
+    }
+
     drawMarkers(g, proj, font, rows) {
       const d = this.data || {};
       const health = new Map((d.cameras || []).map((c) => [c.id, c.state]));
       const size = Math.max(5, font * 0.55);
       const cams = this.cameras || new Map();
+      const [W, H] = [Number(this.svg.viewBox.baseVal.width), Number(this.svg.viewBox.baseVal.height)];
+      const inside = ([x, y]) => x >= 0 && y >= 0 && x <= W && y <= H;
+      let shown = 0;
       for (const [id, c] of cams) {
         const state = health.get(id) || "unknown";
         const ok = state === "ok" || state === "online";
         const [x, y] = proj(c.lon, c.lat);
+        if (!inside([x, y])) continue; // another town's camera: not on this map
+        shown += 1;
         const m = svg("rect", { class: `map-camera ${ok ? "ok" : "bad"}`, x: (x - size / 2).toFixed(1), y: (y - size / 2).toFixed(1),
           width: size.toFixed(1), height: size.toFixed(1), rx: (size / 4).toFixed(1), "data-camera": id, "data-state": state });
         m.append(svg("title", {}, `${c.name}: ${ok ? t(this.lang, "health.ok") : t(this.lang, `cam.${state}`)}`));
@@ -295,14 +317,16 @@ export function mapTile(TileView, { el, svg }) {
         const cam = a.camera && cams.get(a.camera);
         const unit = a.area && units.get(a.area);
         const pos = cam ? [cam.lon, cam.lat] : unit && Number.isFinite(unit.lat) ? [unit.lon, unit.lat] : null;
-        if (!pos) continue;
+        if (!pos || !inside(proj(pos[0], pos[1]))) continue;
         const [x, y] = proj(pos[0], pos[1]);
         const s = size * 1.3;
         const m = svg("path", { class: `map-alert sev-${a.severity || "info"}`, "data-alert": String(a.id),
-          d: `M${x.toFixed(1)},${(y - s * 1.6).toFixed(1)}l${s.toFixed(1)},${(s * 1.6).toFixed(1)}h${(-2 * s).toFixed(1)}Z` });
+          // above the camera's square or the unit's middle, not over it
+          d: `M${x.toFixed(1)},${(y - size - s * 1.6).toFixed(1)}l${s.toFixed(1)},${(s * 1.6).toFixed(1)}h${(-2 * s).toFixed(1)}Z` });
         m.append(svg("title", {}, pick(a, "message", this.lang) || ""));
         g.append(m);
       }
+      this.el.dataset.cameras = String(shown);
     }
 
     drawLegend(byStatus, rows, font) {

@@ -6,13 +6,15 @@ so a page loads them once per area and level, and asks only for the values again
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from ioc.core.catalogue.lineage import series_sources, units_at_level
+from ioc.core.catalogue.lineage import series_sources, units_at_level, units_below
 from ioc.core.storage import boundaries, catalogue
 from ioc.serve.api.security import READERS, Principal, require
 
@@ -37,8 +39,14 @@ async def geometry(
         areas = await catalogue.list_areas(conn)
         if not any(a.code == area for a in areas):
             raise HTTPException(404, detail=f"unknown area {area!r}")
-        found = units_at_level(series_sources(area, areas, await catalogue.list_successions(conn)), level, areas)
-        codes = list(dict.fromkeys(s.code for s in found))
+        successions = await catalogue.list_successions(conn)
+        # every unit a breakdown of any period up to today may have as a row: those of the
+        # history and those the area holds now (a unit whose parent ended sits under the
+        # parent's successor), so a page looks up every row's shape here
+        today = datetime.now(ZoneInfo(request.app.state.timezone)).date()
+        history = units_at_level(series_sources(area, areas, successions), level, areas)
+        held = units_below(area, level, date.min, today, areas, successions)
+        codes = sorted({s.code for s in history} | {a.code for a in held})
         rows = await boundaries.map_units(conn, codes)
     units: list[dict[str, Any]] = []
     xs: list[float] = []
