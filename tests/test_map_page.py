@@ -70,9 +70,9 @@ def tile_data(kpi: str, changed_at: str | None = None) -> dict[str, Any]:
                         "message_vi": "AQI vượt mục tiêu", "message_en": "AQI above target"}]}
 
 
-async def mount(page: Page, token: str, kpi: str) -> None:
+async def mount(page: Page, token: str, kpi: str, area: str = "MAPZ", level: str = "zone") -> None:
     await page.evaluate(MOUNT, {"token": token, "data": tile_data(kpi), "def": {
-        "id": "m", "kind": "map", "kpi": kpi, "area": "MAPZ", "level": "zone", "x": 0, "y": 0, "w": 4, "h": 4,
+        "id": "m", "kind": "map", "kpi": kpi, "area": area, "level": level, "x": 0, "y": 0, "w": 4, "h": 4,
         "title_vi": "Bản đồ thử", "title_en": "Test map"}})
 
 
@@ -156,6 +156,13 @@ async def test_map_tile_draws_units_by_value_with_markers_and_drills_down(
         await expect(tile.locator(".map-key.meets")).to_contain_text("Đạt mục tiêu (≤ 100")
         await expect(tile.locator(".map-key.misses")).to_have_text("Chưa đạt mục tiêu")
         await page.screenshot(path=str(SHOTS / "map-tile-status.png"))
+
+        # the shipped communes have no position: the map says so and lists them, placing none
+        await mount(page, tokens["leader"], "tthc.dossiers_received", area="37", level="commune")
+        await expect(tile).to_have_attribute("data-level", "commune", timeout=15000)
+        await expect(tile).to_have_attribute("data-units", "0")
+        await expect(tile.locator(".chart-msg")).to_have_text("Chưa có ranh giới hay vị trí của các đơn vị này")
+        assert int(await tile.get_attribute("data-unplaced") or 0) >= 90
         assert not errors, errors
         assert not foreign, foreign
     finally:

@@ -210,7 +210,7 @@ export function mapTile(TileView, { el, svg }) {
       if (!bbox || !placed.length) {
         svgEl.replaceChildren();
         this.shapes = null;
-        this.showMessage(rows.length ? "" : t(lang, "map.empty"));
+        this.showMessage(t(lang, rows.length ? "map.no_geometry" : "map.empty"));
       } else {
         this.showMessage("");
         const proj = projection(bbox, W, H, font * 2);

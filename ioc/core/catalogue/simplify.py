@@ -53,14 +53,26 @@ def douglas_peucker(points: Sequence[Point], tolerance: float) -> list[int]:
     keep = [False] * n
     keep[0] = keep[n - 1] = True
     stack = [(0, n - 1)]
+    tol2 = tolerance * tolerance
     while stack:
         i, j = stack.pop()
-        a, b = points[i], points[j]
-        far, far_d = -1, tolerance
+        (ax, ay), (bx, by) = points[i], points[j]
+        dx, dy = bx - ax, by - ay
+        d2 = dx * dx + dy * dy
+        far, far_d = -1, tol2
+        # segment_distance inlined, squared: this loop is the whole cost of an import
         for k in range(i + 1, j):
-            d = segment_distance(points[k], a, b)
-            if d > far_d:
-                far, far_d = k, d
+            px, py = points[k]
+            ex, ey = px - ax, py - ay
+            if d2 > 0.0:
+                t = (ex * dx + ey * dy) / d2
+                if t > 1.0:
+                    ex, ey = px - bx, py - by
+                elif t > 0.0:
+                    ex, ey = ex - t * dx, ey - t * dy
+            e2 = ex * ex + ey * ey
+            if e2 > far_d:
+                far, far_d = k, e2
         if far >= 0:
             keep[far] = True
             stack.append((i, far))
