@@ -24,7 +24,7 @@ from ioc.core.catalogue.shipped import shipped_areas
 from ioc.core.catalogue.simplify import LocalPlane, segment_distance
 from ioc.core.storage import catalogue
 from ioc.serve.wall import hub as hub_module
-from ioc.serve.wall.layout import load_presets
+from ioc.serve.wall.layout import LayoutError, load_presets, parse_layout
 from tests.conftest import REPO
 from tests.helpers import staff_logins
 from tests.rigs.serve import ServeProcess
@@ -280,3 +280,13 @@ def test_hub_sends_the_map_readings_health_and_alerts_at_most_once_a_tick() -> N
     assert [a["id"] for a in data["alerts"]] == [7, 8]  # only those the map can place
     hub.tick()
     assert orjson.loads(hub.last[tile.id][0])["seq"] == seq + 1  # nothing new: nothing sent
+
+
+def test_a_map_tile_needs_its_kpi_and_area() -> None:
+    tile = {"id": "m", "kind": "map", "x": 0, "y": 0, "w": 4, "h": 4, "kpi": "tthc.on_time_rate"}
+    with pytest.raises(LayoutError, match="a map tile needs `kpi` and `area`"):
+        parse_layout({"id": "x", "name_vi": "X", "tiles": [tile]})
+    layout = parse_layout({"id": "x", "name_vi": "X", "tiles": [{**tile, "area": "37", "level": "commune"}]})
+    assert layout.tiles[0].level == "commune"
+    with pytest.raises(LayoutError, match="level"):
+        parse_layout({"id": "x", "name_vi": "X", "tiles": [{**tile, "area": "37", "level": "street"}]})

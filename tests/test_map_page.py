@@ -136,8 +136,11 @@ async def test_map_tile_draws_units_by_value_with_markers_and_drills_down(
 
         # a click on a unit asks for its drill-down
         await unit("MAPZ1").click()
+        await unit("MAPZ4").focus()  # and from the keyboard (a unit is focusable)
+        await page.keyboard.press("Enter")
         drills = await page.evaluate("window.__drills")
-        assert drills == [{"kpi": "tthc.dossiers_received", "area": "MAPZ1", "level": "zone"}]
+        assert drills == [{"kpi": "tthc.dossiers_received", "area": "MAPZ1", "level": "zone"},
+                          {"kpi": "tthc.dossiers_received", "area": "MAPZ4", "level": "zone"}]
 
         # a live reading: the hub's message says the KPI changed, the tile asks for the values again
         fetches = int(await tile.get_attribute("data-fetches") or 0)

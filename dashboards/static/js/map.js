@@ -95,6 +95,7 @@ export function mapTile(TileView, { el, svg }) {
       this.later = null;
       this.failed = false;
       this.svg.addEventListener("click", (ev) => this.drill(ev));
+      this.svg.addEventListener("keydown", (ev) => (ev.key === "Enter" || ev.key === " ") && this.drill(ev));
       this.resize = new ResizeObserver(() => this.draw());
       this.resize.observe(this.body);
       this.load();

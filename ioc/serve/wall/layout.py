@@ -40,7 +40,7 @@ class Tile(BaseModel):
     camera: str | None = Field(None, pattern=_ID)
     kpi: str | None = Field(None, pattern=_KPI)
     area: str | None = Field(None, pattern=r"^[0-9]{1,10}$")
-    level: Literal["district", "commune", "zone"] | None = None  # map: the units drawn (default: the API's)
+    level: Literal["province", "district", "commune", "zone"] | None = None  # map: the units drawn (default: the API's)
     bucket: str = "1d"
     hours: int = Field(24 * 30, ge=1, le=24 * 366 * 5)
     text_vi: str = Field("", max_length=2000)
