@@ -4,7 +4,7 @@ the same period a year earlier, and refusals."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -147,3 +147,46 @@ async def test_an_agency_sees_its_own_readings_of_its_own_sectors(api: Api, feb_
     _, other = await api.agency(["mt"])
     r = await api.get("/api/v1/breakdown", other, params={"kpi": RESOLVED, "area": "35", **FEB})
     assert r.status_code == 403
+
+
+async def test_latest_carries_a_ratios_parts(api: Api, people: People) -> None:
+    """What a map or a ranking colours from /latest can be combined: the parts come along
+    (null for a bare percentage), for readers and for the agency that sent them."""
+    agency, token = await api.agency(["tthc"])
+    await _write(api.pool, agency, [(_d(2026, 1, 5), RATIO, "13315", 96.0, 48, 50),
+                                    (_d(2026, 1, 5), RATIO, "13318", 97.0, None, None)])
+    for who in (people.leader[2], token):
+        rows = (await api.get("/api/v1/latest", who, params={"kpi": RATIO, "area": ["13315", "13318"]})).json()
+        got = {r["area"]: (r["value"], r["numerator"], r["denominator"]) for r in rows}
+        assert got == {"13315": (96.0, 48, 50), "13318": (97.0, None, None)}
+
+
+async def test_by_agency_over_the_units_at_a_level(api: Api, people: People, feb_2023: None) -> None:
+    """With `level`, the agencies behind the ranked units' figures (here the districts'),
+    not those of the area's own."""
+    body = await _breakdown(api, people.leader[2], kpi=RESOLVED, by="agency", level="district")
+    assert body["level"] == "district"
+    rows = {r["code"]: r["value"] for r in body["rows"]}
+    assert rows["bd-one"] == 35.0 and "bd-two" not in rows  # 347: 30, 349: 5; bd-two sent only Hà Nam's own
+
+
+async def test_a_breakdown_as_known_then(api: Api, people: People) -> None:
+    """The time machine's ranking tile: a correction that arrived later is not counted yet."""
+    sent, fixed = datetime(2024, 8, 5, 12, tzinfo=TZ), datetime(2024, 8, 9, 12, tzinfo=TZ)
+    store = ReadingStore()
+    async with api.pool.acquire() as conn:
+        await store.write(conn, [Reading(_d(2024, 8, 5), RESOLVED, "13327", 40.0, "bd-one", 0, "x1", sent)], [])
+        await store.write(conn, [Reading(_d(2024, 8, 5), RESOLVED, "13327", 44.0, "bd-one", 1, "x2", fixed)], [])
+    params = {"kpi": RESOLVED, "area": "349", "start": datetime(2024, 8, 1, tzinfo=TZ).isoformat(),
+              "end": datetime(2024, 9, 1, tzinfo=TZ).isoformat()}
+
+    async def value(**extra: str) -> float | None:
+        body = (await api.get("/api/v1/breakdown", people.leader[2], params={**params, **extra})).json()
+        return {r["code"]: r["value"] for r in body["rows"]}["13327"]
+
+    assert await value() == 44.0
+    assert await value(as_of=(sent + timedelta(days=1)).isoformat()) == 40.0
+    assert await value(as_of=(sent - timedelta(days=1)).isoformat()) is None
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    r = await api.get("/api/v1/breakdown", people.leader[2], params={**params, "as_of": future})
+    assert r.status_code == 422 and "in the future" in r.text

@@ -47,7 +47,9 @@ def _layout(layout_id: str, tiles: list[dict[str, Any]]) -> dict[str, Any]:
 TILES_A = [
     {"id": "aqi", "kind": "kpi", "x": 4, "y": 4, "w": 2, "h": 2, "kpi": KPI, "area": AREA},
     {"id": "cam", "kind": "camera", "x": 6, "y": 4, "w": 2, "h": 2, "camera": CAM},
-    {"id": "warn", "kind": "alerts", "x": 4, "y": 6, "w": 4, "h": 2},
+    {"id": "warn", "kind": "alerts", "x": 4, "y": 6, "w": 2, "h": 2},
+    {"id": "aqi-chart", "kind": "chart", "x": 6, "y": 6, "w": 2, "h": 2, "kpi": KPI, "area": AREA, "bucket": "1m",
+     "hours": 1},
 ]
 TILES_B = [{"id": "note", "kind": "text", "x": 0, "y": 0, "w": 12, "h": 12, "text_vi": "B"}]
 
@@ -324,6 +326,13 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         past = p5.locator("#past")
         kpi = past.locator('.slot[data-tile="aqi"] .kpi-number')
         await expect(kpi).to_have_attribute("data-value", "61", timeout=10000)
+        # and its chart as it was known then (the series today holds the correction, 68.5)
+        chart = past.locator('.slot[data-tile="aqi-chart"] .tile')
+        q = {"kpi": KPI, "area": AREA, "bucket": "1m", "start": (t - timedelta(hours=1)).isoformat(), "end": t.isoformat()}
+        then = (await api.get("/api/v1/series", **q, as_of=t.isoformat())).json()["points"][-1]["value"]
+        today = (await api.get("/api/v1/series", **q)).json()["points"][-1]["value"]
+        assert then != today  # the minute's mean with 61, and with its correction 68.5
+        await expect(chart).to_have_attribute("data-last-value", str(then).removesuffix(".0"), timeout=10000)
         assert await past.locator('.slot[data-tile="note"]').count() == 0
         local = t.astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))  # the pages' device is in Paris: the wall's zone shows
         await expect(p5.locator("#replay-banner .vi")).to_contain_text(local.strftime("%d/%m/%Y %H:%M:%S"))

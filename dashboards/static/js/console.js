@@ -3,6 +3,7 @@
 
 import { api, explain } from "./api.js";
 import { languageState, runLoggedIn } from "./chrome.js";
+import { DrillPanel, wireDrill } from "./drill.js";
 import { formatShort, formatTime } from "./format.js";
 import { pick, t } from "./i18n.js";
 import { Replayer, bannerLines } from "./replay.js";
@@ -21,11 +22,13 @@ let cameras = [];
 let pins = {};
 let pending = null; // {layout, at} of a switch announced and not yet shown
 let selected = null;
+let drill = null;
 
 const langButton = $("lang");
 const lang = languageState(() => {
   langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
   wall.relabel();
+  if (drill) drill.setLang();
   renderAll();
 });
 langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
@@ -79,7 +82,11 @@ wall = new WallModel(ctx, {
   },
 });
 wall.sender = (msg) => run && run.hub() && run.hub().send(msg);
-Object.assign(hooks, { wall, applied: wall.history });
+// a click on a KPI tile of the mini-wall (it stays selected for pinning) or the map's
+// `ioc-drill`: the drill-down opens beside the console
+drill = new DrillPanel(ctx);
+wireDrill(drill, $("mini-tiles"), (id) => wall.views.get(id)?.def);
+Object.assign(hooks, { wall, applied: wall.history, drill });
 
 // -- the time machine ----------------------------------------------------------------------
 // The mini-wall shows the wall's replay when the screens show one, or the operator's own

@@ -2,7 +2,7 @@
 // health and open alerts as markers; a click on a unit asks for its drill-down.
 //
 // Geometry (`/api/v1/areas/geometry`) is loaded once per area and level; values
-// (`/api/v1/breakdown`) when the tile is shown and again when the hub says a reading of the
+// (`/api/v1/breakdown`, over the tile's `period`: this month so far by default) when the tile is shown and again when the hub says a reading of the
 // KPI arrived (`changed_at`), at most every REFETCH_GAP_S: live readings, not polling
 // (dashboards/PROTOCOL.md, "map"). Camera positions come from the camera registry
 // (`/api/v1/cameras`), their health and the alerts from the hub's tile message.
@@ -16,6 +16,7 @@
 
 import { formatNumber } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { periodRange } from "./periods.js";
 
 const REFETCH_GAP_S = 5; // values are asked again at most this often, however many readings come
 const REFETCH_EVERY_S = 600; // safety net: a period that rolled over, a correction never announced
@@ -80,9 +81,10 @@ export function mapTile(TileView, { el, svg }) {
       this.wrap = el("div", "map-wrap");
       this.svg = svg("svg", { class: "map-svg" });
       this.side = el("div", "map-side");
+      this.periodEl = el("div", "map-period");
       this.legend = el("ul", "map-legend");
       this.unplaced = el("div", "map-unplaced");
-      this.side.append(this.legend, this.unplaced);
+      this.side.append(this.periodEl, this.legend, this.unplaced);
       this.msg = el("div", "chart-msg");
       this.wrap.append(this.svg, this.side);
       this.body.append(this.wrap, this.msg);
@@ -103,7 +105,8 @@ export function mapTile(TileView, { el, svg }) {
 
     settings() {
       const d = this.data || {};
-      return { kpi: this.def.kpi || d.kpi, area: this.def.area || d.area, level: this.def.level || d.level || null };
+      return { kpi: this.def.kpi || d.kpi, area: this.def.area || d.area, level: this.def.level || d.level || null,
+        period: this.def.period || d.period || "month" };
     }
 
     update(data) {
@@ -136,7 +139,8 @@ export function mapTile(TileView, { el, svg }) {
       if (!s.kpi || !s.area) return;
       const mine = ++this.loads;
       this.loadedAt = this.ctx.serverNow();
-      const q = new URLSearchParams({ kpi: s.kpi, area: s.area });
+      const range = periodRange(s.period, this.loadedAt);
+      const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
       if (s.level) q.set("level", s.level);
       try {
         const values = await this.ctx.api(`/api/v1/breakdown?${q}`);
@@ -364,6 +368,8 @@ export function mapTile(TileView, { el, svg }) {
         el("span", "map-swatch alert"), el("span", "map-key-text", t(lang, "map.alert")));
       items.push(markers);
       this.legend.style.fontSize = `${font}px`;
+      this.periodEl.style.fontSize = `${font}px`;
+      this.periodEl.textContent = t(lang, `drill.period_${this.settings().period}`);
       this.legend.replaceChildren(...items);
     }
 

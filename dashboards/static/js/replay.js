@@ -161,6 +161,7 @@ export class Replayer {
       ...ctx,
       serverNow: () => this.position(),
       replayClock: () => this.spec || { speed: 1, paused: true },
+      pastSeries: true,
       segment: (url) => segmentUrl(url, token()),
       views: { camera: RecordingTile },
       video: null,

@@ -3,6 +3,7 @@
 // its tiles stay as they are (never a reload).
 
 import { api } from "./api.js";
+import { DrillPanel, wireDrill } from "./drill.js";
 import { languageState, runLoggedIn } from "./chrome.js";
 import { pick } from "./i18n.js";
 import { hasVideoDecoder } from "./tiles.js";
@@ -15,9 +16,11 @@ const hooks = exposeHooks({ page: "tablet" });
 
 let run = null;
 let wall = null;
+let drill = null;
 const lang = languageState(() => {
   langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
   if (wall) wall.relabel();
+  if (drill) drill.setLang();
   showLayoutName();
 });
 langButton.textContent = lang.get() === "vi" ? "EN" : "VI";
@@ -45,8 +48,8 @@ wall = new WallModel(ctx, {
     view.slot.style.order = String(def.y * 1000 + def.x);
     const media = def.kind === "camera";
     view.slot.classList.toggle("media", media);
-    view.slot.classList.toggle("wide", media ? def.w >= 4 : def.kind === "chart" || def.w >= 4);
-    view.slot.classList.toggle("tall", def.kind === "chart" || def.kind === "alerts" || def.kind === "camera_health");
+    view.slot.classList.toggle("wide", media ? def.w >= 4 : def.kind === "chart" || def.kind === "ranking" || def.w >= 4);
+    view.slot.classList.toggle("tall", ["chart", "alerts", "camera_health", "ranking"].includes(def.kind));
   },
   applied(record) {
     document.body.dataset.layout = record.layout;
@@ -54,7 +57,10 @@ wall = new WallModel(ctx, {
   },
 });
 wall.sender = (msg) => run && run.hub() && run.hub().send(msg);
-Object.assign(hooks, { wall, applied: wall.history });
+// a tap on a KPI tile (or the map's `ioc-drill`): where the figure comes from
+drill = new DrillPanel(ctx);
+wireDrill(drill, grid, (id) => wall.views.get(id)?.def);
+Object.assign(hooks, { wall, applied: wall.history, drill });
 
 run = runLoggedIn({
   page: "tablet",

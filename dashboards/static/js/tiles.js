@@ -8,6 +8,7 @@
 
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
+import { rankingTile } from "./tile-ranking.js";
 import { mapTile } from "./map.js";
 
 export const STALE_AFTER_S = 10;
@@ -716,6 +717,8 @@ class ChartTile extends TileView {
     const start = new Date(end.getTime() - s.hours * 3600 * 1000);
     const q = new URLSearchParams({ kpi: s.kpi, bucket: s.bucket, start: start.toISOString(), end: end.toISOString() });
     if (s.area) q.set("area", s.area);
+    // a replay draws the series as it was known then: later corrections are not shown yet
+    if (this.ctx.pastSeries) q.set("as_of", end.toISOString());
     if (!this.points) this.showMessage(t(this.lang, "chart.loading"));
     this.inflight += 1;
     this.fetches += 1;
@@ -1023,7 +1026,8 @@ class TextTile extends TileView {
 
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
-  alerts: AlertsTile, clock: ClockTile, text: TextTile, map: mapTile(TileView, { el, svg }),
+  alerts: AlertsTile, clock: ClockTile, text: TextTile,
+  ranking: rankingTile(TileView), map: mapTile(TileView, { el, svg }),
 };
 
 export function createTile(def, ctx) {
@@ -1034,5 +1038,5 @@ export function createTile(def, ctx) {
 
 /** Whether a view made for `a` can show `b` (same kind and source; only the place changed). */
 export function sameSource(a, b) {
-  return ["kind", "camera", "kpi", "area", "level", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
+  return ["kind", "camera", "kpi", "area", "level", "period", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
 }

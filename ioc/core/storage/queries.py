@@ -59,14 +59,16 @@ async def latest(
     areas: list[str] | None,
     agency: str | None,
 ) -> list[asyncpg.Record]:
-    """The newest reading per (kpi, area); for an agency, the newest of its own: where another
+    """The newest reading per (kpi, area), with a ratio's numerator and denominator where it
+    was sent with them (null for a bare percentage and for other kinds); for an agency, the newest of its own: where another
     agency reported the same KPI and area later, the agency still sees what it sent (its form
     shows its last figure beside each field)."""
     if agency is None:
         return await conn.fetch(
             """SELECT l.kpi, l.area, l.ts, l.value, l.revision, l.agency, l.received_at,
-                      k.unit, k.target, k.better, k.sector
+                      r.numerator, r.denominator, k.unit, k.target, k.better, k.sector
                  FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
+                 LEFT JOIN readings r ON r.kpi = l.kpi AND r.area = l.area AND r.ts = l.ts
                 WHERE ($1::text[] IS NULL OR l.kpi = ANY($1))
                   AND ($2::text[] IS NULL OR k.sector = ANY($2))
                   AND ($3::text[] IS NULL OR l.area = ANY($3))
@@ -77,10 +79,10 @@ async def latest(
     # found backwards on the primary key (at once where the agency sent the newest)
     return await conn.fetch(
         """SELECT r.kpi, r.area, r.ts, r.value, r.revision, r.agency, r.received_at,
-                  k.unit, k.target, k.better, k.sector
+                  r.numerator, r.denominator, k.unit, k.target, k.better, k.sector
              FROM kpi_latest l JOIN kpis k ON k.id = l.kpi
              CROSS JOIN LATERAL (
-                 SELECT x.kpi, x.area, x.ts, x.value, x.revision, x.agency, x.received_at
+                 SELECT x.kpi, x.area, x.ts, x.value, x.revision, x.agency, x.received_at, x.numerator, x.denominator
                    FROM readings x
                   WHERE x.kpi = l.kpi AND x.area = l.area AND x.agency = $4
                   ORDER BY x.ts DESC LIMIT 1) r
@@ -114,6 +116,7 @@ async def series(
     timezone: str,
     agency: str | None,
     sources: Sequence[SeriesSource] | None = None,
+    known_at: datetime | None = None,
 ) -> list[dict[str, object]]:
     """Aggregates per bucket over the areas asked for (`sources`, e.g. a province and, before
     a reform, the units it succeeded; else `area` alone, or every area when None):
@@ -126,7 +129,12 @@ async def series(
 
     `last_ts` is the time of the bucket's newest reading, and `last` its value. When several
     areas report at that same time, `last` is the one of the lowest area code: a defined
-    answer, whichever plan PostgreSQL picks."""
+    answer, whichever plan PostgreSQL picks.
+
+    `known_at`: the series as it could be seen at that instant (the time machine's rule,
+    `ioc.core.storage.past`): only readings that had arrived by then, each (kpi, area, ts) at
+    the highest revision that had, from the readings and the revisions corrections replaced.
+    Always from the readings: the roll-ups hold only the current revisions."""
     if end <= start:
         raise QueryError("end must be after start")
     if start < EARLIEST or end > LATEST:
@@ -143,7 +151,7 @@ async def series(
         sources = [SeriesSource(area)]
     # an agency reads only its own readings, which the roll-ups (per KPI and area) do not
     # separate: its series come from the readings themselves
-    if agency is not None or bucket.unit == "m":
+    if agency is not None or bucket.unit == "m" or known_at is not None:
         source, col = "readings", "ts"
     elif bucket.unit == "h":
         source, col = "readings_hourly", "bucket"
@@ -168,16 +176,21 @@ async def series(
         share = "m.share"
         params = [[x.area for x in sources], [x.share for x in sources], [x.since for x in sources],
                   [x.until for x in sources]]
+    table = "readings"
+    if known_at is not None:
+        table = _known_at_table(4 + len(extra) + len(params) + 1)
     if source == "readings":
         sql = f"""SELECT {b_expr} AS b, count(*) AS n, sum(s.value) AS raw, sum(s.value * {share}) AS sum,
                          min(s.value) AS min, max(s.value) AS max,
                          (array_agg(s.value ORDER BY s.ts DESC, s.area))[1] AS last, max(s.ts) AS last_ts,
                          sum(s.numerator * {share}) AS num, sum(s.denominator * {share}) AS den,
                          count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
-                    FROM readings s {join}
+                    FROM {table} s {join}
                    WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($4::text IS NULL OR s.agency = $4)
                    GROUP BY b ORDER BY b"""
         args: list[object] = [kpi, start, end, agency, *extra, *params]
+        if known_at is not None:
+            args.append(known_at)
     else:
         sql = f"""SELECT {b_expr} AS b, sum(s.n) AS n, sum(s.sum) AS raw, sum(s.sum * {share}) AS sum,
                          min(s.min) AS min, max(s.max) AS max,
@@ -189,6 +202,19 @@ async def series(
         args = [kpi, start, end, None, *extra, *params]
     rows = await conn.fetch(sql, *args)
     return [_point(r, kind) for r in rows]
+
+
+def _known_at_table(p: int) -> str:
+    """`readings` as known at instant ${p}: per (kpi, area, ts) the highest revision that
+    had arrived by then, current or since corrected. Narrowed by the outer query's kpi and
+    span ($1, $2, $3), repeated inside so each side uses its primary key."""
+    return f"""(SELECT DISTINCT ON (v.area, v.ts) v.* FROM (
+                   SELECT kpi, area, ts, value, numerator, denominator, agency, revision FROM readings
+                    WHERE kpi = $1 AND ts >= $2 AND ts < $3 AND received_at <= ${p}
+                   UNION ALL
+                   SELECT kpi, area, ts, value, numerator, denominator, agency, revision FROM reading_revisions
+                    WHERE kpi = $1 AND ts >= $2 AND ts < $3 AND received_at <= ${p}
+                ) v ORDER BY v.area, v.ts, v.revision DESC)"""
 
 
 def _point(r: asyncpg.Record, kind: str) -> dict[str, object]:
@@ -238,13 +264,14 @@ async def totals(
     end: datetime,
     agency: str | None,
     by_agency: bool = False,
+    known_at: datetime | None = None,
 ) -> dict[str, dict[str, object]]:
     """One figure per group over [start, end), by the rules of `series` (`_cell`), so a
     unit's row equals its series over the same days. The caller aligns start and end to
     local midnights: the daily roll-ups then hold every reading of the span. An agency's
     figures come from its own readings (the roll-ups do not separate agencies), and so does
     a split by reporting agency (`by_agency`: keyed by agency over all the groups' sources).
-    Groups without readings are absent."""
+    Groups without readings are absent. `known_at`: as known at that instant (`series`)."""
     if end <= start:
         raise QueryError("end must be after start")
     if start < EARLIEST or end > LATEST:
@@ -255,15 +282,16 @@ async def totals(
         return {}
     params = [keys, [x.area for x in srcs], [x.share for x in srcs], [x.since for x in srcs], [x.until for x in srcs]]
     join = "JOIN unnest($4::text[], $5::text[], $6::float8[], $7::timestamptz[], $8::timestamptz[]) AS m(key, area, share, since, until)"
-    if agency is not None or by_agency:
+    if agency is not None or by_agency or known_at is not None:
         key = "s.agency" if by_agency else "m.key"
+        table = "readings" if known_at is None else _known_at_table(10)
         sql = f"""SELECT {key} AS k, count(*) AS n, sum(s.value) AS raw, sum(s.value * m.share) AS sum,
                          sum(s.numerator * m.share) AS num, sum(s.denominator * m.share) AS den,
                          count(*) FILTER (WHERE s.numerator IS NULL) AS n_bare
-                    FROM readings s {join} ON s.area = m.area AND s.ts >= m.since AND s.ts < m.until
+                    FROM {table} s {join} ON s.area = m.area AND s.ts >= m.since AND s.ts < m.until
                    WHERE s.kpi = $1 AND s.ts >= $2 AND s.ts < $3 AND ($9::text IS NULL OR s.agency = $9)
                    GROUP BY 1"""
-        rows = await conn.fetch(sql, kpi, start, end, *params, agency)
+        rows = await conn.fetch(sql, kpi, start, end, *params, agency, *([known_at] if known_at else []))
     else:
         sql = f"""SELECT m.key AS k, sum(s.n) AS n, sum(s.sum) AS raw, sum(s.sum * m.share) AS sum,
                          sum(s.num_sum * m.share) AS num, sum(s.den_sum * m.share) AS den, sum(s.n_bare) AS n_bare

@@ -122,6 +122,9 @@ class Gauge:
     grid: str  # "minute" | "day" | "month" | "year"
     curve: Callable[[datetime], float]  # local time -> value
     digits: int = 1
+    # a ratio's parts (numerator, denominator) at a grid point, sent with the value so that
+    # communes add up to the province (issue 14); None: a bare value
+    parts: Callable[[datetime], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +172,21 @@ def _tthc(areas: list[str]) -> list[Series]:
             Counter("tthc.dossiers_resolved", area, "day", resolved, OFFICE),
             Counter("tthc.dossiers_overdue", area, "day",
                     lambda d, resolved=resolved, on_time=on_time: round(resolved(d) * (100 - on_time(d)) / 100), OFFICE),
-            Gauge("tthc.on_time_rate", area, "day", lambda t, f=on_time: f(t.date()), 2),
-            Gauge("tthc.online_submission_rate", area, "day", lambda t, f=online: f(t.date()), 2),
-            Gauge("tthc.online_payment_rate", area, "day", lambda t, f=paid: f(t.date()), 2),
+            Gauge("tthc.on_time_rate", area, "day", lambda t, f=on_time: f(t.date()), 2,
+                  lambda t, resolved=resolved, on_time=on_time: _on_time(resolved(t.date()), on_time(t.date()))),
+            Gauge("tthc.online_submission_rate", area, "day", lambda t, f=online: f(t.date()), 2,
+                  lambda t, rec=rec, f=online: (round(rec(t.date()) * f(t.date()) / 100), rec(t.date()))),
+            Gauge("tthc.online_payment_rate", area, "day", lambda t, f=paid: f(t.date()), 2,
+                  lambda t, rec=rec, f=paid: (round(rec(t.date()) * f(t.date()) / 100), rec(t.date()))),
             Gauge("tthc.dossiers_pending", area, "day",
                   lambda t, area=area: round(4600 * _area_share(area) * (0.9 + 0.2 * unit("pending", area, t.date()))), 0),
         ]
     return out
+
+
+def _on_time(resolved: int, rate: float) -> tuple[int, int]:
+    """Dossiers resolved on time of those resolved: what the overdue counter leaves."""
+    return resolved - round(resolved * (100 - rate) / 100), resolved
 
 
 def _dvc() -> list[Series]:
@@ -188,7 +199,8 @@ def _dvc() -> list[Series]:
         Gauge("dvc.services_total", PROVINCE, "month", total, 0),
         Gauge("dvc.services_full_online", PROVINCE, "month", full, 0),
         Gauge("dvc.services_partial_online", PROVINCE, "month", lambda t: max(0, 693 - round(7 * months(t))), 0),
-        Gauge("dvc.full_online_rate", PROVINCE, "month", lambda t: 100 * full(t) / total(t), 2),
+        Gauge("dvc.full_online_rate", PROVINCE, "month", lambda t: 100 * full(t) / total(t), 2,
+              lambda t: (full(t), total(t))),
         Gauge("dvc.national_portal_integration_rate", PROVINCE, "month",
               lambda t: min(100.0, 70.5 + 0.6 * months(t) + unit("dvc.portal", t.year, t.month)), 1),
     ]
@@ -213,7 +225,8 @@ def _eid(areas: list[str]) -> list[Series]:
             Gauge("an.eid_applications", area, "day", apps, 0),
             Gauge("an.eid_level1_accounts", area, "day", l1, 0),
             Gauge("an.eid_level2_accounts", area, "day", l2, 0),
-            Gauge("an.eid_activation_rate", area, "day", lambda t, a=apps, b=l1, c=l2: 100 * (b(t) + c(t)) / a(t), 2),
+            Gauge("an.eid_activation_rate", area, "day", lambda t, a=apps, b=l1, c=l2: 100 * (b(t) + c(t)) / a(t), 2,
+                  lambda t, a=apps, b=l1, c=l2: (min(round(b(t) + c(t)), round(a(t))), round(a(t)))),
         ]
     out.append(Counter("an.fire_incidents", PROVINCE, "day", lambda d: poisson(0.35, unit("fire", d)), EVEN))
     return out
@@ -438,14 +451,28 @@ class Reading:
     ts: datetime
     value: float
     rev: int
+    numerator: int | None = None
+    denominator: int | None = None
 
     def as_json(self) -> dict[str, object]:
         value: float | int = int(self.value) if float(self.value).is_integer() else self.value
-        return {"kpi": self.kpi, "area": self.area, "ts": self.ts.isoformat(), "value": value, "rev": self.rev}
+        out: dict[str, object] = {"kpi": self.kpi, "area": self.area, "ts": self.ts.isoformat(), "value": value,
+                                  "rev": self.rev}
+        if self.numerator is not None:
+            out["numerator"], out["denominator"] = self.numerator, self.denominator
+        return out
 
 
-def gauge_reading(g: Gauge, t: datetime) -> Reading:
-    return Reading(g.kpi, g.area, t, round(float(g.curve(t)), g.digits), 0)
+def gauge_reading(g: Gauge, t: datetime) -> Reading | None:
+    """The gauge at grid point `t`; a ratio with parts comes with them, its value computed
+    from them (rounded as the ingest allows), and not at all where nothing was counted (a
+    Sunday's 0 dossiers: a rate of nothing is undefined, and the ingest refuses it)."""
+    if g.parts is None:
+        return Reading(g.kpi, g.area, t, round(float(g.curve(t)), g.digits), 0)
+    num, den = g.parts(t)
+    if den <= 0:
+        return None
+    return Reading(g.kpi, g.area, t, round(100 * num / den, 2), 0, num, den)
 
 
 def counter_reading(c: Counter, start: datetime, now: datetime, step_s: int) -> Reading:
@@ -471,7 +498,7 @@ def history(series: list[Series], now: datetime, *, step_s: int, history_days: i
     out: list[Reading] = []
     for s in series:
         if isinstance(s, Gauge):
-            out += [gauge_reading(s, t) for t in gauge_times(s, now, history_days)]
+            out += [r for t in gauge_times(s, now, history_days) if (r := gauge_reading(s, t)) is not None]
         else:
             out += [counter_reading(s, start, now, step_s) for start in counter_starts(s, now, history_days)]
     return out
@@ -481,7 +508,8 @@ def current(series: list[Series], now: datetime, *, step_s: int) -> list[Reading
     out: list[Reading] = []
     for s in series:
         if isinstance(s, Gauge):
-            out.append(gauge_reading(s, now_time(s, now)))
+            if (r := gauge_reading(s, now_time(s, now))) is not None:
+                out.append(r)
         else:
             start = counter_starts(s, now, 0)[-1]
             out.append(counter_reading(s, start, now, step_s))

@@ -31,44 +31,51 @@ async def breakdown(
     end: datetime | None = None,
     by: Literal["unit", "agency"] = "unit",
     compare: Literal["none", "year"] = "none",
+    as_of: Annotated[datetime | None, Query(description="the figures as known at this instant (the time machine)")] = None,
 ) -> dict[str, Any]:
     """The KPI over [start, end) (default: this month so far, widened to whole local days)
     for `area` (`total`, the same figure as its series) and for each row: the units at
     `level` below it, across reforms (`by=unit`), or each agency that reported for it
     (`by=agency`). Rows come best first by the KPI's better direction; `rank` counts the rows
     with a value, `status` says whether a row meets the KPI's target. With `compare=year`
-    every figure also carries the same days a year earlier (`previous`)."""
+    every figure also carries the same days a year earlier (`previous`). `by=agency` splits
+    the area's own readings by who sent them, or with `level` the readings of the units at
+    that level below it (the figures a ranking is made of)."""
     if level is not None and level not in LEVELS:
         raise HTTPException(422, detail=f"level is one of {', '.join(LEVELS)}")
     state = request.app.state
     tz = ZoneInfo(state.timezone)
     first, last = _days(start, end, tz)
+    if as_of is not None and aware(as_of, "as_of") > datetime.now(timezone.utc) + timedelta(seconds=1):
+        raise HTTPException(422, detail="as_of is in the future: it shows what was known in the past")
     async with state.pool.acquire() as conn:
         k = await readable_kpi(conn, p, kpi)
         areas = await catalogue.list_areas(conn)
         successions = await catalogue.list_successions(conn)
         if not any(a.code == area for a in areas):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown area {area[:80]!r}")
-        if not p.is_agency:
+        if not p.is_agency and as_of is None:
             await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
         own = queries.Group(area, to_series_sources(series_sources(area, areas, successions), tz))
-        if by == "unit":
+        names: dict[str, tuple[str, str]] = {}
+        if by == "unit" or level is not None:
             level = level or _level_below(area, first, last, areas, successions)
             units = units_below(area, level, first, last, areas, successions) if level else []
             groups = [queries.Group(u.code, to_series_sources(series_sources(u.code, areas, successions), tz))
                       for u in units]
-            names = {u.code: (u.name_vi, u.name_en) for u in units}
+            if by == "unit":
+                names = {u.code: (u.name_vi, u.name_en) for u in units}
         else:
             groups = [own]
-            names = {}
         agency = p.agency_id if p.is_agency else None
 
         async def figures(lo: date, hi: date) -> tuple[dict[str, dict[str, object]], dict[str, object] | None]:
             s, e = _instant(lo, tz), _instant(hi + timedelta(days=1), tz)
             try:
                 rows = await queries.totals(conn, kpi=kpi, kind=k.kind, groups=groups, start=s, end=e,
-                                            agency=agency, by_agency=by == "agency")
-                total = await queries.totals(conn, kpi=kpi, kind=k.kind, groups=[own], start=s, end=e, agency=agency)
+                                            agency=agency, by_agency=by == "agency", known_at=as_of)
+                total = await queries.totals(conn, kpi=kpi, kind=k.kind, groups=[own], start=s, end=e, agency=agency,
+                                             known_at=as_of)
             except queries.QueryError as exc:
                 raise HTTPException(422, detail=str(exc)) from None
             return rows, total.get(area)
@@ -90,7 +97,7 @@ async def breakdown(
         for code, (vi, en) in names.items()
     ]
     _rank(out_rows, k)
-    return {"kpi": kpi, "area": area, "level": level if by == "unit" else None, "by": by,
+    return {"kpi": kpi, "area": area, "level": level, "by": by,
             "start": _instant(first, tz), "end": _instant(last + timedelta(days=1), tz),
             "kind": k.kind, "unit": k.unit, "unit_en": k.unit_en or k.unit, "aggregate": AGGREGATES[k.kind],
             "target": k.target, "better": k.better,

@@ -47,6 +47,8 @@ async def series(
     start: datetime | None = None,
     end: datetime | None = None,
     level: str | None = None,
+    as_of: Annotated[datetime | None, Query(description="the series as it was known at this instant "
+                                                         "(the time machine: later arrivals and corrections left out)")] = None,
 ) -> dict[str, Any]:
     """Aggregates per bucket over `area` and, before a reform, the units it succeeded
     (`sources`); with `level` (e.g. commune) over the units at that level below them instead.
@@ -59,6 +61,10 @@ async def series(
     if not queries.EARLIEST < end <= queries.LATEST:
         raise HTTPException(422, detail="end must lie between 2000 and 2100")
     start = aware(start, "start") if start else end - timedelta(days=7)
+    if as_of is not None:
+        as_of = aware(as_of, "as_of")
+        if as_of > datetime.now(timezone.utc) + timedelta(seconds=1):
+            raise HTTPException(422, detail="as_of is in the future: it shows what was known in the past")
     try:
         b = queries.parse_bucket(bucket)
     except queries.QueryError as exc:
@@ -67,13 +73,14 @@ async def series(
         k = await readable_kpi(conn, p, kpi)
         # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
         # ingest touched below it shows only once refreshed (README, "Storage")
-        if b.unit != "m" and not p.is_agency:
+        if b.unit != "m" and not p.is_agency and as_of is None:
             await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
         sources = await _sources(conn, area, level, state.timezone) if area is not None else None
         try:
             points = await queries.series(
                 conn, kpi=kpi, kind=k.kind, area=area, start=start, end=end, bucket=b,
                 timezone=state.timezone, agency=p.agency_id if p.is_agency else None, sources=sources,
+                known_at=as_of,
             )
         except queries.QueryError as exc:
             raise HTTPException(422, detail=str(exc)) from None

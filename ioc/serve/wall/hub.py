@@ -222,6 +222,8 @@ class Hub:
             self._by_kind.setdefault(t.kind, []).append(t)
             if t.kind in ("kpi", "chart"):
                 self._by_kpi.setdefault((t.kpi or "", t.area or ""), []).append(t)
+            elif t.kind == "ranking":  # any unit's reading may move a ranking
+                self._by_kpi.setdefault((t.kpi or "", "*"), []).append(t)
             elif t.kind == "camera" and t.camera:
                 self._by_camera.setdefault(t.camera, []).append(t)
         for c in self.clients:
@@ -573,6 +575,9 @@ class Hub:
                     self._emit(t, tiledata.kpi_data(self.kpi_meta.get(t.kpi or ""), live, self.kpi_prev.get((t.kpi or "", t.area or ""))))
             elif t.kind == "chart":
                 self._emit(t, tiledata.chart_data(t, self.kpi_live.get((t.kpi or "", t.area or ""))))
+            elif t.kind == "ranking":
+                self._emit(t, tiledata.ranking_data(t, tiledata.newest_received(
+                    v for (k, _), v in self.kpi_live.items() if k == t.kpi)))
             elif t.kind == "camera" and t.camera:
                 self._emit(t, self._camera_data(t.camera))
                 for variant in ("sd", "hd"):
@@ -722,6 +727,8 @@ class Hub:
                 self._emit(t, tiledata.kpi_data(meta, live, self.kpi_prev.get(source)))
             else:
                 self._emit(t, tiledata.chart_data(t, live))
+        for t in self._by_kpi.get((source[0], "*"), ()):
+            self._emit(t, tiledata.ranking_data(t, live.get("received_at")))
 
     def _on_status(self, cam: str, payload: bytes) -> None:
         if not payload:

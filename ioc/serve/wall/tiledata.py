@@ -8,6 +8,8 @@ service's status format.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from ioc.serve.wall.layout import Tile
@@ -63,6 +65,30 @@ def chart_data(tile: Tile, live: dict[str, Any] | None) -> dict[str, Any]:
     return {"kpi": tile.kpi, "area": tile.area, "bucket": tile.bucket, "hours": tile.hours,
             "changed_at": live.get("received_at"), "ts": live.get("ts"),
             "value": float(live["value"]) if "value" in live else None, "rev": int(live.get("rev") or 0)}
+
+
+def ranking_data(tile: Tile, changed_at: Any) -> dict[str, Any]:
+    """The ranking's settings and when a reading of its KPI last arrived (any unit): the page
+    reloads the breakdown on a new `changed_at`, at most every few seconds, instead of
+    polling (dashboards/PROTOCOL.md, "ranking")."""
+    return {"kpi": tile.kpi, "area": tile.area, "level": tile.level, "period": tile.period, "top": tile.top,
+            "changed_at": changed_at}
+
+
+def newest_received(lives: Iterable[dict[str, Any]]) -> float | None:
+    """When the newest of these live readings was received, as epoch seconds (the ingest
+    sends a number; an ISO string is read too)."""
+    best: float | None = None
+    for live in lives:
+        at = live.get("received_at")
+        if isinstance(at, str):
+            try:
+                at = datetime.fromisoformat(at).timestamp()
+            except ValueError:
+                continue
+        if isinstance(at, (int, float)) and (best is None or at > best):
+            best = float(at)
+    return best
 
 
 def problems_of(status: dict[str, Any]) -> list[str]:
@@ -133,7 +159,8 @@ def map_data(tile: Tile, live: dict[str, Any] | None, health: dict[str, Any], al
     and the open alerts that name a camera or an area (markers)."""
     live = live or {}
     marked = [a for a in alerts if not a.get("ended_at") and (a.get("camera") or a.get("area"))]
-    return {"kpi": tile.kpi, "area": tile.area, "level": tile.level, "changed_at": live.get("received_at"),
+    return {"kpi": tile.kpi, "area": tile.area, "level": tile.level, "period": tile.period,
+            "changed_at": live.get("received_at"),
             "cameras": [{"id": c["id"], "name": c["name"], "state": c["state"]} for c in health.get("cameras", [])],
             "alerts": [{k: a.get(k) for k in ("id", "severity", "camera", "area", "message_vi", "message_en", "started_at")}
                        for a in marked]}
