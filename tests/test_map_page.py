@@ -22,7 +22,7 @@ from tests.rigs.serve import ServeProcess
 from tests.test_agency_reports import call, login
 from tests.test_docs_offline import browser  # noqa: F401 - the module's Chromium, shared
 from tests.test_map import collection, feature, polygon, wobbly, zones
-from tests.test_wall_pages import SHOTS
+from tests.test_wall_pages import SHOTS, Site, Watch, log_in
 
 CAMERAS = [("mapcam-1", "Ngã tư thử", 20.52, 105.94), ("mapcam-2", "Cầu thử", 20.62, 105.875)]
 PAGE = """<!doctype html><html lang="vi"><head><meta charset="utf-8"><link rel="stylesheet" href="css/wall.css">
@@ -170,3 +170,40 @@ async def test_map_tile_draws_units_by_value_with_markers_and_drills_down(
         assert not foreign, foreign
     finally:
         await ctx.close()
+
+
+async def test_tablet_taps_a_unit_on_the_walls_map_and_drills_down(
+    pool: asyncpg.Pool, wall_api: ServeProcess, browser: Browser,  # noqa: F811 - the imported fixture
+) -> None:
+    """The map of a wall layout on the tablet: a tap on a unit opens its drill-down (drill.js
+    listens for the map's `ioc-drill`). A commune is given a position for this test only."""
+    users, tokens = await staff_logins(pool, wall_api.base, "mapt", roles=("admin", "operator", "leader"))
+    site = Site(wall_api, tokens, users)
+    layout = {"id": "mp-test", "name_vi": "Bản đồ thử", "name_en": "Map test", "cols": 12, "rows": 12, "tiles": [
+        {"id": "mp-map", "kind": "map", "kpi": "tthc.on_time_rate", "area": "37", "x": 4, "y": 4, "w": 4, "h": 4,
+         "title_vi": "Đúng hạn theo xã", "title_en": "On time by commune"}]}
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE areas SET lat = 20.55, lon = 105.91 WHERE code = '13291'")
+    await site.call("PUT", "/api/v1/wall/layouts/mp-test", role="admin", json=layout)
+    await site.show("mp-test")
+    ctx = await browser.new_context(viewport={"width": 800, "height": 1200}, locale="vi-VN", has_touch=True)
+    watch = Watch(site.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{site.base}/wall/tablet.html")
+        await log_in(page, users["leader"])
+        await expect(page.locator("body")).to_have_attribute("data-layout", "mp-test", timeout=15000)
+        unit = page.locator('.tile-map .map-unit[data-code="13291"]')
+        await expect(unit).to_have_attribute("data-drawn", "circle", timeout=15000)
+        await unit.tap()
+        panel = page.locator(".drill")
+        await expect(panel).to_be_visible()
+        await expect(panel).to_have_attribute("data-area", "13291", timeout=15000)
+        await expect(panel).to_have_attribute("data-kpi", "tthc.on_time_rate")
+        assert not watch.errors, watch.errors
+        assert not watch.foreign(), watch.foreign()
+    finally:
+        await ctx.close()
+        await site.show("overview")
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE areas SET lat = NULL, lon = NULL WHERE code = '13291'")
