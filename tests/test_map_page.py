@@ -29,14 +29,14 @@ PAGE = """<!doctype html><html lang="vi"><head><meta charset="utf-8"><link rel="
 <style>#host { width: 1200px; height: 700px; position: relative; display: flex; }</style></head>
 <body><div id="host"></div></body></html>"""
 # a tile as every page makes one (tiles.js), its REST calls with the leader's token
-MOUNT = """async ({ token, def, data }) => {
+MOUNT = """async ({ token, def, data, past }) => {
   const { createTile } = await import("./js/tiles.js");
   const api = async (path) => {
     const r = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
     if (!r.ok) throw new Error(`${path}: ${r.status}`);
     return r.json();
   };
-  const ctx = { lang: () => "vi", serverNow: () => Date.now() / 1000, api };
+  const ctx = { lang: () => "vi", serverNow: () => Date.now() / 1000, api, pastSeries: past || undefined };
   const tile = createTile(def, ctx);
   tile.el.style.width = "100%";
   const host = document.getElementById("host");
@@ -70,8 +70,8 @@ def tile_data(kpi: str, changed_at: str | None = None) -> dict[str, Any]:
                         "message_vi": "AQI vượt mục tiêu", "message_en": "AQI above target"}]}
 
 
-async def mount(page: Page, token: str, kpi: str, area: str = "MAPZ", level: str = "zone") -> None:
-    await page.evaluate(MOUNT, {"token": token, "data": tile_data(kpi), "def": {
+async def mount(page: Page, token: str, kpi: str, area: str = "MAPZ", level: str = "zone", past: bool = False) -> None:
+    await page.evaluate(MOUNT, {"token": token, "data": tile_data(kpi), "past": past, "def": {
         "id": "m", "kind": "map", "kpi": kpi, "area": area, "level": level, "x": 0, "y": 0, "w": 4, "h": 4,
         "title_vi": "Bản đồ thử", "title_en": "Test map"}})
 
@@ -150,12 +150,15 @@ async def test_map_tile_draws_units_by_value_with_markers_and_drills_down(
         await expect(unit("MAPZ1")).to_have_attribute("data-value", "15", timeout=20000)
         assert int(await tile.get_attribute("data-fetches") or 0) == fetches + 1
 
-        # a KPI with a target: meets / misses
-        await mount(page, tokens["leader"], "mt.aqi")
+        # a KPI with a target: meets / misses (in a replay of the past: as the figures were known then)
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/v1/breakdown" in r.url else None)
+        await mount(page, tokens["leader"], "mt.aqi", past=True)
         await expect(tile).to_have_attribute("data-mode", "status", timeout=15000)
         await expect(unit("MAPZ1")).to_have_attribute("data-status", "meets")
         await expect(unit("MAPZ2")).to_have_attribute("data-status", "misses")
         assert await unit("MAPZ1").get_attribute("fill") != await unit("MAPZ2").get_attribute("fill")
+        assert asked and all("as_of=" in u for u in asked), asked
         await expect(tile.locator(".map-key.meets")).to_contain_text("Đạt mục tiêu (≤ 100")
         await expect(tile.locator(".map-key.misses")).to_have_text("Chưa đạt mục tiêu")
         await page.screenshot(path=str(SHOTS / "map-tile-status.png"))

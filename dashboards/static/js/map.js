@@ -142,6 +142,8 @@ export function mapTile(TileView, { el, svg }) {
       const range = periodRange(s.period, this.loadedAt);
       const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
       if (s.level) q.set("level", s.level);
+      // a replay (the time machine) colours the units as the figures were known then
+      if (this.ctx.pastSeries) q.set("as_of", new Date(this.loadedAt * 1000).toISOString());
       try {
         const values = await this.ctx.api(`/api/v1/breakdown?${q}`);
         const [geometry, cameras] = await Promise.all([
