@@ -232,3 +232,19 @@ def _ancestors(unit: Area, day: date, by_code: dict[str, list[AreaRow]],
         out.append(parent)
         parent = row.area.parent_code
     return out
+
+
+TIERS = ("country", "province", "district", "commune")
+
+
+def level_below(code: str, first: date, last: date, areas: Sequence[Area],
+                successions: Sequence[Succession]) -> str | None:
+    """The first tier under the unit that holds units in the local days [first, last]: a
+    province's districts before the 2025 reform, its communes after it."""
+    mine = [a for a in areas if a.code == code]
+    here = mine[-1].level if mine else None
+    below = list(TIERS[TIERS.index(here) + 1:]) if here in TIERS else []
+    for level in below:
+        if units_below(code, level, first, last, areas, successions):
+            return level
+    return below[0] if below else None

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from ioc.core.catalogue.lineage import series_sources, units_below
-from ioc.core.catalogue.model import Area, KpiDef
+from ioc.core.catalogue.lineage import level_below, series_sources, units_below
+from ioc.core.ranking import empty_cell, rank_rows
 from ioc.core.storage import accounts, catalogue, queries, rollups
 from ioc.serve.api.routes_readings import AGGREGATES, LEVELS, aware, readable_kpi, to_series_sources
 from ioc.serve.api.security import READERS, Principal, require
@@ -59,7 +59,7 @@ async def breakdown(
         own = queries.Group(area, to_series_sources(series_sources(area, areas, successions), tz))
         names: dict[str, tuple[str, str]] = {}
         if by == "unit" or level is not None:
-            level = level or _level_below(area, first, last, areas, successions)
+            level = level or level_below(area, first, last, areas, successions)
             units = units_below(area, level, first, last, areas, successions) if level else []
             groups = [queries.Group(u.code, to_series_sources(series_sources(u.code, areas, successions), tz))
                       for u in units]
@@ -87,21 +87,21 @@ async def breakdown(
             p_first, p_last = _year_before(first), _year_before(last)
             prev_rows, prev_total = await figures(p_first, p_last)
             previous = {"start": _instant(p_first, tz), "end": _instant(p_last + timedelta(days=1), tz),
-                        "total": prev_total or _empty()}
+                        "total": prev_total or empty_cell()}
         if by == "agency":
             known = {a["id"]: (a["name_vi"], a["name_en"]) for a in await accounts.agencies_overview(conn)}
             names = {code: known.get(code, (code, code)) for code in rows.keys() | prev_rows.keys()}
     out_rows = [
-        {"code": code, "name_vi": vi, "name_en": en, **(rows.get(code) or _empty()),
-         "previous": (prev_rows.get(code) or _empty()) if compare == "year" else None}
+        {"code": code, "name_vi": vi, "name_en": en, **(rows.get(code) or empty_cell()),
+         "previous": (prev_rows.get(code) or empty_cell()) if compare == "year" else None}
         for code, (vi, en) in names.items()
     ]
-    _rank(out_rows, k)
+    rank_rows(out_rows, k)
     return {"kpi": kpi, "area": area, "level": level, "by": by,
             "start": _instant(first, tz), "end": _instant(last + timedelta(days=1), tz),
             "kind": k.kind, "unit": k.unit, "unit_en": k.unit_en or k.unit, "aggregate": AGGREGATES[k.kind],
             "target": k.target, "better": k.better,
-            "total": total or _empty(), "rows": out_rows, "previous": previous}
+            "total": total or empty_cell(), "rows": out_rows, "previous": previous}
 
 
 def _days(start: datetime | None, end: datetime | None, tz: ZoneInfo) -> tuple[date, date]:
@@ -132,37 +132,3 @@ def _year_before(day: date) -> date:
         return day.replace(year=day.year - 1)
     except ValueError:  # 29 February
         return day.replace(year=day.year - 1, day=28)
-
-
-def _level_below(area: str, first: date, last: date, areas: list[Area], successions: list[Any]) -> str | None:
-    """The first level under the area that holds units in the period: a province's districts
-    before the 2025 reform, its communes after it."""
-    mine = [a for a in areas if a.code == area]
-    order = [lv for lv in LEVELS if lv != "zone"]
-    here = mine[-1].level if mine else None
-    below = order[order.index(here) + 1:] if here in order else []
-    for lv in below:
-        if units_below(area, lv, first, last, areas, successions):
-            return lv
-    return below[0] if below else None
-
-
-def _empty() -> dict[str, object]:
-    return {"value": None, "n": 0, "reason": None}
-
-
-def _rank(rows: list[dict[str, Any]], k: KpiDef) -> None:
-    """Best first; rows without a value last, by code. Status against the target."""
-    lower = k.better == "lower"
-    rows.sort(key=lambda r: (r["value"] is None, 0.0 if r["value"] is None else (r["value"] if lower else -r["value"]),
-                             r["code"]))
-    rank = 0
-    for r in rows:
-        v = r["value"]
-        if v is None:
-            r["rank"], r["status"] = None, None
-            continue
-        rank += 1
-        r["rank"] = rank
-        r["status"] = None if k.target is None else (
-            "meets" if (v <= k.target if lower else v >= k.target) else "misses")

@@ -75,7 +75,7 @@ async def series(
         # ingest touched below it shows only once refreshed (README, "Storage")
         if b.unit != "m" and not p.is_agency and as_of is None:
             await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
-        sources = await _sources(conn, area, level, state.timezone) if area is not None else None
+        sources = await area_sources(conn, area, level, state.timezone) if area is not None else None
         try:
             points = await queries.series(
                 conn, kpi=kpi, kind=k.kind, area=area, start=start, end=end, bucket=b,
@@ -107,7 +107,7 @@ AGGREGATES = {"counter": "sum", "ratio": "sum(numerator) / sum(denominator)", "g
 LEVELS = ("province", "district", "commune", "zone")
 
 
-async def _sources(conn: Any, area: str, level: str | None, tz_name: str) -> list[queries.SeriesSource]:
+async def area_sources(conn: Any, area: str, level: str | None, tz_name: str) -> list[queries.SeriesSource]:
     """The area and the units it succeeded (or the units at `level` below them), as the time
     spans their readings count for."""
     areas = await catalogue.list_areas(conn)

@@ -18,7 +18,7 @@ from ioc.core.storage import cameras as camera_store
 from ioc.core.storage import catalogue, queries, rollups
 from ioc.core.storage.modes import StorageMode
 from ioc.core.storage.receptions import receptions
-from ioc.serve.api.routes_readings import _sources as series_sources
+from ioc.serve.api.routes_readings import area_sources
 from ioc.serve.reports.lateness import late_and_missing
 from ioc.serve.reports.model import (
     CameraUptime, Figure, Lang, ReportData, ReportRequestError, shift_month,
@@ -80,7 +80,7 @@ async def gather(conn: asyncpg.Connection, *, month: date, area: str, agency: st
     if agency is None:
         # what /series does before answering from the roll-ups
         await rollups.refresh(conn, mode, timezone)
-    sources = await series_sources(conn, area, None, timezone)
+    sources = await area_sources(conn, area, None, timezone)
     data = ReportData(month=month, start=start, end=end, timezone=timezone, lang=lang, area=area,
                       area_vi=unit.name_vi, area_en=unit.name_en, level=unit.level, agency=agency,
                       agency_vi=agency_vi, agency_en=agency_en, made_at=datetime.now(tz))

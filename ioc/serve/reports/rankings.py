@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from ioc.core.catalogue.lineage import series_sources, units_below
+from ioc.core.catalogue.lineage import level_below, series_sources, units_below
+from ioc.core.ranking import empty_cell, rank_rows
 from ioc.core.catalogue.model import KpiDef
 from ioc.core.storage import catalogue, queries
-from ioc.serve.api.routes_breakdown import _empty, _level_below, _rank
 from ioc.serve.api.routes_readings import to_series_sources
 from ioc.serve.reports.model import Ranking, RankRow
 
@@ -30,7 +30,7 @@ async def rankings(conn: asyncpg.Connection, kpis: Sequence[KpiDef], *, area: st
     first, last = start.astimezone(tz).date(), (end.astimezone(tz) - timedelta(days=1)).date()
     areas = await catalogue.list_areas(conn)
     successions = await catalogue.list_successions(conn)
-    level = _level_below(area, first, last, areas, successions)
+    level = level_below(area, first, last, areas, successions)
     units = units_below(area, level, first, last, areas, successions) if level else []
     if not units:
         return []
@@ -50,8 +50,8 @@ async def rankings(conn: asyncpg.Connection, kpis: Sequence[KpiDef], *, area: st
     out = []
     for k, found in zip(kpis, all_found):
         rows: list[dict[str, Any]] = [{"code": u.code, "name_vi": u.name_vi, "name_en": u.name_en,
-                                       **(found.get(u.code) or _empty())} for u in units]
-        _rank(rows, k)
+                                       **(found.get(u.code) or empty_cell())} for u in units]
+        rank_rows(rows, k)
         if rows[0]["value"] is None:
             continue  # no unit below reported it: nothing to rank
         out.append(Ranking(k.id, k.name_vi, k.name_en, k.unit, k.unit_en or k.unit, level or "", [
