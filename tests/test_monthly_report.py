@@ -362,6 +362,21 @@ def test_a_missing_font_stops_serve_with_the_setting_named(db_url: str, tmp_path
         create_app(load_settings(database_url=db_url, jwt_secret=SECRET, report_font=str(tmp_path / "bad.ttf")))
 
 
+async def test_without_any_font_everything_but_the_reports_works(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare machine (the demo with nothing but Python) has no font with Vietnamese letters
+    and none is named: `ioc serve` starts anyway, and making a report says why it cannot."""
+    from ioc.serve.reports import fonts
+
+    monkeypatch.setattr(fonts, "SYSTEM_FONTS", (("/nonexistent/DejaVuSans.ttf", "/nonexistent/DejaVuSans-Bold.ttf"),))
+    app = create_app(load_settings(database_url=db_url, jwt_secret=SECRET, report_schedule=False))
+    async with app.router.lifespan_context(app):
+        api = Api(app, app.state.pool)
+        _, _, token = await api.user("admin")
+        assert (await api.get("/api/v1/latest", token)).status_code == 200
+        r = await api.request("POST", "/api/v1/reports", token, json={"month": MONTH})
+        assert r.status_code == 503 and "fonts-dejavu-core" in r.text, r.text
+
+
 def test_report_make_from_the_command_line(db_url: str, world: World, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update(IOC_DATABASE_URL=db_url, PYTHONPATH=str(REPO))

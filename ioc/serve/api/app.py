@@ -27,6 +27,7 @@ from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.relay import Relay
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
+from ioc.core.settings import SettingsError
 from ioc.serve.reports.fonts import report_fonts
 from ioc.serve.reports.make import Maker
 from ioc.serve.reports.schedule import schedule_loop
@@ -53,7 +54,15 @@ async def _rollup_loop(pool: asyncpg.Pool, mode: StorageMode, timezone: str, eve
 def create_app(settings: Settings) -> FastAPI:
     issuer = TokenIssuer(settings.require_jwt_secret(), settings.jwt_ttl_s)
     dsn = settings.require_database_url()
-    fonts = report_fonts(settings)  # a missing font stops `ioc serve` here, naming the setting
+    try:
+        fonts = report_fonts(settings)  # a font the admin named but cannot be used stops `ioc serve` here
+    except SettingsError as exc:
+        if settings.report_font:
+            raise
+        # none named and none on the system (a bare machine running the demo): everything
+        # but the monthly reports works, and the reports say why they cannot be made
+        fonts = None
+        log.warning("monthly reports off: no font with Vietnamese letters", extra={"error": str(exc)})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,9 +74,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.timezone = info.timezone
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
         # a report holds two connections; its rankings may take up to three more, leaving the API some
-        app.state.reports = Maker(pool, info.timezone, info.mode, fonts, parallel=min(3, settings.db_pool_max - 4))
+        app.state.reports = None if fonts is None else Maker(
+            pool, info.timezone, info.mode, fonts, parallel=min(3, settings.db_pool_max - 4))
         reports = asyncio.create_task(schedule_loop(app.state.reports, settings.report_hour, settings.report_check_s)
-                                      if settings.report_schedule else asyncio.sleep(0))
+                                      if settings.report_schedule and app.state.reports else asyncio.sleep(0))
         app.state.wall = None
         if settings.mqtt_url and settings.wall_port:
             from ioc.serve.wall.node import WallNode

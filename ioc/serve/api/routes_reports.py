@@ -47,7 +47,9 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 def _maker(request: Request) -> Maker:
     maker: Maker | None = getattr(request.app.state, "reports", None)
     if maker is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="reports are not available yet")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=(
+            "reports cannot be made on this server: no font with Vietnamese letters (install Debian's "
+            "fonts-dejavu-core or set IOC_REPORT_FONT) or the server is still starting"))
     return maker
 
 
