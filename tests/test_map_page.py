@@ -163,12 +163,19 @@ async def test_map_tile_draws_units_by_value_with_markers_and_drills_down(
         await expect(tile.locator(".map-key.misses")).to_have_text("Chưa đạt mục tiêu")
         await page.screenshot(path=str(SHOTS / "map-tile-status.png"))
 
-        # the shipped communes have no position: the map says so and lists them, placing none
-        await mount(page, tokens["leader"], "tthc.dossiers_received", area="37", level="commune")
+        # the shipped communes have no position: those without a figure are listed, placing
+        # none; one with a figure is drawn at its former district's seat, marked approximate
+        await mount(page, tokens["leader"], "tthc.dossiers_overdue", area="37", level="commune")
         await expect(tile).to_have_attribute("data-level", "commune", timeout=15000)
-        await expect(tile).to_have_attribute("data-units", "0")
-        await expect(tile.locator(".chart-msg")).to_have_text("Chưa có ranh giới hay vị trí của các đơn vị này")
         assert int(await tile.get_attribute("data-unplaced") or 0) >= 90
+        assert not await unit("13333").count()
+        now = (datetime.now(timezone.utc) - timedelta(seconds=60)).isoformat()
+        await readings(wall_api, auth, [{"kpi": "tthc.dossiers_overdue", "area": "13333", "ts": now, "value": 4}])
+        await mount(page, tokens["leader"], "tthc.dossiers_overdue", area="37", level="commune")
+        await expect(unit("13333")).to_have_attribute("data-value", "4", timeout=15000)
+        assert "approx" in (await unit("13333").get_attribute("class") or "")
+        assert await unit("13333").get_attribute("data-drawn") == "circle"
+        await expect(unit("13333").locator("title")).to_contain_text("vị trí gần đúng: tại Thị xã Duy Tiên")
         assert not errors, errors
         assert not foreign, foreign
     finally:

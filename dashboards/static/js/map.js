@@ -208,8 +208,12 @@ export function mapTile(TileView, { el, svg }) {
       const byStatus = v.target !== null && v.target !== undefined;
       const font = Math.max(10, Math.min(H * 0.035, W * 0.03));
       const bbox = this.framed(this.geometry.bbox);
-      const placed = rows.filter((x) => x.unit.boundary || Number.isFinite(x.unit.lat));
-      const unplaced = rows.filter((x) => !(x.unit.boundary || Number.isFinite(x.unit.lat)));
+      // a unit with a figure but no shape or position of its own is drawn at the nearest unit
+      // above it that has one (a commune at its former district's seat), marked approximate
+      const near = (x) => !x.unit.boundary && !Number.isFinite(x.unit.lat) && x.has && x.unit.near ? x.unit.near : null;
+      const spot = (x) => (Number.isFinite(x.unit.lat) ? x.unit : near(x));
+      const placed = rows.filter((x) => x.unit.boundary || spot(x));
+      const unplaced = rows.filter((x) => !(x.unit.boundary || spot(x)));
       svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
       const shapes = svg("g", { class: "map-units" });
       const labels = svg("g", { class: "map-labels" });
@@ -234,11 +238,13 @@ export function mapTile(TileView, { el, svg }) {
           const r = x.row;
           const said = x.has ? `${formatNumber(r.value, undefined, lang)}${v.unit ? ` ${pick({ u_vi: v.unit, u_en: v.unit_en || v.unit }, "u", lang)}` : ""}`
             : t(lang, "kpi.no_data");
-          const attrs = { class: `map-unit${x.has ? "" : " no-data"}`, fill: x.fill, "data-code": r.code,
+          const approx = near(x);
+          const attrs = { class: `map-unit${x.has ? "" : " no-data"}${approx ? " approx" : ""}`, fill: x.fill, "data-code": r.code,
             "data-value": x.has ? r.value : "", "data-status": r.status || "", "data-fill": x.fill, tabindex: 0 };
-          const at = Number.isFinite(x.unit.lat) ? proj(x.unit.lon, x.unit.lat) : null;
+          const at = spot(x) ? proj(spot(x).lon, spot(x).lat) : null;
           if (!x.unit.boundary) attrs.r = (x.has ? rMin + (rMax - rMin) * Math.sqrt(Math.abs(r.value) / maxAbs) : rMin).toFixed(1);
-          const title = `${name(x)}: ${said}${r.reason ? ` (${r.reason})` : ""}`;
+          const title = `${name(x)}: ${said}${r.reason ? ` (${r.reason})` : ""}${approx
+            ? ` · ${t(lang, "map.near", { unit: pick(approx, "name", lang) || approx.code })}` : ""}`;
           let shape = same ? this.shapes.get(r.code) : null;
           if (shape) {
             for (const [k, val] of Object.entries(attrs)) shape.setAttribute(k, String(val));
