@@ -53,7 +53,7 @@ OPTION_SETS: dict[str, dict[str, str]] = {
     "max_delay 0": {"max_delay": "0"},
     "reorder_queue_size 0": {"reorder_queue_size": "0"},
     "all four": {"fflags": "nobuffer", "flags": "low_delay", "max_delay": "0", "reorder_queue_size": "0"},
-}
+}  # FFmpeg's reader, whatever IOC_CAMERA_RTSP_READER says
 OWN = "own RTP reader"
 
 
@@ -75,6 +75,7 @@ def reader_delays(rig: RtspRig, mount: str, options: dict[str, str], seconds: fl
             after_arrival.append(1000.0 * (time.time() - header["captured_at"]))
 
     capture.RTSP_OPTIONS = {**BASE, **options}
+    before = capture.RTSP_READER
     capture.use_rtsp_reader(reader)  # type: ignore[arg-type]
     try:
         thread = capture.CaptureThread("bench", rig.url(mount), "main-keyframes", decode=False)
@@ -86,7 +87,7 @@ def reader_delays(rig: RtspRig, mount: str, options: dict[str, str], seconds: fl
         thread.join(10)
     finally:
         capture.RTSP_OPTIONS = dict(BASE)
-        capture.use_rtsp_reader("ffmpeg")
+        capture.use_rtsp_reader(before)
     if thread.error and not units:
         raise RuntimeError(f"the reader failed: {thread.error}")
     decoder = av.CodecContext.create("h264", "r")
@@ -129,6 +130,7 @@ def reader_cpu(rig: RtspRig, mount: str, reader: str, seconds: float) -> float:
     """% of one core the reader takes for one camera, read as the service reads a main stream:
     every unit to a (no-op) video sink, keyframes decoded and reduced for the tiles. This
     process does nothing else meanwhile; the rig is another process."""
+    before = capture.RTSP_READER
     capture.use_rtsp_reader(reader)  # type: ignore[arg-type]
     try:
         thread = capture.CaptureThread("bench", rig.url(mount), "main-keyframes")
@@ -144,7 +146,7 @@ def reader_cpu(rig: RtspRig, mount: str, reader: str, seconds: float) -> float:
         thread.stop()
         thread.join(10)
     finally:
-        capture.use_rtsp_reader("ffmpeg")
+        capture.use_rtsp_reader(before)
     if thread.error and thread.frames == 0:
         raise RuntimeError(f"the {reader} reader failed: {thread.error}")
     return 100.0 * ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)

@@ -89,7 +89,7 @@ RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "3
 # who reads rtsp:// cameras: "own" (camera/rtp_reader.py: an access unit goes on at its RTP
 # marker bit) or "ffmpeg" (its demuxer, one frame interval later); IOC_CAMERA_RTSP_READER,
 # set by `ioc cameras` from the settings (use_rtsp_reader)
-RTSP_READER: Literal["own", "ffmpeg"] = "own" if os.environ.get("IOC_CAMERA_RTSP_READER") == "own" else "ffmpeg"
+RTSP_READER: Literal["own", "ffmpeg"] = "ffmpeg" if os.environ.get("IOC_CAMERA_RTSP_READER") == "ffmpeg" else "own"
 BROWSER_CODECS = ("h264",)  # what every wall browser decodes with WebCodecs
 
 VideoSink = Callable[[VideoHeader, bytes], None]  # called in the reader thread; must not block

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
     camera_reload_s: float = Field(15.0, gt=0, le=3600, description="how often cameras added through the API are picked up")
     camera_rtsp_reader: Literal["own", "ffmpeg"] = Field(
-        "ffmpeg", description="who reads rtsp:// cameras: our RTSP/RTP reader (a frame goes on at its last RTP "
+        "own", description="who reads rtsp:// cameras: our RTSP/RTP reader (a frame goes on at its last RTP "
                               "packet) or FFmpeg's (one frame interval later); files and other URLs: FFmpeg")
     camera_keyframe_max_s: float = Field(
         30.0, gt=0, le=3600,
