@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import pytest
@@ -41,6 +42,20 @@ def test_digest_authentication_and_the_sdp(rig: RtspRig) -> None:
         assert session.read(3.0) is not None
     finally:
         session.close()
+
+
+def test_basic_authentication(tmp_path: Path) -> None:
+    with RtspRig([Mount("cam", "counter-360p.mp4", auth=f"{USER}:{PASSWORD}", auth_scheme="basic")],
+                 log_dir=tmp_path) as basic_rig:
+        session = RtspSession(_with(basic_rig.url("cam"), USER, PASSWORD))
+        try:
+            session.open()
+            assert session._auth is not None and session._auth.scheme == "basic"
+            assert session.read(3.0) is not None
+        finally:
+            session.close()
+        with pytest.raises(RtspError, match="401 Unauthorized: wrong user name or password"):
+            RtspSession(_with(basic_rig.url("cam"), USER, "n0t-it")).open()
 
 
 @pytest.mark.parametrize(("user", "password", "says"), [

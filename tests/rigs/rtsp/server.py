@@ -370,15 +370,19 @@ class Server:
         self.loop = GLib.MainLoop()
         mp = self.server.get_mount_points()
         secured = [m for m in mounts if m.get("auth")]
-        if secured:  # Digest; GstRTSPAuth challenges only when there is no default token, so
+        if secured:  # Digest (Basic if a mount asks for it); GstRTSPAuth challenges only when there is no default token, so
             # in a rig with an auth mount every mount asks for credentials (any user's will do)
             auth = GstRtspServer.RTSPAuth()
-            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            basic = any(m.get("auth_scheme") == "basic" for m in secured)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC if basic else GstRtsp.RTSPAuthMethod.DIGEST)
             for m in secured:
                 user, _, password = str(m["auth"]).partition(":")
                 token = GstRtspServer.RTSPToken()
                 token.set_string("media.factory.role", USER_ROLE)
-                auth.add_digest(user, password, token)
+                if basic:
+                    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+                else:
+                    auth.add_digest(user, password, token)
             self.server.set_auth(auth)
         for m in mounts:
             name = str(m["name"]).strip("/")
@@ -543,7 +547,7 @@ def parse_mount(spec: str) -> dict[str, Any]:
             mount[key] = int(value)
         elif key == "aggregate" and sep:
             mount[key] = value.lower() in ("1", "true", "yes")
-        elif key == "auth" and sep:
+        elif key in ("auth", "auth_scheme") and sep:
             mount[key] = value
         else:
             raise argparse.ArgumentTypeError(f"unknown mount option {opt!r}")
