@@ -126,14 +126,15 @@ def probe_delays(rig: RtspRig, mount: str, seconds: float, gop: int = 25) -> lis
     return out
 
 
-def reader_cpu(rig: RtspRig, mount: str, reader: str, seconds: float) -> float:
+def reader_cpu(rig: RtspRig, mount: str, reader: str, seconds: float, decode: bool = True) -> float:
     """% of one core the reader takes for one camera, read as the service reads a main stream:
-    every unit to a (no-op) video sink, keyframes decoded and reduced for the tiles. This
-    process does nothing else meanwhile; the rig is another process."""
+    every unit to a (no-op) video sink, keyframes decoded and reduced for the tiles (with
+    `decode=False`: a video-only reader, nothing decoded). This process does nothing else
+    meanwhile; the rig is another process."""
     before = capture.RTSP_READER
     capture.use_rtsp_reader(reader)  # type: ignore[arg-type]
     try:
-        thread = capture.CaptureThread("bench", rig.url(mount), "main-keyframes")
+        thread = capture.CaptureThread("bench", rig.url(mount), "main-keyframes", decode=decode)
         thread.want_video = True
         thread.on_video = lambda header, data: None
         thread.start()
@@ -174,17 +175,19 @@ def compare_readers(clips: list[str], runs: int, seconds: float) -> dict[str, An
                         row.setdefault("after_p50", []).append(statistics.median(after))
                         row.setdefault("after_p95", []).append(pctl(after, 0.95))
                     row.setdefault("cpu", []).append(reader_cpu(rig, name, reader, seconds))
+                    row.setdefault("cpu_video_only", []).append(reader_cpu(rig, name, reader, seconds, decode=False))
             late = rig.status()["mounts"][name].get("late_ms")
         print(f"\n{clip}: medians of {runs} runs of {seconds:g} s")
         print(f"  {'reader':<26} {'sent->handed p50':>16} {'p95':>6} {'last pkt->handed p50':>21} {'p95':>6}"
-              f" {'CPU % core':>10}")
+              f" {'CPU % core':>10} {'video-only':>10}")
         result[name] = {}
         for label, row in rows.items():
             fig = {k: round(statistics.median(v), 2) for k, v in row.items()}
             result[name][label] = fig
             after = (f"{fig['after_p50']:21.2f} {fig['after_p95']:6.2f}" if "after_p50" in fig
                      else f"{'-':>21} {'-':>6}")
-            cpu = f"{fig['cpu']:10.1f}" if "cpu" in fig else f"{'-':>10}"
+            cpu = (f"{fig['cpu']:10.1f} {fig['cpu_video_only']:10.1f}" if "cpu" in fig
+                   else f"{'-':>10} {'-':>10}")
             print(f"  {label:<26} {fig['p50']:16.1f} {fig['p95']:6.1f} {after} {cpu}")
         print(f"  (the rig's own lateness in sending: {late}; load: {os.getloadavg()})")
     return result
