@@ -19,6 +19,7 @@ frame's last RTP packet: the floor any reader could reach.
     python bench/video_reader.py                      # 360p and 1080p, every option set, 3 runs
     python bench/video_reader.py --clip counter-360p.mp4 --runs 1 --seconds 8
     python bench/video_reader.py --readers --clip counter-1080p.mp4    # ours against FFmpeg's
+    python bench/video_reader.py --per-packet --seconds 4               # our Python path's CPU
 
 Prints figures, never passes or fails; the last line is one JSON object.
 """
@@ -153,6 +154,61 @@ def reader_cpu(rig: RtspRig, mount: str, reader: str, seconds: float, decode: bo
     return 100.0 * ((c1.user - c0.user) + (c1.system - c0.system)) / (t1 - t0)
 
 
+class _Replay:
+    """Stands in for the camera's socket: hands back captured interleaved RTP, `chunk` bytes
+    a recv, so the cost of our Python RTP path is measured without the network's."""
+
+    def __init__(self, data: bytes, chunk: int) -> None:
+        self.data, self.at, self.chunk = data, 0, chunk
+
+    def settimeout(self, _timeout: float) -> None:
+        pass
+
+    def recv(self, _size: int) -> bytes:
+        self.at += self.chunk
+        return self.data[self.at - self.chunk:self.at]
+
+
+def per_packet_cost(clip: str, seconds: float) -> dict[str, float]:
+    """CPU us per RTP packet of our reader's Python path (RTSP framing, depacketising, the
+    contract conversion), on packets captured from the rig and replayed from memory."""
+    from camera.h264 import AccessUnits
+    from camera.rtp_h264 import Depacketizer
+    from camera.rtsp_client import RtspSession
+
+    name = clip.split(".")[0]
+    with RtspRig([Mount(name, clip)]) as rig:
+        session = RtspSession(rig.url(name))
+        session.open()
+        packets = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            got = session.read(1.0)
+            if got is not None:
+                packets.append(got[0])
+        session.close()
+    wire = b"".join(b"$\x00" + len(p).to_bytes(2, "big") + p for p in packets)
+    out = {}
+    for chunk in (1500, 65536):  # one packet a recv, or whatever a frame's burst leaves
+        t0 = time.process_time()
+        for _ in range(10):
+            replay = RtspSession("rtsp://127.0.0.1:1/replay")
+            replay._sock = _Replay(wire, chunk)  # type: ignore[assignment]
+            replay._last_request = time.monotonic()
+            depacketizer, units = Depacketizer(96), AccessUnits(None)
+            for _ in packets:
+                got = replay.read(1.0)
+                assert got is not None
+                for unit in depacketizer.push(*got):
+                    units.convert(unit.data, unit.key)
+        us = 1e6 * (time.process_time() - t0) / 10 / len(packets)
+        out[f"us_per_packet_recv_{chunk}"] = round(us, 2)
+        out[f"core_pct_recv_{chunk}"] = round(us * len(packets) / seconds / 1e4, 3)
+    print(f"\n{clip}: {len(packets) / seconds:.0f} RTP packets/s; our Python path "
+          + ", ".join(f"{k} {v}" for k, v in out.items()))
+    return out
+
+
 def compare_readers(clips: list[str], runs: int, seconds: float) -> dict[str, Any]:
     """FFmpeg's reader (the service's options) against ours, on the same rig mount."""
     result: dict[str, Any] = {}
@@ -199,8 +255,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--readers", action="store_true", help="FFmpeg's reader against ours (delays and CPU)")
+    p.add_argument("--per-packet", action="store_true", help="CPU per RTP packet of our reader's Python path")
     args = p.parse_args()
     clips = args.clip or ["counter-360p.mp4", "counter-1080p.mp4"]
+    if args.per_packet:
+        print(json.dumps({c.split(".")[0]: per_packet_cost(c, args.seconds) for c in clips}))
+        return
     if args.readers:
         print(json.dumps(compare_readers(clips, args.runs, args.seconds)))
         return
