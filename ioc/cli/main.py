@@ -145,6 +145,7 @@ async def _run_until_signal(coro: Awaitable[None]) -> None:
 def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     from ioc.core.storage import cameras as camera_store
     from ioc.core.cameras import Camera, RegistryError, load_registry
+    from camera.capture import use_rtsp_reader
     from camera.recording import RecordingConfig
     from camera.service import CameraService
     from ioc.core.settings import parse_shard
@@ -161,6 +162,7 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
     worker = f"{settings.camera_worker_id}-{index}of{count}" if count > 1 else settings.camera_worker_id
     target = settings.require_mqtt()
     root = settings.recordings_root() if settings.database_url else None  # SettingsError: stops here
+    use_rtsp_reader(settings.camera_rtsp_reader)
 
     async def main() -> None:
         pool = None

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     camera_hd_always: bool = Field(False, description="HD tiles for every camera, not only those a wall shows large")
     camera_worker_id: str = Field(default_factory=lambda: f"cameras-{socket.gethostname()}")
     camera_reload_s: float = Field(15.0, gt=0, le=3600, description="how often cameras added through the API are picked up")
+    camera_rtsp_reader: Literal["own", "ffmpeg"] = Field(
+        "own", description="who reads rtsp:// cameras: our RTSP/RTP reader (a frame goes on at its last RTP "
+                              "packet) or FFmpeg's (one frame interval later); files and other URLs: FFmpeg")
     camera_keyframe_max_s: float = Field(
         30.0, gt=0, le=3600,
         description="a camera sending no keyframe for longer says so in its status (screens joining cannot start its video)")

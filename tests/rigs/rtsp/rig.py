@@ -125,6 +125,10 @@ class Mount:
     frames stop that many seconds after its stream started; the connection stays open.
     ``offset`` (shared timeline): the mount shows file frame ``(tick + offset) % frames``, so
     several mounts of one file can have their keyframes at different moments.
+    ``aggregate``: the payloader packs a picture's small NAL units into STAP-A packets.
+    ``auth="user:password"``: the mount asks for Digest authentication (401 without it); in
+    a rig with such a mount, every mount asks for it (GstRTSPAuth's rule), any user's will do.
+    ``auth_scheme="basic"``: Basic instead (for every auth mount of the rig).
     """
 
     name: str
@@ -132,10 +136,14 @@ class Mount:
     timeline: str = "shared"
     stall_after: float | None = None
     offset: int = 0
+    aggregate: bool = False
+    auth: str | None = None
+    auth_scheme: str = "digest"  # or "basic" (then for the whole rig)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "file": str(media_path(self.file)), "timeline": self.timeline,
-                "stall_after": self.stall_after, "offset": self.offset}
+                "stall_after": self.stall_after, "offset": self.offset, "aggregate": self.aggregate,
+                "auth": self.auth, "auth_scheme": self.auth_scheme}
 
 
 DEFAULT_STALL_AFTER = 3.0

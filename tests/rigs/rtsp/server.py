@@ -345,8 +345,18 @@ class Channel:
 
 LAUNCH = (
     "( appsrc name=src is-live=true format=time do-timestamp=true min-latency=0 "
-    "max-bytes=0 ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    "max-bytes=0 ! rtph264pay name=pay0 pt=96 config-interval=-1{pay} )"
 )
+# aggregate: small NAL units of one picture (SPS, PPS, SEI, small slices) go together in
+# STAP-A packets, as many cameras send them
+AGGREGATE = " aggregate-mode=zero-latency"
+USER_ROLE = "user"
+
+
+def _role(factory: Any, role: str) -> None:
+    """Let `role` see and play the mount."""
+    factory.add_role_from_structure(Gst.Structure.new_from_string(
+        f"{role}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
 
 
 class Server:
@@ -359,6 +369,21 @@ class Server:
         self.server.set_service(str(port))
         self.loop = GLib.MainLoop()
         mp = self.server.get_mount_points()
+        secured = [m for m in mounts if m.get("auth")]
+        if secured:  # Digest (Basic if a mount asks for it); GstRTSPAuth challenges only when there is no default token, so
+            # in a rig with an auth mount every mount asks for credentials (any user's will do)
+            auth = GstRtspServer.RTSPAuth()
+            basic = any(m.get("auth_scheme") == "basic" for m in secured)
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC if basic else GstRtsp.RTSPAuthMethod.DIGEST)
+            for m in secured:
+                user, _, password = str(m["auth"]).partition(":")
+                token = GstRtspServer.RTSPToken()
+                token.set_string("media.factory.role", USER_ROLE)
+                if basic:
+                    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+                else:
+                    auth.add_digest(user, password, token)
+            self.server.set_auth(auth)
         for m in mounts:
             name = str(m["name"]).strip("/")
             if not name or name in self.channels:
@@ -369,7 +394,9 @@ class Server:
                          int(m.get("offset") or 0))
             self.channels[name] = ch
             factory = ch.factory = GstRtspServer.RTSPMediaFactory()
-            factory.set_launch(LAUNCH)
+            factory.set_launch(LAUNCH.format(pay=AGGREGATE if m.get("aggregate") else ""))
+            if secured:
+                _role(factory, USER_ROLE)
             factory.set_shared(False)
             factory.set_latency(0)
             factory.connect("media-configure", self._on_media_configure, ch)
@@ -518,6 +545,10 @@ def parse_mount(spec: str) -> dict[str, Any]:
             mount[key] = value
         elif key == "offset" and sep:
             mount[key] = int(value)
+        elif key == "aggregate" and sep:
+            mount[key] = value.lower() in ("1", "true", "yes")
+        elif key in ("auth", "auth_scheme") and sep:
+            mount[key] = value
         else:
             raise argparse.ArgumentTypeError(f"unknown mount option {opt!r}")
     return mount
