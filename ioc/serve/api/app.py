@@ -25,6 +25,7 @@ from ioc.serve.api.docs import serve_docs
 from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.relay import Relay
+from ioc.serve.api.rollup_flight import RollupFlight
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
 from ioc.core.logs import REQUEST_CLIENT
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.mode = info.mode
         app.state.timezone = info.timezone
+        app.state.rollup_flight = RollupFlight(pool, info.mode, info.timezone)
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
         app.state.wall = None
         if settings.mqtt_url and settings.wall_port:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from ioc.core.catalogue.lineage import local_start, series_sources, units_at_level
 from ioc.serve.api.security import READERS, Principal, require
 from ioc.core.storage import catalogue
-from ioc.core.storage import queries, rollups
+from ioc.core.storage import queries
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -67,10 +67,12 @@ async def series(
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown kpi {kpi[:80]!r}")
         if p.is_agency and k.sector not in (p.sectors or ()):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this KPI belongs to another agency's sector")
-        # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
-        # ingest touched below it shows only once refreshed (README, "Storage")
-        if b.unit != "m" and not p.is_agency:
-            await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
+    # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
+    # ingest touched below it shows only once refreshed (README, "Storage"). Shared by the
+    # requests waiting at the same time, and waited for without holding a connection.
+    if b.unit != "m" and not p.is_agency:
+        await state.rollup_flight.refresh(kpi)
+    async with state.pool.acquire() as conn:
         sources = await _sources(conn, area, level, state.timezone) if area is not None else None
         try:
             points = await queries.series(
