@@ -554,7 +554,9 @@ class World:
             return
         log_path = self.tmp / "ingest.log"
         with open(log_path, "ab") as log:
-            self.ingest = subprocess.Popen([sys.executable, "-m", "ioc.cli", "ingest", "--worker-id", "bench-wall"],
+            # a service's client id (ioc.core.mqtt.client_ids): the agency AGENCY connects with
+            # its name as client id, and the same id would have the two kick each other off
+            self.ingest = subprocess.Popen([sys.executable, "-m", "ioc.cli", "ingest", "--worker-id", "ingest-bench-wall"],
                                            env=self.env("svc-ingest"), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                            preexec_fn=children.preexec())
         children.track(self.ingest)

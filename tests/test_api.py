@@ -32,7 +32,7 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from ioc.core.readings import Reading
-from ioc.core.storage import queries
+from ioc.core.storage import queries, rollups
 from ingest.store import ReadingStore
 from ioc.core.accounts import create_agency, create_user, set_disabled
 from ioc.serve.api.app import create_app
@@ -765,6 +765,48 @@ async def test_the_rollup_loop_runs_in_the_background(api: Api) -> None:
             break
         await asyncio.sleep(0.1)
     assert row is not None and (row["n"], row["sum"]) == (2, 11.0)
+
+
+async def test_concurrent_series_requests_share_one_refresh(api: Api, people: People, storage_mode: str) -> None:
+    """A burst of /series requests while the refresh cannot start (its lock held here) waits
+    for one refresh together, not one each (every one holding a connection), and every
+    answer holds the reading written just before the burst."""
+    if storage_mode != "plain":
+        pytest.skip("holds plain mode's per-KPI refresh lock; TimescaleDB's is one for all KPIs")
+    n = 12
+    area = "13444"
+    day = fresh_day()
+    ts = datetime(day.year, day.month, day.day, 3, 20, tzinfo=UTC)
+    params = {"kpi": COUNTER, "area": area, "bucket": "1h", "start": ts.replace(minute=0).isoformat(),
+              "end": (ts + timedelta(hours=1)).isoformat()}
+    flight = api.app.state.rollup_flight
+    waiting_for_lock = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                        "AND classid = $1::oid AND objid = hashtext($2)::oid AND objsubid = 2")
+    held = await api.pool.acquire()
+    tx = held.transaction()
+    await tx.start()
+    try:
+        await held.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", rollups.REFRESH_LOCK_KEY, COUNTER)
+        # written while the lock is held: not even the app's background round can roll it up
+        await write(api.pool, [(ts, COUNTER, area, 321.0, "test-api-flight")])
+        runs = flight.runs
+        burst = [asyncio.create_task(api.get("/api/v1/series", people.leader[2], params=params)) for _ in range(n)]
+        deadline = time.monotonic() + 60
+        while True:
+            in_db = await api.pool.fetchval(waiting_for_lock, rollups.REFRESH_LOCK_KEY, COUNTER)
+            # beside the requests' refresh, the background round may be waiting too
+            assert in_db <= 2, f"{in_db} refreshes wait for the lock, for {n} requests"
+            if flight.waiting == n:
+                break
+            assert time.monotonic() < deadline, f"{flight.waiting} of {n} requests reached the refresh in 60 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await tx.rollback()  # lets the refresh go
+        await api.pool.release(held)
+    answers = await asyncio.gather(*burst)
+    assert [r.status_code for r in answers] == [200] * n, [r.text for r in answers if r.status_code != 200][:1]
+    assert all([p["value"] for p in r.json()["points"]] == [321.0] for r in answers), answers[0].json()
+    assert flight.runs == runs + 1
 
 
 async def test_series_rejects_bad_requests(api: Api, people: People) -> None:

@@ -453,7 +453,11 @@ def _extra(name: str, what: str) -> None:
     leaves them out), instead of a ModuleNotFoundError's traceback."""
     import importlib.util
 
-    if importlib.util.find_spec(f"ioc.extras.{name}") is None:
+    try:  # without ioc/extras/ at all (the production image) find_spec raises for the parent
+        found = importlib.util.find_spec(f"ioc.extras.{name}") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
         _die(f"{what} is not installed here: it comes with the demo extra "
              "(pip install 'ioc-backend[demo]', or pip install -e '.[demo]' in a clone)", 1)
 

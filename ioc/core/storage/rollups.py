@@ -11,32 +11,41 @@ hands to `refresh_continuous_aggregate`.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import asyncpg
 
 from ioc.core.storage.modes import StorageMode
 
-_LOCK_KEY = 0x10C0002  # int4 for the two-key advisory lock
+REFRESH_LOCK_KEY = 0x10C0002  # int4, first of the two-key advisory lock: (it, hashtext(kpi)) plain, (it, 0) TimescaleDB
 
 
-async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *, kpi: str | None = None) -> int:
-    """Bring roll-ups up to date (for one KPI, or all); returns the hours recomputed."""
+async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *, kpi: str | None = None,
+                  before_snapshot: Callable[[], None] = lambda: None) -> int:
+    """Bring roll-ups up to date (for one KPI, or all); returns the hours recomputed.
+
+    `before_snapshot` is called once this refresher holds its lock, just before it reads
+    which hours are dirty: what was committed before that call is in the roll-ups after."""
     if mode is StorageMode.TIMESCALE:
-        return await _refresh_timescale(conn)
+        return await _refresh_timescale(conn, before_snapshot)
     if kpi is None:
+        before_snapshot()
         total = 0
         for row in await conn.fetch("SELECT DISTINCT kpi FROM rollup_dirty"):
             total += await _refresh_plain(conn, row["kpi"], timezone)
         return total
-    return await _refresh_plain(conn, kpi, timezone)
+    return await _refresh_plain(conn, kpi, timezone, before_snapshot)
 
 
-async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str) -> int:
+async def _refresh_plain(conn: asyncpg.Connection, kpi: str, timezone: str,
+                         before_snapshot: Callable[[], None] = lambda: None) -> int:
     async with conn.transaction():
         # one refresher per KPI at a time: two computing the same day from different
         # snapshots of the hours could commit a stale day last
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_KEY, kpi)
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", REFRESH_LOCK_KEY, kpi)
+        before_snapshot()
         # two statements: the CTEs of one statement share a snapshot, so a daily roll-up
         # computed in the same statement would read the hours as they were before it
         touched = await conn.fetch(
@@ -98,7 +107,20 @@ _DAYS_FROM_HOURS = _coarser("readings_daily", "readings_hourly", "day")
 _MONTHS_FROM_DAYS = _coarser("readings_monthly", "readings_daily", "month")
 
 
-async def _refresh_timescale(conn: asyncpg.Connection) -> int:
+async def _refresh_timescale(conn: asyncpg.Connection, before_snapshot: Callable[[], None]) -> int:
+    # one refresher at a time across API nodes: concurrent refreshes of the same spans redo
+    # each other's work. A session lock, as the CALLs below cannot run in a transaction; if
+    # this is cancelled midway, the pool's reset on release (pg_advisory_unlock_all) frees it.
+    await conn.execute("SELECT pg_advisory_lock($1, 0)", REFRESH_LOCK_KEY)
+    try:
+        before_snapshot()
+        return await _refresh_timescale_locked(conn)
+    finally:
+        with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError):
+            await conn.execute("SELECT pg_advisory_unlock($1, 0)", REFRESH_LOCK_KEY)
+
+
+async def _refresh_timescale_locked(conn: asyncpg.Connection) -> int:
     rows = await conn.fetch("SELECT kpi, area, hour FROM rollup_dirty")
     if not rows:
         return 0

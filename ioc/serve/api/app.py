@@ -25,6 +25,7 @@ from ioc.serve.api.docs import serve_docs
 from ioc.serve.api.login_guard import LoginGuard
 from ioc.serve.api.principal_cache import PrincipalCache
 from ioc.serve.api.relay import Relay
+from ioc.serve.api.rollup_flight import RollupFlight
 from ioc.serve.api.revocation import Revocation
 from ioc.serve.api.security import TokenIssuer
 from ioc.core.settings import SettingsError
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.mode = info.mode
         app.state.timezone = info.timezone
+        app.state.rollup_flight = RollupFlight(pool, info.mode, info.timezone)
         task = asyncio.create_task(_rollup_loop(pool, info.mode, info.timezone, settings.rollup_refresh_s))
         # a report holds two connections; its rankings may take up to three more, leaving the API some
         app.state.reports = None if fonts is None else Maker(

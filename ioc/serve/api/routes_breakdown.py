@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from ioc.core.catalogue.lineage import level_below, series_sources, units_below
 from ioc.core.ranking import empty_cell, rank_rows
-from ioc.core.storage import accounts, catalogue, queries, rollups
+from ioc.core.storage import accounts, catalogue, queries
 from ioc.serve.api.routes_readings import AGGREGATES, LEVELS, aware, readable_kpi, to_series_sources
 from ioc.serve.api.security import READERS, Principal, require
 
@@ -52,10 +52,11 @@ async def breakdown(
         k = await readable_kpi(conn, p, kpi)
         areas = await catalogue.list_areas(conn)
         successions = await catalogue.list_successions(conn)
-        if not any(a.code == area for a in areas):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown area {area[:80]!r}")
-        if not p.is_agency and as_of is None:
-            await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
+    if not any(a.code == area for a in areas):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown area {area[:80]!r}")
+    if not p.is_agency and as_of is None:
+        await state.rollup_flight.refresh(kpi)  # as /series: one refresh for the requests waiting
+    async with state.pool.acquire() as conn:
         own = queries.Group(area, to_series_sources(series_sources(area, areas, successions), tz))
         names: dict[str, tuple[str, str]] = {}
         if by == "unit" or level is not None:

@@ -13,7 +13,7 @@ from ioc.core.catalogue.model import KpiDef
 from ioc.core.catalogue.lineage import Source, local_start, series_sources, units_at_level
 from ioc.serve.api.security import READERS, Principal, require
 from ioc.core.storage import catalogue
-from ioc.core.storage import queries, rollups
+from ioc.core.storage import queries
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -71,10 +71,12 @@ async def series(
         raise HTTPException(422, detail=str(exc)) from None
     async with state.pool.acquire() as conn:
         k = await readable_kpi(conn, p, kpi)
-        # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
-        # ingest touched below it shows only once refreshed (README, "Storage")
-        if b.unit != "m" and not p.is_agency and as_of is None:
-            await rollups.refresh(conn, state.mode, state.timezone, kpi=kpi)
+    # both modes: TimescaleDB's real-time tail begins at its watermark, so an hour the
+    # ingest touched below it shows only once refreshed (README, "Storage"). Shared by the
+    # requests waiting at the same time, and waited for without holding a connection.
+    if b.unit != "m" and not p.is_agency and as_of is None:
+        await state.rollup_flight.refresh(kpi)
+    async with state.pool.acquire() as conn:
         sources = await area_sources(conn, area, level, state.timezone) if area is not None else None
         try:
             points = await queries.series(
