@@ -7,6 +7,7 @@ in `schema_migrations`; an advisory lock makes concurrent starts wait for each o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from importlib import resources
 import asyncpg
 
 from ioc.core.storage.modes import StorageMode, apply_timescale_policies, choose_mode
+from ioc.core.storage.rollups import refresh_aggregate
 
 log = logging.getLogger("ioc.storage")
 
@@ -63,6 +65,7 @@ async def migrate(
     upgrades need), then, on TimescaleDB, the policies and a first full refresh of any
     continuous aggregate a migration (re)created."""
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK_KEY)
+    paused = False
     try:
         await conn.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -78,6 +81,12 @@ async def migrate(
                 continue
             if upto is not None and mig.version > upto:
                 break
+            if mode is StorageMode.TIMESCALE:
+                # before each step: a step may drop and make again an aggregate a policy job
+                # is refreshing ("tuple concurrently deleted"), and the step before may have
+                # just added a policy whose job starts at once
+                await _pause_refresh_jobs(conn)
+                paused = True
             sql = mig.sql.replace("{{timezone}}", _quote_literal(timezone))
             async with conn.transaction():
                 await conn.execute(sql)
@@ -97,9 +106,14 @@ async def migrate(
             await apply_timescale_policies(
                 conn, compress_after_days=compress_after_days, retention_days=retention_days
             )
+            if created and not paused:
+                await _pause_refresh_jobs(conn)
+                paused = True
             await _materialize(conn, created)
         return MigrateResult(mode, version, applied)
     finally:
+        if paused:
+            await _resume_refresh_jobs(conn)
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK_KEY)
 
 
@@ -115,8 +129,34 @@ async def _materialize(conn: asyncpg.Connection, views: list[str]) -> None:
     the hourly). Outside any transaction: TimescaleDB refuses one around a refresh."""
     for view in dict.fromkeys(views):
         started = time.monotonic()
-        await conn.execute("CALL refresh_continuous_aggregate($1::regclass, NULL, NULL)", view)
+        await refresh_aggregate(conn, view, None, None)
         log.info("continuous aggregate materialized", extra={"view": view, "seconds": round(time.monotonic() - started, 1)})
+
+
+_REFRESH_JOBS = "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+JOB_WAIT_S = 120.0
+
+
+async def _pause_refresh_jobs(conn: asyncpg.Connection) -> None:
+    """Unschedule the aggregates' refresh policies and wait for any run in progress to end:
+    TimescaleDB runs them in background workers whenever they are due, beside a migration."""
+    if not await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
+        return
+    await conn.execute(f"SELECT alter_job(job_id, scheduled => false) FROM ({_REFRESH_JOBS}) j")
+    deadline = time.monotonic() + JOB_WAIT_S
+    while await conn.fetchval(
+            f"""SELECT count(*) FROM timescaledb_information.job_stats
+                 WHERE job_status = 'Running' AND job_id IN ({_REFRESH_JOBS})"""):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"a continuous aggregate refresh job still runs after {JOB_WAIT_S:.0f} s: "
+                               "run `ioc migrate` again once it has finished")
+        await asyncio.sleep(0.2)
+
+
+async def _resume_refresh_jobs(conn: asyncpg.Connection) -> None:
+    """Schedule the refresh policies again (those a step made while others were paused too)."""
+    if await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
+        await conn.execute(f"SELECT alter_job(job_id, scheduled => true) FROM ({_REFRESH_JOBS}) j")
 
 
 def _quote_literal(text: str) -> str:

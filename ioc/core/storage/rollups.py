@@ -11,9 +11,11 @@ hands to `refresh_continuous_aggregate`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -29,7 +31,7 @@ async def refresh(conn: asyncpg.Connection, mode: StorageMode, timezone: str, *,
     `before_snapshot` is called once this refresher holds its lock, just before it reads
     which hours are dirty: what was committed before that call is in the roll-ups after."""
     if mode is StorageMode.TIMESCALE:
-        return await _refresh_timescale(conn, before_snapshot)
+        return await _refresh_timescale(conn, timezone, before_snapshot)
     if kpi is None:
         before_snapshot()
         total = 0
@@ -107,39 +109,37 @@ _DAYS_FROM_HOURS = _coarser("readings_daily", "readings_hourly", "day")
 _MONTHS_FROM_DAYS = _coarser("readings_monthly", "readings_daily", "month")
 
 
-async def _refresh_timescale(conn: asyncpg.Connection, before_snapshot: Callable[[], None]) -> int:
+async def _refresh_timescale(conn: asyncpg.Connection, timezone: str, before_snapshot: Callable[[], None]) -> int:
     # one refresher at a time across API nodes: concurrent refreshes of the same spans redo
     # each other's work. A session lock, as the CALLs below cannot run in a transaction; if
     # this is cancelled midway, the pool's reset on release (pg_advisory_unlock_all) frees it.
     await conn.execute("SELECT pg_advisory_lock($1, 0)", REFRESH_LOCK_KEY)
     try:
         before_snapshot()
-        return await _refresh_timescale_locked(conn)
+        return await _refresh_timescale_locked(conn, timezone)
     finally:
         with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError):
             await conn.execute("SELECT pg_advisory_unlock($1, 0)", REFRESH_LOCK_KEY)
 
 
-async def _refresh_timescale_locked(conn: asyncpg.Connection) -> int:
+async def _refresh_timescale_locked(conn: asyncpg.Connection, timezone: str) -> int:
     rows = await conn.fetch("SELECT kpi, area, hour FROM rollup_dirty")
     if not rows:
         return 0
     hours = sorted({r["hour"] for r in rows})
     # refresh_continuous_aggregate cannot run inside a transaction block: one call per span.
-    # Its window arguments are of type "any": a bare $1 has no type to bind to, hence the casts.
-    for start, end in _spans(hours):
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('readings_hourly', $1::timestamptz, $2::timestamptz)", start, end
-        )
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('readings_daily', $1::timestamptz, $2::timestamptz)",
-            start - timedelta(days=1), end + timedelta(days=1),
-        )
-        # whole months around the span: a window smaller than a month refreshes nothing
-        await conn.execute(
-            "CALL refresh_continuous_aggregate('readings_monthly', $1::timestamptz, $2::timestamptz)",
-            start - timedelta(days=32), end + timedelta(days=32),
-        )
+    # tier by tier: each aggregate reads the one below, so a month is refreshed only once every
+    # day under it is. The upper tiers are forced: TimescaleDB 2.29 did not carry the hourly
+    # tier's new rows up as invalidations once the aggregates had been refreshed past them
+    # (a reading of 1 April 00:30 in Hanoi reached the hour, never April's day or month), so
+    # the days around each span and the local months it touches are computed again whole.
+    spans = _spans(hours)
+    for start, end in spans:
+        await refresh_aggregate(conn, "readings_hourly", start, end)
+    for start, end in spans:
+        await refresh_aggregate(conn, "readings_daily", start - timedelta(days=2), end + timedelta(days=2), force=True)
+    for start, end in _months(spans, ZoneInfo(timezone)):
+        await refresh_aggregate(conn, "readings_monthly", start, end, force=True)
     # only now: a refresh that failed leaves its hours listed for the next round
     await conn.execute(
         """DELETE FROM rollup_dirty d USING unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(k, a, h)
@@ -149,10 +149,49 @@ async def _refresh_timescale_locked(conn: asyncpg.Connection) -> int:
     return len(hours)
 
 
-def _spans(hours: list[datetime]) -> list[tuple[datetime, datetime]]:
+REFRESH_TRIES = 8
+
+
+async def refresh_aggregate(conn: asyncpg.Connection, view: str, start: datetime | None, end: datetime | None,
+                            *, force: bool = False) -> None:
+    """`refresh_continuous_aggregate`, waiting out a concurrent one: TimescaleDB refuses a
+    refresh that overlaps another in progress (its own policy job, another node's) with
+    "could not refresh ... due to a concurrent refresh" instead of waiting for it, and that
+    must not become a request's 500 or a failed `ioc migrate`. A few tries, 0.1 s to 6 s apart.
+    Its window arguments are of type "any": a bare $n has no type to bind to, hence the casts."""
+    for attempt in range(REFRESH_TRIES):
+        try:
+            if force:
+                await conn.execute("CALL refresh_continuous_aggregate($1::regclass, $2::timestamptz, $3::timestamptz, "
+                                   "force => true)", view, start, end)
+            else:
+                await conn.execute(
+                    "CALL refresh_continuous_aggregate($1::regclass, $2::timestamptz, $3::timestamptz)", view, start, end)
+            return
+        except asyncpg.exceptions.LockNotAvailableError:
+            if attempt == REFRESH_TRIES - 1:
+                raise
+            await asyncio.sleep(min(6.0, 0.1 * 2 ** attempt))
+
+
+def _months(spans: list[tuple[datetime, datetime]], tz: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The local months the spans touch, as windows a day wider on each side, merged."""
+    out: list[tuple[datetime, datetime]] = []
+    for start, end in spans:
+        s, e = start.astimezone(tz), (end - timedelta(microseconds=1)).astimezone(tz)
+        lo = datetime(s.year, s.month, 1, tzinfo=tz) - timedelta(days=1)
+        hi = datetime(e.year + (e.month == 12), e.month % 12 + 1, 1, tzinfo=tz) + timedelta(days=1)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _spans(hours: list[datetime], join: timedelta = timedelta(hours=6)) -> list[tuple[datetime, datetime]]:
     spans: list[tuple[datetime, datetime]] = []
     for h in hours:
-        if spans and h <= spans[-1][1] + timedelta(hours=6):
+        if spans and h <= spans[-1][1] + join:
             spans[-1] = (spans[-1][0], h + timedelta(hours=1))
         else:
             spans.append((h, h + timedelta(hours=1)))
