@@ -40,7 +40,7 @@ REQUIRED_TTHC = {
     "tthc.online_payment_rate": "ratio",
 }
 
-AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en", "valid_from", "valid_to"]
+AREA_HEADER = ["code", "parent_code", "level", "name_vi", "name_en", "valid_from", "valid_to", "lat", "lon"]
 CODE_DIGITS = {"province": 2, "district": 3, "commune": 5}
 
 
@@ -170,6 +170,11 @@ def test_area_file():
         assert r["name_en"].isascii(), r
         if r["parent_code"]:
             assert r["parent_code"] in by_code, f"unknown parent of {r}"
+        # positions: the seats data/areas/README.md states (province, district-level units), in Hà Nam
+        if r["level"] == "commune":
+            assert r["lat"] == r["lon"] == "", f"a commune placed without a source: {r}"
+        else:
+            assert 20.3 < float(r["lat"]) < 20.8 and 105.7 < float(r["lon"]) < 106.2, r
 
     provinces = [r for r in rows if r["level"] == "province"]
     assert len(provinces) == 1, provinces

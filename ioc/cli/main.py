@@ -315,6 +315,9 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_areas(settings: Settings, args: argparse.Namespace) -> None:
     """`ioc areas import FILE...`: unit lists and succession lists, all or nothing."""
+    if args.action == "import-geojson":
+        _import_geojson(settings, args)
+        return
     from ioc.core.catalogue.area_import import import_areas
     from ioc.core.catalogue.areas import AreaSetError
 
@@ -334,6 +337,32 @@ def cmd_areas(settings: Settings, args: argparse.Namespace) -> None:
             print(f"ioc: {problem}", file=sys.stderr)
         _die(f"nothing imported: {len(exc.problems)} problem(s)", 1)
     print(f"imported {result.units} unit version(s) and {result.successions} succession(s)")
+
+
+def _import_geojson(settings: Settings, args: argparse.Namespace) -> None:
+    """`ioc areas import-geojson FILE`: unit boundaries, simplified for the wall, all or nothing."""
+    from ioc.core.catalogue.boundaries import MAX_BYTES, BoundaryError
+    from ioc.core.catalogue.boundary_import import import_boundaries
+
+    path = Path(args.file)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            _die(f"{path.name}: {size} bytes, more than the limit of {MAX_BYTES}: nothing imported")
+        data = path.read_bytes()
+    except OSError as exc:
+        _die(f"cannot read {path}: {exc.strerror or exc}")
+    actor = f"cli:{os.environ.get('USER', 'admin')}"
+    try:
+        result = asyncio.run(_with_conn(settings, lambda conn: import_boundaries(
+            conn, data, path.name, actor=actor, code_property=args.code_property, tolerance_m=args.tolerance)))
+    except BoundaryError as exc:
+        for problem in exc.problems:
+            print(f"ioc: {problem}", file=sys.stderr)
+        _die(f"nothing imported: {len(exc.problems)} problem(s)", 1)
+    print(f"imported {result.features} boundar{'y' if result.features == 1 else 'ies'}: "
+          f"{result.source_vertices} vertices simplified to {result.vertices} (tolerance {args.tolerance:g} m); "
+          f"{result.positioned} unit version(s) took the centroid as their position")
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace) -> None:
@@ -471,6 +500,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = arsub.add_parser("import", help="import unit lists and succession lists (CSV, told apart by their header); "
                                         "all files or nothing, checked with what is stored")
     a.add_argument("files", nargs="+", metavar="FILE.csv")
+    a = arsub.add_parser("import-geojson", help="import unit boundaries (a GeoJSON FeatureCollection of Polygon/"
+                                                "MultiPolygon in WGS 84), simplified for the wall; all or nothing")
+    a.add_argument("file", metavar="FILE.geojson")
+    a.add_argument("--code-property", default="code", help="the feature property holding the unit code (default code)")
+    a.add_argument("--tolerance", type=float, default=30.0, metavar="M",
+                   help="simplification tolerance in metres (default 30)")
 
     s = sub.add_parser("broker", help="the MQTT broker's files")
     bsub = s.add_subparsers(dest="action", required=True)

@@ -9,6 +9,7 @@
 import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, formatTime, localParts, weekday, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
 import { rankingTile } from "./tile-ranking.js";
+import { mapTile } from "./map.js";
 
 export const STALE_AFTER_S = 10;
 
@@ -1026,7 +1027,7 @@ class TextTile extends TileView {
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
   alerts: AlertsTile, clock: ClockTile, text: TextTile,
-  ranking: rankingTile(TileView),
+  ranking: rankingTile(TileView), map: mapTile(TileView, { el, svg }),
 };
 
 export function createTile(def, ctx) {
@@ -1037,5 +1038,5 @@ export function createTile(def, ctx) {
 
 /** Whether a view made for `a` can show `b` (same kind and source; only the place changed). */
 export function sameSource(a, b) {
-  return ["kind", "camera", "kpi", "area", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
+  return ["kind", "camera", "kpi", "area", "level", "period", "bucket", "hours"].every((k) => (a[k] ?? null) === (b[k] ?? null));
 }

@@ -18,7 +18,7 @@ from ioc.core.catalogue.areas import AreaRow, AreaSetError, SuccessionRow
 from ioc.core.catalogue.model import Area, Succession
 
 UNIT_COLUMNS = ("code", "parent_code", "level", "name_vi", "name_en")
-UNIT_OPTIONAL = ("valid_from", "valid_to")
+UNIT_OPTIONAL = ("valid_from", "valid_to", "lat", "lon")
 SUCCESSION_COLUMNS = ("old_code", "new_code", "effective")
 SUCCESSION_OPTIONAL = ("share",)
 MAX_ROWS = 200_000
@@ -96,7 +96,18 @@ def _unit(cells: dict[str, str], where: str) -> Area:
         "code": cells["code"], "parent_code": cells["parent_code"] or None, "level": cells["level"],
         "name_vi": cells["name_vi"], "name_en": cells["name_en"],
         "valid_from": _date(cells, "valid_from", where), "valid_to": _date(cells, "valid_to", where),
+        "lat": _number(cells, "lat", where), "lon": _number(cells, "lon", where),
     }, where)
+
+
+def _number(cells: dict[str, str], column: str, where: str) -> float | None:
+    text = cells.get(column, "")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise _CellError(f"{where}, column {column}: {text[:40]!r} is not a number") from None
 
 
 def _succession(cells: dict[str, str], where: str) -> Succession:

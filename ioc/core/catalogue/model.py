@@ -98,11 +98,17 @@ class Area(BaseModel):
     name_en: str = Field(min_length=1, max_length=300)
     valid_from: date | None = None
     valid_to: date | None = None
+    # the unit's seat (approximately: where the map draws it without a boundary), WGS 84
+    # degrees; both or neither, never a guess (data/areas/README.md says where they come from)
+    lat: float | None = Field(None, ge=-90, le=90, allow_inf_nan=False)
+    lon: float | None = Field(None, ge=-180, le=180, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _period(self) -> "Area":
         if self.valid_from and self.valid_to and self.valid_to < self.valid_from:
             raise ValueError(f"valid_to {self.valid_to} is before valid_from {self.valid_from}")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: give both or neither")
         if self.parent_code == self.code:
             raise ValueError(f"area {self.code} cannot be its own parent")
         return self

@@ -50,8 +50,9 @@ def _row(r: asyncpg.Record) -> dict[str, Any]:
     details = r["details"]
     details = orjson.loads(details) if isinstance(details, (str, bytes)) else details or {}
     camera = details.get("camera") if isinstance(details, dict) else None
+    area = details.get("area") if isinstance(details, dict) else None  # a KPI's alert: where (the map marks it)
     return {"id": r["id"], "kind": r["kind"], "source": r["source"], "severity": r["severity"],
-            "camera": camera if isinstance(camera, str) else None,
+            "camera": camera if isinstance(camera, str) else None, "area": area if isinstance(area, str) else None,
             "message_vi": r["message_vi"], "message_en": r["message_en"], "started_at": iso(r["started_at"]),
             "ended_at": iso(r["ended_at"]), "acked_by": r["acked_by"], "acked_at": iso(r["acked_at"])}
 

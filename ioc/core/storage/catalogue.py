@@ -22,7 +22,7 @@ _KPI_COLUMNS = (
     "numerator_vi, numerator_en, denominator_vi, denominator_en, numerator_within"
 )
 _KPI_PARAMS = ",".join(f"${i}" for i in range(1, 21))
-_AREA_COLUMNS = "code, parent_code, level, name_vi, name_en, valid_from, valid_to"
+_AREA_COLUMNS = "code, parent_code, level, name_vi, name_en, valid_from, valid_to, lat, lon"
 _AREA_KEY = "(code, (coalesce(valid_from, '-infinity'::date)))"
 
 
@@ -48,7 +48,9 @@ async def add_missing(conn: asyncpg.Connection, sectors: Iterable[Sector], kpis:
         [_kpi_args(k) for k in kpis],
     )
     await conn.executemany(
-        f"INSERT INTO areas ({_AREA_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT {_AREA_KEY} DO NOTHING",
+        f"INSERT INTO areas ({_AREA_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT {_AREA_KEY} "
+        # a position the shipped data gained fills one still unknown; never overwrites one
+        "DO UPDATE SET lat = EXCLUDED.lat, lon = EXCLUDED.lon WHERE areas.lat IS NULL AND EXCLUDED.lat IS NOT NULL",
         [_area_args(a) for a in areas],
     )
     await conn.executemany(
@@ -59,7 +61,7 @@ async def add_missing(conn: asyncpg.Connection, sectors: Iterable[Sector], kpis:
 
 
 def _area_args(a: Area) -> tuple[Any, ...]:
-    return (a.code, a.parent_code, a.level, a.name_vi, a.name_en, a.valid_from, a.valid_to)
+    return (a.code, a.parent_code, a.level, a.name_vi, a.name_en, a.valid_from, a.valid_to, a.lat, a.lon)
 
 
 def _interval_text(v: timedelta | None) -> str | None:
@@ -153,9 +155,11 @@ async def store_areas(conn: asyncpg.Connection, areas: Sequence[Area], successio
     """Inside the caller's transaction: each area version replaces the stored one of the same
     code and valid_from; the successions replace those stored for the same old unit and day."""
     await conn.executemany(
-        f"INSERT INTO areas ({_AREA_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT {_AREA_KEY} DO UPDATE "
+        f"INSERT INTO areas ({_AREA_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT {_AREA_KEY} DO UPDATE "
         "SET parent_code = EXCLUDED.parent_code, level = EXCLUDED.level, name_vi = EXCLUDED.name_vi, "
-        "name_en = EXCLUDED.name_en, valid_to = EXCLUDED.valid_to",
+        "name_en = EXCLUDED.name_en, valid_to = EXCLUDED.valid_to, "
+        # a file without positions keeps the stored ones (the shipped seats, a boundary's centroid)
+        "lat = coalesce(EXCLUDED.lat, areas.lat), lon = coalesce(EXCLUDED.lon, areas.lon)",
         [_area_args(a) for a in areas],
     )
     keys = sorted({(s.old_code, s.effective) for s in successions})

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from dashboards import STATIC
 from ioc.serve.api import (
     routes_admin, routes_agency, routes_auth, routes_breakdown, routes_cameras, routes_catalogue, routes_ops, routes_readings,
-    routes_recordings, routes_replay, routes_wall,
+    routes_map, routes_recordings, routes_replay, routes_wall,
 )
 from ioc.serve.api import errors
 from ioc.serve.api.docs import serve_docs
@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.wall = None
     app.state.relay = None
     for module in (routes_agency, routes_auth, routes_catalogue, routes_readings, routes_breakdown, routes_admin, routes_cameras,
-                   routes_recordings, routes_wall, routes_replay, routes_ops):
+                   routes_recordings, routes_wall, routes_replay, routes_ops, routes_map):
         app.include_router(module.router)
     # the wall screens, console and tablet pages: files only, nothing from the internet
     app.mount("/wall", StaticFiles(directory=STATIC, html=True, check_dir=False), name="wall")

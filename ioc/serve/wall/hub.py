@@ -148,6 +148,8 @@ class Hub:
         self._by_camera: dict[str, list[Tile]] = {}
         self._by_kind: dict[str, list[Tile]] = {}
         self._health_dirty = False
+        self._map_live: dict[str, dict[str, Any]] = {}  # kpi -> its newest live reading (any area)
+        self._map_dirty = False  # map tiles are sent at most once a tick, however many readings came
         self.delivered = 0
         self.skipped = 0
         self.videos: dict[tuple[str, str], VideoStream] = {}
@@ -589,6 +591,8 @@ class Hub:
                 self._emit(t, self._health())
             elif t.kind == "alerts":
                 self._emit(t, {"alerts": self.alerts})
+            elif t.kind == "map":
+                self._emit(t, self._map_data(t))
 
     def _known(self, cam: str) -> bool:
         """In the registry, or reported on by a camera service (which reads a registry of its
@@ -610,6 +614,9 @@ class Hub:
         shown = frozenset(t.camera for t in self._by_kind.get("camera", ()) if t.camera) - unknown
         return tiledata.health_summary(self.cam_status, self.camera_names, unknown, shown)
 
+    def _map_data(self, t: Tile) -> dict[str, Any]:
+        return tiledata.map_data(t, self._map_live.get(t.kpi or ""), self._health(), self.alerts)
+
     def _picture_to(self, t: Tile, variant: str, head: dict[str, Any], jpeg: bytes) -> None:
         self._fanout(f"{t.id}#{variant}", frames.picture_frame(t.id, t.camera or "", head, jpeg), False)
 
@@ -624,6 +631,7 @@ class Hub:
         self.alerts = alerts
         for t in self._by_kind.get("alerts", ()):
             self._emit(t, {"alerts": alerts})
+        self._map_dirty = True
 
     def tick(self) -> None:
         """Called about once a second: summaries that many messages change at once, and
@@ -641,9 +649,14 @@ class Hub:
                     self._emit(t, self._camera_data(cam))
         if self._health_dirty:
             self._health_dirty = False
+            self._map_dirty = True
             summary = self._health()
             for t in self._by_kind.get("camera_health", ()):
                 self._emit(t, summary)
+        if self._map_dirty:
+            self._map_dirty = False
+            for t in self._by_kind.get("map", ()):
+                self._emit(t, self._map_data(t))
 
     def _close_overfull(self) -> None:
         """Every write to a client is bounded: tiles and video skip, replies are dropped past
@@ -703,6 +716,9 @@ class Hub:
         if old is not None and old.get("ts") != live.get("ts"):
             self.kpi_prev[source] = float(old["value"])
         self.kpi_live[source] = live
+        self._map_live[source[0]] = live
+        if any(t.kpi == source[0] for t in self._by_kind.get("map", ())):
+            self._map_dirty = True
         meta = self.kpi_meta.get(source[0])
         if self.on_kpi is not None:
             self.on_kpi(meta, live)

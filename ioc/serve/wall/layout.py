@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ioc.core.buckets import parse_bucket
 
-TileKind = Literal["camera", "kpi", "chart", "camera_health", "alerts", "clock", "text", "ranking"]
+TileKind = Literal["camera", "kpi", "chart", "camera_health", "alerts", "clock", "text", "ranking", "map"]
 SCREENS = 9
 _ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _KPI = r"^[a-z][a-z0-9_]{0,31}\.[a-z0-9_]{1,64}$"
@@ -46,7 +46,8 @@ class Tile(BaseModel):
     text_en: str = Field("", max_length=2000)
     tz: str = "Asia/Ho_Chi_Minh"
     # ranking: its KPI by the units at `level` below `area` (the API's default level when
-    # None) over `period` (local: this month or this year so far), the `top` best shown
+    # None) over `period` (local: this month or this year so far), the `top` best shown;
+    # map: the units at `level` below `area`, coloured by the KPI over `period`
     level: Literal["province", "district", "commune", "zone"] | None = None
     period: Literal["month", "last_month", "year"] = "month"
     top: int = Field(10, ge=1, le=100)
@@ -55,7 +56,7 @@ class Tile(BaseModel):
     def _needs(self) -> Tile:
         if self.kind == "camera" and self.camera is None:
             raise ValueError("a camera tile needs `camera`")
-        if self.kind in ("kpi", "chart", "ranking") and (self.kpi is None or self.area is None):
+        if self.kind in ("kpi", "chart", "ranking", "map") and (self.kpi is None or self.area is None):
             raise ValueError(f"a {self.kind} tile needs `kpi` and `area`")
         parse_bucket(self.bucket)  # BucketError is a ValueError: pydantic reports it on the tile
         return self

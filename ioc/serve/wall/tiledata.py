@@ -151,3 +151,16 @@ def static_data(tile: Tile) -> dict[str, Any]:
     if tile.kind == "clock":
         return {"tz": tile.tz}
     return {"text_vi": tile.text_vi, "text_en": tile.text_en}
+
+
+def map_data(tile: Tile, live: dict[str, Any] | None, health: dict[str, Any], alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A map tile's settings, when its KPI last changed (the page then asks `/breakdown`
+    again, at most every few seconds: dashboards/PROTOCOL.md, "map"), the cameras' health
+    and the open alerts that name a camera or an area (markers)."""
+    live = live or {}
+    marked = [a for a in alerts if not a.get("ended_at") and (a.get("camera") or a.get("area"))]
+    return {"kpi": tile.kpi, "area": tile.area, "level": tile.level, "period": tile.period,
+            "changed_at": live.get("received_at"),
+            "cameras": [{"id": c["id"], "name": c["name"], "state": c["state"]} for c in health.get("cameras", [])],
+            "alerts": [{k: a.get(k) for k in ("id", "severity", "camera", "area", "message_vi", "message_en", "started_at")}
+                       for a in marked]}
