@@ -4,19 +4,24 @@ Issue 14's figure: `GET /api/v1/series?area=<province>&level=commune&bucket=1M` 
 years of a ratio KPI reported daily (numerator and denominator) by 500 communes must answer
 in <= 150 ms. This measures what the endpoint does for it: load the area history, expand
 the province into its communes (ioc.core.catalogue.lineage), and the weighted query on the
-daily roll-up (ioc.core.storage.queries.series). Plain PostgreSQL only (the TimescaleDB rig
-of the tests is PGlite in WASM: its timings say nothing about a server).
+daily roll-up (ioc.core.storage.queries.series). The database gets the mode `ioc migrate`
+would give it on that server: TimescaleDB where the server offers the extension (the
+roll-ups are then continuous aggregates, materialized whole after the load as five years of
+refresh policy would have left them), plain PostgreSQL otherwise; IOC_STORAGE_MODE=plain
+forces plain tables on a TimescaleDB server.
 
     python bench/series_areas.py [--communes 500] [--years 5] [--runs 30]
 
 It creates `ioc_bench_<random>` on the server at IOC_BENCH_PG_ADMIN_URL (default
-postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end.
+postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end. The last line is
+one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -45,7 +50,7 @@ KPI = "tthc.on_time_rate"
 PROVINCE = "BENCHP"
 
 
-async def load(conn: asyncpg.Connection, communes: int, years: int) -> int:
+async def load(conn: asyncpg.Connection, communes: int, years: int, mode: StorageMode) -> int:
     units = [Area(code=PROVINCE, parent_code=None, level="province", name_vi="Tỉnh thử", name_en="Bench Province")]
     units += [Area(code=f"BC{i:04d}", parent_code=PROVINCE, level="commune", name_vi=f"Xã {i}", name_en=f"Commune {i}")
               for i in range(communes)]
@@ -64,9 +69,28 @@ async def load(conn: asyncpg.Connection, communes: int, years: int) -> int:
             rows.append(Reading(ts, KPI, f"BC{i:04d}", 100.0 * num / den, "bench", 0, None, now, float(num), float(den)))
         async with conn.transaction():
             await reading_writes.copy_readings(conn, rows)
-            await reading_writes.mark_dirty_hours(conn, [(KPI, r.area, ts.replace(minute=0)) for r in rows])
+            if mode is StorageMode.PLAIN:  # TimescaleDB: the aggregates are materialized whole after the load
+                await reading_writes.mark_dirty_hours(conn, [(KPI, r.area, ts.replace(minute=0)) for r in rows])
         total += len(rows)
     return total
+
+
+async def compute_rollups(url: str, mode: StorageMode) -> None:
+    """Plain: the refresh the ingest's timer runs. TimescaleDB: each continuous aggregate
+    refreshed whole, finest first (the daily reads the hourly): what the refresh policies
+    leave behind over five years. `rollups.refresh` would refresh the 1,825 marked days one
+    window at a time, the late-arrival path, which is not what a five-year history went through.
+    A connection of its own: the hourly refresh of five years takes minutes, past the pool's
+    command timeout."""
+    conn = await asyncpg.connect(url)
+    try:
+        if mode is StorageMode.PLAIN:
+            await rollups.refresh(conn, mode, TZ_NAME)
+            return
+        for view in ("readings_hourly", "readings_daily", "readings_monthly"):
+            await conn.execute("CALL refresh_continuous_aggregate($1::regclass, NULL, NULL)", view)
+    finally:
+        await conn.close()
 
 
 async def one_request(pool: asyncpg.Pool, years: int) -> tuple[float, int, int]:
@@ -99,14 +123,18 @@ async def main() -> None:
     try:
         settings = load_settings(database_url=url, timezone=TZ_NAME)
         pool = await create_pool(url, app="ioc-bench", min_size=1, max_size=2)
-        await prepare_database(pool, settings)
+        info = await prepare_database(pool, settings)
+        mode = info.mode
+        print(f"storage mode {mode.value}" + (f" (TimescaleDB {info.timescale_version})" if info.timescale_version else ""))
         async with pool.acquire() as conn:
             t0 = time.perf_counter()
-            n = await load(conn, args.communes, args.years)
+            n = await load(conn, args.communes, args.years, mode)
             t1 = time.perf_counter()
-            await rollups.refresh(conn, StorageMode.PLAIN, TZ_NAME)
-            t2 = time.perf_counter()
+        await compute_rollups(url, mode)
+        t2 = time.perf_counter()
         print(f"loaded {n} readings in {t1 - t0:.1f} s; roll-ups computed in {t2 - t1:.1f} s")
+        figures: dict[str, object] = {"mode": mode.value, "communes": args.communes, "years": args.years,
+                                      "runs": args.runs, "load_s": round(t1 - t0, 1), "rollups_s": round(t2 - t1, 1)}
         for label in ("fresh tables (no statistics yet)", "after ANALYZE (as autovacuum leaves them)"):
             if label.startswith("after"):
                 async with pool.acquire() as conn:
@@ -117,10 +145,15 @@ async def main() -> None:
                 ms, points, nsrc = await one_request(pool, args.years)
                 times.append(ms)
             times.sort()
+            key = "fresh" if label.startswith("fresh") else "analyzed"
+            figures[f"{key}_median_ms"] = round(statistics.median(times), 1)
+            figures[f"{key}_p95_ms"] = round(times[int(len(times) * 0.95) - 1], 1)
+            figures[f"{key}_max_ms"] = round(times[-1], 1)
             print(f"{label}: province series, {args.years} years by month, from {nsrc} communes, {points} points: "
                   f"median {statistics.median(times):.1f} ms, p95 {times[int(len(times) * 0.95) - 1]:.1f} ms, "
                   f"max {times[-1]:.1f} ms over {args.runs} runs")
         await pool.close()
+        print(json.dumps(figures))
     finally:
         if args.keep:
             print(f"kept database {name}")
