@@ -54,14 +54,18 @@ class Gateway:
         player = await self.player(str(offer["id"]))
         pc = RTCPeerConnection()
         self.pcs.add(pc)
+        proxy = self.relay.subscribe(player.video)
 
         @pc.on("connectionstatechange")
         async def _closed() -> None:
+            # the page hung up (DTLS close) or went away: stop sending to it now, and drop its
+            # proxy from the relay, else its queue grows and the loop keeps encrypting for it
             if pc.connectionState in ("failed", "closed"):
+                proxy.stop()
                 await pc.close()
                 self.pcs.discard(pc)
 
-        sender = pc.addTrack(self.relay.subscribe(player.video))
+        sender = pc.addTrack(proxy)
         # packets, not frames: the negotiated codec must be the stream's own (H.264); the
         # preferences count only when set before the offer is taken (aiortc picks the codecs then)
         h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"]

@@ -680,6 +680,9 @@ async def webrtc_runs(peer: str, pid: int, url: str, mounts: tuple[tuple[Any, st
                                   "chromium_cpu_pct": round(100 * (chromium_cpu_s() - ch0) / (time.monotonic() - t0), 1)}
                 say(f"{peer} run {run + 1}, {mount}: p50/p95 {f['p50_ms']}/{f['p95_ms']} ms ({f['frames']} frames; "
                     f"{peer} {cpu}% of a core; {f['webrtc']})")
+                # hang up (DTLS close) before the page goes: the peer stops sending to it at once
+                # rather than after its consent checks fail, so the next run does not pay for it
+                await page.evaluate("() => window.__pc.close()")
                 await page.close()
             runs.append(fig)
     finally:
