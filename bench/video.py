@@ -35,9 +35,15 @@ Peers, each to the same Chromium, from the same rig mount (pl-01's main stream):
 - Janus (Debian `janus`, its streaming plugin pulling the RTSP mount), played over WebRTC by a
   small local page speaking Janus's HTTP API (no janus.js needed). Skipped, with the reason,
   when it does not come up.
-- aiortc is not installed here (PyPI `aiortc`): reported as not measured.
+- aiortc (PyPI `aiortc`, in a venv of its own: it pins its own PyAV, so never in the project's
+  environment), relaying the H.264 without decoding: bench/peer_aiortc.py, run by
+  `--aiortc-python` (or $IOC_BENCH_AIORTC_PYTHON), pulls the RTSP mounts with
+  MediaPlayer(url, decode=False) through a MediaRelay and answers the page's offer; played and
+  measured exactly as Janus is. Skipped, with the reason, without that interpreter.
 
-    python bench/video.py                           # 3 runs of 15 s, peers included
+    python -m venv /work/venv-aiortc && /work/venv-aiortc/bin/pip install aiortc   # once
+    python bench/video.py --aiortc-python /work/venv-aiortc/bin/python  # 3 runs of 15 s, peers included
+    python bench/video.py --runs 1 --seconds 5 --peers aiortc --aiortc-python /work/venv-aiortc/bin/python
     python bench/video.py --runs 1 --seconds 10 --no-peers --stall-s 10
     python bench/video.py --load-clients 0 --stall-s 0  # the pages alone
 
@@ -151,37 +157,69 @@ window.__watch = (video) => {
 HLS_PAGE = """<!doctype html><meta charset="utf-8"><body style="margin:0">
 <video id="v" muted autoplay playsinline src="live.m3u8" style="width:960px"></video></body>"""
 
-# Janus's HTTP API by hand: a session, the streaming plugin, "watch" the mountpoint, answer its
-# offer; the video element then plays the WebRTC stream.
-JANUS_PAGE = """<!doctype html><meta charset="utf-8"><body style="margin:0">
+# The WebRTC peers' pages: the <video> the stream plays in, and ICE gathering awaited (neither
+# peer trickles candidates).
+WEBRTC_PAGE = """<!doctype html><meta charset="utf-8"><body style="margin:0">
 <video id="v" muted autoplay playsinline style="width:960px"></video>
 <script>
+const peerConnection = () => {
+  const pc = new RTCPeerConnection();
+  pc.ontrack = (e) => { const v = document.getElementById("v"); v.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  window.__pc = pc;
+  return pc;
+};
+const gathered = (pc) => new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 3000); });
+const streamId = new URLSearchParams(location.search).get("id");
+%(script)s
+</script></body>"""
+
+# Janus's HTTP API by hand: a session, the streaming plugin, "watch" the mountpoint, answer its
+# offer; the video element then plays the WebRTC stream.
+JANUS_SCRIPT = """
 const api = "http://127.0.0.1:%(port)d/janus";
 const tx = () => Math.random().toString(36).slice(2);
 const post = async (url, body) => (await fetch(url, { method: "POST", body: JSON.stringify({ transaction: tx(), ...body }) })).json();
-window.__janus = (async () => {
+window.__peer = (async () => {
   const session = (await post(api, { janus: "create" })).data.id;
   const sapi = `${api}/${session}`;
   const handle = (await post(sapi, { janus: "attach", plugin: "janus.plugin.streaming" })).data.id;
   const hapi = `${sapi}/${handle}`;
-  await post(hapi, { janus: "message", body: { request: "watch", id: Number(new URLSearchParams(location.search).get("id")) } });
+  await post(hapi, { janus: "message", body: { request: "watch", id: Number(streamId) } });
   let offer = null;
   for (let i = 0; i < 100 && !offer; i++) {
     const ev = await (await fetch(`${sapi}?maxev=1&rid=${Date.now()}`)).json();
     for (const e of [].concat(ev)) if (e.jsep) offer = e.jsep;
   }
   if (!offer) throw new Error("no offer from Janus");
-  const pc = new RTCPeerConnection();
-  pc.ontrack = (e) => { const v = document.getElementById("v"); v.srcObject = e.streams[0] || new MediaStream([e.track]); };
+  const pc = peerConnection();
   await pc.setRemoteDescription(offer);
   await pc.setLocalDescription(await pc.createAnswer());
-  await new Promise((r) => { if (pc.iceGatheringState === "complete") r(); else pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && r(); setTimeout(r, 3000); });
+  await gathered(pc);
   await post(hapi, { janus: "message", body: { request: "start" }, jsep: pc.localDescription });
   setInterval(() => post(sapi, { janus: "keepalive" }), 20000);
-  window.__pc = pc;
   return "ok";
 })().catch((e) => String(e));
-</script></body>"""
+"""
+
+# bench/peer_aiortc.py: the page offers to receive video, aiortc answers (text/plain: no preflight).
+AIORTC_SCRIPT = """
+window.__peer = (async () => {
+  const pc = peerConnection();
+  pc.addTransceiver("video", { direction: "recvonly" });
+  await pc.setLocalDescription(await pc.createOffer());
+  await gathered(pc);
+  const res = await fetch("http://127.0.0.1:%(port)d/offer", { method: "POST",
+    body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type, id: streamId }) });
+  const answer = await res.json();
+  if (!res.ok) throw new Error(answer.error);
+  await pc.setRemoteDescription(answer);
+  return "ok";
+})().catch((e) => String(e));
+"""
+
+
+def webrtc_page(script: str, port: int) -> str:
+    return WEBRTC_PAGE.replace("%(script)s", script % {"port": port})
 
 
 def say(msg: str) -> None:
@@ -345,7 +383,8 @@ async def screen_run(world: World, lat: Latency, cams: subprocess.Popen[bytes], 
         wall = time.monotonic() - t0
         cpu = {k: round(100 * (cpu_s(pid) - cpu0[k]) / wall, 1) for k, pid in pids.items()}
         cpu["chromium"] = round(100 * (chromium_cpu_s() - chromium0) / wall, 1)
-        delivered = video_delivered(world) - delivered0
+        delivered1 = video_delivered(world)
+        delivered = delivered1 - delivered0 if delivered0 is not None and delivered1 is not None else None
         states = await page.evaluate("() => [...document.querySelectorAll('.tile[data-video]')].map("
                                      "(t) => `${t.dataset.video}${t.dataset.videoReason ? ':' + t.dataset.videoReason : ''}`)")
     finally:
@@ -414,10 +453,16 @@ def med(values: Any) -> float | None:
     return round(statistics.median(v), 1) if v else None
 
 
-def video_delivered(world: World) -> int:
-    """The hub's video frames written to clients so far (its /metrics)."""
-    text = httpx.get(world.serve.base + "/metrics", timeout=10,
-                     headers={"Authorization": f"Bearer {world.tokens['admin']}"}).text
+def video_delivered(world: World) -> int | None:
+    """The hub's video frames written to clients so far (its /metrics); None when the hub does
+    not answer in time (a machine busy with other work): that run's µs per frame is left out,
+    not the whole benchmark."""
+    try:
+        text = httpx.get(world.serve.base + "/metrics", timeout=30,
+                         headers={"Authorization": f"Bearer {world.tokens['admin']}"}).text
+    except httpx.HTTPError as e:
+        say(f"the hub's /metrics did not answer: {e!r}")
+        return None
     m = re.search(r"^ioc_wall_video_frames_total\s+(\d+)", text, re.M)
     return int(m.group(1)) if m else 0
 
@@ -580,11 +625,9 @@ async def janus_runs(rig: RtspRig, args: argparse.Namespace, browser: Any, tmp: 
     children.track(janus)
     page_dir = tmp / "janus-page"
     page_dir.mkdir(exist_ok=True)
-    (page_dir / "index.html").write_text(JANUS_PAGE % {"port": port})
+    (page_dir / "index.html").write_text(webrtc_page(JANUS_SCRIPT, port))
     server = Static(page_dir)
     server.start()
-    lat = Latency(rig)
-    runs = []
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -597,38 +640,92 @@ async def janus_runs(rig: RtspRig, args: argparse.Namespace, browser: Any, tmp: 
                 return {"skipped": "janus did not answer on its HTTP API: "
                         + (tmp / "janus.log").read_text(errors="replace")[-500:]}
             await asyncio.sleep(0.3)
-        ctx = await browser.new_context()
-        await ctx.add_init_script(VIDEO_JS)
-        for run in range(args.runs):
-            fig = {}
-            for mount_id, mount in ((1, "pl-01-main"), (2, "pl-02-sub")):
-                page = await ctx.new_page()
-                cpu0, t0, ch0 = cpu_s(janus.pid), time.monotonic(), chromium_cpu_s()
-                # the page is served from 127.0.0.1: a secure-enough context for WebRTC
-                await page.goto(f"http://127.0.0.1:{server.port}/index.html?id={mount_id}")
-                state = await page.evaluate("() => window.__janus")
-                if state != "ok":
-                    return {"skipped": f"the page did not get a stream from Janus: {state}", "runs": runs}
-                await page.evaluate("() => window.__watch(document.getElementById('v'))")
-                try:
-                    await page.wait_for_function("() => window.__recs.length > 5", timeout=30000)
-                except Exception:  # noqa: BLE001
-                    return {"skipped": f"no frame painted from Janus in 30 s: {await webrtc_stats(page)}", "runs": runs}
-                recs = await sample(page, args.seconds)
-                cpu = round(100 * (cpu_s(janus.pid) - cpu0) / (time.monotonic() - t0), 1)
-                fig[mount] = f = {**summary(lat.of(mount, recs)), "janus_cpu_pct": cpu, "webrtc": await webrtc_stats(page),
-                                  "chromium_cpu_pct": round(100 * (chromium_cpu_s() - ch0) / (time.monotonic() - t0), 1)}
-                say(f"Janus run {run + 1}, {mount}: p50/p95 {f['p50_ms']}/{f['p95_ms']} ms ({f['frames']} frames; "
-                    f"{f['webrtc']})")
-                await page.close()
-            runs.append(fig)
-        await ctx.close()
+        return await webrtc_runs("Janus", janus.pid, f"http://127.0.0.1:{server.port}/index.html",
+                                 ((1, "pl-01-main"), (2, "pl-02-sub")), rig, args, browser)
     finally:
         children.end(janus)
         log.close()
         server.stop()
-    return {"runs": runs, "median": {f"{m}_{q}": med(r[m][q] for r in runs) for m in ("pl-01-main", "pl-02-sub")
-                                     for q in ("p50_ms", "p95_ms", "janus_cpu_pct", "chromium_cpu_pct")}}
+
+
+async def webrtc_runs(peer: str, pid: int, url: str, mounts: tuple[tuple[Any, str], ...], rig: RtspRig,
+                      args: argparse.Namespace, browser: Any) -> dict[str, Any]:
+    """A WebRTC peer's page (url?id=ID, which sets window.__peer to "ok" once it has the stream)
+    for each (ID, rig mount), `args.runs` times: glass to glass read from its <video> as for
+    every peer, the peer process's and Chromium's CPU over the window."""
+    key = f"{peer.lower()}_cpu_pct"
+    lat = Latency(rig)
+    runs: list[dict[str, Any]] = []
+    ctx = await browser.new_context()
+    await ctx.add_init_script(VIDEO_JS)
+    try:
+        for run in range(args.runs):
+            fig = {}
+            for mount_id, mount in mounts:
+                page = await ctx.new_page()
+                cpu0, t0, ch0 = cpu_s(pid), time.monotonic(), chromium_cpu_s()
+                # the page is served from 127.0.0.1: a secure-enough context for WebRTC
+                await page.goto(f"{url}?id={mount_id}")
+                state = await page.evaluate("() => window.__peer")
+                if state != "ok":
+                    return {"skipped": f"the page did not get a stream from {peer}: {state}", "runs": runs}
+                await page.evaluate("() => window.__watch(document.getElementById('v'))")
+                try:
+                    await page.wait_for_function("() => window.__recs.length > 5", timeout=30000)
+                except Exception:  # noqa: BLE001
+                    return {"skipped": f"no frame painted from {peer} in 30 s: {await webrtc_stats(page)}", "runs": runs}
+                recs = await sample(page, args.seconds)
+                cpu = round(100 * (cpu_s(pid) - cpu0) / (time.monotonic() - t0), 1)
+                fig[mount] = f = {**summary(lat.of(mount, recs)), key: cpu, "webrtc": await webrtc_stats(page),
+                                  "chromium_cpu_pct": round(100 * (chromium_cpu_s() - ch0) / (time.monotonic() - t0), 1)}
+                say(f"{peer} run {run + 1}, {mount}: p50/p95 {f['p50_ms']}/{f['p95_ms']} ms ({f['frames']} frames; "
+                    f"{peer} {cpu}% of a core; {f['webrtc']})")
+                # hang up (DTLS close) before the page goes: the peer stops sending to it at once
+                # rather than after its consent checks fail, so the next run does not pay for it
+                await page.evaluate("() => window.__pc.close()")
+                await page.close()
+            runs.append(fig)
+    finally:
+        await ctx.close()
+    return {"runs": runs, "median": {f"{m}_{q}": med(r[m][q] for r in runs) for _, m in mounts
+                                     for q in ("p50_ms", "p95_ms", key, "chromium_cpu_pct")}}
+
+
+async def aiortc_runs(rig: RtspRig, args: argparse.Namespace, browser: Any, tmp: Path) -> dict[str, Any]:
+    """bench/peer_aiortc.py under the aiortc venv's interpreter, measured as Janus is."""
+    if not args.aiortc_python:
+        return {"skipped": "no --aiortc-python (or IOC_BENCH_AIORTC_PYTHON): a venv's python with PyPI aiortc, "
+                "e.g. python -m venv /work/venv-aiortc && /work/venv-aiortc/bin/pip install aiortc"}
+    if not os.access(args.aiortc_python, os.X_OK):
+        return {"skipped": f"--aiortc-python {args.aiortc_python} is not an executable"}
+    log_path = tmp / "aiortc.log"
+    log = open(log_path, "ab")
+    peer = subprocess.Popen([args.aiortc_python, str(REPO / "bench" / "peer_aiortc.py"),
+                             f"1={rig.url('pl-01-main')}", f"2={rig.url('pl-02-sub')}"],
+                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=children.preexec())
+    children.track(peer)
+    server = None
+    try:
+        ready = await asyncio.wait_for(asyncio.to_thread(peer.stdout.readline), 30)  # type: ignore[union-attr]
+        if not ready:
+            return {"skipped": "bench/peer_aiortc.py did not start: " + log_path.read_text(errors="replace")[-500:]}
+        page_dir = tmp / "aiortc-page"
+        page_dir.mkdir(exist_ok=True)
+        (page_dir / "index.html").write_text(webrtc_page(AIORTC_SCRIPT, json.loads(ready)["port"]))
+        server = Static(page_dir)
+        server.start()
+        out = await webrtc_runs("aiortc", peer.pid, f"http://127.0.0.1:{server.port}/index.html",
+                                ((1, "pl-01-main"), (2, "pl-02-sub")), rig, args, browser)
+        version = subprocess.run([args.aiortc_python, "-c", "import aiortc, av; print(aiortc.__version__, av.__version__)"],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+        return {**out, "aiortc_version": version[0] if version else None, "pyav_version": version[1] if version else None}
+    except TimeoutError:
+        return {"skipped": "bench/peer_aiortc.py did not listen within 30 s: " + log_path.read_text(errors="replace")[-500:]}
+    finally:
+        children.end(peer)
+        log.close()
+        if server is not None:
+            server.stop()
 
 
 async def webrtc_stats(page: Page) -> dict[str, Any]:
@@ -671,13 +768,14 @@ async def measure(world: World, rig: RtspRig, cams: subprocess.Popen[bytes], arg
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             out["ioc"] = await ioc_runs(world, rig, cams, args, browser)
-            if args.peers:
+            if "hls" in args.peers:
                 out["hls"] = await hls_runs(rig, args, browser, tmp)
+            if "janus" in args.peers:
                 out["janus"] = await janus_runs(rig, args, browser, tmp)
+            if "aiortc" in args.peers:
+                out["aiortc"] = await aiortc_runs(rig, args, browser, tmp)
         finally:
             await browser.close()
-    if args.peers:
-        out["aiortc"] = {"skipped": "not installed here (PyPI package aiortc); the rules forbid installing it"}
     return out
 
 
@@ -685,7 +783,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=15.0, help="sampling window per run")
-    ap.add_argument("--no-peers", dest="peers", action="store_false")
+    ap.add_argument("--peers", default="hls,janus,aiortc", help="the peers measured after ioc, comma separated "
+                    "(hls, janus, aiortc; '' or --no-peers: none)")
+    ap.add_argument("--no-peers", dest="peers", action="store_const", const="")
+    ap.add_argument("--aiortc-python", default=os.environ.get("IOC_BENCH_AIORTC_PYTHON"),
+                    help="python of a venv with PyPI aiortc (kept out of the project's environment: it pins its "
+                    "own PyAV), which runs bench/peer_aiortc.py; without it the aiortc peer is skipped "
+                    "(default: $IOC_BENCH_AIORTC_PYTHON)")
     ap.add_argument("--hub-seconds", type=float, default=10.0, help="bench/wall_video_cost.py's window (0: skip)")
     ap.add_argument("--load-clients", default="9+50", help="SCREENS+TABLETS: raw websocket clients that read every "
                     "video frame during the latency runs and check its order ('0' or '': none)")
@@ -696,6 +800,9 @@ def main() -> int:
                     "4 (four sub-streams)")
     args = ap.parse_args()
     args.screens = [int(n) for n in args.screens.split(",")]
+    args.peers = {p.strip() for p in args.peers.split(",") if p.strip()}
+    if args.peers - {"hls", "janus", "aiortc"}:
+        ap.error(f"--peers: unknown {sorted(args.peers - {'hls', 'janus', 'aiortc'})}")
     args.load_clients = tuple(int(x) for x in args.load_clients.split("+")) if "+" in args.load_clients else None
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     tmp = Path(tempfile.mkdtemp(prefix="ioc-bench-video-"))
@@ -743,7 +850,8 @@ def print_table(figs: dict[str, Any]) -> None:
     rows = {"hls": [("HLS (ffmpeg), 1080p, <video>", "p50_ms", "p95_ms")],
             "janus": [("Janus WebRTC, 1080p main", "pl-01-main_p50_ms", "pl-01-main_p95_ms"),
                       ("Janus WebRTC, 360p sub", "pl-02-sub_p50_ms", "pl-02-sub_p95_ms")],
-            "aiortc": [("aiortc", "", "")]}
+            "aiortc": [("aiortc WebRTC, 1080p main", "pl-01-main_p50_ms", "pl-01-main_p95_ms"),
+                       ("aiortc WebRTC, 360p sub", "pl-02-sub_p50_ms", "pl-02-sub_p95_ms")]}
     for peer, lines in rows.items():
         f = figs.get(peer)
         if f is None:
