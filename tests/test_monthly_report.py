@@ -243,8 +243,11 @@ def _pdftotext(pdf: bytes, tmp: Path, name: str) -> str:
     work and not be blank."""
     path = tmp / f"{name}.pdf"
     path.write_bytes(pdf)
-    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(path), str(tmp / name)], check=True)
-    assert (tmp / f"{name}-1.png").stat().st_size > 1000
+    # -singlefile: the image is <name>.png whatever the page count (pdftoppm pads the page
+    # number to the count's width: a 10-page report in the full suite's database gave -01)
+    subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", "-singlefile", str(path), str(tmp / name)],
+                   check=True)
+    assert (tmp / f"{name}.png").stat().st_size > 1000
     return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True,
                           text=True).stdout
 

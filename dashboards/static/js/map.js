@@ -212,7 +212,8 @@ export function mapTile(TileView, { el, svg }) {
       // above it that has one (a commune at its former district's seat), marked approximate
       const near = (x) => !x.unit.boundary && !Number.isFinite(x.unit.lat) && x.has && x.unit.near ? x.unit.near : null;
       const spot = (x) => (Number.isFinite(x.unit.lat) ? x.unit : near(x));
-      const placed = rows.filter((x) => x.unit.boundary || spot(x));
+      // approximate ones first, so a unit drawn at its own position lies on top and takes taps
+      const placed = rows.filter((x) => x.unit.boundary || spot(x)).sort((a, b) => Number(!near(a)) - Number(!near(b)));
       const unplaced = rows.filter((x) => !(x.unit.boundary || spot(x)));
       svgEl.setAttribute("viewBox", `0 0 ${W} ${H}`);
       const shapes = svg("g", { class: "map-units" });
