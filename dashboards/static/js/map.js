@@ -16,7 +16,7 @@
 
 import { formatNumber } from "./format.js";
 import { pick, t } from "./i18n.js";
-import { periodRange } from "./periods.js";
+import { breakdownQuery } from "./periods.js";
 
 const REFETCH_GAP_S = 5; // values are asked again at most this often, however many readings come
 const REFETCH_EVERY_S = 600; // safety net: a period that rolled over, a correction never announced
@@ -75,8 +75,8 @@ function pathOf(geometry, proj) {
 }
 
 /** The map view's class, built on the tiles' base view (tiles.js passes it in). */
-export function mapTile(TileView, { el, svg }) {
-  return class MapTile extends TileView {
+export function mapTile(FetchingTile, { el, svg }) {
+  return class MapTile extends FetchingTile {
     build() {
       this.wrap = el("div", "map-wrap");
       this.svg = svg("svg", { class: "map-svg" });
@@ -117,19 +117,12 @@ export function mapTile(TileView, { el, svg }) {
       this.seenChange = changed || null;
     }
 
-    refresh() {
-      this.load();
+    get refetchEvery() {
+      return REFETCH_EVERY_S;
     }
 
-    tick() {
-      if (this.loads && this.ctx.serverNow() - this.loadedAt > REFETCH_EVERY_S) this.load();
-    }
-
-    reloadSoon() {
-      if (this.later) return;
-      const wait = (this.loadedAt + REFETCH_GAP_S - this.ctx.serverNow()) * 1000;
-      if (!(wait > 0)) return this.load();
-      this.later = setTimeout(() => this.load(), wait);
+    get refetchGap() {
+      return REFETCH_GAP_S;
     }
 
     async load() {
@@ -139,11 +132,7 @@ export function mapTile(TileView, { el, svg }) {
       if (!s.kpi || !s.area) return;
       const mine = ++this.loads;
       this.loadedAt = this.ctx.serverNow();
-      const range = periodRange(s.period, this.loadedAt);
-      const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
-      if (s.level) q.set("level", s.level);
-      // a replay (the time machine) colours the units as the figures were known then
-      if (this.ctx.pastSeries) q.set("as_of", new Date(this.loadedAt * 1000).toISOString());
+      const q = breakdownQuery(s, this.loadedAt, this.ctx.pastSeries);
       try {
         const values = await this.ctx.api(`/api/v1/breakdown?${q}`);
         const [geometry, cameras] = await Promise.all([

@@ -24,3 +24,15 @@ export function periodRange(period, nowS) {
   if (period === "year") return { start: `${y}-01-01T00:00:00${OFFSET}`, end: now, bucket: "1M" };
   return { start: monthStart(y, m), end: now, bucket: "1d" };
 }
+
+/**
+ * The /api/v1/breakdown query of a tile's settings ({kpi, area, level?, period}) at `nowS`;
+ * in a replay (`past`) the figures as they were known then (later corrections not yet).
+ */
+export function breakdownQuery(s, nowS, past = false) {
+  const range = periodRange(s.period, nowS);
+  const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
+  if (s.level) q.set("level", s.level);
+  if (past) q.set("as_of", new Date(nowS * 1000).toISOString());
+  return q;
+}

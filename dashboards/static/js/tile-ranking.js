@@ -3,19 +3,19 @@
 // the hub says a live reading of its KPI arrived (at most once every few seconds, however
 // many arrive), and every 5 minutes as a safety net: never a poll per second.
 //
-// A factory, not a class of its own module: the tile extends tiles.js's TileView, and
+// A factory, not a class of its own module: the tile extends tiles.js's FetchingTile, and
 // tiles.js lists it among its kinds (an import both ways would be a cycle).
 
 import { formatNumber, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
-import { periodRange } from "./periods.js";
+import { breakdownQuery } from "./periods.js";
 import { drawRankBars, splitRows } from "./rankbars.js";
 
 export const RANK_REFETCH_GAP_S = 5; // live readings ask for a reload at most this often
 const RANK_REFETCH_EVERY_S = 300; // the safety net (a reading the hub never relayed, a new day)
 
-export function rankingTile(TileView) {
-  return class RankingTile extends TileView {
+export function rankingTile(FetchingTile) {
+  return class RankingTile extends FetchingTile {
     build() {
       this.svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
       this.svg.setAttribute("class", "rank-svg");
@@ -58,19 +58,12 @@ export function rankingTile(TileView) {
       if (at && this.loads && at.getTime() / 1000 >= this.loadedAt - 2) this.reloadSoon();
     }
 
-    refresh() {
-      this.load();
+    get refetchEvery() {
+      return RANK_REFETCH_EVERY_S;
     }
 
-    tick() {
-      if (this.loads && this.ctx.serverNow() - this.loadedAt > RANK_REFETCH_EVERY_S) this.load();
-    }
-
-    reloadSoon() {
-      if (this.later) return;
-      const wait = (this.loadedAt + RANK_REFETCH_GAP_S - this.ctx.serverNow()) * 1000;
-      if (!(wait > 0)) return this.load();
-      this.later = setTimeout(() => this.load(), wait);
+    get refetchGap() {
+      return RANK_REFETCH_GAP_S;
     }
 
     async load() {
@@ -80,11 +73,7 @@ export function rankingTile(TileView) {
       if (!s.kpi || !s.area) return;
       const mine = ++this.loads;
       this.loadedAt = this.ctx.serverNow();
-      const range = periodRange(s.period, this.loadedAt);
-      const q = new URLSearchParams({ kpi: s.kpi, area: s.area, start: range.start, end: range.end });
-      if (s.level) q.set("level", s.level);
-      // a replay ranks the units as the figures were known then (later corrections not yet)
-      if (this.ctx.pastSeries) q.set("as_of", new Date(this.loadedAt * 1000).toISOString());
+      const q = breakdownQuery(s, this.loadedAt, this.ctx.pastSeries);
       this.fetches += 1;
       this.el.dataset.fetches = String(this.fetches);
       try {

@@ -594,12 +594,45 @@ function bucketMs(bucket) {
 }
 
 /**
+ * A tile that loads its data over REST when shown (`load()`, which sets `loadedAt` from the
+ * server clock and counts `loads`): again when the layout is shown again, as a safety net
+ * every `refetchEvery` seconds, and when live readings ask for it (`reloadSoon`) at most
+ * every `refetchGap` seconds however many come. Charts, rankings and maps pace the same way.
+ */
+class FetchingTile extends TileView {
+  get refetchEvery() {
+    return REFETCH_EVERY_S;
+  }
+
+  get refetchGap() {
+    return LIVE_REFETCH_GAP_S;
+  }
+
+  /** The layout was shown again (a new version, a reconnection): its data may have moved. */
+  refresh() {
+    this.load();
+  }
+
+  tick() {
+    if (this.loads && this.ctx.serverNow() - this.loadedAt > this.refetchEvery) this.load();
+  }
+
+  /** A refetch a live value asked for: now, or once a little later if one ran just now. */
+  reloadSoon() {
+    if (this.later) return;
+    const wait = (this.loadedAt + this.refetchGap - this.ctx.serverNow()) * 1000;
+    if (!(wait > 0)) return this.load();
+    this.later = setTimeout(() => this.load(), wait);
+  }
+}
+
+/**
  * A chart loads its series once when it is shown (a new layout, its own new definition, a
  * reconnection) and then puts every live reading the hub sends into the right bucket itself,
  * with the series' own aggregate (sum for counters, mean otherwise): a reading no longer
  * makes every page query /series (dashboards/PROTOCOL.md, "chart").
  */
-class ChartTile extends TileView {
+class ChartTile extends FetchingTile {
   build() {
     this.svg = svg("svg", { class: "chart-svg" });
     this.msg = el("div", "chart-msg");
@@ -633,23 +666,6 @@ class ChartTile extends TileView {
   update(data) {
     super.update(data);
     this.live(data);
-  }
-
-  /** The layout was shown again (a new version, a reconnection): its series may have moved. */
-  refresh() {
-    this.load();
-  }
-
-  tick() {
-    if (this.loads && this.ctx.serverNow() - this.loadedAt > REFETCH_EVERY_S) this.load();
-  }
-
-  /** A refetch a live value asked for: now, or once a little later if one ran just now. */
-  reloadSoon() {
-    if (this.later) return;
-    const wait = (this.loadedAt + LIVE_REFETCH_GAP_S - this.ctx.serverNow()) * 1000;
-    if (!(wait > 0)) return this.load();
-    this.later = setTimeout(() => this.load(), wait);
   }
 
   live(d) {
@@ -1027,7 +1043,7 @@ class TextTile extends TileView {
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
   alerts: AlertsTile, clock: ClockTile, text: TextTile,
-  ranking: rankingTile(TileView), map: mapTile(TileView, { el, svg }),
+  ranking: rankingTile(FetchingTile), map: mapTile(FetchingTile, { el, svg }),
 };
 
 export function createTile(def, ctx) {
