@@ -13,25 +13,10 @@ import { formatDate, formatNumber, localParts, toDate } from "./format.js";
 import { pick, t } from "./i18n.js";
 import { PERIODS, periodRange } from "./periods.js";
 import { drawRankBars, splitRows } from "./rankbars.js";
+import { el, svg } from "./dom.js";
 
 /** Tile kinds a tap drills into (they name a KPI and an area). */
 export const DRILLABLE = new Set(["kpi", "chart", "ranking"]);
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-function svg(tag, attrs = {}, text) {
-  const e = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
 const has = (cell) => !!cell && cell.value !== null && cell.value !== undefined;
 
 export class DrillPanel {

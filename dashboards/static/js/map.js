@@ -17,6 +17,7 @@
 import { formatNumber } from "./format.js";
 import { pick, t } from "./i18n.js";
 import { breakdownQuery } from "./periods.js";
+import { el, svg } from "./dom.js";
 
 const REFETCH_GAP_S = 5; // values are asked again at most this often, however many readings come
 const REFETCH_EVERY_S = 600; // safety net: a period that rolled over, a correction never announced
@@ -75,7 +76,7 @@ function pathOf(geometry, proj) {
 }
 
 /** The map view's class, built on the tiles' base view (tiles.js passes it in). */
-export function mapTile(FetchingTile, { el, svg }) {
+export function mapTile(FetchingTile) {
   return class MapTile extends FetchingTile {
     build() {
       this.wrap = el("div", "map-wrap");

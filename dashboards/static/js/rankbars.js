@@ -5,15 +5,7 @@
 
 import { formatNumber } from "./format.js";
 import { pick, t } from "./i18n.js";
-
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, text) {
-  const e = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+import { svg } from "./dom.js";
 
 /** Rows the API gave a value (ranked), in its order; the others are listed apart, never drawn
  * as a zero. */

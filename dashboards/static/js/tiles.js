@@ -10,24 +10,9 @@ import { formatAge, formatDateTime, formatNumber, formatShort, formatDate, forma
 import { pick, t } from "./i18n.js";
 import { rankingTile } from "./tile-ranking.js";
 import { mapTile } from "./map.js";
+import { el, svg } from "./dom.js";
 
 export const STALE_AFTER_S = 10;
-
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}, text) {
-  const e = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 export class TileView {
   constructor(def, ctx) {
@@ -1043,7 +1028,7 @@ class TextTile extends TileView {
 const KINDS = {
   camera: CameraTile, kpi: KpiTile, chart: ChartTile, camera_health: CameraHealthTile,
   alerts: AlertsTile, clock: ClockTile, text: TextTile,
-  ranking: rankingTile(FetchingTile), map: mapTile(FetchingTile, { el, svg }),
+  ranking: rankingTile(FetchingTile), map: mapTile(FetchingTile),
 };
 
 export function createTile(def, ctx) {
