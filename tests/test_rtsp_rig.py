@@ -287,7 +287,9 @@ def test_counter_increments_by_one(recordings: dict[str, Recording], rig: RtspRi
     # slower than 25 fps falls behind by however long the window is (seen: 1.8 s at load 7):
     # then the frames must still be the next ones (above) and its delay must not exceed what
     # falling behind over the window explains (a server holding frames back would)
-    behind = r.fps() < 22.5
+    # behind: reading slower than 25 fps, or its delay grew over the window (a server holding
+    # frames back delays them all alike; a reader that cannot keep up drifts later and later)
+    behind = r.fps() < 22.5 or float(np.median(lat[-10:]) - np.median(lat[:10])) > 100
     assert np.median(lat) < (500 if not behind else 1000 * (r.t[-1] - r.t[0] + 1.0)), (np.median(lat), r.fps())
 
 
