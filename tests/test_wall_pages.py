@@ -1047,6 +1047,41 @@ async def test_camera_tile_playing_steadily_late_falls_back_to_pictures(
         replay.stop()
 
 
+# The decoder's queue as the page sees it: while `window.__queue` is a number, every
+# VideoDecoder reports that many frames waiting (what a busy machine's decoder shows after the
+# group of pictures sent on joining); null: the real queue.
+QUEUED_DECODER = """(() => {
+  const Real = window.VideoDecoder;
+  window.__queue = null;
+  window.VideoDecoder = class extends Real {
+    get decodeQueueSize() { return window.__queue === null ? super.decodeQueueSize : window.__queue; }
+  };
+})();"""
+
+
+async def test_camera_tile_plays_on_with_a_steady_queue_and_falls_back_when_it_keeps_growing(
+        site: Site, context: tuple[BrowserContext, Watch], live: Live) -> None:
+    """A decoder holding 14 frames queued for seconds keeps up (a joining burst on a busy
+    machine, 0.6 s late): the tile plays on. A queue that grows tick after tick is a decoder
+    slower than the camera: pictures instead (reason "behind", "frames queued")."""
+    ctx, watch = context
+    await ctx.add_init_script(QUEUED_DECODER)
+    clip, replay = await play_counter(site, live)
+    try:
+        page, cam = await playing_tile(ctx, watch, site)
+        await page.evaluate("() => { window.__queue = 14; }")
+        await page.wait_for_timeout(4500)  # four ticks or more at 14
+        assert await cam.get_attribute("data-video") == "playing", watch.warnings
+        await page.evaluate("""() => { window.__grow = setInterval(() => { window.__queue += 5; }, 400); }""")
+        await expect(cam).to_have_attribute("data-video", "snapshots", timeout=10000)
+        assert await cam.get_attribute("data-video-reason") == "behind"
+        assert any("frames queued" in w for w in watch.warnings), watch.warnings
+        await page.evaluate("() => { clearInterval(window.__grow); window.__queue = null; }")
+        assert not watch.errors, watch.errors
+    finally:
+        replay.stop()
+
+
 async def test_camera_tile_draws_every_picture_of_a_stream_with_b_frames(
         site: Site, context: tuple[BrowserContext, Watch], live: Live, tmp_path: Path) -> None:
     """A camera encoding B-frames: units come in decode order (each reference before the

@@ -109,7 +109,11 @@ function problemKey(status) {
 }
 
 // Live video: WebCodecs decodes the camera's own H.264 into a canvas over the picture.
-const VIDEO_MAX_QUEUE = 10; // frames waiting in the decoder at two ticks running: it falls behind
+// frames waiting in the decoder, and more at each of VIDEO_SLOW_TICKS ticks running: it falls
+// behind (a queue that holds steady is a decoder keeping up, late by the burst it was handed on
+// joining: the lag rule below judges that one)
+const VIDEO_MAX_QUEUE = 10;
+const VIDEO_SLOW_TICKS = 3;
 const VIDEO_STALL_MS = 2000; // fed this long with nothing drawn: it falls behind
 // a decoder just configured is given this long for its first picture before any of the
 // "behind" rules apply (starting one on a busy machine, with a whole group of pictures queued)
@@ -395,9 +399,10 @@ class CameraTile extends TileView {
       this.vslowTicks = 0;
       this.vfeedStart = 0;
     } else if (this.dec && this.dec.state === "configured") {
-      // a long queue that does not shrink: a burst (the group of pictures sent on joining) drains
+      // a long queue that keeps growing: a burst (the group of pictures sent on joining) drains,
+      // or at worst holds steady on a busy machine
       const queue = this.dec.decodeQueueSize;
-      this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue >= this.vlastQueue ? this.vslowTicks + 1 : 0;
+      this.vslowTicks = queue > VIDEO_MAX_QUEUE && queue > this.vlastQueue ? this.vslowTicks + 1 : 0;
       this.vlastQueue = queue;
       // late: an old frame shown while newer ones come, and not catching up (a group of
       // pictures sent on joining is old too, but drains within a tick or two)
@@ -405,8 +410,8 @@ class CameraTile extends TileView {
       const lag = drawing ? this.ctx.serverNow() - this.vshownAt : 0;
       this.vlagTicks = lag > VIDEO_MAX_LAG_S && lag > this.vlastLag - 0.25 ? this.vlagTicks + 1 : 0;
       this.vlastLag = lag;
-      if (this.vslowTicks >= 2 || this.vlagTicks >= 3 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
-        const why = this.vslowTicks >= 2 ? `${queue} frames queued` : this.vlagTicks >= 3 ? `${lag.toFixed(1)} s late`
+      if (this.vslowTicks >= VIDEO_SLOW_TICKS || this.vlagTicks >= 3 || (this.vfeedStart && now - this.vfeedStart > VIDEO_STALL_MS)) {
+        const why = this.vslowTicks >= VIDEO_SLOW_TICKS ? `${queue} frames queued` : this.vlagTicks >= 3 ? `${lag.toFixed(1)} s late`
           : `nothing drawn for ${((now - this.vfeedStart) / 1000).toFixed(1)} s`;
         console.warn("camera video: decoding falls behind, pictures instead", this.def.camera, why);
         return this._fallBack("behind");
