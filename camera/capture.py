@@ -44,7 +44,8 @@ these machines):
 With `RTSP_READER = "own"` (IOC_CAMERA_RTSP_READER) an rtsp:// camera is read by our own
 RTSP/RTP reader instead (camera/rtp_reader.py): the same outputs from the same one session,
 each access unit handed on at its RTP marker bit rather than when the next one starts (40 ms
-sooner at 25 fps). Recorded streams, files and a camera whose codec it does not take stay here.
+sooner at 25 fps), and the recorder records those units. Files and a camera whose codec it
+does not take stay here.
 
 A `file:///path/video.mp4` source is read through the same path, as a camera would be:
 every frame decoded, paced by the clock at the file's own frame rate (a file would otherwise
@@ -315,9 +316,8 @@ class CaptureThread(threading.Thread):
             container.close()
 
     def own_reader_wanted(self) -> bool:
-        """Our RTSP reader reads this stream: asked for, an rtsp:// URL, and not recorded
-        (the recorder muxes FFmpeg's demuxed packets)."""
-        return RTSP_READER == "own" and self.recorder is None and urlsplit(self._url).scheme.lower() == "rtsp"
+        """Our RTSP reader reads this stream: asked for, and an rtsp:// URL."""
+        return RTSP_READER == "own" and urlsplit(self._url).scheme.lower() == "rtsp"
 
     def _read(self, container: av.container.InputContainer, video: av.VideoStream, is_file: bool) -> None:
         ctx = video.codec_context

@@ -2,7 +2,10 @@
 
 A `Recorder` is driven by the reader thread of the camera's main stream (capture.py):
 `begin` when the stream opens, `packet` for each packet as it is read, `end` before the
-stream closes. Doing the muxing in the reader's thread keeps the input stream (the output's
+stream closes. Our own RTSP reader (rtp_reader.py) has no demuxed stream to give as the
+output's template: it begins with `h264_template` of its first keyframe (the SPS and PPS in
+front of it make the MP4's `avcC`) and the RTP clock's time base, and hands over each access
+unit with `unit`. Doing the muxing in the reader's thread keeps the input stream (the output's
 template) alive for exactly as long as it is used and costs no hand-off per packet; the
 event loop never touches a file. What the loop needs is handed to it by callbacks:
 `on_segment` with each closed segment (for the index) and `on_state` when recording starts,
@@ -45,6 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import io
+from fractions import Fraction
+
 import av
 
 from ioc.core.recordings import part_path, segment_path
@@ -65,6 +71,18 @@ class SegmentDone:
     end: float
     bytes: int
     path: str  # relative to the recordings directory
+
+
+def h264_template(keyframe: bytes) -> av.VideoStream:
+    """A stream to template an MP4's video track on, from an Annex B keyframe that carries its
+    SPS and PPS: FFmpeg's raw H.264 demuxer reads them into the stream's parameters (size,
+    profile, `avcC` extradata) in a few milliseconds. The stream keeps its container alive."""
+    container = av.open(io.BytesIO(keyframe), format="h264")
+    streams = container.streams.video
+    if not streams or not streams[0].codec_context.extradata:
+        container.close()
+        raise ValueError("no H.264 parameter sets in front of the keyframe")
+    return streams[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +107,7 @@ class Recorder:
         self.blocked: str | None = None
         # the reader thread's own
         self._template: av.VideoStream | None = None
+        self._time_base: Fraction | None = None  # the units' timestamps, when not the template's
         self._out: av.container.OutputContainer | None = None
         self._ostream: av.VideoStream | None = None
         self._part: Path | None = None
@@ -113,11 +132,14 @@ class Recorder:
     # (it is told to stop, and returns within its timeout): the newest reader owns the
     # recorder, the old one's segment is closed when the new one begins, and the old one's
     # calls are ignored from then on.
-    def begin(self, stream: av.VideoStream) -> None:
+    def begin(self, stream: av.VideoStream, time_base: Fraction | None = None) -> None:
+        """`stream`: the output's template; `time_base`: of the timestamps given to `unit`
+        (the template's own when None, as for demuxed packets)."""
         with self._lock:
             self._close_stream()
             self._owner = threading.get_ident()
             self._template = stream
+            self._time_base = time_base
 
     def end(self) -> None:
         """The stream is about to close: close the open segment where the last packet was."""
@@ -132,11 +154,19 @@ class Recorder:
             self._finish(self._last_at + min(max(frame, 0.001), 1.0))
         self._gops.clear()
         self._template = None
+        self._time_base = None
 
     def packet(self, packet: av.Packet, at: float) -> None:
+        """A demuxed packet, read at wall time `at`."""
         with self._lock:
             if self._owner == threading.get_ident():
-                self._packet(packet, self._steady(at))
+                self._unit(_Unit(bytes(packet), packet.pts, packet.dts, packet.is_keyframe, self._steady(at)))
+
+    def unit(self, data: bytes, pts: int | None, key: bool, at: float) -> None:
+        """An Annex B access unit (in decode order) with its presentation time, read at `at`."""
+        with self._lock:
+            if self._owner == threading.get_ident():
+                self._unit(_Unit(data, pts, pts, key, self._steady(at)))
 
     def _steady(self, at: float) -> float:
         """The capture time on the recorder's own timeline: the wall clock `at`, except that
@@ -159,14 +189,13 @@ class Recorder:
         self._shift = jump
         return steady
 
-    def _packet(self, packet: av.Packet, at: float) -> None:
-        mode = self.mode
+    def _unit(self, unit: _Unit) -> None:
+        mode, at = self.mode, unit.at
         if mode not in ("continuous", "events") or self._template is None:
             self._finish(at)
             self._gops.clear()
             self._report("off", None)
             return
-        unit = _Unit(bytes(packet), packet.pts, packet.dts, packet.is_keyframe, at)
         wanting = self._wanting(mode, at)
         if self._out is not None:
             if not (unit.key and (not wanting or self._due(at))):
@@ -245,7 +274,7 @@ class Recorder:
 
     def _write(self, unit: _Unit) -> None:
         assert self._out is not None and self._template is not None
-        tb = self._template.time_base
+        tb = self._time_base or self._template.time_base
         dts = unit.dts if unit.dts is not None else unit.pts
         if dts is None and tb:  # no timestamp from the camera: the capture time
             dts = round((unit.at - self._seg_start) / float(tb)) + (self._first_dts or 0)

@@ -6,10 +6,14 @@ camera/rtp_h264.py), its capture time being that packet's arrival; and the same 
 a PyAV decoder (`av.CodecContext`, no demuxer) for the tiles and the health analysis:
 keyframes only on a main stream in "main-keyframes" mode, every unit otherwise.
 
-What stays on FFmpeg (the caller decides): files, non-RTSP URLs, recorded streams (the
-recorder muxes PyAV packets of a demuxed stream), and a camera whose track is not H.264
-(`read_own` returns why, and the capture thread opens it through FFmpeg instead: the codec
-is told in the camera's status).
+A recorded stream is recorded from the same units (camera/recorder.py): the recorder begins
+on the first keyframe with a template made from it, again whenever the camera's SPS changes
+(a new size: a new segment with the new parameters), and takes each unit with its RTP time,
+unwrapped across the 32-bit clock's turn (every 13.3 hours at 90 kHz).
+
+What stays on FFmpeg (the caller decides): files, non-RTSP URLs, and a camera whose track is
+not H.264 (`read_own` returns why, and the capture thread opens it through FFmpeg instead:
+the codec is told in the camera's status).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import av
 import av.video.reformatter
 
 from camera.h264 import START, AccessUnits
+from camera.recorder import Recorder, h264_template
 from camera.rtp_h264 import Depacketizer, RtpError
 from camera.rtsp_client import RtspError, RtspSession, Track, UnsupportedCodec
 
@@ -32,6 +38,50 @@ if TYPE_CHECKING:
 log = logging.getLogger("ioc.camera")
 
 POLL_S = 0.5  # how often a quiet stream looks at its stop flag
+RTP_TIME_BASE = Fraction(1, 90000)  # H.264's RTP clock (RFC 6184)
+
+
+class RtpClock:
+    """RTP timestamps (32 bits, wrapping) as one rising count, for the recorder."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._turns = 0
+
+    def __call__(self, ts: int) -> int:
+        if self._last is not None and ts < self._last and self._last - ts > 1 << 31:
+            self._turns += 1  # wrapped forwards (a B-frame's earlier time is a small step back)
+        elif self._last is not None and ts > self._last and ts - self._last > 1 << 31:
+            self._turns -= 1  # a late unit from before the wrap
+        self._last = ts
+        return ts + (self._turns << 32)
+
+
+class _Recording:
+    """The recorder's side of one own-read stream: its template follows the camera's SPS."""
+
+    def __init__(self, recorder: Recorder, thread: CaptureThread) -> None:
+        self.recorder = recorder
+        self.thread = thread
+        self.sps: bytes | None = None  # the SPS the recorder's template was made from
+        self.clock = RtpClock()
+        self.gap = False  # packets were lost: nothing is written until the next keyframe
+
+    def unit(self, units: AccessUnits, data: bytes, key: bool, rtp_ts: int, at: float) -> None:
+        pts = self.clock(rtp_ts)
+        if self.gap and not key:
+            return  # a picture after a lost one would play damaged until the next keyframe
+        self.gap = False
+        if key and units.sps is not None and units.sps != self.sps:
+            try:
+                self.recorder.begin(h264_template(data), RTP_TIME_BASE)
+            except (ValueError, av.FFmpegError) as exc:
+                log.warning("camera recording: no template from the keyframe",
+                            extra={"camera": self.thread.camera_id, "error": str(exc)[:200]})
+                return
+            self.sps = units.sps
+        if self.sps is not None:
+            self.recorder.unit(data, pts, key, at)
 
 
 def read_own(thread: CaptureThread, opens: threading.BoundedSemaphore) -> str | None:
@@ -62,6 +112,8 @@ def read_own(thread: CaptureThread, opens: threading.BoundedSemaphore) -> str | 
         log.warning("camera stream failed", extra={"camera": thread.camera_id, "stream": thread.stream,
                                                   "error": thread.error})
     finally:
+        if thread.recorder is not None:  # the open segment closes where the last unit was
+            thread.recorder.end()
         session.close()
     return None
 
@@ -79,6 +131,7 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
     thread.opened.set()
     log.info("camera stream open", extra={"camera": thread.camera_id, "stream": thread.stream, "reader": "own",
                                           "width": units.width, "height": units.height})
+    recording = _Recording(thread.recorder, thread) if thread.recorder is not None else None
     seq = 0
     forwarding = False
     heard = time.monotonic()
@@ -98,6 +151,8 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
         if depacketizer.lost != lost:
             thread.damaged(f"{depacketizer.lost - lost} RTP packets lost: video waits for the next keyframe")
             forwarding = False
+            if recording is not None:
+                recording.gap = True
         for unit in finished:
             seq += 1
             thread.frames = seq
@@ -114,6 +169,8 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
                 forwarding = thread.forward(units, data, key, unit.arrived, seq, forwarding, sink)
             else:
                 forwarding = False
+            if recording is not None:
+                recording.unit(units, data, key, unit.timestamp, unit.arrived)
             if not thread.decode or (keyframes_only and not key):
                 continue
             try:
