@@ -161,6 +161,7 @@ def _memberships(sources: Sequence[Source], level: str, areas: Sequence[Area],
     for i, src in enumerate(sources):
         by_src[src.code].append(i)
     out: list[tuple[int, Source, Area]] = []
+    chains: dict[tuple[str | None, date], list[str]] = {}  # siblings share their parent's chain
     for unit in areas:
         if unit.level != level:
             continue
@@ -168,7 +169,10 @@ def _memberships(sources: Sequence[Source], level: str, areas: Sequence[Area],
         edges = [lo(unit), *(c for c in cuts if lo(unit) < c < u_hi), u_hi]
         spans: dict[int, list[tuple[date, date]]] = defaultdict(list)
         for a, b in zip(edges, edges[1:]):
-            for code in _ancestors(unit, a, by_code, after):
+            chain = chains.get((unit.parent_code, a))
+            if chain is None:
+                chain = chains[(unit.parent_code, a)] = _ancestors(unit, a, by_code, after)
+            for code in chain:
                 for i in by_src.get(code, ()):
                     src = sources[i]
                     s_lo, s_hi = max(a, src.since or date.min), min(b, src.until or date.max)
