@@ -98,7 +98,8 @@ async def one_request(pool: asyncpg.Pool, years: int) -> tuple[float, int, int]:
     t0 = time.perf_counter()
     async with pool.acquire() as conn:
         areas = await catalogue.list_areas(conn)
-        found = units_at_level(series_sources(PROVINCE, areas, await catalogue.list_successions(conn)), "commune", areas)
+        successions = await catalogue.list_successions(conn)
+        found = units_at_level(series_sources(PROVINCE, areas, successions), "commune", areas, successions)
         sources = [queries.SeriesSource(x.code, x.share, local_start(x.since, TZ) or queries.EARLIEST,
                                         local_start(x.until, TZ) or queries.LATEST) for x in found]
         end = datetime(2026, 1, 1, tzinfo=TZ)

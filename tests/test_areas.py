@@ -201,9 +201,10 @@ async def test_areas_import_is_all_or_nothing(db_url: str, pool: asyncpg.Pool, t
 
 def test_units_at_a_level_below_a_successor_and_its_predecessors() -> None:
     areas, succ = shipped_areas(), shipped_successions()
-    communes = units_at_level(series_sources("37", areas, succ), "commune", areas)
-    # Hà Nam's 98 communes (through its districts), each counted until the reform only
+    communes = units_at_level(series_sources("37", areas, succ), "commune", areas, succ)
+    # Hà Nam's 98 communes: through its districts until the reform, then under the new Ninh
+    # Bình (their districts gone, as a breakdown places them: units_below)
     assert len(communes) == 98 and len({c.code for c in communes}) == 98
-    assert {(c.since, c.until, c.share) for c in communes} == {(None, date(2025, 7, 1), 1.0)}
-    districts = units_at_level(series_sources("37", areas, succ), "district", areas)
+    assert {(c.since, c.until, c.share) for c in communes} == {(None, None, 1.0)}
+    districts = units_at_level(series_sources("37", areas, succ), "district", areas, succ)
     assert sorted(d.code for d in districts) == ["347", "349", "350", "351", "352", "353"]

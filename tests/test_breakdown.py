@@ -122,6 +122,23 @@ async def test_after_the_reform_the_province_ranks_its_communes(api: Api, people
     assert [(r["code"], r["value"]) for r in body["rows"][:2]] == [("13567", 30.0), ("13285", 12.0)]
 
 
+async def test_a_province_series_by_commune_counts_the_communes_its_breakdown_ranks(api: Api, people: People) -> None:
+    """After the reform Hà Nam's communes (their districts gone) sit under the new Ninh Bình
+    in a breakdown, so `/series?level=commune` must count them there too: one rule
+    (lineage._memberships), and the rows' parts add up to the series'."""
+    await _write(api.pool, "bd-one", [(_d(2025, 9, 8), RATIO, "13285", 90.0, 45, 50),
+                                      (_d(2025, 9, 9), RATIO, "13567", 75.0, 30, 40)])
+    span = {"start": datetime(2025, 9, 1, tzinfo=TZ).isoformat(), "end": datetime(2025, 10, 1, tzinfo=TZ).isoformat()}
+    token = people.leader[2]
+    series = (await api.get("/api/v1/series", token, params={
+        "kpi": RATIO, "area": "37", "level": "commune", "bucket": "1M", **span})).json()
+    assert [(p["numerator"], p["denominator"], p["value"]) for p in series["points"]] == [(75, 90, pytest.approx(100 * 75 / 90))]
+    assert {"13285", "13567"} <= {s["area"] for s in series["sources"] if s["since"] is None and s["until"] is None}
+    body = (await api.get("/api/v1/breakdown", token, params={"kpi": RATIO, "area": "37", "level": "commune", **span})).json()
+    parts = [(r["numerator"], r["denominator"]) for r in body["rows"] if r.get("numerator") is not None]
+    assert (sum(n for n, _ in parts), sum(d for _, d in parts)) == (75, 90)
+
+
 async def test_refusals(api: Api, people: People, feb_2023: None) -> None:
     token = people.leader[2]
     cases = [

@@ -179,7 +179,7 @@ async def test_a_correction_goes_straight_to_the_upsert(pool: asyncpg.Pool) -> N
 async def test_last_of_a_bucket_is_defined_when_areas_report_at_the_same_time(pool: asyncpg.Pool) -> None:
     """Several areas at the bucket's newest timestamp: `last` is the lowest area code's value,
     whatever plan PostgreSQL takes (index or sequential scan), from readings and roll-ups."""
-    from ioc.core.storage.queries import parse_bucket, series
+    from ioc.core.storage.queries import SeriesSource, parse_bucket, series
 
     ts = datetime(2024, 3, 5, 10, 30, tzinfo=timezone.utc)
     values = {"13630": 128.5, "13294": 115.3, "13513": 121.0}  # an order that is neither code nor value
@@ -192,16 +192,42 @@ async def test_last_of_a_bucket_is_defined_when_areas_report_at_the_same_time(po
         mode = StorageMode(await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'"))
         await refresh(conn, mode, "Asia/Ho_Chi_Minh", kpi="mt.aqi")
         answers = set()
-        for bucket in ("1m", "1h", "1d"):  # readings, hourly and daily roll-ups
-            for plan in ("on", "off"):
-                await conn.execute(f"SET enable_indexscan = {plan}; SET enable_bitmapscan = {plan}")
-                points = await series(conn, kpi="mt.aqi", kind="gauge", area=None, start=ts - timedelta(days=1),
-                                      end=ts + timedelta(days=1), bucket=parse_bucket(bucket),
-                                      timezone="Asia/Ho_Chi_Minh", agency=None)
-                last = [p for p in points if p["last_ts"] == ts]
-                answers.add((bucket, last[-1]["last"]))
+        # every area, or the areas as sources (ranked by code: queries._last), listed out of order
+        for sources in (None, [SeriesSource(a) for a in ("13630", "13513", "13294", "13444")]):
+            for bucket in ("1m", "1h", "1d", "1M"):  # readings, hourly, daily and monthly roll-ups
+                for plan in ("on", "off"):
+                    await conn.execute(f"SET enable_indexscan = {plan}; SET enable_bitmapscan = {plan}")
+                    points = await series(conn, kpi="mt.aqi", kind="gauge", area=None, start=ts - timedelta(days=1),
+                                          end=ts + timedelta(days=1), bucket=parse_bucket(bucket),
+                                          timezone="Asia/Ho_Chi_Minh", agency=None, sources=sources)
+                    last = [p for p in points if p["last_ts"] == ts]
+                    answers.add((bucket, sources is None, last[-1]["last"]))
         await conn.execute("RESET enable_indexscan; RESET enable_bitmapscan")
-    assert answers == {(b, values["13294"]) for b in ("1m", "1h", "1d")}
+    assert answers == {(b, every, values["13294"]) for b in ("1m", "1h", "1d", "1M") for every in (True, False)}
+
+
+async def test_a_series_over_many_sources_is_planned_for_its_arguments(pool: asyncpg.Pool) -> None:
+    """asyncpg prepares each statement; PostgreSQL may then run a generic plan from the sixth
+    time, one that guesses ten sources for the `unnest` join. Right after a history is
+    loaded (no statistics yet) that plan looped over 500 sources for each of 30,000 monthly
+    rows (3-8 s instead of 60 ms, bench/series_areas.py): a series over sources, and a
+    breakdown's totals, are planned for their own arguments every time."""
+    from ioc.core.storage.queries import Group, SeriesSource, parse_bucket, series, totals
+
+    sources = [SeriesSource(f"PLAN{i:03d}") for i in range(300)]
+    start, end = datetime(2021, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 1, tzinfo=timezone.utc)
+    async with pool.acquire() as conn:
+        for _ in range(8):
+            await series(conn, kpi="test.plans", kind="counter", area=None, start=start, end=end,
+                         bucket=parse_bucket("1M"), timezone="Asia/Ho_Chi_Minh", agency=None, sources=sources)
+            await totals(conn, kpi="test.plans", kind="counter", groups=[Group(x.area, [x]) for x in sources],
+                         start=start, end=end, agency=None)
+        plans = await conn.fetch(
+            """SELECT generic_plans, custom_plans FROM pg_prepared_statements
+                WHERE (statement LIKE '%readings_monthly s JOIN unnest%' OR statement LIKE '%readings_daily s JOIN unnest%')
+                  AND statement NOT LIKE '%pg_prepared_statements%'""")
+    # (the connection may have run other series before: those count too)
+    assert sum(p["custom_plans"] for p in plans) >= 16 and all(p["generic_plans"] == 0 for p in plans), plans
 
 
 def test_one_bucket_grammar_for_layouts_and_the_series_api() -> None:

@@ -128,31 +128,65 @@ def series_sources(code: str, areas: Sequence[Area], successions: Sequence[Succe
     return [src for src, version in found if not _covered_by_parent(src, version, found, by_code)]
 
 
-def units_at_level(sources: Sequence[Source], level: str, areas: Sequence[Area]) -> list[Source]:
-    """The units at `level` below each source (through parents, in the source's span):
-    a province's figure from its communes, before the reform those of the provinces it
-    succeeded. One level only, so no reading is counted twice."""
-    children: dict[str, list[Area]] = defaultdict(list)
-    for a in areas:
-        if a.parent_code is not None:
-            children[a.parent_code].append(a)
+def units_at_level(sources: Sequence[Source], level: str, areas: Sequence[Area],
+                   successions: Sequence[Succession]) -> list[Source]:
+    """The units at `level` below each source, each for the days it sits under it: a
+    province's figure from its communes, before the reform those of the provinces it
+    succeeded, after it those it holds now (`_ancestors`: the same rule as `units_below`,
+    so a series by level and a breakdown count the same units). One level only, so no
+    reading is counted twice."""
     out: list[Source] = []
+    for m in sorted((m for _, m, _ in _memberships(sources, level, areas, successions)),
+                    key=lambda m: (m.code, m.since or date.min)):
+        last = out[-1] if out else None
+        if last is not None and (last.code, last.share) == (m.code, m.share) and last.until is not None \
+                and last.until == m.since:
+            out[-1] = Source(m.code, m.share, last.since, m.until)  # under the predecessor, then its successor
+        else:
+            out.append(m)
+    return out
 
-    def down(code: str, share: float, since: date | None, until: date | None, depth: int) -> None:
-        for child in children.get(code, []):
-            lo_ = max(since or date.min, lo(child))
-            hi_ = min(until or date.max, hi(child) + DAY if child.valid_to is not None else date.max)
-            if lo_ >= hi_ or depth > 16:
-                continue
-            c_since = None if lo_ == date.min else lo_
-            c_until = None if hi_ == date.max else hi_
-            if child.level == level:
-                out.append(Source(child.code, share, c_since, c_until))
-            else:
-                down(child.code, share, c_since, c_until, depth + 1)
 
-    for src in sources:
-        down(src.code, src.share, src.since, src.until, 0)
+def _memberships(sources: Sequence[Source], level: str, areas: Sequence[Area],
+                 successions: Sequence[Succession]) -> list[tuple[int, Source, Area]]:
+    """(index into `sources`, the days a unit at `level` counts for that source, the
+    unit's version) for every unit below a source. Parents change only on the days a
+    version begins or ends or a succession takes effect, so each unit's validity is cut
+    there and its ancestors looked up once per piece."""
+    by_code = versions_by_code([AreaRow("", a) for a in areas])
+    after = _successions_by_old(successions)
+    cuts = sorted({d for a in areas for d in (a.valid_from, a.valid_to + DAY if a.valid_to else None) if d}
+                  | {x.effective for x in successions})
+    by_src: dict[str, list[int]] = defaultdict(list)
+    for i, src in enumerate(sources):
+        by_src[src.code].append(i)
+    out: list[tuple[int, Source, Area]] = []
+    chains: dict[tuple[str | None, date], list[str]] = {}  # siblings share their parent's chain
+    for unit in areas:
+        if unit.level != level:
+            continue
+        u_hi = hi(unit) + DAY if unit.valid_to is not None else date.max
+        edges = [lo(unit), *(c for c in cuts if lo(unit) < c < u_hi), u_hi]
+        spans: dict[int, list[tuple[date, date]]] = defaultdict(list)
+        for a, b in zip(edges, edges[1:]):
+            chain = chains.get((unit.parent_code, a))
+            if chain is None:
+                chain = chains[(unit.parent_code, a)] = _ancestors(unit, a, by_code, after)
+            for code in chain:
+                for i in by_src.get(code, ()):
+                    src = sources[i]
+                    s_lo, s_hi = max(a, src.since or date.min), min(b, src.until or date.max)
+                    if s_lo >= s_hi:
+                        continue
+                    held = spans[i]
+                    if held and held[-1][1] == s_lo:
+                        held[-1] = (held[-1][0], s_hi)
+                    else:
+                        held.append((s_lo, s_hi))
+        for i, held in spans.items():
+            for s_lo, s_hi in held:
+                out.append((i, Source(unit.code, sources[i].share, None if s_lo == date.min else s_lo,
+                                      None if s_hi == date.max else s_hi), unit))
     return out
 
 
@@ -193,22 +227,27 @@ def units_below(code: str, level: str, first: date, last: date,
     successor (Hà Nam's communes, still open in the shipped data, sit under the new Ninh
     Bình once their districts are gone): otherwise a province's communes would vanish from
     its breakdown the day the district tier was abolished. One version per code, the one
-    in force on the last day it counts for."""
-    by_code = versions_by_code([AreaRow("", a) for a in areas])
-    after: dict[str, list[Succession]] = defaultdict(list)
-    for s in successions:
-        after[s.old_code].append(s)
-    at_level = [a for a in areas if a.level == level]
-    found: dict[str, Area] = {}
-    for src in series_sources(code, areas, successions):
+    in force on the last day it counts for. Which unit sits under which is `_memberships`,
+    the rule `units_at_level` gives a series by level."""
+    sources = series_sources(code, areas, successions)
+    found: dict[str, tuple[date, Area]] = {}
+    for i, member, unit in _memberships(sources, level, areas, successions):
+        src = sources[i]
         s_lo = max(first, src.since or date.min)
         s_hi = min(last, src.until - DAY if src.until is not None else date.max)
         if s_lo > s_hi:
             continue
-        for unit in at_level:
-            if covers(unit, s_hi) and unit.code != src.code and src.code in _ancestors(unit, s_hi, by_code, after):
-                found[unit.code] = unit
-    return sorted(found.values(), key=lambda a: a.code)
+        if (member.since or date.min) <= s_hi and (member.until is None or s_hi < member.until):
+            if unit.code not in found or found[unit.code][0] < s_hi:
+                found[unit.code] = (s_hi, unit)
+    return sorted((unit for _, unit in found.values()), key=lambda a: a.code)
+
+
+def _successions_by_old(successions: Sequence[Succession]) -> dict[str, list[Succession]]:
+    after: dict[str, list[Succession]] = defaultdict(list)
+    for s in successions:
+        after[s.old_code].append(s)
+    return after
 
 
 def _ancestors(unit: Area, day: date, by_code: dict[str, list[AreaRow]],

@@ -46,7 +46,7 @@ async def geometry(
         # history and those the area holds now (a unit whose parent ended sits under the
         # parent's successor), so a page looks up every row's shape here
         today = datetime.now(ZoneInfo(request.app.state.timezone)).date()
-        history = units_at_level(series_sources(area, areas, successions), level, areas)
+        history = units_at_level(series_sources(area, areas, successions), level, areas, successions)
         held = units_below(area, level, date.min, today, areas, successions)
         codes = sorted({s.code for s in history} | {a.code for a in held})
         rows = await boundaries.map_units(conn, codes)

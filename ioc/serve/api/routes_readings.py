@@ -113,9 +113,10 @@ async def area_sources(conn: Any, area: str, level: str | None, tz_name: str) ->
     """The area and the units it succeeded (or the units at `level` below them), as the time
     spans their readings count for."""
     areas = await catalogue.list_areas(conn)
-    found = series_sources(area, areas, await catalogue.list_successions(conn))
+    successions = await catalogue.list_successions(conn)
+    found = series_sources(area, areas, successions)
     if level is not None:
-        found = units_at_level(found, level, areas)
+        found = units_at_level(found, level, areas, successions)
     return to_series_sources(found, ZoneInfo(tz_name))
 
 
