@@ -571,11 +571,14 @@ async def test_retention_deletes_both_streams_and_kept_spans_keep_both(pool: asy
     cam = f"rb-{secrets.token_hex(2)}"
     root = tmp_path / "rec"
     starts = await _old_recent_and_kept(pool, root, cam, 4, {"main": 1000, "sub": 500})
-    # by age: both streams of the old spans not kept go; the quota (6000 bytes) counts both
-    # streams (4 recent spans of 1500 + the kept old one = 7500): the oldest recent span not
-    # kept goes, with both its streams
-    keeper = RecordingKeeper(RecordingConfig(root, retention_days=30, quota_bytes=6000, every_s=1), pool)
-    await keeper.retain()
+    # by age: both streams of the old spans not kept go
+    await RecordingKeeper(RecordingConfig(root, retention_days=30, every_s=1), pool).retain()
+    for stream in ("main", "sub"):
+        left = [round(r["started_at"].timestamp(), 2) for r in await segment_rows(pool, cam, stream)]
+        assert left == [round(starts[i], 2) for i in (0, 3, 4, 5, 6)], stream
+    # the quota (6000 bytes) counts both streams (4 recent spans of 1500 + the kept old one =
+    # 7500): the oldest recent span not kept goes, with both its streams
+    await RecordingKeeper(RecordingConfig(root, retention_days=30, quota_bytes=6000, every_s=1), pool).retain()
     for stream in ("main", "sub"):
         left = [round(r["started_at"].timestamp(), 2) for r in await segment_rows(pool, cam, stream)]
         assert left == [round(starts[i], 2) for i in (0, 4, 5, 6)], stream
