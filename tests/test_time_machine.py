@@ -477,6 +477,17 @@ TILES_C = [  # on screen 5 (columns and rows 4-7 of 12): two small camera tiles,
     {"id": "cam-o", "kind": "camera", "x": 6, "y": 4, "w": 2, "h": 2, "camera": OTHER_CAM},
     {"id": "cam-l", "kind": "camera", "x": 4, "y": 6, "w": 4, "h": 2, "camera": CAM},
 ]
+WATCH_STREAMS = """() => {
+  window.__streams = {};
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      const slot = c.target.closest(".slot");
+      if (!slot || !c.target.dataset.stream) continue;
+      const seen = (window.__streams[slot.dataset.tile] ||= []);
+      if (seen[seen.length - 1] !== c.target.dataset.stream) seen.push(c.target.dataset.stream);
+    }
+  }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ["data-stream"] });
+}"""
 WATCH_TILE = """(tile) => {
   const st = (window.__recWatch = { blank: 0, samples: 0, seq: [], stop: false });
   const step = () => {
@@ -510,8 +521,9 @@ async def _record(api: Api, cam: str, clip: str, start: float, stream: str) -> l
 async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
         api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
     """A small replay tile plays the recorded sub-stream, a large one the main stream (as live
-    tiles do); a small tile of a camera without a sub recording plays its main one. While a
-    segment plays, the next one is fetched ahead, and the tile never goes blank crossing over."""
+    tiles do, after a quick first picture from the sub-stream); a small tile of a camera without
+    a sub recording plays its main one. While a segment plays, the next one is fetched ahead,
+    and the tile never goes blank crossing over."""
     from playwright.async_api import expect
 
     await api.post("/api/v1/wall/replay", {"action": "live"})
@@ -544,6 +556,7 @@ async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
         page = watch.attach(await ctx.new_page())
         await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
         await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        await page.evaluate(WATCH_STREAMS)
         r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "paused": True})
         assert r.status_code == 200, r.text
         past = page.locator("#past")
@@ -556,6 +569,9 @@ async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
         heights = {name: await tile.evaluate('(t) => t.querySelector("video.rec-active").videoHeight')
                    for name, tile in (("small", small), ("large", large))}
         assert heights == {"small": 360, "large": 1080}, heights
+        # the large tile showed its sub-stream's picture first (quick), then its main one
+        shown = await page.evaluate("() => window.__streams")
+        assert shown["cam-l"] == ["sub", "main"] and shown["cam-s"] == ["sub"] and shown["cam-o"] == ["main"], shown
         await _frame_is(page, small, 1.0)  # the sub recording at the replayed instant
         await _frame_is(page, large, 1.0)  # and the main one, the same frame
 

@@ -17,6 +17,10 @@ import { WallModel } from "./wall.js";
 const REFRESH_S = 4; // replayed seconds between two looks at the state (at most once a second)
 const DRIFT_S = 0.4; // a video further than this (times the speed) from the instant seeks
 const KEEP_S = 0.1;
+const SETTLE_MS = 2000; // a video just shown, playing, is left this long before a drift seeks it again
+// how long a seek into a freshly loaded segment takes on this page, learned: a playing replay
+// seeks that far ahead of the instant, so the picture it shows first is the instant's
+let seekLag = 0.25;
 const READ_AHEAD_S = 1.5; // the next segment is fetched this long (times the speed) before it plays
 
 const epoch = (iso) => Date.parse(iso) / 1000;
@@ -89,6 +93,7 @@ export class RecordingTile extends TileView {
   render() {
     const gap = !(this.data && (this.data.recording || this.data.recording_sub));
     this.el.dataset.state = gap ? "no-recording" : "replay";
+    if (this.data) this.el.dataset.wants = this.data.stream || "main";
     this.el.classList.toggle("has-video", !gap && this.seg !== null);
     this.noteEl.textContent = gap && this.data ? t(this.lang, "replay.no_recording") : "";
     this.noteEl.hidden = !this.noteEl.textContent;
@@ -100,10 +105,18 @@ export class RecordingTile extends TileView {
 
   /** The segment to play at instant `pos`: the stream the tile's size calls for, else main. */
   _segmentAt(pos) {
-    const d = this.data || {};
-    const list = (r) => (r ? [r.segment, ...(r.following || [])] : []);
-    const at = (segs) => segs.find((s) => pos >= epoch(s.start) && pos < epoch(s.end));
-    return (d.stream === "sub" && at(list(d.recording_sub))) || at(list(d.recording)) || null;
+    return (this.data && this.data.stream === "sub" && this._streamAt("sub", pos)) || this._streamAt("main", pos);
+  }
+
+  /** The segment of one stream that holds instant `pos`, if the last state named it. */
+  _streamAt(stream, pos) {
+    const r = this.data && (stream === "sub" ? this.data.recording_sub : this.data.recording);
+    const segs = r ? [r.segment, ...(r.following || [])] : [];
+    return segs.find((s) => pos >= epoch(s.start) && pos < epoch(s.end)) || null;
+  }
+
+  _holds(pos) {
+    return this.seg !== null && pos >= epoch(this.seg.start) - KEEP_S && pos < epoch(this.seg.end);
   }
 
   get _standby() {
@@ -114,9 +127,11 @@ export class RecordingTile extends TileView {
   _follow() {
     if (this.destroyed) return;
     const pos = this.ctx.serverNow();
-    // the segment on show keeps the instant a hair before its start (it took over on a timer)
-    const keep = this.seg && pos >= epoch(this.seg.start) - KEEP_S && pos < epoch(this.seg.end);
-    const seg = keep ? this.seg : this._segmentAt(pos);
+    const want = this._segmentAt(pos);
+    // the segment on show keeps the instant a hair before its start (it took over on a timer),
+    // unless it is the quick picture of a tile that wants the main stream
+    const keep = this._holds(pos) && (!want || want.stream === this.seg.stream);
+    const seg = keep ? this.seg : want;
     if (!seg) {
       if (this.seg && pos >= epoch(this.seg.end)) this.shown.pause();
       return;
@@ -130,7 +145,10 @@ export class RecordingTile extends TileView {
       if (next.ready) this._show(next); // read ahead: it waits at its first frame
       else this.showWhenReady = seg.id; // on its way
     } else {
-      this._load(seg, true);
+      // nothing on show at the instant (a start, a seek): a large tile shows the sub-stream's
+      // picture first, quick to fetch and decode, and its main one as soon as that is ready
+      const quick = seg.stream !== "sub" && !this._holds(pos) ? this._streamAt("sub", pos) : null;
+      this._load(quick || seg, true);
     }
   }
 
@@ -163,11 +181,15 @@ export class RecordingTile extends TileView {
     }
     v.ready = true;
     if (this.showWhenReady !== seg.id) return; // read ahead: wait at the first frame
-    const want = this.ctx.serverNow() - epoch(seg.start);
+    const clock = this.ctx.replayClock();
+    const lead = clock.paused ? 0 : seekLag * (clock.speed || 1);
+    const want = this.ctx.serverNow() - epoch(seg.start) + lead;
     if (want > 0.02) { // seeked unseen, so the tile never shows a wrong frame first
       const seeked = once(v, "seeked");
+      const t0 = performance.now();
       v.currentTime = Math.min(want, Number.isFinite(v.duration) ? Math.max(0, v.duration - 0.05) : want);
       await seeked;
+      if (!clock.paused) seekLag = Math.min(2, 0.7 * seekLag + 0.3 * ((performance.now() - t0) / 1000));
       if (this.destroyed || v.seg !== seg || v === this.shown || this.showWhenReady !== seg.id) return;
     }
     this._show(v);
@@ -200,10 +222,12 @@ export class RecordingTile extends TileView {
       old.classList.remove("rec-active");
       this._release(old);
     }
+    this.shownAt = performance.now();
     this.el.dataset.segment = String(v.seg.id);
     this.el.dataset.stream = v.seg.stream || "main";
     this.render();
     this._sync();
+    if (this.data && v.seg.stream !== this.data.stream) this._follow(); // a quick picture: now the main one
   }
 
   /** Let go of a video's segment: stop it, drop its source, revoke its blob URL. */
@@ -228,7 +252,9 @@ export class RecordingTile extends TileView {
     const end = Number.isFinite(v.duration) ? Math.max(0, v.duration - 0.05) : want;
     // paused, the frame of the instant exactly; playing, only when it drifts off
     const off = Math.abs(v.currentTime - want);
-    if (force || (clock.paused ? off > 0.02 : off > DRIFT_S * Math.max(1, clock.speed))) {
+    const settling = performance.now() - (this.shownAt || 0) < SETTLE_MS; // a seek now would only lag more
+    const drift = DRIFT_S * Math.max(1, clock.speed) * (settling ? 3 : 1);
+    if (force || (clock.paused ? off > 0.02 : off > drift)) {
       v.currentTime = Math.min(Math.max(0, want), end);
     }
     this.el.dataset.offset = want.toFixed(3);
