@@ -141,14 +141,15 @@ export class RecordingTile extends TileView {
       return;
     }
     const next = this._standby;
-    if (next.seg && next.seg.id === seg.id) {
+    // nothing on show at the instant (a start, a seek): a large tile shows the sub-stream's
+    // picture first, quick to fetch and decode, and its main one as soon as that is ready
+    const quick = seg.stream !== "sub" && !this._holds(pos) ? this._streamAt("sub", pos) : null;
+    const target = (next.seg && next.seg.id === seg.id) || !quick ? seg : quick;
+    if (next.seg && next.seg.id === target.id) {
       if (next.ready) this._show(next); // read ahead: it waits at its first frame
-      else this.showWhenReady = seg.id; // on its way
+      else this.showWhenReady = target.id; // on its way: shown once it has the instant's picture
     } else {
-      // nothing on show at the instant (a start, a seek): a large tile shows the sub-stream's
-      // picture first, quick to fetch and decode, and its main one as soon as that is ready
-      const quick = seg.stream !== "sub" && !this._holds(pos) ? this._streamAt("sub", pos) : null;
-      this._load(quick || seg, true);
+      this._load(target, true);
     }
   }
 
@@ -199,6 +200,8 @@ export class RecordingTile extends TileView {
   _readAhead() {
     const clock = this.ctx.replayClock();
     if (!this.seg || clock.paused || this.destroyed || this.showWhenReady !== null) return;
+    if (this.data && this.seg.stream !== this.data.stream && this._segmentAt(epoch(this.seg.start))?.stream
+        !== this.seg.stream) return; // a quick picture on show: the main stream's segment comes first
     const now = this.ctx.serverNow();
     const end = epoch(this.seg.end);
     if (now < epoch(this.seg.start) || end - now > READ_AHEAD_S * Math.max(1, clock.speed)) return;
