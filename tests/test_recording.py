@@ -687,6 +687,26 @@ def test_recordings_dir_is_validated_at_start(tmp_path: Path) -> None:
     assert load_settings(recording_sub_stream="off").recording_sub_stream is False
 
 
+async def test_sub_stream_recording_follows_its_setting_and_the_mode(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """IOC_RECORDING_SUB_STREAM off: only main streams are recorded; on: a camera's sub-stream
+    too, where it has one and its mode is not off."""
+    from camera.service import CameraService
+    from ioc.core.cameras import Camera
+    from ioc.core.settings import MqttTarget
+
+    both = Camera(id="rs-both", name="Hai", main_url="rtsp://127.0.0.1:9/main", sub_url="rtsp://127.0.0.1:9/sub")
+    one = Camera(id="rs-one", name="Một", main_url="rtsp://127.0.0.1:9/main")
+    target = MqttTarget(host="127.0.0.1", port=9, username="u", password="p", tls=False)
+    for sub_stream in (True, False):
+        svc = CameraService([both, one], target, pool=pool, recording=RecordingConfig(tmp_path, sub_stream=sub_stream))
+        assert svc.keeper is not None
+        svc.keeper.apply_modes({"rs-both": "continuous", "rs-one": "events"})
+        assert svc._records(both, "main") and svc._records(one, "main")
+        assert svc._records(both, "sub") is sub_stream and not svc._records(one, "sub")
+        svc.keeper.apply_modes({"rs-one": "events"})  # rs-both off
+        assert not svc._records(both, "main") and not svc._records(both, "sub")
+
+
 _FAILING_DISK = """
 import json, resource, signal, sys, time
 from pathlib import Path
