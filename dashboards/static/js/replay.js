@@ -93,7 +93,6 @@ export class RecordingTile extends TileView {
   render() {
     const gap = !(this.data && (this.data.recording || this.data.recording_sub));
     this.el.dataset.state = gap ? "no-recording" : "replay";
-    if (this.data) this.el.dataset.wants = this.data.stream || "main";
     this.el.classList.toggle("has-video", !gap && this.seg !== null);
     this.noteEl.textContent = gap && this.data ? t(this.lang, "replay.no_recording") : "";
     this.noteEl.hidden = !this.noteEl.textContent;
@@ -128,6 +127,7 @@ export class RecordingTile extends TileView {
     if (this.destroyed) return;
     const pos = this.ctx.serverNow();
     const want = this._segmentAt(pos);
+    if (want) this.el.dataset.wants = want.stream; // what it plays once settled (for the tests)
     // the segment on show keeps the instant a hair before its start (it took over on a timer),
     // unless it is the quick picture of a tile that wants the main stream
     const keep = this._holds(pos) && (!want || want.stream === this.seg.stream);
