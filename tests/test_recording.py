@@ -44,6 +44,7 @@ from tests.rigs.rtsp.rig import Mount, RtspRig, media_path
 UTC = timezone.utc
 RUN = secrets.token_hex(2)
 CONT, SUB, EVENTS, OFF = f"rc-{RUN}", f"rs-{RUN}", f"re-{RUN}", f"ro-{RUN}"
+LATER = f"rl-{RUN}"  # two streams, recording turned on while the service runs
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -149,7 +150,9 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
             f'[[camera]]\nid = "{SUB}"\nname = "Hai luồng"\nmain_url = "{rig.url("rec-main")}"\n'
             f'sub_url = "{rig.url("street-360p")}"\n'
             f'[[camera]]\nid = "{EVENTS}"\nname = "Sự kiện"\nmain_url = "{rig.url("frozen-360p")}"\n'
-            f'[[camera]]\nid = "{OFF}"\nname = "Tắt"\nmain_url = "{rig.url("street-360p")}"\n', encoding="utf-8")
+            f'[[camera]]\nid = "{OFF}"\nname = "Tắt"\nmain_url = "{rig.url("street-360p")}"\n'
+            f'[[camera]]\nid = "{LATER}"\nname = "Bật sau"\nmain_url = "{rig.url("rec-main")}"\n'
+            f'sub_url = "{rig.url("street-360p")}"\n', encoding="utf-8")
         svc = CameraProcess(camera_env(broker, service_passwords, db_url, root, registry), tmp / "cameras.log")
         svc.start()
         try:
@@ -164,6 +167,9 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
             await wait_for(lambda: _count_after(pool, CONT, out.back_at, 2), 40, "recording after the camera came back")
             await wait_for(lambda: _count(pool, SUB, 2), 30, "the main stream of a sub-stream camera recorded")
             await wait_for(lambda: _count(pool, SUB, 2, "sub"), 30, "the sub-stream of a sub-stream camera recorded")
+            async with pool.acquire() as conn:  # an admin turns recording on (the service follows its reload)
+                await rec_store.set_mode(conn, LATER, "continuous", "test-admin")
+            await wait_for(lambda: _count(pool, LATER, 2, "sub"), 40, "both streams recorded once the mode is on")
             await wait_for(lambda: _count(pool, EVENTS, 2), 40, "the events camera's clip around its frozen picture")
             async with pool.acquire() as conn:
                 out.event_started = await conn.fetchval(
@@ -256,6 +262,12 @@ async def test_the_sub_stream_is_recorded_beside_the_main_one(recorded: Recorded
     main = {r["path"] for r in await segment_rows(pool, SUB)}
     assert main and not main & {r["path"] for r in rows}
     assert not await segment_rows(pool, CONT, "sub")  # no sub_url, no sub-stream recording
+    # turned on while the service ran: its tiles' reader (the sub-stream) took a recorder
+    for stream, size in (("main", "1280,720"), ("sub", "640,360")):
+        rows = await segment_rows(pool, LATER, stream)
+        assert rows, stream
+        assert_plays(recorded.root / rows[0]["path"])
+        assert _size(recorded.root / rows[0]["path"]) == size
     # killed, its sub segments not indexed: indexed again at the next start, as sub segments
     assert recorded.unindexed_sub
     again = {r["path"]: r["stream"] for r in await segment_rows(pool, SUB, None)}
