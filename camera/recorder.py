@@ -1,6 +1,7 @@
-"""One camera's recording: its own H.264 packets remuxed into MP4 segments, never decoded.
+"""One camera stream's recording: its own H.264 packets remuxed into MP4 segments, never decoded.
 
-A `Recorder` is driven by the reader thread of the camera's main stream (capture.py):
+A `Recorder` records one stream of a camera (`main`, or its `sub`-stream beside it, for small
+replay tiles) and is driven by the reader thread of that stream (capture.py):
 `begin` when the stream opens, `packet` for each packet as it is read, `end` before the
 stream closes. Our own RTSP reader (rtp_reader.py) has no demuxed stream to give as the
 output's template: it begins with `h264_template` of its first keyframe (the SPS and PPS in
@@ -53,6 +54,7 @@ from fractions import Fraction
 
 import av
 
+from ioc.core.contracts.video_frame import Stream
 from ioc.core.recordings import part_path, segment_path
 
 log = logging.getLogger("ioc.camera.recording")
@@ -71,6 +73,7 @@ class SegmentDone:
     end: float
     bytes: int
     path: str  # relative to the recordings directory
+    stream: Stream = "main"
 
 
 def h264_template(keyframe: bytes) -> av.VideoStream:
@@ -97,8 +100,8 @@ class _Unit:
 class Recorder:
     def __init__(self, camera_id: str, root: Path, *, segment_s: float = 4.0, pre_roll_s: float = 10.0,
                  on_segment: Callable[[SegmentDone], None], on_state: Callable[[str, str | None], None],
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        self.camera_id, self.root = camera_id, root
+                 monotonic: Callable[[], float] = time.monotonic, stream: Stream = "main") -> None:
+        self.camera_id, self.root, self.stream = camera_id, root, stream
         self.segment_s, self.pre_roll_s = segment_s, pre_roll_s
         self.on_segment, self.on_state = on_segment, on_state  # called in the reader thread
         # written by the event loop, read by the reader thread (plain attributes: one writer each)
@@ -185,7 +188,7 @@ class Recorder:
             return at
         if self._shift == 0.0:
             log.warning("wall clock jumped: the open segment keeps its times, the next one follows",
-                        extra={"camera": self.camera_id, "jump_s": round(jump, 3)})
+                        extra={"camera": self.camera_id, "stream": self.stream, "jump_s": round(jump, 3)})
         self._shift = jump
         return steady
 
@@ -254,7 +257,7 @@ class Recorder:
             start += self._shift
             self._offset += self._shift
             self._shift = 0.0
-        rel = part_path(self.camera_id, start)
+        rel = part_path(self.camera_id, start, self.stream)
         path = self.root / rel
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +313,7 @@ class Recorder:
             if self._frames == 0 or end <= self._seg_start:
                 part.unlink(missing_ok=True)
                 return
-            rel = segment_path(self.camera_id, self._seg_start, end)
+            rel = segment_path(self.camera_id, self._seg_start, end, self.stream)
             size = part.stat().st_size
             os.rename(part, self.root / rel)
         except (OSError, av.FFmpegError) as exc:
@@ -318,10 +321,10 @@ class Recorder:
             return
         self._part = None
         if self._failed is not None:
-            log.info("camera recording resumed", extra={"camera": self.camera_id})
+            log.info("camera recording resumed", extra={"camera": self.camera_id, "stream": self.stream})
             self._failed = None
             self._report(self.mode, None)
-        self.on_segment(SegmentDone(self.camera_id, self._seg_start, end, size, rel))
+        self.on_segment(SegmentDone(self.camera_id, self._seg_start, end, size, rel, self.stream))
 
     def _close_file(self) -> None:
         file, self._file = self._file, None
@@ -344,7 +347,7 @@ class Recorder:
         why = "disk full" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else \
             f"cannot write: {getattr(exc, 'strerror', None) or exc}"
         if self._failed is None:
-            log.error("camera recording stopped", extra={"camera": self.camera_id, "error": why})
+            log.error("camera recording stopped", extra={"camera": self.camera_id, "stream": self.stream, "error": why})
         self._failed = why
         self._retry_at = time.time() + RETRY_S
         self._report("stopped", why)

@@ -1,4 +1,4 @@
-"""The camera service's side of recording: one `Recorder` per camera, the index, retention.
+"""The camera service's side of recording: one `Recorder` per camera stream, the index, retention.
 
 The recorders run in the reader threads (recorder.py); this runs on the event loop and
 owns what they cannot do there: the PostgreSQL index (closed segments queue here and are
@@ -6,6 +6,10 @@ written in batches, retried through a database outage), each camera's mode (from
 registry, re-read with it), the events that open and close an `events` camera's recording,
 and retention (by age and by the disk quota, oldest first, never a kept segment). Every
 file operation (unlink, directory walks) runs in a worker thread.
+
+A camera with a sub-stream records it too (unless `sub_stream` is off), with the main
+stream's mode, so a small replay tile can play the small picture; the camera's status
+follows its main stream's recorder (the sub-stream's failures are logged).
 
 At start, what a kill left behind is put right for this process's cameras: `.part` files
 (the segment being written) are removed, and closed segments that were renamed into place
@@ -31,7 +35,8 @@ from pathlib import Path
 import asyncpg
 
 from camera.recorder import Recorder, SegmentDone
-from ioc.core.recordings import PART_SUFFIX, UnsafePath, day_of, inside, parse_segment_name
+from ioc.core.contracts.video_frame import STREAMS, Stream
+from ioc.core.recordings import PART_SUFFIX, UnsafePath, day_of, inside, parse_segment_name, stream_dir
 from ioc.core.storage import recordings as store
 
 log = logging.getLogger("ioc.camera.recording")
@@ -49,13 +54,14 @@ class RecordingConfig:
     retention_days: int = 30
     quota_bytes: int = 0
     every_s: float = 30.0
+    sub_stream: bool = True  # record a camera's sub-stream too, where it has one
 
 
 class RecordingKeeper:
     def __init__(self, config: RecordingConfig, pool: asyncpg.Pool) -> None:
         self.config = config
         self.pool = pool
-        self.recorders: dict[str, Recorder] = {}
+        self.recorders: dict[tuple[str, Stream], Recorder] = {}
         self.modes: dict[str, str] = {}
         self._done: asyncio.Queue[SegmentDone] = asyncio.Queue()
         self._retention_due = asyncio.Event()
@@ -63,24 +69,28 @@ class RecordingKeeper:
         self._blocked: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def recorder(self, camera_id: str, on_state: Callable[[str, str | None], None]) -> Recorder:
-        """The camera's recorder (kept across its readers); `on_state` is called on the loop."""
+    def recorder(self, camera_id: str, on_state: Callable[[str, str | None], None] | None,
+                 stream: Stream = "main") -> Recorder:
+        """The recorder of a camera's stream (kept across its readers); `on_state` is called
+        on the loop (None: its state changes are only logged)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        rec = self.recorders.get(camera_id)
+        rec = self.recorders.get((camera_id, stream))
         if rec is None:
             rec = Recorder(camera_id, self.config.root, segment_s=self.config.segment_s,
-                           pre_roll_s=self.config.pre_roll_s,
+                           pre_roll_s=self.config.pre_roll_s, stream=stream,
                            on_segment=lambda done: loop.call_soon_threadsafe(self._done.put_nowait, done),
                            on_state=lambda s, why: None)
-            self.recorders[camera_id] = rec
-        rec.on_state = lambda s, why: _call_soon(loop, on_state, s, why)
+            self.recorders[(camera_id, stream)] = rec
+        if on_state is not None:
+            rec.on_state = lambda s, why: _call_soon(loop, on_state, s, why)
         rec.mode = self.modes.get(camera_id, "off")
         rec.blocked = self._blocked
         return rec
 
     def forget(self, camera_id: str) -> None:
-        self.recorders.pop(camera_id, None)
+        for stream in STREAMS:
+            self.recorders.pop((camera_id, stream), None)
 
     def mode(self, camera_id: str) -> str:
         return self.modes.get(camera_id, "off")
@@ -92,23 +102,24 @@ class RecordingKeeper:
         return modes
 
     def apply_modes(self, modes: dict[str, str]) -> None:
-        for cam, rec in self.recorders.items():
+        for (cam, stream), rec in self.recorders.items():
             mode = modes.get(cam, "off")
             if rec.mode != mode:
-                log.info("camera recording mode", extra={"camera": cam, "mode": mode})
+                log.info("camera recording mode", extra={"camera": cam, "stream": stream, "mode": mode})
                 rec.mode = mode
         self.modes = dict(modes)
 
     def faults(self, camera_id: str, open_now: set[str], closed: set[str]) -> None:
         """A camera's faults changed: an `events` camera records while a picture fault is open
         and `post_s` after the last one ends."""
-        rec = self.recorders.get(camera_id)
-        if rec is None:
-            return
-        if open_now & PICTURE_EVENTS:
-            rec.record_until = math.inf
-        elif closed & PICTURE_EVENTS or rec.record_until == math.inf:
-            rec.record_until = time.time() + self.config.post_s
+        for stream in STREAMS:
+            rec = self.recorders.get((camera_id, stream))
+            if rec is None:
+                continue
+            if open_now & PICTURE_EVENTS:
+                rec.record_until = math.inf
+            elif closed & PICTURE_EVENTS or rec.record_until == math.inf:
+                rec.record_until = time.time() + self.config.post_s
 
     # -- on the loop ---------------------------------------------------------------------------
     async def run(self, camera_ids: list[str]) -> None:
@@ -124,7 +135,7 @@ class RecordingKeeper:
             known = await store.indexed_paths(conn, [d.path for d in found])
             missing = [d for d in found if d.path not in known]
             if missing:
-                await store.add_segments(conn, [(d.camera, d.start, d.end, d.bytes, d.path) for d in missing])
+                await _index(conn, missing)
                 log.info("recordings indexed after a restart", extra={"segments": len(missing)})
 
     async def _index_writer(self) -> None:
@@ -136,7 +147,7 @@ class RecordingKeeper:
             while True:
                 try:
                     async with self.pool.acquire() as conn:
-                        await store.add_segments(conn, [(d.camera, d.start, d.end, d.bytes, d.path) for d in batch])
+                        await _index(conn, batch)
                     break
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     log.warning("recording index not written, retrying", extra={"error": str(exc)[:200]})
@@ -184,6 +195,13 @@ class RecordingKeeper:
             rec.blocked = blocked
 
 
+async def _index(conn: asyncpg.Connection, done: list[SegmentDone]) -> None:
+    for stream in STREAMS:
+        rows = [(d.camera, d.start, d.end, d.bytes, d.path) for d in done if d.stream == stream]
+        if rows:
+            await store.add_segments(conn, rows, stream)
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[str, str | None], None], state: str,
                why: str | None) -> None:
     try:
@@ -194,7 +212,7 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[str, str | None], 
 
 def _leftovers(root: Path, camera_ids: list[str]) -> list[SegmentDone]:
     """Delete `.part` files; the closed segments of the last two days (what a kill may have
-    left unindexed)."""
+    left unindexed), each stream's from its own directory."""
     out: list[SegmentDone] = []
     today = time.time()
     days = {day_of(today), day_of(today - 86400)}
@@ -203,20 +221,23 @@ def _leftovers(root: Path, camera_ids: list[str]) -> list[SegmentDone]:
         if cam_dir.is_symlink() or not cam_dir.is_dir():
             continue
         for day in sorted(days):
-            d = cam_dir / day
-            if d.is_symlink() or not d.is_dir():
-                continue
-            for entry in os.scandir(d):
-                if not entry.is_file(follow_symlinks=False):
+            for stream in STREAMS:
+                rel = stream_dir(cam, day, stream)
+                d = root / rel
+                if (root / cam / day).is_symlink() or d.is_symlink() or not d.is_dir():
                     continue
-                if entry.name.endswith(PART_SUFFIX):
-                    os.unlink(entry.path)
-                    log.info("unfinished recording segment removed", extra={"camera": cam, "file": entry.name})
-                    continue
-                span = parse_segment_name(entry.name)
-                if span is not None:
-                    out.append(SegmentDone(cam, span[0], span[1], entry.stat(follow_symlinks=False).st_size,
-                                           f"{cam}/{day}/{entry.name}"))
+                for entry in os.scandir(d):
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.name.endswith(PART_SUFFIX):
+                        os.unlink(entry.path)
+                        log.info("unfinished recording segment removed",
+                                 extra={"camera": cam, "stream": stream, "file": entry.name})
+                        continue
+                    span = parse_segment_name(entry.name)
+                    if span is not None:
+                        out.append(SegmentDone(cam, span[0], span[1], entry.stat(follow_symlinks=False).st_size,
+                                               f"{rel}/{entry.name}", stream))
     return out
 
 

@@ -10,7 +10,9 @@ by access unit (camera/video.py) on the camera's `video/main` or `video/sub` top
 some wall node plays that stream (the same demand, per stream), from the reader the tiles
 already decode: one RTSP session per stream. A node that wants the other stream (main video
 while the tiles read the sub-stream) gets a video-only reader of that stream, which decodes
-nothing, for as long as it is wanted. The status goes retained to the camera's `status` topic on
+nothing, for as long as it is wanted. Recording reads the same way: a recorded camera's main
+stream and, where it has one, its sub-stream are muxed by whichever reader reads them (the
+tiles' reader, or a video-only one kept open while the stream is recorded). The status goes retained to the camera's `status` topic on
 every change and at least every 10 s. A stale frame is never published twice. The
 service's own presence (`topics.camera_presence`) has a last will. Every topic and payload
 is defined in `ioc.core.contracts`.
@@ -92,6 +94,7 @@ class CameraService:
         self._video_only_threads: dict[tuple[str, Stream], CaptureThread] = {}
         # recording needs the index: without a database, nothing is recorded
         self.keeper = RecordingKeeper(recording, pool) if recording is not None and pool is not None else None
+        self._sub_recorded: set[str] = set()  # cameras started with their sub-stream recorded
 
     def _status(self, status: CameraStatus) -> None:
         self.link.publish(topics.live_camera(status.camera_id, "status"), camera_contract.encode_status(status),
@@ -231,8 +234,11 @@ class CameraService:
                              extra={"camera": cam_id, "stream": stream, "worker": self.worker_id})
 
     def _records(self, cam: Camera, stream: Stream) -> bool:
-        """Whether this stream is recorded: the main one, when the camera's mode is not off."""
-        return stream == "main" and self.keeper is not None and self.keeper.mode(cam.id) != "off"
+        """Whether this stream is recorded: when the camera's mode is not off, its main stream,
+        and its sub-stream if it has one and sub-streams are recorded (IOC_RECORDING_SUB_STREAM)."""
+        if self.keeper is None or self.keeper.mode(cam.id) == "off":
+            return False
+        return stream == "main" or (self.keeper.config.sub_stream and cam.sub_url is not None)
 
     def _video_only_reader(self, cam: Camera, stream: Stream, want: bool) -> bool:
         """Start or stop the reader of a stream the tiles do not read; True if that changed."""
@@ -260,9 +266,11 @@ class CameraService:
             if failure is None:
                 thread = CaptureThread(cam.id, cam.open_url(stream), cam.mode, stream=stream, decode=False)
                 thread.want_video, thread.on_video = self._video_wanted(cam, stream), self._forwarder(cam.id, stream)
+                monitor = self.monitors.get(cam.id)
                 if self.keeper is not None and stream == "main":
-                    monitor = self.monitors.get(cam.id)
                     thread.recorder = self.keeper.recorder(cam.id, monitor.recording) if monitor else None
+                elif self.keeper is not None and cam.id in self._sub_recorded:
+                    thread.recorder = self.keeper.recorder(cam.id, None, "sub")
                 self._video_only_threads[(cam.id, stream)] = thread
                 thread.start()
                 try:
@@ -311,8 +319,15 @@ class CameraService:
         if self.keeper is not None:
             rec = self.keeper.recorder(cam.id, m.recording)
             m.status.recording = rec.mode
-            if _tile_stream(cam) == "main":
-                m.recorder = rec  # else the main stream's own reader records (_apply_demand)
+            if self._records(cam, "sub"):
+                # only while recorded: a recorded stream is read by FFmpeg's demuxer, not our RTSP reader
+                self._sub_recorded.add(cam.id)
+                sub = self.keeper.recorder(cam.id, None, "sub")
+            else:
+                self._sub_recorded.discard(cam.id)
+                sub = None
+            # the tiles' reader records its stream; the other one's own reader records it (_apply_demand)
+            m.recorder = rec if _tile_stream(cam) == "main" else sub
         self.monitors[cam.id] = m
         self._apply_demand()
         tasks = [asyncio.create_task(m.run(), name=f"monitor-{cam.id}"),
@@ -377,6 +392,13 @@ class CameraService:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("recording modes not reloaded", extra={"error": str(exc)[:300]})
             return
+        for cam in list(self.cameras):
+            if cam.id in self.monitors and self._records(cam, "sub") != (cam.id in self._sub_recorded):
+                # its sub-stream's reader takes (or drops) a recorder only when it opens
+                log.info("camera sub-stream recording " + ("starts" if self._records(cam, "sub") else "stops"),
+                         extra={"camera": cam.id, "worker": self.worker_id})
+                await self._stop(cam.id, forget=False)
+                self._start(cam)
         self._apply_demand()  # a camera whose tiles read its sub-stream needs its main reader to record
 
     async def _until_fatal(self) -> None:

@@ -1,7 +1,7 @@
 """Recording end to end: real RTSP cameras, a real `ioc cameras`, real PostgreSQL, ffprobe.
 
 One run of the camera service (module fixture `recorded`) records a continuous camera, a
-camera whose tiles read its sub-stream (its main stream is recorded), an `events` camera
+camera whose tiles read its sub-stream (both its streams are recorded), an `events` camera
 (black picture) and a camera with recording off; drops a camera mid-recording; is killed
 -9 while a segment is open and started again. The tests then check the files, the index
 and the playback API against what that run left.
@@ -44,6 +44,7 @@ from tests.rigs.rtsp.rig import Mount, RtspRig, media_path
 UTC = timezone.utc
 RUN = secrets.token_hex(2)
 CONT, SUB, EVENTS, OFF = f"rc-{RUN}", f"rs-{RUN}", f"re-{RUN}", f"ro-{RUN}"
+LATER = f"rl-{RUN}"  # two streams, recording turned on while the service runs
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -111,9 +112,11 @@ async def wait_for(check: Any, timeout: float, what: str) -> Any:
         await asyncio.sleep(0.3)
 
 
-async def segment_rows(pool: asyncpg.Pool, camera: str) -> list[asyncpg.Record]:
+async def segment_rows(pool: asyncpg.Pool, camera: str, stream: str | None = "main") -> list[asyncpg.Record]:
+    """A camera's index rows of one stream (None: both), oldest first."""
     async with pool.acquire() as conn:
-        return await conn.fetch("SELECT * FROM recording_segments WHERE camera = $1 ORDER BY started_at", camera)
+        return await conn.fetch("SELECT * FROM recording_segments WHERE camera = $1 AND stream = coalesce($2, stream) "
+                                "ORDER BY started_at", camera, stream)
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Recorded:
     playable_after_kill: list[str] = field(default_factory=list)
     unplayable_after_kill: list[str] = field(default_factory=list)
     event_started: datetime | None = None
+    unindexed_sub: list[str] = field(default_factory=list)  # sub segments whose index rows the test removed
     log: str = ""
 
 
@@ -137,7 +141,7 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
     async with pool.acquire() as conn:
         for cam, mode in ((CONT, "continuous"), (SUB, "continuous"), (EVENTS, "events")):
             await rec_store.set_mode(conn, cam, mode, "test-admin")
-    mounts = [Mount("rec-counter", "counter-360p.mp4"), Mount("rec-main", "counter-360p.mp4"),
+    mounts = [Mount("rec-counter", "counter-360p.mp4"), Mount("rec-main", "street-720p.mp4"),
               Mount("street-360p", "street-360p.mp4"), Mount("frozen-360p", "frozen-360p.mp4", timeline="per-client")]
     with RtspRig(mounts) as rig:
         registry = tmp / "cameras.toml"
@@ -146,7 +150,9 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
             f'[[camera]]\nid = "{SUB}"\nname = "Hai luồng"\nmain_url = "{rig.url("rec-main")}"\n'
             f'sub_url = "{rig.url("street-360p")}"\n'
             f'[[camera]]\nid = "{EVENTS}"\nname = "Sự kiện"\nmain_url = "{rig.url("frozen-360p")}"\n'
-            f'[[camera]]\nid = "{OFF}"\nname = "Tắt"\nmain_url = "{rig.url("street-360p")}"\n', encoding="utf-8")
+            f'[[camera]]\nid = "{OFF}"\nname = "Tắt"\nmain_url = "{rig.url("street-360p")}"\n'
+            f'[[camera]]\nid = "{LATER}"\nname = "Bật sau"\nmain_url = "{rig.url("rec-main")}"\n'
+            f'sub_url = "{rig.url("street-360p")}"\n', encoding="utf-8")
         svc = CameraProcess(camera_env(broker, service_passwords, db_url, root, registry), tmp / "cameras.log")
         svc.start()
         try:
@@ -160,6 +166,10 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
             out.back_at = time.time()
             await wait_for(lambda: _count_after(pool, CONT, out.back_at, 2), 40, "recording after the camera came back")
             await wait_for(lambda: _count(pool, SUB, 2), 30, "the main stream of a sub-stream camera recorded")
+            await wait_for(lambda: _count(pool, SUB, 2, "sub"), 30, "the sub-stream of a sub-stream camera recorded")
+            async with pool.acquire() as conn:  # an admin turns recording on (the service follows its reload)
+                await rec_store.set_mode(conn, LATER, "continuous", "test-admin")
+            await wait_for(lambda: _count(pool, LATER, 2, "sub"), 40, "both streams recorded once the mode is on")
             await wait_for(lambda: _count(pool, EVENTS, 2), 40, "the events camera's clip around its frozen picture")
             async with pool.acquire() as conn:
                 out.event_started = await conn.fetchval(
@@ -174,18 +184,23 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory, broker: MosquittoRi
             for f in files(root, CONT) + files(root, SUB) + files(root, EVENTS):
                 (out.playable_after_kill if probe(f)["rc"] == 0 and probe(f)["frames"] > 0
                  else out.unplayable_after_kill).append(str(f))
+            # as if the kill came between renaming sub segments into place and indexing them
+            async with pool.acquire() as conn:
+                out.unindexed_sub = [r["path"] for r in await conn.fetch(
+                    "DELETE FROM recording_segments WHERE camera = $1 AND stream = 'sub' RETURNING path", SUB)]
             # started again: what the kill interrupted is cleaned up, what it left unindexed is indexed
             svc.start()
             await wait_for(lambda: _no_parts_from_before(root, parts), 30, "the interrupted segment removed")
             await wait_for(lambda: _all_indexed(pool, root, CONT), 30, "every closed segment indexed")
+            await wait_for(lambda: _all_indexed(pool, root, SUB), 30, "every closed segment of both streams indexed")
         finally:
             svc.stop()
             out.log = (tmp / "cameras.log").read_text(errors="replace")
     yield out
 
 
-async def _count(pool: asyncpg.Pool, camera: str, n: int) -> bool:
-    return len(await segment_rows(pool, camera)) >= n
+async def _count(pool: asyncpg.Pool, camera: str, n: int, stream: str = "main") -> bool:
+    return len(await segment_rows(pool, camera, stream)) >= n
 
 
 async def _count_after(pool: asyncpg.Pool, camera: str, after: float, n: int) -> bool:
@@ -204,7 +219,7 @@ async def _no_parts_from_before(root: Path, parts: list[Path]) -> bool:
 
 async def _all_indexed(pool: asyncpg.Pool, root: Path, camera: str) -> bool:
     on_disk = {str(p.relative_to(root)) for p in files(root, camera)}
-    indexed = {r["path"] for r in await segment_rows(pool, camera)}
+    indexed = {r["path"] for r in await segment_rows(pool, camera, None)}
     return on_disk <= indexed
 
 
@@ -222,9 +237,41 @@ async def test_every_segment_plays_and_the_index_matches(recorded: Recorded, poo
             assert_plays(path)
     assert not (recorded.root / OFF).exists()  # recording off: nothing written
     # the sub-stream camera records its main stream: 360p here, as the rig's "rec-main" mount
+    assert _size(recorded.root / (await segment_rows(pool, SUB))[0]["path"]) == "1280,720"
+
+
+def _size(path: Path) -> str:
     res = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0",
-                          str(recorded.root / (await segment_rows(pool, SUB))[0]["path"])], capture_output=True, text=True)
-    assert res.stdout.strip() == "640,360"
+                          str(path)], capture_output=True, text=True, timeout=60)
+    return res.stdout.strip()
+
+
+async def test_the_sub_stream_is_recorded_beside_the_main_one(recorded: Recorded, pool: asyncpg.Pool) -> None:
+    """A camera with a sub-stream records it too, in its own directory, indexed as `sub`; a
+    camera without one records its main stream only."""
+    rows = await segment_rows(pool, SUB, "sub")
+    assert len(rows) >= 2
+    for r in rows:
+        start, end = r["started_at"].timestamp(), r["ended_at"].timestamp()
+        assert r["path"] == segment_path(SUB, start, end, "sub")
+        assert r["path"].startswith(f"{SUB}/{r['started_at'].astimezone(UTC):%Y-%m-%d}/sub/"), r["path"]
+        path = recorded.root / r["path"]
+        assert path.is_file() and path.stat().st_size == r["bytes"]
+        assert_plays(path)
+        assert _size(path) == "640,360"  # the sub-stream (the main one is 1280x720)
+    main = {r["path"] for r in await segment_rows(pool, SUB)}
+    assert main and not main & {r["path"] for r in rows}
+    assert not await segment_rows(pool, CONT, "sub")  # no sub_url, no sub-stream recording
+    # turned on while the service ran: its tiles' reader (the sub-stream) took a recorder
+    for stream, size in (("main", "1280,720"), ("sub", "640,360")):
+        rows = await segment_rows(pool, LATER, stream)
+        assert rows, stream
+        assert_plays(recorded.root / rows[0]["path"])
+        assert _size(recorded.root / rows[0]["path"]) == size
+    # killed, its sub segments not indexed: indexed again at the next start, as sub segments
+    assert recorded.unindexed_sub
+    again = {r["path"]: r["stream"] for r in await segment_rows(pool, SUB, None)}
+    assert all(again.get(p) == "sub" for p in recorded.unindexed_sub), recorded.unindexed_sub
 
 
 async def test_kill_mid_segment_leaves_only_playable_files(recorded: Recorded, pool: asyncpg.Pool) -> None:
@@ -457,30 +504,106 @@ async def test_path_tricks_never_reach_outside(api: Any, recorded: Recorded, poo
             inside(recorded.root, rel)
 
 
+async def test_the_stream_parameter_lists_and_seeks_either_stream(api: Any, recorded: Recorded,
+                                                                  pool: asyncpg.Pool) -> None:
+    c, h = api
+    main, sub = await segment_rows(pool, SUB), await segment_rows(pool, SUB, "sub")
+    start = min(main[0]["started_at"], sub[0]["started_at"]) - timedelta(seconds=1)
+    end = max(main[-1]["ended_at"], sub[-1]["ended_at"]) + timedelta(seconds=1)
+    window = {"start": start.isoformat(), "end": end.isoformat()}
+    for stream, rows in (("main", main), ("sub", sub), (None, main)):
+        params = window if stream is None else {**window, "stream": stream}
+        r = await c.get(f"/api/v1/cameras/{SUB}/recordings", params=params, headers=h["operator"])
+        assert r.status_code == 200, r.text
+        assert [x["id"] for x in r.json()["segments"]] == [x["id"] for x in rows], stream
+        assert {x["stream"] for x in r.json()["segments"]} == {stream or "main"}
+    seg = sub[len(sub) // 2]
+    t = seg["started_at"] + (seg["ended_at"] - seg["started_at"]) / 2
+    r = await c.get(f"/api/v1/cameras/{SUB}/recordings/at", params={"t": t.isoformat(), "stream": "sub"},
+                    headers=h["leader"])
+    assert r.status_code == 200, r.text
+    assert r.json()["segment"]["id"] == seg["id"] and r.json()["stream"] == "sub"
+    body = await c.get(r.json()["segment"]["url"], headers=h["operator"])
+    assert body.status_code == 200 and body.content == (recorded.root / seg["path"]).read_bytes()
+    r = await c.get(f"/api/v1/cameras/{SUB}/recordings/at", params={"t": t.isoformat()}, headers=h["leader"])
+    assert r.status_code == 200 and r.json()["segment"]["stream"] == "main"
+    # a camera without a sub-stream: a gap answer for it, not its main stream
+    cont = await segment_rows(pool, CONT)
+    r = await c.get(f"/api/v1/cameras/{CONT}/recordings/at", headers=h["operator"],
+                    params={"t": (cont[0]["started_at"] + timedelta(seconds=0.5)).isoformat(), "stream": "sub"})
+    assert r.status_code == 404 and "sub-stream" in r.json()["detail"]
+    # anything but main or sub: 422, saying what is allowed
+    for bad in ("bogus", "MAIN", "", "../sub", "sub/../../main", "sub%00", "main ", "..", "/etc/passwd"):
+        for url, params in ((f"/api/v1/cameras/{SUB}/recordings", window),
+                            (f"/api/v1/cameras/{SUB}/recordings/at", {"t": t.isoformat()})):
+            r = await c.get(url, params={**params, "stream": bad}, headers=h["operator"])
+            assert r.status_code == 422, (bad, r.status_code, r.text)
+            assert "stream must be one of main, sub" in r.json()["detail"][0]["msg"] and b"SECRET" not in r.content
+    # exports (evidence, its SHA-256) are of the main stream
+    r = await c.get(f"/api/v1/cameras/{SUB}/export", headers=h["operator"], params={
+        "start": sub[0]["started_at"].isoformat(), "end": sub[-1]["ended_at"].isoformat()})
+    assert r.status_code == 200, r.text
+    out = recorded.root.parent / "sub-camera-export.mp4"
+    out.write_bytes(r.content)
+    assert _size(out) == "1280,720"
+
+
 # -- retention and a full disk ---------------------------------------------------------------------------
-async def _fake_segments(pool: asyncpg.Pool, root: Path, camera: str, starts: list[float], size: int) -> None:
+async def _fake_segments(pool: asyncpg.Pool, root: Path, camera: str, starts: list[float], size: int,
+                         stream: str = "main") -> None:
     rows = []
     for s in starts:
-        rel = segment_path(camera, s, s + 4)
+        rel = segment_path(camera, s, s + 4, stream)  # type: ignore[arg-type]
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"\0" * size)
         rows.append((camera, s, s + 4, size, rel))
     async with pool.acquire() as conn:
-        await rec_store.add_segments(conn, rows)
+        await rec_store.add_segments(conn, rows, stream)  # type: ignore[arg-type]
+
+
+async def _old_recent_and_kept(pool: asyncpg.Pool, root: Path, camera: str, recent: int,
+                               sizes: dict[str, int]) -> list[float]:
+    """Three segments 40 days old and `recent` from the last hour, of each stream in `sizes`
+    (that many bytes each), in an index emptied first (the quota counts every camera's bytes);
+    the first old one and the second recent one kept as evidence. Their starts."""
+    now = time.time()
+    starts = [now - 40 * 86400 + i * 4 for i in range(3)] + [now - 3600 + i * 4 for i in range(recent)]
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM recording_segments")
+    for stream, size in sizes.items():
+        await _fake_segments(pool, root, camera, starts, size, stream)
+    async with pool.acquire() as conn:
+        for s in (starts[0], starts[4]):
+            await rec_store.keep(conn, camera, datetime.fromtimestamp(s + 1, UTC), datetime.fromtimestamp(s + 2, UTC),
+                                 "bằng chứng", "op1")
+    return starts
+
+
+async def test_retention_deletes_both_streams_and_kept_spans_keep_both(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    cam = f"rb-{secrets.token_hex(2)}"
+    root = tmp_path / "rec"
+    starts = await _old_recent_and_kept(pool, root, cam, 4, {"main": 1000, "sub": 500})
+    # by age: both streams of the old spans not kept go
+    await RecordingKeeper(RecordingConfig(root, retention_days=30, every_s=1), pool).retain()
+    for stream in ("main", "sub"):
+        left = [round(r["started_at"].timestamp(), 2) for r in await segment_rows(pool, cam, stream)]
+        assert left == [round(starts[i], 2) for i in (0, 3, 4, 5, 6)], stream
+    # the quota (6000 bytes) counts both streams (4 recent spans of 1500 + the kept old one =
+    # 7500): the oldest recent span not kept goes, with both its streams
+    await RecordingKeeper(RecordingConfig(root, retention_days=30, quota_bytes=6000, every_s=1), pool).retain()
+    for stream in ("main", "sub"):
+        left = [round(r["started_at"].timestamp(), 2) for r in await segment_rows(pool, cam, stream)]
+        assert left == [round(starts[i], 2) for i in (0, 4, 5, 6)], stream
+    rows = await segment_rows(pool, cam, None)
+    assert {str(p.relative_to(root)) for p in files(root, cam)} == {r["path"] for r in rows}
+    assert sum(r["bytes"] for r in rows) <= 6000 and sum("/sub/" in r["path"] for r in rows) == 4
 
 
 async def test_retention_by_days_and_quota_keeps_kept_spans(pool: asyncpg.Pool, tmp_path: Path) -> None:
     cam = f"rt-{secrets.token_hex(2)}"
     root = tmp_path / "rec"
     now = time.time()
-    days = [now - 40 * 86400 + i * 4 for i in range(3)] + [now - 3600 + i * 4 for i in range(5)]
-    async with pool.acquire() as conn:
-        await conn.execute("DELETE FROM recording_segments")  # the quota counts every camera's bytes
-    await _fake_segments(pool, root, cam, days, 1000)
-    async with pool.acquire() as conn:  # evidence: the oldest old one and the second recent one
-        for s in (days[0], days[4]):
-            await rec_store.keep(conn, cam, datetime.fromtimestamp(s + 1, UTC), datetime.fromtimestamp(s + 2, UTC),
-                                 "bằng chứng", "op1")
+    days = await _old_recent_and_kept(pool, root, cam, 5, {"main": 1000})
     keeper = RecordingKeeper(RecordingConfig(root, retention_days=30, quota_bytes=4000, every_s=1), pool)
     await keeper.retain()
     left = [r["started_at"].timestamp() for r in await segment_rows(pool, cam)]
@@ -571,6 +694,29 @@ def test_recordings_dir_is_validated_at_start(tmp_path: Path) -> None:
     assert load_settings(recordings_dir=str(tmp_path / "ok")).recordings_root().is_dir()
     with pytest.raises(SettingsError, match="IOC_RECORDING_SEGMENT_S"):
         load_settings(recording_segment_s=0.1)
+    with pytest.raises(SettingsError, match="IOC_RECORDING_SUB_STREAM"):
+        load_settings(recording_sub_stream="sometimes")
+    assert load_settings(recording_sub_stream="off").recording_sub_stream is False
+
+
+async def test_sub_stream_recording_follows_its_setting_and_the_mode(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """IOC_RECORDING_SUB_STREAM off: only main streams are recorded; on: a camera's sub-stream
+    too, where it has one and its mode is not off."""
+    from camera.service import CameraService
+    from ioc.core.cameras import Camera
+    from ioc.core.settings import MqttTarget
+
+    both = Camera(id="rs-both", name="Hai", main_url="rtsp://127.0.0.1:9/main", sub_url="rtsp://127.0.0.1:9/sub")
+    one = Camera(id="rs-one", name="Một", main_url="rtsp://127.0.0.1:9/main")
+    target = MqttTarget(host="127.0.0.1", port=9, username="u", password="p", tls=False)
+    for sub_stream in (True, False):
+        svc = CameraService([both, one], target, pool=pool, recording=RecordingConfig(tmp_path, sub_stream=sub_stream))
+        assert svc.keeper is not None
+        svc.keeper.apply_modes({"rs-both": "continuous", "rs-one": "events"})
+        assert svc._records(both, "main") and svc._records(one, "main")
+        assert svc._records(both, "sub") is sub_stream and not svc._records(one, "sub")
+        svc.keeper.apply_modes({"rs-one": "events"})  # rs-both off
+        assert not svc._records(both, "main") and not svc._records(both, "sub")
 
 
 _FAILING_DISK = """

@@ -234,7 +234,7 @@ async def test_who_may_look_at_the_past_and_replay_it(api: Api, pool: asyncpg.Po
 # replaying camera tile's <video>: drawn on a canvas, 16 blocks of 32 px, MSB first, and below
 # them the same bits inverted.
 READ_VIDEO_COUNTER = """(tile) => {
-  const v = tile.querySelector("video");
+  const v = tile.querySelector("video.rec-active");  // the one on show (the other loads what comes next)
   if (!v || v.readyState < 2) return null;
   const c = document.createElement("canvas");
   c.width = v.videoWidth; c.height = v.videoHeight;
@@ -469,3 +469,127 @@ async def test_the_console_previews_the_past_alone_and_drives_the_screens(
         assert not watch.errors, watch.errors
     finally:
         await ctx.close()
+
+
+LAYOUT_C = f"tm-c-{RUN}"
+TILES_C = [  # on screen 5 (columns and rows 4-7 of 12): two small camera tiles, one large
+    {"id": "cam-s", "kind": "camera", "x": 4, "y": 4, "w": 2, "h": 2, "camera": CAM},
+    {"id": "cam-o", "kind": "camera", "x": 6, "y": 4, "w": 2, "h": 2, "camera": OTHER_CAM},
+    {"id": "cam-l", "kind": "camera", "x": 4, "y": 6, "w": 4, "h": 2, "camera": CAM},
+]
+WATCH_STREAMS = """() => {
+  window.__streams = {};
+  new MutationObserver((changes) => {
+    for (const c of changes) {
+      const slot = c.target.closest(".slot");
+      if (!slot || !c.target.dataset.stream) continue;
+      const seen = (window.__streams[slot.dataset.tile] ||= []);
+      if (seen[seen.length - 1] !== c.target.dataset.stream) seen.push(c.target.dataset.stream);
+    }
+  }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ["data-stream"] });
+}"""
+WATCH_TILE = """(tile) => {
+  const st = (window.__recWatch = { blank: 0, samples: 0, seq: [], stop: false });
+  const step = () => {
+    const v = tile.querySelector("video.rec-active");
+    st.samples += 1;
+    if (!v || v.readyState < 2 || getComputedStyle(v).visibility !== "visible") st.blank += 1;
+    const now = `${tile.dataset.segment}/${tile.dataset.readAhead || ""}`;
+    if (st.seq[st.seq.length - 1] !== now) st.seq.push(now);
+    if (!st.stop) requestAnimationFrame(step);
+  };
+  requestAnimationFrame(step);
+}"""
+
+
+async def _record(api: Api, cam: str, clip: str, start: float, stream: str) -> list[tuple[str, float, float, int, str]]:
+    """The clip's first 10 s as two 5 s fMP4 segments of `stream` from `start` (as the camera service writes)."""
+    from tests.rigs.rtsp.rig import media_path
+
+    rows = []
+    for off in (0, 5):
+        rel = segment_path(cam, start + off, start + off + 5, stream)  # type: ignore[arg-type]
+        (api.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-v", "error", "-y", "-ss", str(off), "-i", str(media_path(clip)), "-t", "5", "-an", "-c", "copy",
+            "-f", "mp4", "-movflags", "frag_keyframe+empty_moov+default_base_moof", str(api.root / rel))
+        assert await proc.wait() == 0
+        rows.append((cam, start + off, start + off + 5, (api.root / rel).stat().st_size, rel))
+    return rows
+
+
+async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    """A small replay tile plays the recorded sub-stream, a large one the main stream (as live
+    tiles do, after a quick first picture from the sub-stream); a small tile of a camera without
+    a sub recording plays its main one. While a segment plays, the next one is fetched ahead,
+    and the tile never goes blank crossing over."""
+    from playwright.async_api import expect
+
+    await api.post("/api/v1/wall/replay", {"action": "live"})
+    assert (await api.put(f"/api/v1/wall/layouts/{LAYOUT_C}", _layout(LAYOUT_C, TILES_C))).status_code == 200
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_C, "delay_s": 0})
+    s0 = r.json()["at"]
+    main = await _record(api, CAM, "counter-1080p.mp4", s0, "main")
+    sub = await _record(api, CAM, "counter-360p.mp4", s0, "sub")
+    other = await _record(api, OTHER_CAM, "counter-360p.mp4", s0, "main")
+    async with pool.acquire() as conn:
+        await rec_store.add_segments(conn, main + other)
+        await rec_store.add_segments(conn, sub, "sub")
+        ids = {r["path"]: r["id"] for r in await conn.fetch(
+            "SELECT id, path FROM recording_segments WHERE path = ANY($1::text[])", [x[4] for x in main + sub])}
+    await _until(s0 + 10.5)
+    r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_B, "delay_s": 0})
+    assert r.status_code == 200
+    # the API: both streams' segments per camera tile, and the stream the tile's size calls for
+    doc = (await api.get("/api/v1/wall/at", t=_iso_at(s0 + 1))).json()["tiles"]
+    assert doc["cam-s"]["recording"]["segment"]["id"] == ids[main[0][4]]
+    assert doc["cam-s"]["recording_sub"]["segment"]["id"] == ids[sub[0][4]]
+    assert doc["cam-s"]["recording_sub"]["following"][0]["id"] == ids[sub[1][4]]
+    assert doc["cam-o"]["recording_sub"] is None and doc["cam-o"]["recording"] is not None
+    assert {d["stream"] for d in doc.values()} == {"sub"}  # the console's mini-wall: small tiles
+
+    token = api.heads["screen"]["Authorization"][7:]  # screen 5
+    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080})
+    watch = Watch(api.proc.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
+        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        await page.evaluate(WATCH_STREAMS)
+        r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "paused": True})
+        assert r.status_code == 200, r.text
+        past = page.locator("#past")
+        small, large, other_tile = (past.locator(f'.slot[data-tile="{t}"] .tile') for t in ("cam-s", "cam-l", "cam-o"))
+        await expect(small).to_have_attribute("data-stream", "sub", timeout=15000)
+        await expect(small).to_have_attribute("data-segment", str(ids[sub[0][4]]))
+        await expect(large).to_have_attribute("data-stream", "main", timeout=15000)
+        await expect(large).to_have_attribute("data-segment", str(ids[main[0][4]]))
+        await expect(other_tile).to_have_attribute("data-stream", "main", timeout=15000)  # no sub recording
+        heights = {name: await tile.evaluate('(t) => t.querySelector("video.rec-active").videoHeight')
+                   for name, tile in (("small", small), ("large", large))}
+        assert heights == {"small": 360, "large": 1080}, heights
+        # the large tile showed its sub-stream's picture first (quick), then its main one
+        shown = await page.evaluate("() => window.__streams")
+        assert shown["cam-l"] == ["sub", "main"] and shown["cam-s"] == ["sub"] and shown["cam-o"] == ["main"], shown
+        await _frame_is(page, small, 1.0)  # the sub recording at the replayed instant
+        await _frame_is(page, large, 1.0)  # and the main one, the same frame
+
+        # played on from 3.0 s: the next sub segment is fetched before the first ends, and the
+        # tile crosses over to it without a blank frame
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 3.0)})
+        await _frame_is(page, small, 3.0)
+        await small.evaluate(WATCH_TILE)
+        r = await api.post("/api/v1/wall/replay", {"action": "resume", "speed": 1})
+        assert r.status_code == 200, r.text
+        first, second = str(ids[sub[0][4]]), str(ids[sub[1][4]])
+        await expect(small).to_have_attribute("data-segment", second, timeout=15000)
+        await _frame_at_least(page, small, 5.3 * FPS)
+        st = await page.evaluate("() => { window.__recWatch.stop = true; return window.__recWatch; }")
+        assert f"{first}/{second}" in st["seq"], st["seq"]  # read ahead while the first still played
+        assert st["seq"].index(f"{first}/{second}") < st["seq"].index(f"{second}/{second}"), st["seq"]
+        assert st["samples"] > 20 and st["blank"] == 0, st
+        assert not watch.errors, watch.errors
+    finally:
+        await ctx.close()
+        await api.post("/api/v1/wall/replay", {"action": "live"})

@@ -211,7 +211,7 @@ async def test_migrate_chooses_timescale(rig: PgliteTimescaleRig, conn: asyncpg.
                                 "0006_login_failures", "0007_recordings", "0008_alert_unknown_camera",
                                 "0009_areas_over_time", "0010_rollups_fractions", "0011_rollups_monthly",
                                 "0012_wall_history", "0013_revision_parts",
-                                "0014_area_geometry", "0015_reports"]
+                                "0014_area_geometry", "0015_reports", "0016_recording_streams"]
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'storage_mode'") == "timescale"
     assert await conn.fetchval("SELECT value FROM ioc_meta WHERE key = 'timezone'") == TZ_NAME
 

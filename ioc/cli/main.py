@@ -185,7 +185,8 @@ def cmd_cameras(settings: Settings, args: argparse.Namespace) -> None:
             recording = RecordingConfig(
                 root, segment_s=settings.recording_segment_s, pre_roll_s=settings.recording_clip_before_s,
                 post_s=settings.recording_clip_after_s, retention_days=settings.recording_retention_days,
-                quota_bytes=settings.recording_quota_bytes, every_s=settings.recording_retention_every_s)
+                quota_bytes=settings.recording_quota_bytes, every_s=settings.recording_retention_every_s,
+                sub_stream=settings.recording_sub_stream)
         service = CameraService(await listing(), target, worker_id=worker, shard=(index, count),
                                 tile_fps=settings.camera_tile_fps,
                                 hd_fps=settings.camera_hd_fps, pool=pool, file_cameras=file_cameras,

@@ -1,6 +1,9 @@
 """Where recordings live on disk, and the one way to turn an index path into a file.
 
-Layout: `<IOC_RECORDINGS_DIR>/<camera>/<YYYY-MM-DD (UTC)>/<start ms>-<end ms>.mp4`. The
+Layout: `<IOC_RECORDINGS_DIR>/<camera>/<YYYY-MM-DD (UTC)>/<start ms>-<end ms>.mp4` for the
+main stream, and the same names one directory lower, in `<day>/sub/`, for the sub-stream: a
+sub segment can never be taken for a main one (the day directory holds only main files, and
+"sub" is not a day), and the directory it is found in says which stream it is. The
 name carries the segment's capture times, so a file that was renamed into place but not yet
 indexed when the service was killed is indexed at the next start from its name alone. A
 segment being written is `<start ms>.mp4.part` and only becomes `.mp4` once closed: a
@@ -20,11 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, get_args
 
+from ioc.core.contracts.video_frame import STREAMS, Stream
+
 RecordingMode = Literal["continuous", "events", "off"]
 RECORDING_MODES: tuple[str, ...] = get_args(RecordingMode)
 CAMERA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{1,63}$")  # the registry's rule (ioc.core.cameras)
 _SEGMENT = re.compile(r"^(\d{10,14})-(\d{10,14})\.mp4$")
 PART_SUFFIX = ".mp4.part"
+SUB_DIR = "sub"  # inside a day's directory: that day's sub-stream segments
 
 
 class UnsafePath(ValueError):
@@ -35,16 +41,22 @@ def day_of(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d")
 
 
-def part_path(camera: str, start_s: float) -> str:
+def stream_dir(camera: str, day: str, stream: Stream = "main") -> str:
+    """The relative directory of a camera's segments of one stream and day."""
+    _check_camera(camera)
+    if stream not in STREAMS:
+        raise UnsafePath(f"not a stream: {str(stream)[:20]!r}")
+    return f"{camera}/{day}" if stream == "main" else f"{camera}/{day}/{SUB_DIR}"
+
+
+def part_path(camera: str, start_s: float, stream: Stream = "main") -> str:
     """The relative path of a segment while it is written."""
-    _check_camera(camera)
-    return f"{camera}/{day_of(start_s)}/{round(start_s * 1000)}{PART_SUFFIX}"
+    return f"{stream_dir(camera, day_of(start_s), stream)}/{round(start_s * 1000)}{PART_SUFFIX}"
 
 
-def segment_path(camera: str, start_s: float, end_s: float) -> str:
+def segment_path(camera: str, start_s: float, end_s: float, stream: Stream = "main") -> str:
     """The relative path of a closed segment (its day is the day it started, UTC)."""
-    _check_camera(camera)
-    return f"{camera}/{day_of(start_s)}/{round(start_s * 1000)}-{round(end_s * 1000)}.mp4"
+    return f"{stream_dir(camera, day_of(start_s), stream)}/{round(start_s * 1000)}-{round(end_s * 1000)}.mp4"
 
 
 def parse_segment_name(name: str) -> tuple[float, float] | None:

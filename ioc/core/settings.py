@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     recording_clip_before_s: float = Field(10.0, ge=0, le=600, description="an event's clip starts this long before it")
     recording_clip_after_s: float = Field(20.0, ge=0, le=3600, description="and ends this long after it")
     recording_retention_every_s: float = Field(30.0, gt=0, le=3600, description="how often retention runs")
+    recording_sub_stream: bool = Field(
+        True, description="also record each recorded camera's sub-stream (small replay tiles play it)")
     recording_export_max_s: float = Field(3600.0, gt=0, le=86400, description="the longest span one export may cover")
 
     # API

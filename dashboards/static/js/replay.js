@@ -16,8 +16,15 @@ import { WallModel } from "./wall.js";
 
 const REFRESH_S = 4; // replayed seconds between two looks at the state (at most once a second)
 const DRIFT_S = 0.4; // a video further than this (times the speed) from the instant seeks
+const KEEP_S = 0.1;
+const SETTLE_MS = 2000; // a video just shown, playing, is left this long before a drift seeks it again
+// how long a seek into a freshly loaded segment takes on this page, learned: a playing replay
+// seeks that far ahead of the instant, so the picture it shows first is the instant's
+let seekLag = 0.25;
+const READ_AHEAD_S = 1.5; // the next segment is fetched this long (times the speed) before it plays
 
 const epoch = (iso) => Date.parse(iso) / 1000;
+const once = (target, type) => new Promise((resolve) => target.addEventListener(type, resolve, { once: true }));
 
 /** The instant a replay shows at server time `now` (epoch seconds). */
 export function replayPosition(spec, now) {
@@ -32,24 +39,44 @@ async function segmentUrl(url, token) {
   return URL.createObjectURL(await res.blob());
 }
 
-/** A camera tile in a replay: the recording at the replayed instant, in a <video>. */
+/**
+ * A camera tile in a replay: the recording at the replayed instant, in a <video>.
+ *
+ * Which stream: the answer's `stream` is the hub's rule for live tiles (a wall screen's tile
+ * wider than its HD threshold plays the main stream, a smaller one the sub-stream), so a
+ * replay tile plays the picture its live tile would; where the sub-stream was not recorded
+ * at that instant, the main one.
+ *
+ * Two <video>s take turns: the shown one plays, the other loads the segment that comes next
+ * (read ahead, in the shown one's last READ_AHEAD_S, times the speed) or the one a seek asked
+ * for, and is shown only once it has a picture, so a segment's end or a seek never blanks the
+ * tile. At most one segment is held ahead; a blob URL is revoked as soon as its video lets go.
+ */
 export class RecordingTile extends TileView {
   build() {
-    this.video = document.createElement("video");
-    this.video.className = "cam-video rec-video";
-    this.video.muted = true;
-    this.video.playsInline = true;
-    this.video.preload = "auto";
-    this.body.append(this.video);
+    this.players = [0, 1].map(() => {
+      const v = document.createElement("video");
+      v.className = "cam-video rec-video";
+      v.muted = true;
+      v.playsInline = true;
+      v.preload = "auto";
+      v.seg = null; // the segment it holds (ready once its picture is)
+      v.url = null; // its blob URL
+      v.ready = false;
+      v.addEventListener("ended", () => v === this.shown && this._follow());
+      v.addEventListener("timeupdate", () => v === this.shown && this._readAhead());
+      this.body.append(v);
+      return v;
+    });
+    this.shown = null; // the <video> on show
     this.noteEl = document.createElement("div");
     this.noteEl.className = "cam-status";
     this.el.append(this.noteEl);
     this.el.classList.add("replay");
-    this.seg = null; // the segment loaded in the video
-    this.segs = []; // the segments known around the instant (from the last state)
-    this.loading = null; // id of the segment being fetched
-    this.src = null;
-    this.video.addEventListener("ended", () => this._follow());
+    this.seg = null; // the segment on show
+    this.showWhenReady = null; // id of the segment to show as soon as it has a picture
+    this.aheads = 0; // segments fetched ahead (for the tests)
+    this.endTimer = null;
   }
 
   title() {
@@ -58,15 +85,13 @@ export class RecordingTile extends TileView {
 
   update(data) {
     this.data = data;
-    const r = data && data.recording;
-    this.segs = r ? [r.segment, ...(r.following || [])] : [];
     this.renderTitle();
     this.render();
     this._follow();
   }
 
   render() {
-    const gap = !(this.data && this.data.recording);
+    const gap = !(this.data && (this.data.recording || this.data.recording_sub));
     this.el.dataset.state = gap ? "no-recording" : "replay";
     this.el.classList.toggle("has-video", !gap && this.seg !== null);
     this.noteEl.textContent = gap && this.data ? t(this.lang, "replay.no_recording") : "";
@@ -77,67 +102,181 @@ export class RecordingTile extends TileView {
     this._follow();
   }
 
-  /** Load the segment that holds the instant, or keep the loaded one in step with it. */
+  /** The segment to play at instant `pos`: the stream the tile's size calls for, else main. */
+  _segmentAt(pos) {
+    return (this.data && this.data.stream === "sub" && this._streamAt("sub", pos)) || this._streamAt("main", pos);
+  }
+
+  /** The segment of one stream that holds instant `pos`, if the last state named it. */
+  _streamAt(stream, pos) {
+    const r = this.data && (stream === "sub" ? this.data.recording_sub : this.data.recording);
+    const segs = r ? [r.segment, ...(r.following || [])] : [];
+    return segs.find((s) => pos >= epoch(s.start) && pos < epoch(s.end)) || null;
+  }
+
+  _holds(pos) {
+    return this.seg !== null && pos >= epoch(this.seg.start) - KEEP_S && pos < epoch(this.seg.end);
+  }
+
+  get _standby() {
+    return this.players[0] === this.shown ? this.players[1] : this.players[0];
+  }
+
+  /** Show the segment that holds the instant, or keep the shown one in step with it. */
   _follow() {
     if (this.destroyed) return;
     const pos = this.ctx.serverNow();
-    const seg = this.segs.find((s) => pos >= epoch(s.start) && pos < epoch(s.end));
+    const want = this._segmentAt(pos);
+    if (want) this.el.dataset.wants = want.stream; // what it plays once settled (for the tests)
+    // the segment on show keeps the instant a hair before its start (it took over on a timer),
+    // unless it is the quick picture of a tile that wants the main stream
+    const keep = this._holds(pos) && (!want || want.stream === this.seg.stream);
+    const seg = keep ? this.seg : want;
     if (!seg) {
-      if (this.seg && pos >= epoch(this.seg.end)) this.video.pause();
+      if (this.seg && pos >= epoch(this.seg.end)) this.shown.pause();
       return;
     }
-    if (this.seg && this.seg.id === seg.id) this._sync();
-    else if (this.loading !== seg.id) this._load(seg);
+    if (this.seg && this.seg.id === seg.id) {
+      this._sync();
+      return;
+    }
+    const next = this._standby;
+    // nothing on show at the instant (a start, a seek): a large tile shows the sub-stream's
+    // picture first, quick to fetch and decode, and its main one as soon as that is ready
+    const quick = seg.stream !== "sub" && !this._holds(pos) ? this._streamAt("sub", pos) : null;
+    const target = (next.seg && next.seg.id === seg.id) || !quick ? seg : quick;
+    if (next.seg && next.seg.id === target.id) {
+      if (next.ready) this._show(next); // read ahead: it waits at its first frame
+      else this.showWhenReady = target.id; // on its way: shown once it has the instant's picture
+    } else {
+      this._load(target, true);
+    }
   }
 
-  async _load(seg) {
-    this.loading = seg.id;
+  /** Fetch `seg` into the video not on show; `show`: show it once it has the instant's picture. */
+  async _load(seg, show) {
+    const v = this._standby;
+    this.showWhenReady = show ? seg.id : null;
+    this._release(v);
+    v.seg = seg;
     let url;
     try {
       url = await this.ctx.segment(seg.url);
     } catch (err) {
       console.warn("replay: segment not loaded", err);
-      this.loading = null;
+      if (v.seg === seg) v.seg = null;
       return;
     }
-    if (this.destroyed || this.loading !== seg.id) {
+    if (this.destroyed || v.seg !== seg || v === this.shown) {
       URL.revokeObjectURL(url);
       return;
     }
-    const ready = new Promise((resolve) => this.video.addEventListener("loadedmetadata", resolve, { once: true }));
-    this.video.src = url;
-    if (this.src) URL.revokeObjectURL(this.src);
-    this.src = url;
-    await ready;
-    if (this.destroyed || this.loading !== seg.id) return;
-    this.loading = null;
-    this.seg = seg;
-    this.el.dataset.segment = String(seg.id);
+    v.url = url;
+    v.src = url;
+    const loaded = await Promise.race([once(v, "loadeddata").then(() => true), once(v, "error").then(() => false)]);
+    if (this.destroyed || v.seg !== seg || v === this.shown) return;
+    if (!loaded) {
+      console.warn("replay: segment does not play", seg.url);
+      this._release(v);
+      return;
+    }
+    v.ready = true;
+    if (this.showWhenReady !== seg.id) return; // read ahead: wait at the first frame
+    const clock = this.ctx.replayClock();
+    const lead = clock.paused ? 0 : seekLag * (clock.speed || 1);
+    const want = this.ctx.serverNow() - epoch(seg.start) + lead;
+    if (want > 0.02) { // seeked unseen, so the tile never shows a wrong frame first
+      const seeked = once(v, "seeked");
+      const t0 = performance.now();
+      v.currentTime = Math.min(want, Number.isFinite(v.duration) ? Math.max(0, v.duration - 0.05) : want);
+      await seeked;
+      if (!clock.paused) seekLag = Math.min(2, 0.7 * seekLag + 0.3 * ((performance.now() - t0) / 1000));
+      if (this.destroyed || v.seg !== seg || v === this.shown || this.showWhenReady !== seg.id) return;
+    }
+    this._show(v);
+  }
+
+  /** Read ahead: in the shown segment's last READ_AHEAD_S (times the speed), fetch the next. */
+  _readAhead() {
+    const clock = this.ctx.replayClock();
+    if (!this.seg || clock.paused || this.destroyed || this.showWhenReady !== null) return;
+    if (this.data && this.seg.stream !== this.data.stream && this._segmentAt(epoch(this.seg.start))?.stream
+        !== this.seg.stream) return; // a quick picture on show: the main stream's segment comes first
+    const now = this.ctx.serverNow();
+    const end = epoch(this.seg.end);
+    if (now < epoch(this.seg.start) || end - now > READ_AHEAD_S * Math.max(1, clock.speed)) return;
+    const next = this._segmentAt(end + 0.001);
+    if (!next || next.id === this.seg.id) return;
+    const v = this._standby;
+    if (v.seg && v.seg.id === next.id) return; // held already (or on its way)
+    this.aheads += 1;
+    this.el.dataset.readAhead = String(next.id);
+    this.el.dataset.readAheads = String(this.aheads);
+    this._load(next, false);
+  }
+
+  _show(v) {
+    const old = this.shown;
+    this.shown = v;
+    this.seg = v.seg;
+    this.showWhenReady = null;
+    v.classList.add("rec-active");
+    if (old && old !== v) {
+      old.classList.remove("rec-active");
+      this._release(old);
+    }
+    this.shownAt = performance.now();
+    this.el.dataset.segment = String(v.seg.id);
+    this.el.dataset.stream = v.seg.stream || "main";
     this.render();
-    this._sync(true);
+    this._sync();
+    if (this.data && v.seg.stream !== this.data.stream) this._follow(); // a quick picture: now the main one
+  }
+
+  /** Let go of a video's segment: stop it, drop its source, revoke its blob URL. */
+  _release(v) {
+    v.pause();
+    v.ready = false;
+    v.seg = null;
+    if (v.url) {
+      v.removeAttribute("src");
+      v.load();
+      URL.revokeObjectURL(v.url);
+      v.url = null;
+    }
   }
 
   _sync(force = false) {
     const clock = this.ctx.replayClock();
-    const v = this.video;
-    const want = this.ctx.serverNow() - epoch(this.seg.start);
+    const v = this.shown;
+    const pos = this.ctx.serverNow();
+    const want = pos - epoch(this.seg.start);
     v.playbackRate = clock.speed || 1;
     const end = Number.isFinite(v.duration) ? Math.max(0, v.duration - 0.05) : want;
     // paused, the frame of the instant exactly; playing, only when it drifts off
     const off = Math.abs(v.currentTime - want);
-    if (force || (clock.paused ? off > 0.02 : off > DRIFT_S * Math.max(1, clock.speed))) {
+    const settling = performance.now() - (this.shownAt || 0) < SETTLE_MS; // a seek now would only lag more
+    const drift = DRIFT_S * Math.max(1, clock.speed) * (settling ? 3 : 1);
+    if (force || (clock.paused ? off > 0.02 : off > drift)) {
       v.currentTime = Math.min(Math.max(0, want), end);
     }
     this.el.dataset.offset = want.toFixed(3);
-    if (clock.paused) v.pause();
-    else if (v.paused) v.play().catch(() => {});
+    clearTimeout(this.endTimer);
+    if (clock.paused) {
+      v.pause();
+      return;
+    }
+    if (v.paused) v.play().catch(() => {});
+    // the next segment takes over at this one's end on the replay's clock, not a tick later
+    const left = (epoch(this.seg.end) - pos) / (clock.speed || 1);
+    this.endTimer = setTimeout(() => this._follow(), Math.max(0, left * 1000) + 5);
+    this._readAhead();
   }
 
   destroy() {
     this.destroyed = true;
-    this.video.pause();
-    this.video.removeAttribute("src");
-    if (this.src) URL.revokeObjectURL(this.src);
+    clearTimeout(this.endTimer);
+    for (const v of this.players) this._release(v);
   }
 }
 

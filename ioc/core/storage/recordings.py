@@ -5,6 +5,10 @@ is written only after its file was renamed into place, and retention deletes the
 (`DELETE ... RETURNING path`) and the file after, so two processes never delete one file
 twice and a row never points at a file that was removed on purpose. A segment is `kept`
 while any kept span overlaps it; retention never touches a kept segment.
+
+A segment is of the camera's `main` stream or its `sub`-stream. Seeking and listing are per
+stream (main unless asked); keeping and retention are per camera, so both streams of a span
+are kept, or deleted, together. Exports and event clips read the main stream only.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from ioc.core.contracts.video_frame import Stream
 from ioc.core.storage import audit
 
 UTC = timezone.utc
@@ -45,14 +50,16 @@ async def set_mode(conn: asyncpg.Connection, camera: str, mode: str, actor: str)
         await audit.record(conn, actor, "camera.recording_mode", camera, {"mode": mode, "before": before or "off"})
 
 
-async def add_segments(conn: asyncpg.Connection, rows: list[tuple[str, float, float, int, str]]) -> None:
-    """(camera, start, end, bytes, relative path) of closed segments; one indexed twice stays once."""
+async def add_segments(conn: asyncpg.Connection, rows: list[tuple[str, float, float, int, str]],
+                       stream: Stream = "main") -> None:
+    """(camera, start, end, bytes, relative path) of closed segments of one stream; one
+    indexed twice stays once."""
     await conn.executemany(
-        """INSERT INTO recording_segments (camera, started_at, ended_at, bytes, path, kept)
-           SELECT $1, $2, $3, $4, $5, EXISTS (SELECT 1 FROM recording_kept k WHERE k.camera = $1
-                                              AND k.started_at < $3 AND k.ended_at > $2)
+        """INSERT INTO recording_segments (camera, started_at, ended_at, bytes, path, stream, kept)
+           SELECT $1, $2, $3, $4, $5, $6, EXISTS (SELECT 1 FROM recording_kept k WHERE k.camera = $1
+                                                  AND k.started_at < $3 AND k.ended_at > $2)
            ON CONFLICT (path) DO NOTHING""",
-        [(cam, _at(start), _at(end), size, path) for cam, start, end, size, path in rows])
+        [(cam, _at(start), _at(end), size, path, stream) for cam, start, end, size, path in rows])
 
 
 async def indexed_paths(conn: asyncpg.Connection, paths: list[str]) -> set[str]:
@@ -61,38 +68,41 @@ async def indexed_paths(conn: asyncpg.Connection, paths: list[str]) -> set[str]:
 
 
 async def segments(conn: asyncpg.Connection, camera: str, start: datetime, end: datetime,
-                   limit: int) -> list[dict[str, Any]]:
-    """Segments that overlap [start, end), oldest first."""
+                   limit: int, stream: Stream = "main") -> list[dict[str, Any]]:
+    """Segments of one stream that overlap [start, end), oldest first."""
     rows = await conn.fetch(
-        """SELECT id, started_at, ended_at, bytes, kept, path FROM recording_segments
-            WHERE camera = $1 AND started_at < $3 AND ended_at > $2
+        """SELECT id, started_at, ended_at, bytes, kept, path, stream FROM recording_segments
+            WHERE camera = $1 AND stream = $5 AND started_at < $3 AND ended_at > $2
               AND started_at >= $2 - interval '10 minutes'
-            ORDER BY started_at LIMIT $4""", camera, start, end, limit)
+            ORDER BY started_at LIMIT $4""", camera, start, end, limit, stream)
     return [dict(r) for r in rows]
 
 
-async def segment_at(conn: asyncpg.Connection, camera: str, at: datetime) -> dict[str, Any] | None:
-    """The segment that holds the instant `at`, or None (a gap)."""
+async def segment_at(conn: asyncpg.Connection, camera: str, at: datetime,
+                     stream: Stream = "main") -> dict[str, Any] | None:
+    """The segment of one stream that holds the instant `at`, or None (a gap)."""
     r = await conn.fetchrow(
-        """SELECT id, started_at, ended_at, bytes, kept, path FROM recording_segments
-            WHERE camera = $1 AND started_at <= $2 ORDER BY started_at DESC LIMIT 1""", camera, at)
+        """SELECT id, started_at, ended_at, bytes, kept, path, stream FROM recording_segments
+            WHERE camera = $1 AND stream = $3 AND started_at <= $2 ORDER BY started_at DESC LIMIT 1""",
+        camera, at, stream)
     return dict(r) if r is not None and r["ended_at"] > at else None
 
 
-async def nearest(conn: asyncpg.Connection, camera: str, at: datetime) -> tuple[datetime | None, datetime | None]:
-    """The last recorded time before `at` and the first after it (either may be None)."""
+async def nearest(conn: asyncpg.Connection, camera: str, at: datetime,
+                  stream: Stream = "main") -> tuple[datetime | None, datetime | None]:
+    """The last recorded time of a stream before `at` and the first after it (either may be None)."""
     before = await conn.fetchval(
-        "SELECT ended_at FROM recording_segments WHERE camera = $1 AND ended_at <= $2 "
-        "ORDER BY ended_at DESC LIMIT 1", camera, at)
+        "SELECT ended_at FROM recording_segments WHERE camera = $1 AND stream = $3 AND ended_at <= $2 "
+        "ORDER BY ended_at DESC LIMIT 1", camera, at, stream)
     after = await conn.fetchval(
-        "SELECT started_at FROM recording_segments WHERE camera = $1 AND started_at >= $2 "
-        "ORDER BY started_at LIMIT 1", camera, at)
+        "SELECT started_at FROM recording_segments WHERE camera = $1 AND stream = $3 AND started_at >= $2 "
+        "ORDER BY started_at LIMIT 1", camera, at, stream)
     return before, after
 
 
 async def segment(conn: asyncpg.Connection, segment_id: int) -> dict[str, Any] | None:
-    r = await conn.fetchrow("SELECT id, camera, started_at, ended_at, bytes, kept, path FROM recording_segments "
-                            "WHERE id = $1", segment_id)
+    r = await conn.fetchrow("SELECT id, camera, started_at, ended_at, bytes, kept, path, stream "
+                            "FROM recording_segments WHERE id = $1", segment_id)
     return dict(r) if r else None
 
 

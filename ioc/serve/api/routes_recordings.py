@@ -7,6 +7,10 @@ Every file is reached through the index and `ioc.core.recordings.inside`: a para
 never joined onto a path, so no camera id, date, segment id, `..` or symlink reaches a file
 outside the recordings directory. A time with no recording answers 404 with the nearest
 recorded times before and after it, so a player can jump there.
+
+A camera with a sub-stream has it recorded too: listing and seeking take `stream=main|sub`
+(main by default; anything else is refused with 422, never looked up); exports and event
+clips are of the main stream.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
+from ioc.core.contracts.video_frame import STREAMS, Stream
 from ioc.core.recordings import CAMERA_ID, RecordingMode, UnsafePath, inside
 from ioc.core.storage import audit
 from ioc.core.storage import cameras as camera_store
@@ -62,6 +67,14 @@ async def _known(request: Request, camera_id: str) -> None:
             raise HTTPException(404, detail=f"unknown camera {camera_id!r}")
 
 
+def stream_param(value: str) -> Stream:
+    """The `stream` query parameter, checked: main or sub."""
+    for stream in STREAMS:
+        if value == stream:
+            return stream
+    raise HTTPException(422, detail=f"stream must be one of {', '.join(STREAMS)}, not {value[:40]!r}")
+
+
 def segment_url(segment_id: int) -> str:
     return f"/api/v1/recordings/segments/{segment_id}"
 
@@ -79,7 +92,7 @@ def clip_url(request: Request, camera: str, start: datetime, end: datetime | Non
 
 def segment_out(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "start": _iso(row["started_at"]), "end": _iso(row["ended_at"]), "bytes": row["bytes"],
-            "kept": row["kept"], "url": segment_url(row["id"])}
+            "kept": row["kept"], "stream": row.get("stream", "main"), "url": segment_url(row["id"])}
 
 
 def _gap(camera: str, at: datetime, before: datetime | None, after: datetime | None, what: str) -> JSONResponse:
@@ -116,15 +129,16 @@ async def set_recording_mode(request: Request, camera_id: str, body: ModeBody,
 @router.get("/cameras/{camera_id}/recordings")
 async def recordings(request: Request, camera_id: str, start: datetime, end: datetime,
                      _: Annotated[Principal, Depends(require(*WATCHERS))],
-                     segments: bool = True) -> dict[str, Any]:
-    """The spans recorded in [start, end) and the gaps between them; with `segments`, the
-    segments themselves (each with the address of its bytes)."""
+                     segments: bool = True, stream: str = "main") -> dict[str, Any]:
+    """The spans of `stream` (main or sub) recorded in [start, end) and the gaps between them;
+    with `segments`, the segments themselves (each with the address of its bytes)."""
+    which = stream_param(stream)
     start, end = _aware(start, "start"), _aware(end, "end")
     if end <= start or end - start > timedelta(days=31):
         raise HTTPException(422, detail="need start < end, at most 31 days apart")
     await _known(request, camera_id)
     async with request.app.state.pool.acquire() as conn:
-        rows = await store.segments(conn, camera_id, start, end, MAX_LIST + 1)
+        rows = await store.segments(conn, camera_id, start, end, MAX_LIST + 1, which)
     spans: list[dict[str, Any]] = []
     cursor = start
     for r in rows[:MAX_LIST]:
@@ -141,8 +155,8 @@ async def recordings(request: Request, camera_id: str, start: datetime, end: dat
         spans.append({"kind": "gap", "_start": cursor, "_end": end})
     out = [{"kind": x["kind"], "start": x["_start"].isoformat(), "end": x["_end"].isoformat(),
             **({"segments": x["segments"]} if x["kind"] == "recording" else {})} for x in spans]
-    answer: dict[str, Any] = {"camera": camera_id, "start": start.isoformat(), "end": end.isoformat(), "spans": out,
-                              "truncated": len(rows) > MAX_LIST}
+    answer: dict[str, Any] = {"camera": camera_id, "stream": which, "start": start.isoformat(),
+                              "end": end.isoformat(), "spans": out, "truncated": len(rows) > MAX_LIST}
     if segments:
         answer["segments"] = [segment_out(r) for r in rows[:MAX_LIST]]
     return answer
@@ -150,19 +164,23 @@ async def recordings(request: Request, camera_id: str, start: datetime, end: dat
 
 @router.get("/cameras/{camera_id}/recordings/at", responses={404: {"description": "no recording then"}})
 async def recording_at(request: Request, camera_id: str, t: datetime,
-                       _: Annotated[Principal, Depends(require(*WATCHERS))], following: int = 3) -> Any:
-    """The segment that holds instant `t`, the offset of `t` in it (seconds from its first
-    frame, a keyframe) and the next few, for a player to seek and keep playing."""
+                       _: Annotated[Principal, Depends(require(*WATCHERS))], following: int = 3,
+                       stream: str = "main") -> Any:
+    """The segment of `stream` (main or sub) that holds instant `t`, the offset of `t` in it
+    (seconds from its first frame, a keyframe) and the next few, for a player to seek and
+    keep playing."""
+    which = stream_param(stream)
     t = _aware(t, "t")
     await _known(request, camera_id)
     async with request.app.state.pool.acquire() as conn:
-        row = await store.segment_at(conn, camera_id, t)
+        row = await store.segment_at(conn, camera_id, t, which)
         if row is None:
-            before, after = await store.nearest(conn, camera_id, t)
-            return _gap(camera_id, t, before, after, f"at {t.isoformat()}")
+            before, after = await store.nearest(conn, camera_id, t, which)
+            return _gap(camera_id, t, before, after, f"{'' if which == 'main' else 'of its sub-stream '}"
+                        f"at {t.isoformat()}")
         more = await store.segments(conn, camera_id, row["ended_at"], row["ended_at"] + timedelta(minutes=5),
-                                    max(0, min(following, 50)) + 1)
-    return {"camera": camera_id, "at": t.isoformat(), "segment": segment_out(row),
+                                    max(0, min(following, 50)) + 1, which)
+    return {"camera": camera_id, "stream": which, "at": t.isoformat(), "segment": segment_out(row),
             "offset_s": round((t - row["started_at"]).total_seconds(), 3),
             "following": [segment_out(r) for r in more if r["id"] != row["id"]][:max(0, min(following, 50))]}
 

@@ -3,7 +3,9 @@
 `GET /wall/at?t=` answers what the screens showed at `t`: the layout and pins in force
 then, each KPI tile's value as it was known then (a correction received later is not shown
 until its time), the alerts open then, and for each camera tile the recorded segment that
-holds `t` with the offset to seek to. `POST /wall/replay` puts the nine screens into a
+holds `t` with the offset to seek to, of its main stream (`recording`) and, where it was
+recorded, of its sub-stream (`recording_sub`), with the stream a live tile of its size would
+play (`stream`, the hub's rule): a small tile plays the small picture. `POST /wall/replay` puts the nine screens into a
 replay of the past (or the console's mini-wall alone: `scope: console`), changes its speed,
 pauses, steps, seeks, and returns the wall to live; a change reaches every screen at the
 same instant, like a layout switch, and is audited with who made it.
@@ -22,6 +24,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ioc.core.contracts.video_frame import Stream
 from ioc.core.contracts.wall import Replay
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit, past
@@ -31,6 +34,7 @@ from ioc.serve.api.routes_recordings import segment_out
 from ioc.serve.api.security import Principal, require
 from ioc.serve.api.wall_past import layout_at
 from ioc.serve.wall import tiledata
+from ioc.serve.wall.hub import tile_stream
 from ioc.serve.wall.layout import Layout, LayoutError, Tile
 from ioc.serve.wall.node import WallNode
 
@@ -63,23 +67,33 @@ async def _kpi_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict
     return data
 
 
-async def _camera_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict[str, Any]:
-    cam = tile.camera or ""
-    out: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam)}
-    row = await recording_store.segment_at(conn, cam, at)
+async def _recording(conn: Any, cam: str, at: datetime, stream: Stream) -> dict[str, Any] | None:
+    """The segment of a camera's stream that holds `at`, the offset into it and the next two."""
+    row = await recording_store.segment_at(conn, cam, at, stream)
     if row is None:
+        return None
+    more = await recording_store.segments(conn, cam, row["ended_at"], row["ended_at"] + timedelta(minutes=5), 3,
+                                          stream)
+    return {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
+            "following": [segment_out(r) for r in more if r["id"] != row["id"]][:2]}
+
+
+async def _camera_tile(conn: Any, node: WallNode, layout: Layout, tile: Tile, at: datetime,
+                       on_screen: bool) -> dict[str, Any]:
+    cam = tile.camera or ""
+    out: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam),
+                           "stream": tile_stream(tile, layout, on_screen)}
+    out["recording"] = await _recording(conn, cam, at, "main")
+    out["recording_sub"] = await _recording(conn, cam, at, "sub")
+    if out["recording"] is None:
         before, after = await recording_store.nearest(conn, cam, at)
-        out["recording"] = None
         out["gap"] = {"nearest_before": before.isoformat() if before else None,
                       "nearest_after": after.isoformat() if after else None}
-        return out
-    more = await recording_store.segments(conn, cam, row["ended_at"], row["ended_at"] + timedelta(minutes=5), 3)
-    out["recording"] = {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
-                        "following": [segment_out(r) for r in more if r["id"] != row["id"]][:2]}
     return out
 
 
-async def wall_at(request: Request, at: datetime, screen: int | None) -> dict[str, Any]:
+async def wall_at(request: Request, at: datetime, screen: int | None, on_screen: bool = False) -> dict[str, Any]:
+    """`on_screen`: asked by a wall screen (its large camera tiles play the main stream)."""
     node = _node(request)
     tz = request.app.state.settings.timezone
     async with request.app.state.pool.acquire() as conn:
@@ -95,7 +109,7 @@ async def wall_at(request: Request, at: datetime, screen: int | None) -> dict[st
             if t.kind == "kpi":
                 data[t.id] = await _kpi_tile(conn, node, t, at)
             elif t.kind == "camera" and t.camera:
-                data[t.id] = await _camera_tile(conn, node, t, at)
+                data[t.id] = await _camera_tile(conn, node, layout, t, at, on_screen)
             elif t.kind == "alerts":
                 data[t.id] = {"alerts": open_alerts}
             elif t.kind in ("clock", "text"):
@@ -122,7 +136,7 @@ async def wall_at_route(request: Request, t: datetime,
         raise HTTPException(422, detail="t is in the future: the time machine shows the past")
     if screen is not None and not 1 <= screen <= 9:
         raise HTTPException(422, detail="screen must be 1-9")
-    return await wall_at(request, at, screen)
+    return await wall_at(request, at, screen, on_screen=p.role == "screen")
 
 
 class ReplayIn(BaseModel):

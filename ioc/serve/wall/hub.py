@@ -44,6 +44,14 @@ from ioc.serve.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.wall")
 HD_MIN_PIXELS = 961  # tiles wider than this on a screen get the full-screen picture
+
+
+def tile_stream(tile: Tile, layout: Layout, on_screen: bool) -> str:
+    """The picture a camera tile plays, live or recorded: "main" on a wall screen where the
+    tile is wider than HD_MIN_PIXELS, else "sub" (tablets and the console: small tiles)."""
+    return "main" if on_screen and tile.pixel_width(layout) >= HD_MIN_PIXELS else "sub"
+
+
 HD_FRESH_S = 5.0  # without an HD picture this recent, HD tiles get the SD one
 STUCK_CLOSE_S = 30.0
 #: a client's unsent bytes past this many times its buffer limit: it reads nothing while
@@ -234,7 +242,7 @@ class Hub:
         keys = {t.id for t in tiles}
         for t in tiles:
             if t.kind == "camera":
-                hd = c.role == "screen" and t.pixel_width(self.layout) >= HD_MIN_PIXELS
+                hd = tile_stream(t, self.layout, c.role == "screen") == "main"
                 keys.add(f"{t.id}#{'hd' if hd else 'sd'}")
         if c.role == "console":
             keys.add("_screens")
@@ -417,9 +425,9 @@ class Hub:
             for t in layout.tiles_for(c.screen if c.role == "screen" else None):
                 if t.kind != "camera" or not t.camera or t.camera in c.video_off:
                     continue
-                large = c.role == "screen" and t.pixel_width(layout) >= HD_MIN_PIXELS
-                if large or t.camera not in want:
-                    want[t.camera] = "main" if large else "sub"
+                stream = tile_stream(t, layout, c.role == "screen")
+                if stream == "main" or t.camera not in want:
+                    want[t.camera] = stream
         return want
 
     def _fresh(self, cam: str, stream: str, now: float) -> bool:
