@@ -94,7 +94,6 @@ class CameraService:
         self._video_only_threads: dict[tuple[str, Stream], CaptureThread] = {}
         # recording needs the index: without a database, nothing is recorded
         self.keeper = RecordingKeeper(recording, pool) if recording is not None and pool is not None else None
-        self._sub_recorded: set[str] = set()  # cameras started with their sub-stream recorded
 
     def _status(self, status: CameraStatus) -> None:
         self.link.publish(topics.live_camera(status.camera_id, "status"), camera_contract.encode_status(status),
@@ -240,6 +239,11 @@ class CameraService:
             return False
         return stream == "main" or (self.keeper.config.sub_stream and cam.sub_url is not None)
 
+    def _sub_recordable(self, cam: Camera) -> bool:
+        """Whether this camera's sub-stream reader carries a recorder (which writes only
+        while the camera's mode is not off: the mode changes without reopening the stream)."""
+        return self.keeper is not None and self.keeper.config.sub_stream and cam.sub_url is not None
+
     def _video_only_reader(self, cam: Camera, stream: Stream, want: bool) -> bool:
         """Start or stop the reader of a stream the tiles do not read; True if that changed."""
         key = (cam.id, stream)
@@ -269,7 +273,7 @@ class CameraService:
                 monitor = self.monitors.get(cam.id)
                 if self.keeper is not None and stream == "main":
                     thread.recorder = self.keeper.recorder(cam.id, monitor.recording) if monitor else None
-                elif self.keeper is not None and cam.id in self._sub_recorded:
+                elif self.keeper is not None and self._sub_recordable(cam):
                     thread.recorder = self.keeper.recorder(cam.id, None, "sub")
                 self._video_only_threads[(cam.id, stream)] = thread
                 thread.start()
@@ -319,13 +323,7 @@ class CameraService:
         if self.keeper is not None:
             rec = self.keeper.recorder(cam.id, m.recording)
             m.status.recording = rec.mode
-            if self._records(cam, "sub"):
-                # only while recorded: a recorded stream is read by FFmpeg's demuxer, not our RTSP reader
-                self._sub_recorded.add(cam.id)
-                sub = self.keeper.recorder(cam.id, None, "sub")
-            else:
-                self._sub_recorded.discard(cam.id)
-                sub = None
+            sub = self.keeper.recorder(cam.id, None, "sub") if self._sub_recordable(cam) else None
             # the tiles' reader records its stream; the other one's own reader records it (_apply_demand)
             m.recorder = rec if _tile_stream(cam) == "main" else sub
         self.monitors[cam.id] = m
@@ -392,13 +390,6 @@ class CameraService:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("recording modes not reloaded", extra={"error": str(exc)[:300]})
             return
-        for cam in list(self.cameras):
-            if cam.id in self.monitors and self._records(cam, "sub") != (cam.id in self._sub_recorded):
-                # its sub-stream's reader takes (or drops) a recorder only when it opens
-                log.info("camera sub-stream recording " + ("starts" if self._records(cam, "sub") else "stops"),
-                         extra={"camera": cam.id, "worker": self.worker_id})
-                await self._stop(cam.id, forget=False)
-                self._start(cam)
         self._apply_demand()  # a camera whose tiles read its sub-stream needs its main reader to record
 
     async def _until_fatal(self) -> None:
