@@ -21,6 +21,12 @@ these machines):
 - The main stream in "main-keyframes" mode: every packet is read (and forwarded when
   wanted), only keyframes reach the decoder, as OpenCV's `avdiscard;nonkey` did. `frames`
   counts every access unit, so the status shows the stream's real frame rate.
+- A sub-stream ("sub-full" mode) is decoded whole only until its keyframe interval is
+  known: a camera sending a keyframe at least every `SUB_KEYFRAMES_MAX_GOP_S` has its
+  keyframes alone decoded, as a main stream's are (a tile a second and the health analysis
+  need no more; decoding ten 360p streams' every frame was a third of the camera service's
+  CPU once their video was forwarded too). A longer GOP is decoded whole, so tiles keep
+  coming and a still picture is not taken for a frozen one.
 - One decoder thread per camera, not one per core: frame threading holds one more frame
   back (+40 ms at 25 fps) and keeps a second decoder context with its own pictures (~5 MB
   at 1080p), for no gain at the rates tiles need; cameras run in parallel anyway. The
@@ -90,6 +96,7 @@ RTSP_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "3
 # who reads rtsp:// cameras: "own" (camera/rtp_reader.py: an access unit goes on at its RTP
 # marker bit) or "ffmpeg" (its demuxer, one frame interval later); IOC_CAMERA_RTSP_READER,
 # set by `ioc cameras` from the settings (use_rtsp_reader)
+SUB_KEYFRAMES_MAX_GOP_S = 1.5  # a sub-stream with keyframes this close has only them decoded
 RTSP_READER: Literal["own", "ffmpeg"] = "ffmpeg" if os.environ.get("IOC_CAMERA_RTSP_READER") == "ffmpeg" else "own"
 BROWSER_CODECS = ("h264",)  # what every wall browser decodes with WebCodecs
 
@@ -214,6 +221,9 @@ class CaptureThread(threading.Thread):
         self.video: str | None = None  # "h264" once open, if the browsers can play it
         self.video_reason: str | None = None  # why not, when they cannot
         self.decode_errors = 0  # packets that did not decode and pictures that came out damaged
+        # whether only keyframes reach the decoder now (decided at each keyframe: `decodes`)
+        self.keyframes_only = mode == "main-keyframes"
+        self.every_frame = False  # a file: every frame decoded, paced at its frame rate
         self.want_full = False  # set from the event loop: a wall wants this camera's HD tiles
         self.want_video = False  # set from the event loop: someone watches this stream live
         self.on_video: VideoSink | None = None
@@ -252,6 +262,19 @@ class CaptureThread(threading.Thread):
         for loop, fut in waiters:
             with contextlib.suppress(RuntimeError):  # that loop has closed
                 loop.call_soon_threadsafe(_resolve, fut, frame)
+
+    def decodes(self, key: bool) -> bool:
+        """Whether this access unit goes to the decoder. Called for every unit in order, after
+        a keyframe was counted in `keyframes`; the choice changes only at a keyframe, where a
+        decoder may start (or stop skipping pictures) without a missing reference."""
+        if not self.decode:
+            return False
+        if self.every_frame:
+            return True
+        if key and self.mode == "sub-full":
+            gop = self.keyframe_interval_s
+            self.keyframes_only = gop is not None and gop <= SUB_KEYFRAMES_MAX_GOP_S
+        return key or not self.keyframes_only
 
     @property
     def keyframe_interval_s(self) -> float | None:
@@ -331,7 +354,8 @@ class CaptureThread(threading.Thread):
                 self.video_reason += f" ({self.reader_note})"
             units = None
             log.info("camera video not forwarded", extra={"camera": self.camera_id, "reason": self.video_reason})
-        keyframes_only = self.mode == "main-keyframes" and not is_file
+        if is_file:
+            self.every_frame, self.keyframes_only = True, False
         rate = video.average_rate or video.guessed_rate
         period = 1.0 / min(max(float(rate or 25.0), 1.0), 60.0) if is_file else 0.0
         self.width, self.height = ctx.width, ctx.height
@@ -381,7 +405,7 @@ class CaptureThread(threading.Thread):
                 forwarding = False  # a corrupt packet: the browser starts again at a keyframe
             if recorder is not None and not packet.is_corrupt:
                 recorder.packet(packet, time.time())
-            if not self.decode or (keyframes_only and not key):
+            if not self.decodes(key):
                 continue
             try:
                 pictures = ctx.decode(packet)

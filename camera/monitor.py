@@ -172,7 +172,7 @@ class CameraMonitor:
                     return False
                 continue
             age = now - last_frame_at
-            if self.camera.mode == "main-keyframes" and thread.packet_at is not None:
+            if thread.keyframes_only and thread.packet_at is not None:
                 # only keyframes are decoded: the packets between them prove the camera is
                 # there (a GOP longer than offline_after_s is not an outage; its tile ages)
                 age = min(age, now - thread.packet_at)

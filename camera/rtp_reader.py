@@ -4,7 +4,8 @@ The same one session feeds both outputs, as the FFmpeg path does (camera/capture
 access unit goes to the video sink the moment its last RTP packet is in (the marker bit,
 camera/rtp_h264.py), its capture time being that packet's arrival; and the same units go to
 a PyAV decoder (`av.CodecContext`, no demuxer) for the tiles and the health analysis:
-keyframes only on a main stream in "main-keyframes" mode, every unit otherwise.
+the units `CaptureThread.decodes` chooses (keyframes only on a main stream, and on a
+sub-stream whose keyframes come often enough).
 
 A recorded stream is recorded from the same units (camera/recorder.py): the recorder begins
 on the first keyframe with a template made from it, again whenever the camera's SPS changes
@@ -125,7 +126,6 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
     thread.width, thread.height = units.width, units.height
     decoder = av.CodecContext.create("h264", "r")
     decoder.thread_count = 1  # see DECODER_THREADS in camera/capture.py
-    keyframes_only = thread.mode == "main-keyframes"
     depacketizer = Depacketizer(track.payload_type)
     scaler = av.video.reformatter.VideoReformatter()
     thread.opened.set()
@@ -171,7 +171,7 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
                 forwarding = False
             if recording is not None:
                 recording.unit(units, data, key, unit.timestamp, unit.arrived)
-            if not thread.decode or (keyframes_only and not key):
+            if not thread.decodes(key):
                 continue
             try:
                 pictures = decoder.decode(av.Packet(data))

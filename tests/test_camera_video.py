@@ -316,3 +316,28 @@ def test_a_camera_with_one_stream_answers_a_sub_stream_demand_with_it() -> None:
     assert service._video_wanted(both, "main") is False and service._video_wanted(both, "sub") is True
     service._demand("node-a", b"")  # the node's will: nothing wanted any more
     assert service._video_wanted(only_main, "main") is False
+
+
+def test_a_sub_stream_with_short_gops_has_its_keyframes_alone_decoded() -> None:
+    """A sub-stream is decoded whole until its keyframe interval is known; with keyframes at
+    most SUB_KEYFRAMES_MAX_GOP_S apart only they reach the decoder (a tile a second and the
+    health analysis need no more); a longer GOP is decoded whole again. The choice changes
+    only at a keyframe, where a decoder can start without a missing reference."""
+    from camera.capture import SUB_KEYFRAMES_MAX_GOP_S, CaptureThread
+
+    sub = CaptureThread("kf-sub", "rtsp://127.0.0.1:9/sub", "sub-full")
+    assert sub.decodes(True) and sub.decodes(False)  # GOP not known yet: every picture
+    sub.keyframes.extend([100.0, 101.0, 102.0, 103.0])
+    assert sub.decodes(False), "decided at a keyframe only"
+    assert sub.decodes(True) and sub.keyframes_only
+    assert not sub.decodes(False)
+    sub.keyframes.extend([103.0 + SUB_KEYFRAMES_MAX_GOP_S + 1.5, 103.0 + 2 * (SUB_KEYFRAMES_MAX_GOP_S + 1.5),
+                          103.0 + 3 * (SUB_KEYFRAMES_MAX_GOP_S + 1.5)])
+    assert not sub.decodes(False), "still keyframes only until the next keyframe"
+    assert sub.decodes(True) and not sub.keyframes_only
+    assert sub.decodes(False)  # a long GOP: every picture, so tiles keep coming
+
+    main = CaptureThread("kf-main", "rtsp://127.0.0.1:9/main", "main-keyframes")
+    assert main.decodes(True) and not main.decodes(False)
+    off = CaptureThread("kf-off", "rtsp://127.0.0.1:9/main", "main-keyframes", decode=False)
+    assert not off.decodes(True)
