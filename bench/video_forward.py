@@ -66,13 +66,14 @@ def thread_cpu_s() -> dict[str, float]:
     return out
 
 
-def forwarders(loop: asyncio.AbstractEventLoop, link: MqttLink, cameras: list[str]) -> list[Any]:
+def forwarders(loop: asyncio.AbstractEventLoop, link: MqttLink, cameras: list[str]) -> tuple[list[Any], Any]:
+    """The cameras' forwarders and their outbox (None before there was one)."""
     outbox_class = getattr(video, "VideoOutbox", None)
     if outbox_class is None:  # the forwarder before the outbox: one hand-over and one paho publish per unit
         return [video.VideoForwarder(loop, lambda t, p: link.publish(t, p, qos=0, retain=False),  # type: ignore[arg-type]
-                                     cam, "main") for cam in cameras]
+                                     cam, "main") for cam in cameras], None
     outbox = outbox_class(loop, link.publish_many)
-    return [video.VideoForwarder(outbox, cam, "main") for cam in cameras]
+    return [video.VideoForwarder(outbox, cam, "main") for cam in cameras], outbox
 
 
 async def measure(rig: RtspRig, broker: MosquittoRig, password: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +82,8 @@ async def measure(rig: RtspRig, broker: MosquittoRig, password: str, args: argpa
     await asyncio.wait_for(link.connected.wait(), 10)
     cameras = list(rig.mounts)
     readers = []
-    for cam, fwd in zip(cameras, forwarders(asyncio.get_running_loop(), link, cameras)):
+    sinks, outbox = forwarders(asyncio.get_running_loop(), link, cameras)
+    for cam, fwd in zip(cameras, sinks):
         t = CaptureThread(cam, rig.url(cam), "main-keyframes", stream="main", decode=False)
         t.on_video = fwd
         t.start()
@@ -117,6 +119,9 @@ async def measure(rig: RtspRig, broker: MosquittoRig, password: str, args: argpa
     for side, figs in windows.items():
         out[side] = {k: round(statistics.median(f[k] for f in figs), 2) for k in figs[0]}
     out["forwarding_pct"] = round(out["video"]["all"] - out["none"]["all"], 2)
+    handed = sum(getattr(f, "handed", getattr(f, "_handed", 0)) for f in sinks)
+    wakeups = outbox.wakeups if outbox is not None else handed  # before the outbox: one per unit
+    out["units_per_wakeup"] = round(handed / max(wakeups, 1), 2)
     return out
 
 
@@ -141,7 +146,8 @@ def main() -> None:
     print(f"medians: with video {result['video']['all']:.1f}% (readers {result['video']['readers']:.1f}, "
           f"loop {result['video']['loop']:.1f}), without {result['none']['all']:.1f}% "
           f"(readers {result['none']['readers']:.1f}); forwarding {result['forwarding_pct']:.1f}% of a core "
-          f"for {result['video']['units_per_s']:.0f} units/s; load {os.getloadavg()}")
+          f"for {result['video']['units_per_s']:.0f} units/s, {result['units_per_wakeup']:.1f} units per wake-up "
+          f"of the loop; load {os.getloadavg()}")
     print(json.dumps(result))
 
 
