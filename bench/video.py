@@ -46,6 +46,7 @@ Peers, each to the same Chromium, from the same rig mount (pl-01's main stream):
     python bench/video.py --runs 1 --seconds 5 --peers aiortc --aiortc-python /work/venv-aiortc/bin/python
     python bench/video.py --runs 1 --seconds 10 --no-peers --stall-s 10
     python bench/video.py --load-clients 0 --stall-s 0  # the pages alone
+    python bench/video.py --camera-cost-only --hub-seconds 0 --runs 3 --seconds 10  # the camera service alone
 
 Prints figures, never passes or fails; the last line is one JSON object.
 """
@@ -796,6 +797,8 @@ def main() -> int:
     ap.add_argument("--stall-s", type=float, default=20.0, help="after the runs, one load tablet stops reading this "
                     "long while screen 4 (or the first screen) is measured (0: skip)")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--camera-cost-only", action="store_true", help="only the camera service's CPU without and "
+                    "with the ten main streams forwarded (no pages, no peers: quick, and light on a shared machine)")
     ap.add_argument("--screens", default="5,4", help="wall screens Chromium shows: 5 (pl-01's main stream), "
                     "4 (four sub-streams)")
     args = ap.parse_args()
@@ -819,7 +822,8 @@ def main() -> int:
             cams = start_cameras(world, rig, tmp)
             node = Client(world.broker.host, world.broker.service_port, "svc-api", world.passwords["svc-api"]).wait_connected()
             figs["camera_service"] = camera_cost(node, cams, args)
-            figs.update(asyncio.run(measure(world, rig, cams, args, tmp)))
+            if not args.camera_cost_only:
+                figs.update(asyncio.run(measure(world, rig, cams, args, tmp)))
             figs["rig_late_ms"] = {m: v.get("late_ms") for m, v in rig.status()["mounts"].items() if m == "pl-01-main"}
     finally:
         if node is not None:

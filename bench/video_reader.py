@@ -164,6 +164,13 @@ class _Replay:
     def settimeout(self, _timeout: float) -> None:
         pass
 
+    def setblocking(self, _flag: bool) -> None:
+        pass
+
+    def poll(self, _timeout_ms: float) -> list[tuple[int, int]]:
+        """Stands in for the session's poll object too: data is always there."""
+        return [(0, 1)]
+
     def recv(self, _size: int) -> bytes:
         self.at += self.chunk
         return self.data[self.at - self.chunk:self.at]
@@ -173,7 +180,7 @@ def per_packet_cost(clip: str, seconds: float) -> dict[str, float]:
     """CPU us per RTP packet of our reader's Python path (RTSP framing, depacketising, the
     contract conversion), on packets captured from the rig and replayed from memory."""
     from camera.h264 import AccessUnits
-    from camera.rtp_h264 import Depacketizer
+    from camera.rtp_h264 import AccessUnit, Depacketizer
     from camera.rtsp_client import RtspSession
 
     name = clip.split(".")[0]
@@ -193,14 +200,20 @@ def per_packet_cost(clip: str, seconds: float) -> dict[str, float]:
         t0 = time.process_time()
         for _ in range(10):
             replay = RtspSession("rtsp://127.0.0.1:1/replay")
-            replay._sock = _Replay(wire, chunk)  # type: ignore[assignment]
+            replay._sock = replay._poll = _Replay(wire, chunk)  # type: ignore[assignment]
             replay._last_request = time.monotonic()
             depacketizer, units = Depacketizer(96), AccessUnits(None)
-            for _ in packets:
-                got = replay.read(1.0)
+            finished: list[AccessUnit] = []
+            left = len(packets)
+            while left:  # as camera/rtp_reader.py reads
+                got = replay.read_packets(1.0)
                 assert got is not None
-                for unit in depacketizer.push(*got):
-                    units.convert(unit.data, unit.key)
+                left -= len(got[0])
+                for raw in got[0]:
+                    depacketizer.feed(raw, got[1], finished)
+                    for unit in finished:
+                        units.convert(unit.data, unit.key)
+                    finished.clear()
         us = 1e6 * (time.process_time() - t0) / 10 / len(packets)
         out[f"us_per_packet_recv_{chunk}"] = round(us, 2)
         out[f"core_pct_recv_{chunk}"] = round(us * len(packets) / seconds / 1e4, 3)

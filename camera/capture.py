@@ -452,6 +452,12 @@ class CaptureThread(threading.Thread):
         except ValueError as exc:
             log.warning("camera packet not forwarded", extra={"camera": self.camera_id, "error": str(exc)})
             return False
+        return self.send_unit(units, data, key, captured_at, seq, forwarding, sink)
+
+    def send_unit(self, units: AccessUnits, data: bytes, key: bool, captured_at: float, seq: int,
+                  forwarding: bool, sink: VideoSink) -> bool:
+        """`forward` for a unit `units.convert` already made (our RTSP reader converts every
+        unit for its decoder anyway: a keyframe is not walked twice)."""
         if not (forwarding or key) or units.codec is None:
             return False
         header: VideoHeader = {"camera": self.camera_id, "stream": self.stream, "seq": seq,

@@ -30,24 +30,27 @@ class RtpError(ValueError):
     """A packet that is not RTP version 2 or whose headers overrun it."""
 
 
+Packet = bytes | memoryview  # one RTP packet: a view of the receive buffer costs no copy
+
+
 @dataclass(frozen=True, slots=True)
 class RtpPacket:
     seq: int
     timestamp: int
     marker: bool
     payload_type: int
-    payload: bytes
+    payload: Packet
 
 
-def parse_rtp(packet: bytes) -> RtpPacket:
-    """The RTP header fields and the payload (CSRCs, header extension and padding removed)."""
-    if len(packet) < 12:
-        raise RtpError(f"RTP packet of {len(packet)} bytes, shorter than its header")
-    b0, b1, seq, ts, _ssrc = RTP_HEADER.unpack_from(packet)
+def _payload_bounds(packet: Packet, b0: int) -> tuple[int, int]:
+    """Where the payload starts and ends, past CSRCs and a header extension, before padding."""
+    n = len(packet)
+    if n < 12:
+        raise RtpError(f"RTP packet of {n} bytes, shorter than its header")
     if b0 >> 6 != 2:
         raise RtpError(f"RTP version {b0 >> 6}, not 2")
     start = 12 + 4 * (b0 & 0x0F)
-    end = len(packet)
+    end = n
     if b0 & 0x10:  # header extension: 16-bit profile, 16-bit length in words
         if start + 4 > end:
             raise RtpError("RTP header extension cut short")
@@ -56,6 +59,15 @@ def parse_rtp(packet: bytes) -> RtpPacket:
         end -= packet[-1]
     if start > end:
         raise RtpError("RTP headers overrun the packet")
+    return start, end
+
+
+def parse_rtp(packet: Packet) -> RtpPacket:
+    """The RTP header fields and the payload (CSRCs, header extension and padding removed)."""
+    if len(packet) < 12:
+        raise RtpError(f"RTP packet of {len(packet)} bytes, shorter than its header")
+    b0, b1, seq, ts, _ssrc = RTP_HEADER.unpack_from(packet)
+    start, end = _payload_bounds(packet, b0)
     return RtpPacket(seq, ts, bool(b1 & 0x80), b1 & 0x7F, packet[start:end])
 
 
@@ -72,9 +84,13 @@ class AccessUnit:
 
 @dataclass(slots=True)
 class _Building:
+    """A unit coming in, kept as the pieces of its Annex B bytes (start codes, NAL headers and
+    views of the packets' payloads), joined once when it ends: no copy per packet."""
+
     timestamp: int
-    nals: list[bytes] = field(default_factory=list)
-    fragment: bytearray | None = None  # an FU-A NAL unit still coming in
+    pieces: list[Packet] = field(default_factory=list)
+    types: list[int] = field(default_factory=list)  # of its NAL units, in order
+    fragment: bool = False  # an FU-A NAL unit still coming in
     broken: bool = False
 
 
@@ -94,30 +110,45 @@ class Depacketizer:
         self._unit: _Building | None = None
         self._need_key = True  # nothing before the first IDR decodes
 
-    def push(self, raw: bytes, arrived: float) -> list[AccessUnit]:
+    def push(self, raw: Packet, arrived: float) -> list[AccessUnit]:
         """The access units this packet finishes (usually none or one; two when it also ends
         a previous unit whose marker never came). Raises RtpError for a packet that is not RTP."""
-        pkt = parse_rtp(raw)
-        if self.payload_type is not None and pkt.payload_type != self.payload_type:
-            return []  # another payload on the same channel (e.g. comfort noise): not ours
         out: list[AccessUnit] = []
-        gap = self._sequence(pkt.seq)
+        self.feed(raw, arrived, out)
+        return out
+
+    def feed(self, raw: Packet, arrived: float, out: list[AccessUnit]) -> None:
+        """`push` appending to `out`: the reader's path, ~2,000 packets a second for ten 1080p
+        cameras, so the header is read in place and nothing is allocated per packet but views."""
+        if not isinstance(raw, memoryview):
+            raw = memoryview(raw)  # its payload's slices are views then, not copies
+        if len(raw) < 12:
+            raise RtpError(f"RTP packet of {len(raw)} bytes, shorter than its header")
+        b0, b1, seq, timestamp, _ssrc = RTP_HEADER.unpack_from(raw)
+        if b0 == 0x80:  # version 2, no padding, extension or CSRC: what cameras send
+            payload = raw[12:]
+        else:
+            start, end = _payload_bounds(raw, b0)
+            payload = raw[start:end]
+        if self.payload_type is not None and b1 & 0x7F != self.payload_type:
+            return  # another payload on the same channel (e.g. comfort noise): not ours
+        gap = self._sequence(seq)
         if gap is None:
-            return []  # a duplicate or a late packet: already counted as lost
+            return  # a duplicate or a late packet: already counted as lost
         unit = self._unit
-        if unit is not None and unit.timestamp != pkt.timestamp:
+        if unit is not None and unit.timestamp != timestamp:
             if not gap:
                 self.without_marker += 1
             self._finish(unit, arrived, out)
             unit = None
         if unit is None:
-            unit = self._unit = _Building(pkt.timestamp)
+            unit = self._unit = _Building(timestamp)
         if gap:
             unit.broken = True  # the lost packets may have been this unit's (or all of one)
-        self._payload(unit, pkt.payload)
-        if pkt.marker:
+        if payload:
+            self._payload(unit, payload)
+        if b1 & 0x80:  # the marker: this packet ends the picture
             self._finish(unit, arrived, out)
-        return out
 
     def _sequence(self, seq: int) -> int | None:
         """Packets lost just before this one (0: none), or None for one that came too late."""
@@ -125,58 +156,64 @@ class Depacketizer:
         if last is None:
             return 0
         ahead = (seq - last) & 0xFFFF
+        if ahead == 1:
+            return 0
         if ahead == 0 or ahead >= 0x8000:  # repeated or older: ignore it, keep our place
             self._seq = last
             return None
         self.lost += ahead - 1
         return ahead - 1
 
-    def _payload(self, unit: _Building, payload: bytes) -> None:
-        if not payload:
-            return
+    def _payload(self, unit: _Building, payload: Packet) -> None:
         kind = payload[0] & 0x1F
-        if unit.fragment is not None and kind != FU_A:
-            unit.fragment, unit.broken = None, True  # a fragmented unit without its end
+        if unit.fragment and kind != FU_A:
+            unit.fragment, unit.broken = False, True  # a fragmented unit without its end
         if 1 <= kind <= 23:
-            unit.nals.append(payload)
+            unit.pieces += (START, payload)
+            unit.types.append(kind)
         elif kind == STAP_A:
             i, n = 1, len(payload)
             while i + 2 <= n:
-                size = int.from_bytes(payload[i:i + 2], "big")
+                size = (payload[i] << 8) | payload[i + 1]
                 if size == 0 or i + 2 + size > n:
                     unit.broken = True
                     return
-                unit.nals.append(payload[i + 2:i + 2 + size])
+                unit.pieces += (START, payload[i + 2:i + 2 + size])
+                unit.types.append(payload[i + 2] & 0x1F)
                 i += 2 + size
         elif kind == FU_A and len(payload) >= 2:
             head = payload[1]
             if head & 0x80:  # start: the NAL header rebuilt from the indicator and FU header
-                if unit.fragment is not None:
+                if unit.fragment:
                     unit.broken = True
-                unit.fragment = bytearray(((payload[0] & 0xE0) | (head & 0x1F),))
-            elif unit.fragment is None:
+                unit.fragment = True
+                unit.pieces += (START, _BYTE[(payload[0] & 0xE0) | (head & 0x1F)])
+                unit.types.append(head & 0x1F)
+            elif not unit.fragment:
                 unit.broken = True  # the start fragment was lost
                 return
-            unit.fragment += payload[2:]
+            unit.pieces.append(payload[2:])
             if head & 0x40:  # end
-                unit.nals.append(bytes(unit.fragment))
-                unit.fragment = None
+                unit.fragment = False
         else:
             self.unsupported += 1
             unit.broken = True
 
     def _finish(self, unit: _Building, arrived: float, out: list[AccessUnit]) -> None:
         self._unit = None
-        if unit.fragment is not None:
+        if unit.fragment:
             unit.broken = True
-        types = tuple(n[0] & 0x1F for n in unit.nals)
+        types = unit.types
         key = NAL_IDR in types
-        if unit.broken or not unit.nals:
+        if unit.broken or not types:
             self._need_key = True
-            self.dropped += 1 if unit.nals or unit.broken else 0
+            self.dropped += 1 if types or unit.broken else 0
             return
         if self._need_key and not key:
             self.dropped += 1
             return
         self._need_key = False
-        out.append(AccessUnit(b"".join(START + n for n in unit.nals), key, unit.timestamp, arrived, types))
+        out.append(AccessUnit(b"".join(unit.pieces), key, unit.timestamp, arrived, tuple(types)))
+
+
+_BYTE = [bytes((i,)) for i in range(256)]  # a rebuilt NAL header without allocating one

@@ -30,7 +30,7 @@ import av.video.reformatter
 
 from camera.h264 import START, AccessUnits
 from camera.recorder import Recorder, h264_template
-from camera.rtp_h264 import Depacketizer, RtpError
+from camera.rtp_h264 import AccessUnit, Depacketizer, RtpError
 from camera.rtsp_client import RtspError, RtspSession, Track, UnsupportedCodec
 
 if TYPE_CHECKING:
@@ -135,47 +135,51 @@ def _read(thread: CaptureThread, session: RtspSession, track: Track) -> None:
     seq = 0
     forwarding = False
     heard = time.monotonic()
+    finished: list[AccessUnit] = []
     while not thread.stopped:
-        got = session.read(min(POLL_S, thread.read_timeout_s))
+        got = session.read_packets(min(POLL_S, thread.read_timeout_s))
         if got is None:
             if time.monotonic() - heard > thread.read_timeout_s:
                 raise RtspError(f"no video for {thread.read_timeout_s:g} s (the stream ended or stopped sending)")
             continue
         heard = time.monotonic()
-        lost = depacketizer.lost
-        try:
-            finished = depacketizer.push(*got)
-        except RtpError as exc:
-            thread.damaged(str(exc))
-            continue
-        if depacketizer.lost != lost:
-            thread.damaged(f"{depacketizer.lost - lost} RTP packets lost: video waits for the next keyframe")
-            forwarding = False
-            if recording is not None:
-                recording.gap = True
-        for unit in finished:
-            seq += 1
-            thread.frames = seq
-            thread.packet_at = unit.arrived
-            if unit.key:
-                thread.keyframes.append(time.monotonic())
+        packets, arrived = got
+        for packet in packets:
+            lost = depacketizer.lost
             try:
-                data, key = units.convert(unit.data, unit.key)
-            except ValueError as exc:
+                depacketizer.feed(packet, arrived, finished)
+            except RtpError as exc:
                 thread.damaged(str(exc))
                 continue
-            sink = thread.on_video
-            if sink is not None and thread.want_video:
-                forwarding = thread.forward(units, data, key, unit.arrived, seq, forwarding, sink)
-            else:
+            if depacketizer.lost != lost:
+                thread.damaged(f"{depacketizer.lost - lost} RTP packets lost: video waits for the next keyframe")
                 forwarding = False
-            if recording is not None:
-                recording.unit(units, data, key, unit.timestamp, unit.arrived)
-            if not thread.decodes(key):
-                continue
-            try:
-                pictures = decoder.decode(av.Packet(data))
-            except av.FFmpegError as exc:
-                thread.damaged(str(exc.strerror or exc))
-                continue
-            thread.pictures(pictures, scaler, seq)
+                if recording is not None:
+                    recording.gap = True
+            for unit in finished:
+                seq += 1
+                thread.frames = seq
+                thread.packet_at = unit.arrived
+                if unit.key:
+                    thread.keyframes.append(time.monotonic())
+                try:
+                    data, key = units.convert(unit.data, unit.key)
+                except ValueError as exc:
+                    thread.damaged(str(exc))
+                    continue
+                sink = thread.on_video
+                if sink is not None and thread.want_video:
+                    forwarding = thread.send_unit(units, data, key, unit.arrived, seq, forwarding, sink)
+                else:
+                    forwarding = False
+                if recording is not None:
+                    recording.unit(units, data, key, unit.timestamp, unit.arrived)
+                if not thread.decodes(key):
+                    continue
+                try:
+                    pictures = decoder.decode(av.Packet(data))
+                except av.FFmpegError as exc:
+                    thread.damaged(str(exc.strerror or exc))
+                    continue
+                thread.pictures(pictures, scaler, seq)
+            finished.clear()

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import os
 import re
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -173,7 +174,10 @@ class RtspSession:
         self.session: str | None = None
         self.session_timeout_s = DEFAULT_SESSION_TIMEOUT_S
         self._sock: socket.socket | None = None
-        self._buf = bytearray()
+        self._poll: select.poll | None = None
+        # what came in and is not read yet: bytes, never resized in place, so the packets
+        # `read_packets` hands out can be views of it
+        self._buf = b""
         self._pos = 0
         self._cseq = 0
         self._public = ""
@@ -191,6 +195,11 @@ class RtspSession:
             raise RtspError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # reads wait in poll(), then recv() what is there: a socket timeout would cost one more
+        # system call per read to set it (a read per picture and camera: 250 a second for ten)
+        self._sock.setblocking(False)
+        self._poll = select.poll()
+        self._poll.register(self._sock, select.POLLIN)
         self._public = self.request("OPTIONS", self.url).headers.get("public", "")
         answer = self.request("DESCRIBE", self.url, {"Accept": "application/sdp"})
         base = answer.headers.get("content-base") or answer.headers.get("content-location") or self.url
@@ -216,13 +225,13 @@ class RtspSession:
             return
         try:
             if self.session:
-                sock.settimeout(0.5)
                 self._sock = sock
-                self._send("TEARDOWN", self.url, {})
-        except OSError:
+                self._send("TEARDOWN", self.url, {}, timeout_s=0.5)
+        except (OSError, RtspError):
             pass
         finally:
             self._sock = None
+            self._poll = None
             sock.close()
 
     def request(self, method: str, url: str, headers: dict[str, str] | None = None) -> Response:
@@ -250,7 +259,7 @@ class RtspSession:
             return item
         raise AssertionError("unreachable")
 
-    def _send(self, method: str, url: str, headers: dict[str, str]) -> int:
+    def _send(self, method: str, url: str, headers: dict[str, str], timeout_s: float | None = None) -> int:
         if self._sock is None:
             raise RtspError("the connection is closed")
         self._cseq += 1
@@ -262,9 +271,13 @@ class RtspSession:
             lines.append(f"Authorization: {auth}")
         lines += [f"{k}: {v}" for k, v in headers.items()]
         try:
-            self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            self._sock.settimeout(self.timeout_s if timeout_s is None else timeout_s)  # only while it writes
+            try:
+                self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            finally:
+                self._sock.setblocking(False)
         except OSError as exc:
-            raise RtspError(f"{method}: the connection failed: {exc.strerror or exc}") from None
+            raise RtspError(f"{method}: the connection failed: {exc.strerror or exc or 'timed out'}") from None
         self._last_request = time.monotonic()
         return self._cseq
 
@@ -274,44 +287,90 @@ class RtspSession:
         when none came within `timeout_s`. Keeps the session alive meanwhile."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if time.monotonic() - self._last_request > self.session_timeout_s / 2:
-                self._send("GET_PARAMETER" if "GET_PARAMETER" in self._public else "OPTIONS", self.url, {})
+            self._keep_alive()
             item = self._next(deadline)
             if item is None:
                 return None
             if isinstance(item, tuple) and item[0] == self._channel:
-                return item[1], self._arrived
+                return bytes(item[1]), self._arrived
             if isinstance(item, Response):
-                self.keepalives_answered += 1
-                if item.status in (405, 501):  # GET_PARAMETER not allowed after all: OPTIONS then
-                    self._public = ""
+                self._answered(item)
+
+    def read_packets(self, timeout_s: float) -> tuple[list[memoryview], float] | None:
+        """Every RTP packet of the video already in (at least one: waits up to `timeout_s`),
+        as views of the received bytes, and the wall-clock time they came in; None when none
+        came. A camera sends a picture's packets in one burst and one read takes them all:
+        the reader's loop then turns once per picture, not once per packet."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._keep_alive()
+            packets = self._take()
+            if packets:
+                return packets, self._arrived
+            buf, pos = self._buf, self._pos
+            if pos < len(buf) and buf[pos] != 0x24:  # an RTSP message: a keep-alive's answer
+                item = self._next(deadline)
+                if item is None:
+                    return None
+                if isinstance(item, Response):
+                    self._answered(item)
+                elif item[0] == self._channel:
+                    return [item[1]], self._arrived
+            elif not self._fill(deadline):
+                return None
+
+    def _take(self) -> list[memoryview]:
+        """The whole interleaved packets of the video's channel at the head of the buffer."""
+        buf, pos, n, channel = self._buf, self._pos, len(self._buf), self._channel
+        out: list[memoryview] = []
+        view: memoryview | None = None
+        while pos + 4 <= n and buf[pos] == 0x24:
+            end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+            if end > n:
+                break
+            if buf[pos + 1] == channel:
+                if view is None:
+                    view = memoryview(buf)
+                out.append(view[pos + 4:end])
+            pos = end
+        self._pos = pos
+        return out
+
+    def _keep_alive(self) -> None:
+        if time.monotonic() - self._last_request > self.session_timeout_s / 2:
+            self._send("GET_PARAMETER" if "GET_PARAMETER" in self._public else "OPTIONS", self.url, {})
+
+    def _answered(self, answer: Response) -> None:
+        self.keepalives_answered += 1
+        if answer.status in (405, 501):  # GET_PARAMETER not allowed after all: OPTIONS then
+            self._public = ""
 
     _arrived = 0.0
 
     def _fill(self, deadline: float) -> bool:
-        sock = self._sock
-        if sock is None:
+        sock, poll = self._sock, self._poll
+        if sock is None or poll is None:
             raise RtspError("the connection is closed")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(1 << 16)
-        except (socket.timeout, TimeoutError):
-            return False
-        except OSError as exc:
-            raise RtspError(f"the connection failed: {exc.strerror or exc}") from None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poll.poll(remaining * 1000.0):
+                return False
+            try:
+                data = sock.recv(1 << 16)
+                break
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError as exc:
+                raise RtspError(f"the connection failed: {exc.strerror or exc}") from None
         if not data:
             raise RtspError("the camera closed the connection")
         self._arrived = time.time()
-        if self._pos:
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
+        buf, pos = self._buf, self._pos
+        self._buf = buf[pos:] + data if pos < len(buf) else data
+        self._pos = 0
         return True
 
-    def _next(self, deadline: float) -> tuple[int, bytes] | Response | None:
+    def _next(self, deadline: float) -> tuple[int, memoryview] | Response | None:
         """The next interleaved packet (channel, bytes) or RTSP answer; None on timeout."""
         while True:
             buf, pos = self._buf, self._pos
@@ -321,7 +380,7 @@ class RtspSession:
                         size = int.from_bytes(buf[pos + 2:pos + 4], "big")
                         if len(buf) >= pos + 4 + size:
                             self._pos = pos + 4 + size
-                            return buf[pos + 1], bytes(buf[pos + 4:pos + 4 + size])
+                            return buf[pos + 1], memoryview(buf)[pos + 4:pos + 4 + size]
                 else:
                     end = buf.find(b"\r\n\r\n", pos)
                     if end >= 0:
@@ -351,7 +410,7 @@ class RtspSession:
             if not self._fill(time.monotonic() + self.timeout_s):
                 raise RtspError("the camera's answer was cut short")
             return self._message(self._pos, self._buf.find(b"\r\n\r\n", self._pos))
-        body = bytes(self._buf[end + 4:end + 4 + length])
+        body = self._buf[end + 4:end + 4 + length]
         self._pos = end + 4 + length
         m = re.match(r"RTSP/1\.\d (\d{3}) ?(.*)", head[0])
         if m is None:

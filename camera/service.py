@@ -33,7 +33,7 @@ import cv2
 from camera.capture import CaptureThread, Frame, join_captures, keep_frames_off_the_heap, probe
 from camera.monitor import CameraMonitor
 from camera.recording import RecordingConfig, RecordingKeeper
-from camera.video import VideoForwarder
+from camera.video import VideoForwarder, VideoOutbox
 from ioc.core import sharding
 from ioc.core.cameras import Camera
 from camera.tiles import encode_tile
@@ -86,6 +86,7 @@ class CameraService:
         self._hd_demand: dict[str, frozenset[str]] = {}  # wall node -> cameras it shows large
         self._video_demand: dict[str, dict[Stream, frozenset[str]]] = {}  # wall node -> stream -> cameras
         self._forwarders: dict[tuple[str, Stream], VideoForwarder] = {}
+        self._outbox: VideoOutbox | None = None  # made on the loop, with the first forwarder
         self._video_only: dict[tuple[str, Stream], asyncio.Task[None]] = {}
         self.tile_fps = tile_fps
         self.hd_fps = hd_fps
@@ -295,11 +296,10 @@ class CameraService:
     def _forwarder(self, camera_id: str, stream: Stream) -> VideoForwarder:
         key = (camera_id, stream)
         if key not in self._forwarders:
-            self._forwarders[key] = VideoForwarder(asyncio.get_running_loop(), self._publish_video, camera_id, stream)
+            if self._outbox is None:
+                self._outbox = VideoOutbox(asyncio.get_running_loop(), self.link.publish_many)
+            self._forwarders[key] = VideoForwarder(self._outbox, camera_id, stream)
         return self._forwarders[key]
-
-    def _publish_video(self, topic: str, payload: bytes) -> None:
-        self.link.publish(topic, payload, qos=0, retain=False)
 
     def _command(self, topic: str, payload: bytes) -> None:
         """An operator accepts a camera's current view as its normal one (after it was moved on purpose)."""

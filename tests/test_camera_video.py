@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from camera.h264 import NAL_SPS, AccessUnits, annexb_nals
-from camera.video import MAX_BEHIND, VideoForwarder
+from camera.video import MAX_BEHIND, VideoForwarder, VideoOutbox
 from ioc.core.contracts import topics
 from ioc.core.contracts.tile_frame import decode_tile
 from ioc.core.contracts.video_frame import VideoHeader, avc_codec_string, decode_video
@@ -117,7 +117,7 @@ def test_the_picture_size_comes_from_the_sps_so_a_resolution_change_shows_in_the
 def test_the_forwarder_drops_up_to_the_next_keyframe_when_the_loop_is_behind() -> None:
     loop = asyncio.new_event_loop()
     sent: list[tuple[str, bytes]] = []
-    fwd = VideoForwarder(loop, lambda t, p: sent.append((t, p)), "cam-a", "sub")
+    fwd = VideoForwarder(VideoOutbox(loop, sent.extend), "cam-a", "sub")
 
     def unit(seq: int, key: bool) -> None:
         header: VideoHeader = {"camera": "cam-a", "stream": "sub", "seq": seq, "captured_at": 1.0, "key": key,
@@ -142,6 +142,75 @@ def test_the_forwarder_drops_up_to_the_next_keyframe_when_the_loop_is_behind() -
         assert fwd.dropped == 30 - 1 - MAX_BEHIND + 1
     finally:
         loop.close()
+
+
+def _unit(fwd: VideoForwarder, seq: int, key: bool) -> None:
+    """What a reader thread hands its stream's forwarder: a header and an access unit."""
+    header: VideoHeader = {"camera": fwd.camera_id, "stream": fwd.stream, "seq": seq, "captured_at": 1.0,
+                           "key": key, "codec": "avc1.4d401e", "width": 640, "height": 360}
+    fwd(header, b"\x00\x00\x00\x01" + seq.to_bytes(4, "big"))
+
+
+def _seqs(batch: list[tuple[str, bytes]]) -> list[tuple[str, int]]:
+    return [(topic, decode_video(p)[0]["seq"]) for topic, p in batch]
+
+
+def test_units_waiting_for_the_loop_go_in_one_hand_over_in_the_order_they_came() -> None:
+    loop = asyncio.new_event_loop()
+    batches: list[list[tuple[str, bytes]]] = []
+    outbox = VideoOutbox(loop, batches.append)
+    a, b = VideoForwarder(outbox, "cam-a", "main"), VideoForwarder(outbox, "cam-b", "sub")
+    try:
+        came = [(a, 1, True), (b, 1, True), (a, 2, False), (b, 2, False), (b, 3, False), (a, 3, False)]
+        for fwd, seq, key in came:
+            _unit(fwd, seq, key)
+        assert outbox.wakeups == 1  # one wake-up of the loop for the six
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert [_seqs(batch) for batch in batches] == [[(f.topic, seq) for f, seq, _ in came]]
+        assert (a.handed, a.sent, b.handed, b.sent) == (3, 3, 3, 3)
+        # the loop is free again: the next unit has a hand-over of its own, it waits for no company
+        _unit(b, 4, False)
+        assert outbox.wakeups == 2
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert _seqs(batches[-1]) == [(b.topic, 4)] and len(batches) == 2
+    finally:
+        loop.close()
+
+
+async def test_reader_threads_hand_over_in_order_and_a_stream_behind_resumes_at_a_keyframe() -> None:
+    """Six streams' readers at once against a loop that publishes slowly now and then (a busy
+    service): every stream's units arrive in order, a gap only ever ends at a keyframe,
+    nothing is lost that was not counted as dropped, and units share hand-overs."""
+    loop = asyncio.get_running_loop()
+    got: list[tuple[str, bytes]] = []
+    calls = 0
+
+    def publish_many(batch: list[tuple[str, bytes]]) -> None:
+        nonlocal calls
+        calls += 1
+        got.extend(batch)
+        if calls % 7 == 0:
+            time.sleep(0.02)  # the loop stalls: the readers get ahead of it
+
+    outbox = VideoOutbox(loop, publish_many)
+    forwarders = [VideoForwarder(outbox, f"cam-{i}", "main" if i % 2 else "sub") for i in range(6)]
+    units = 300
+
+    def reader(fwd: VideoForwarder) -> None:
+        for seq in range(1, units + 1):
+            _unit(fwd, seq, seq % 25 == 1)
+            if seq % 3 == 0:
+                time.sleep(0.0005)
+
+    await asyncio.gather(*(asyncio.to_thread(reader, f) for f in forwarders))
+    await asyncio.sleep(0.1)
+    for fwd in forwarders:
+        seqs = [seq for topic, seq in _seqs(got) if topic == fwd.topic]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert all(b == a + 1 or b % 25 == 1 for a, b in zip(seqs, seqs[1:])), seqs
+        assert len(seqs) + fwd.dropped == units and fwd.handed == fwd.sent == len(seqs)
+    assert sum(f.dropped for f in forwarders) > 0  # the stalls did put streams behind
+    assert outbox.wakeups < len(got)
 
 
 # -- end to end: rig -> ioc cameras -> broker -> a wall node's subscriber ---------------------
