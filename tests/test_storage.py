@@ -181,7 +181,8 @@ async def test_last_of_a_bucket_is_defined_when_areas_report_at_the_same_time(po
     whatever plan PostgreSQL takes (index or sequential scan), from readings and roll-ups."""
     from ioc.core.storage.queries import SeriesSource, parse_bucket, series
 
-    ts = datetime(2024, 3, 5, 10, 30, tzinfo=timezone.utc)
+    # a month no other test writes to: the monthly bucket sums every area's readings in it
+    ts = datetime(2003, 3, 5, 10, 30, tzinfo=timezone.utc)
     values = {"13630": 128.5, "13294": 115.3, "13513": 121.0}  # an order that is neither code nor value
     async with pool.acquire() as conn:
         await conn.executemany(
