@@ -34,6 +34,9 @@ from tests.rigs.serve import ServeProcess
 ADMIN_DSN = os.environ.get("IOC_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
 SPOOL = Path(tempfile.mkdtemp(prefix="ioc-test-spool-"))  # this run's: a spool left by another never replays here
+# the apps and services the tests start would otherwise make ./recordings in the checkout
+RECORDINGS = Path(tempfile.mkdtemp(prefix="ioc-test-recordings-"))
+os.environ.setdefault("IOC_RECORDINGS_DIR", str(RECORDINGS))
 # the monthly reports' schedule would make last month's reports of every test agency in the
 # background of every app a test starts: tests/test_monthly_report.py drives it itself
 os.environ.setdefault("IOC_REPORT_SCHEDULE", "false")
@@ -184,7 +187,7 @@ def service_env(db_url: str, mqtt_url: str, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOC_")}
     env.update({"IOC_DATABASE_URL": db_url, "IOC_MQTT_URL": mqtt_url, "IOC_LOG_FORMAT": "json",
                 "PYTHONPATH": str(REPO), "IOC_INGEST_SPOOL_DIR": str(SPOOL), "IOC_REPORT_SCHEDULE": "false",
-                **settings})
+                "IOC_RECORDINGS_DIR": str(RECORDINGS), **settings})
     return env
 
 
