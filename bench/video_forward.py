@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -143,6 +144,7 @@ def main() -> None:
             result = asyncio.run(measure(rig, broker, password, args))
     finally:
         broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"medians: with video {result['video']['all']:.1f}% (readers {result['video']['readers']:.1f}, "
           f"loop {result['video']['loop']:.1f}), without {result['none']['all']:.1f}% "
           f"(readers {result['none']['readers']:.1f}); forwarding {result['forwarding_pct']:.1f}% of a core "
