@@ -238,7 +238,7 @@ class CameraService:
         and its sub-stream if it has one and sub-streams are recorded (IOC_RECORDING_SUB_STREAM)."""
         if self.keeper is None or self.keeper.mode(cam.id) == "off":
             return False
-        return stream == "main" or (self.keeper.config.sub_stream and cam.sub_url is not None)
+        return stream == "main" or self._sub_recordable(cam)
 
     def _sub_recordable(self, cam: Camera) -> bool:
         """Whether this camera's sub-stream reader carries a recorder (which writes only
