@@ -168,6 +168,42 @@ async def test_the_wall_at_an_instant_is_the_wall_as_it_was_then(api: Api, pool:
     assert (await api.get("/api/v1/wall/at", t=before.isoformat())).json()["tiles"]["aqi"]["value"] is None
 
 
+async def test_a_whole_walls_recordings_at_an_instant_come_from_one_query(pool: asyncpg.Pool) -> None:
+    """`around`, what /wall/at and a replay's start read: per camera and stream, the segment
+    holding T with the ones that follow within 5 minutes of its end, or the gap's edges."""
+    a, b, none = f"tm-around-a-{RUN}", f"tm-around-b-{RUN}", f"tm-around-none-{RUN}"
+    t0 = time.time() - 3600
+    seg = [(a, t0, t0 + 4), (a, t0 + 4, t0 + 8), (a, t0 + 8, t0 + 12), (a, t0 + 12, t0 + 16),
+           (a, t0 + 16 + 400, t0 + 420),  # after a gap of more than 5 minutes
+           (b, t0 - 30, t0 - 20), (b, t0 + 60, t0 + 64)]
+    async with pool.acquire() as conn:
+        await rec_store.add_segments(conn, [(c, s, e, 10, segment_path(c, s, e)) for c, s, e in seg])
+        await rec_store.add_segments(conn, [(a, t0 + 1, t0 + 5, 5, segment_path(a, t0 + 1, t0 + 5, "sub"))], "sub")
+        at = datetime.fromtimestamp(t0 + 2, UTC)
+        found = await rec_store.around(conn, [a, b, none, a], at)
+        at_end = await rec_store.around(conn, [a], datetime.fromtimestamp(t0 + 15, UTC))
+        gap = await rec_store.around(conn, [a], datetime.fromtimestamp(t0 + 100, UTC))
+
+    def start(row: dict[str, Any] | None) -> float | None:
+        return None if row is None else row["started_at"].timestamp()
+
+    main = found[(a, "main")]
+    assert start(main["segment"]) == pytest.approx(t0) and main["segment"]["stream"] == "main"
+    assert [start(r) for r in main["following"]] == [pytest.approx(t0 + 4), pytest.approx(t0 + 8)]
+    assert start(found[(a, "sub")]["segment"]) == pytest.approx(t0 + 1)
+    assert found[(a, "sub")]["segment"]["path"].split("/")[-2] == "sub"
+    assert found[(a, "sub")]["following"] == []
+    other = found[(b, "main")]  # a gap: the last recorded time before T and the first after
+    assert other["segment"] is None and other["following"] == []
+    assert other["before"].timestamp() == pytest.approx(t0 - 20)
+    assert other["after"].timestamp() == pytest.approx(t0 + 60)
+    assert (none, "main") not in found and (b, "sub") not in found  # never recorded: nothing
+    assert at_end[(a, "main")]["following"] == [], "the next segment starts more than 5 minutes later"
+    assert gap[(a, "main")]["segment"] is None
+    assert gap[(a, "main")]["before"].timestamp() == pytest.approx(t0 + 16)
+    assert gap[(a, "main")]["after"].timestamp() == pytest.approx(t0 + 416)
+
+
 async def test_who_may_look_at_the_past_and_replay_it(api: Api, pool: asyncpg.Pool) -> None:
     r = await api.post("/api/v1/wall/switch", {"layout": LAYOUT_A, "delay_s": 0})
     s0 = r.json()["at"]
@@ -326,6 +362,9 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         past = p5.locator("#past")
         kpi = past.locator('.slot[data-tile="aqi"] .kpi-number')
         await expect(kpi).to_have_attribute("data-value", "61", timeout=10000)
+        # shown from the past the hub sent with the replay: no screen had to ask /wall/at first
+        asked = "() => [window.__ioc.replayer.pushedShown, window.__ioc.replayer.fetches]"
+        assert [await page.evaluate(asked) for page in pages.values()] == [[1, 0]] * len(pages)
         # and its chart as it was known then (the series today holds the correction, 68.5)
         chart = past.locator('.slot[data-tile="aqi-chart"] .tile')
         q = {"kpi": KPI, "area": AREA, "bucket": "1m", "start": (t - timedelta(hours=1)).isoformat(), "end": t.isoformat()}
@@ -350,6 +389,7 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         assert r.status_code == 200, r.text
         await expect(kpi).to_have_attribute("data-value", "68.5", timeout=10000)
         await _frame_is(p5, cam, 2.5)
+        assert await p5.evaluate(asked) == [3, 0], "a step and a seek come with their instant's past too"
         # played at 1x across the end of the first segment: the next one plays on
         first = await cam.get_attribute("data-segment")
         r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 4.2)})

@@ -21,7 +21,8 @@ const SETTLE_MS = 2000; // a video just shown, playing, is left this long before
 // how long a seek into a freshly loaded segment takes on this page, learned: a playing replay
 // seeks that far ahead of the instant, so the picture it shows first is the instant's
 let seekLag = 0.25;
-const READ_AHEAD_S = 1.5; // the next segment is fetched this long (times the speed) before it plays
+const READ_AHEAD_S = 1.5;
+const PUSHED_MAX_S = 1; // a past sent with the replay is shown if it is this near the instant (times the speed) // the next segment is fetched this long (times the speed) before it plays
 
 const epoch = (iso) => Date.parse(iso) / 1000;
 const once = (target, type) => new Promise((resolve) => target.addEventListener(type, resolve, { once: true }));
@@ -291,7 +292,8 @@ export class Replayer {
     this.spec = null;
     this.screen = screen;
     this.onChange = onChange;
-    this.fetches = 0;
+    this.fetches = 0; // answers of /wall/at shown
+    this.pushedShown = 0; // pasts the hub sent with a replay, shown instead
     this.last = null; // the last /wall/at answer shown
     this.seq = 0;
     this.gen = 0;
@@ -317,8 +319,12 @@ export class Replayer {
     return Math.min(replayPosition(this.spec, now), now);
   }
 
-  /** Show this replay (a new one or a change to the one shown); null: back to live. */
-  set(spec) {
+  /**
+   * Show this replay (a new one or a change to the one shown); null: back to live. `past`:
+   * the wall at the replay's instant, as the hub sent it with the replay (whole, with each
+   * screen's part), shown at once instead of asking /wall/at first.
+   */
+  set(spec, past = null) {
     this.spec = spec ? { ...spec } : null;
     this.gen += 1;
     clearTimeout(this.timer);
@@ -326,12 +332,22 @@ export class Replayer {
       this.model.clear();
       this.last = null;
     } else {
-      this.refresh();
+      this.refresh(this._pushed(past));
     }
     this.onChange(this);
   }
 
-  async refresh() {
+  /** This screen's part of the pushed past, if it is of the instant shown now (a screen that
+   * joins a replay long after its start gets the start's, and asks instead). */
+  _pushed(past) {
+    const part = past && this.screen && past.screens && past.screens[String(this.screen)];
+    if (!part || !past.layout) return null;
+    if (Math.abs(Number(past.epoch) - this.position()) > PUSHED_MAX_S * Math.max(1, this.spec.speed || 1)) return null;
+    const ids = new Set(part.tiles);
+    return { ...past, region: part.region, layout: { ...past.layout, tiles: past.layout.tiles.filter((d) => ids.has(d.id)) } };
+  }
+
+  async refresh(given = null) {
     clearTimeout(this.timer);
     if (!this.spec) return;
     const gen = this.gen;
@@ -339,9 +355,10 @@ export class Replayer {
     const q = new URLSearchParams({ t: at });
     if (this.screen) q.set("screen", String(this.screen));
     try {
-      const answer = await this.model.ctx.api(`/api/v1/wall/at?${q}`);
+      const answer = given || await this.model.ctx.api(`/api/v1/wall/at?${q}`);
       if (gen !== this.gen) return; // the replay changed meanwhile
-      this.fetches += 1;
+      if (given) this.pushedShown += 1;
+      else this.fetches += 1;
       this.last = answer;
       this.model.layout({ layout: answer.layout, region: answer.region, version: answer.state.version, at: 0 });
       for (const def of answer.layout.tiles || []) {

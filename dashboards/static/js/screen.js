@@ -153,7 +153,7 @@ function start() {
     clearTimeout(replayPending);
     const wait = (Number(msg.at) - hub.serverNow()) * 1000;
     const apply = () => {
-      replayer.set(msg.replay || null);
+      replayer.set(msg.replay || null, msg.past || null);
       hooks.replayChanged = hub.serverNow(); // when this screen changed (tests compare the nine)
     };
     if (wait > 2) replayPending = setTimeout(apply, wait);

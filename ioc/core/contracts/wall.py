@@ -2,7 +2,9 @@
 
 - `topics.WALL_STATE` (retained): the layout in force, its version, when it takes effect,
   the pins, the layout's document (so a node that never saw a saved layout can show it),
-  and the replay the screens show instead of live, if any (`Replay`).
+  and the replay the screens show instead of live, if any (`Replay`), with the wall as it
+  was at the replay's instant (`past`, as `GET /wall/at` gives it for the whole wall, plus
+  each screen's part), so the screens start showing the past without asking for it first.
 - `topics.WALL_ALERTS` (retained): the open alerts, as every hub shows them.
 - `topics.wall_demand(node)` (retained, empty will): cameras a node's screens show large, and
   those whose video they play, per stream.
@@ -47,20 +49,26 @@ class WallState:
     at: float
     pins: dict[str, str] = field(default_factory=dict)
     replay: Replay | None = None
+    #: the wall at `replay.t` for the screens (not stored: a node that loads the state from
+    #: the database has none, and its screens ask `/wall/at` as they do every few seconds)
+    past: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def encode_state(state: WallState, layout_doc: dict[str, Any] | None) -> bytes:
     return orjson.dumps({"layout": state.layout, "version": state.version, "at": state.at,
                          "pins": state.pins, "layout_doc": layout_doc,
-                         "replay": state.replay.as_dict() if state.replay else None})
+                         "replay": state.replay.as_dict() if state.replay else None,
+                         "past": state.past if state.replay else None})
 
 
 def decode_state(payload: bytes | bytearray) -> tuple[WallState, dict[str, Any] | None]:
     doc = orjson.loads(payload)
     replay = doc.get("replay")  # nodes of an earlier version send none: live
+    past = doc.get("past")
     state = WallState(str(doc["layout"]), int(doc["version"]), float(doc["at"]),
                       {str(k): str(v) for k, v in (doc.get("pins") or {}).items()},
-                      Replay.from_dict(replay) if isinstance(replay, dict) else None)
+                      Replay.from_dict(replay) if isinstance(replay, dict) else None,
+                      past if isinstance(replay, dict) and isinstance(past, dict) else None)
     return state, doc.get("layout_doc") or None
 
 

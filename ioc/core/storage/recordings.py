@@ -88,6 +88,49 @@ async def segment_at(conn: asyncpg.Connection, camera: str, at: datetime,
     return dict(r) if r is not None and r["ended_at"] > at else None
 
 
+_AROUND = """
+    SELECT c.camera, st.stream, r.id, r.started_at, r.ended_at, r.bytes, r.kept, r.path
+      FROM unnest($1::text[]) AS c(camera)
+     CROSS JOIN (VALUES ('main'), ('sub')) AS st(stream)
+     CROSS JOIN LATERAL (
+           (SELECT id, started_at, ended_at, bytes, kept, path FROM recording_segments
+             WHERE camera = c.camera AND stream = st.stream AND started_at <= $2
+             ORDER BY started_at DESC LIMIT 1)
+           UNION ALL
+           (SELECT id, started_at, ended_at, bytes, kept, path FROM recording_segments
+             WHERE camera = c.camera AND stream = st.stream AND started_at > $2
+             ORDER BY started_at LIMIT $3)) AS r"""
+
+
+async def around(conn: asyncpg.Connection, cameras: list[str], at: datetime,
+                 following: int = 2, within_s: float = 300) -> dict[tuple[str, Stream], dict[str, Any]]:
+    """For every camera and both streams at once: the segment that holds `at` (`segment`, or
+    None: a gap), up to `following` segments that start within `within_s` of its end, and
+    the gap's edges (`before`: the last recorded time before `at`, `after`: the first after).
+
+    One query for a whole wall, where a per-camera `segment_at` + `segments` + `nearest`
+    made a replay's start wait on forty round trips. A stream's segments never overlap, so
+    the last one starting at or before `at` either holds it or ended before it."""
+    rows = await conn.fetch(_AROUND, sorted(set(cameras)), at, following + 1)
+    out: dict[tuple[str, Stream], dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (r["camera"], r["stream"], r["started_at"])):
+        one = out.setdefault((r["camera"], r["stream"]),
+                             {"segment": None, "following": [], "before": None, "after": None})
+        seg = {k: r[k] for k in ("id", "started_at", "ended_at", "bytes", "kept", "path", "stream")}
+        if r["started_at"] <= at:
+            if r["ended_at"] > at:
+                one["segment"] = seg
+            else:
+                one["before"] = r["ended_at"]
+            continue
+        one["after"] = one["after"] or r["started_at"]
+        held = one["segment"]
+        if held is not None and len(one["following"]) < following and r["ended_at"] > held["ended_at"] \
+                and (r["started_at"] - held["ended_at"]).total_seconds() < within_s:
+            one["following"].append(seg)
+    return out
+
+
 async def nearest(conn: asyncpg.Connection, camera: str, at: datetime,
                   stream: Stream = "main") -> tuple[datetime | None, datetime | None]:
     """The last recorded time of a stream before `at` and the first after it (either may be None)."""

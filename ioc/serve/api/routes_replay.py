@@ -16,15 +16,16 @@ answer also gives `t` in the wall's time zone (`IOC_TIMEZONE`, Asia/Ho_Chi_Minh)
 
 from __future__ import annotations
 
+import logging
 import time
-from datetime import datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from ioc.core.contracts.video_frame import Stream
 from ioc.core.contracts.wall import Replay
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit, past
@@ -35,9 +36,10 @@ from ioc.serve.api.security import Principal, require
 from ioc.serve.api.wall_past import layout_at
 from ioc.serve.wall import tiledata
 from ioc.serve.wall.hub import tile_stream
-from ioc.serve.wall.layout import Layout, LayoutError, Tile
+from ioc.serve.wall.layout import SCREENS, Layout, LayoutError, Tile
 from ioc.serve.wall.node import WallNode
 
+log = logging.getLogger("ioc.replay")
 router = APIRouter(prefix="/api/v1", tags=["time machine"])
 OPERATORS = ("admin", "operator")
 UTC = timezone.utc
@@ -67,60 +69,79 @@ async def _kpi_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict
     return data
 
 
-async def _recording(conn: Any, cam: str, at: datetime, stream: Stream) -> dict[str, Any] | None:
+def _recording(found: dict[str, Any] | None, at: datetime) -> dict[str, Any] | None:
     """The segment of a camera's stream that holds `at`, the offset into it and the next two."""
-    row = await recording_store.segment_at(conn, cam, at, stream)
-    if row is None:
+    if found is None or found["segment"] is None:
         return None
-    more = await recording_store.segments(conn, cam, row["ended_at"], row["ended_at"] + timedelta(minutes=5), 3,
-                                          stream)
+    row = found["segment"]
     return {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
-            "following": [segment_out(r) for r in more if r["id"] != row["id"]][:2]}
+            "following": [segment_out(r) for r in found["following"]]}
 
 
-async def _camera_tile(conn: Any, node: WallNode, layout: Layout, tile: Tile, at: datetime,
-                       on_screen: bool) -> dict[str, Any]:
-    cam = tile.camera or ""
-    out: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam),
-                           "stream": tile_stream(tile, layout, on_screen)}
-    out["recording"] = await _recording(conn, cam, at, "main")
-    out["recording_sub"] = await _recording(conn, cam, at, "sub")
-    if out["recording"] is None:
-        before, after = await recording_store.nearest(conn, cam, at)
-        out["gap"] = {"nearest_before": before.isoformat() if before else None,
-                      "nearest_after": after.isoformat() if after else None}
+async def _camera_tiles(conn: Any, node: WallNode, layout: Layout, tiles: list[Tile], at: datetime,
+                        on_screen: bool) -> dict[str, dict[str, Any]]:
+    """Every camera tile's recordings at `at`, both streams, in one query for the lot."""
+    cams = [t for t in tiles if t.kind == "camera" and t.camera]
+    found = await recording_store.around(conn, [t.camera or "" for t in cams], at) if cams else {}
+    out: dict[str, dict[str, Any]] = {}
+    for tile in cams:
+        cam = tile.camera or ""
+        main = found.get((cam, "main"))
+        data: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam),
+                                "stream": tile_stream(tile, layout, on_screen),
+                                "recording": _recording(main, at), "recording_sub": _recording(found.get((cam, "sub")), at)}
+        if data["recording"] is None:
+            before, after = (main["before"], main["after"]) if main else (None, None)
+            data["gap"] = {"nearest_before": before.isoformat() if before else None,
+                           "nearest_after": after.isoformat() if after else None}
+        out[tile.id] = data
     return out
+
+
+async def past_wall(conn: Any, node: WallNode, tz: str, at: datetime, screen: int | None,
+                    on_screen: bool) -> tuple[Layout, dict[str, Any]]:
+    """The wall (or one screen's part) as it was at `at`; `on_screen`: for a wall screen
+    (its large camera tiles play the main stream)."""
+    layout, info = await layout_at(conn, node.hub, at)
+    try:
+        tiles = layout.tiles_for(screen)
+        region = layout.region(screen) if screen else None
+    except LayoutError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    open_alerts = await alert_store.open_at(conn, at)
+    data: dict[str, Any] = await _camera_tiles(conn, node, layout, tiles, at, on_screen)
+    for t in tiles:
+        if t.kind == "kpi":
+            data[t.id] = await _kpi_tile(conn, node, t, at)
+        elif t.kind == "alerts":
+            data[t.id] = {"alerts": open_alerts}
+        elif t.kind in ("clock", "text"):
+            data[t.id] = tiledata.static_data(t)
+        elif t.kind == "chart":
+            data[t.id] = {**tiledata.chart_data(t, None), "until": at.isoformat()}
+    doc = layout.model_dump(mode="json")
+    doc["tiles"] = [t.model_dump(mode="json") for t in tiles]
+    return layout, {"t": at.isoformat(), "t_local": at.astimezone(ZoneInfo(tz)).isoformat(), "timezone": tz,
+                    "epoch": at.timestamp(), "state": info, "layout": doc,
+                    "region": region.model_dump() if region else None, "tiles": data, "alerts": open_alerts}
 
 
 async def wall_at(request: Request, at: datetime, screen: int | None, on_screen: bool = False) -> dict[str, Any]:
     """`on_screen`: asked by a wall screen (its large camera tiles play the main stream)."""
     node = _node(request)
-    tz = request.app.state.settings.timezone
     async with request.app.state.pool.acquire() as conn:
-        layout, info = await layout_at(conn, node.hub, at)
-        try:
-            tiles = layout.tiles_for(screen)
-            region = layout.region(screen) if screen else None
-        except LayoutError as exc:
-            raise HTTPException(422, detail=str(exc)) from None
-        open_alerts = await alert_store.open_at(conn, at)
-        data: dict[str, Any] = {}
-        for t in tiles:
-            if t.kind == "kpi":
-                data[t.id] = await _kpi_tile(conn, node, t, at)
-            elif t.kind == "camera" and t.camera:
-                data[t.id] = await _camera_tile(conn, node, layout, t, at, on_screen)
-            elif t.kind == "alerts":
-                data[t.id] = {"alerts": open_alerts}
-            elif t.kind in ("clock", "text"):
-                data[t.id] = tiledata.static_data(t)
-            elif t.kind == "chart":
-                data[t.id] = {**tiledata.chart_data(t, None), "until": at.isoformat()}
-    doc = layout.model_dump(mode="json")
-    doc["tiles"] = [t.model_dump(mode="json") for t in tiles]
-    return {"t": at.isoformat(), "t_local": at.astimezone(ZoneInfo(tz)).isoformat(), "timezone": tz,
-            "epoch": at.timestamp(), "state": info, "layout": doc, "region": region.model_dump() if region else None,
-            "tiles": data, "alerts": open_alerts}
+        _, doc = await past_wall(conn, node, request.app.state.settings.timezone, at, screen, on_screen)
+    return doc
+
+
+async def screens_past(conn: Any, node: WallNode, tz: str, at: datetime) -> dict[str, Any]:
+    """The whole wall at `at` as the screens see it, with each screen's part (`screens`:
+    its region and tile ids): sent with a replay's start, so the nine screens show the past
+    without each asking `/wall/at` first."""
+    layout, doc = await past_wall(conn, node, tz, at, None, True)
+    doc["screens"] = {str(n): {"region": layout.region(n).model_dump(), "tiles": [t.id for t in layout.tiles_for(n)]}
+                      for n in range(1, SCREENS + 1)}
+    return doc
 
 
 @router.get("/wall/at")
@@ -190,14 +211,28 @@ async def replay(request: Request, body: ReplayIn, p: Annotated[Principal, Depen
     if new is not None and new.t > at + 1:
         raise HTTPException(422, detail="that instant is in the future: the time machine shows the past")
     async with request.app.state.pool.acquire() as conn:
+        past = await _past_for_screens(conn, node, request.app.state.settings.timezone, new)
         state = await wall_store.change_replay(
             conn, new, actor=p.username, default_layout=node.hub.state.layout, action="wall.replay",
             details={"action": body.action, "t": _iso(new.t) if new else None, "speed": new.speed if new else None,
                      "paused": new.paused if new else None, "delay_s": delay})
     base: Layout = node.hub.find_layout(state.layout) or node.hub.default
-    node.publish_state(state, base)
+    node.publish_state(replace(state, past=past), base)
     return {"scope": "wall", "replay": state.replay.as_dict() if state.replay else None, "at": state.at,
             "version": state.version}
+
+
+async def _past_for_screens(conn: Any, node: WallNode, tz: str, new: Replay | None) -> dict[str, Any] | None:
+    """The wall at the replay's instant, sent with it; without it (it failed) the screens ask
+    `/wall/at` themselves, so a failure here slows the start and stops nothing."""
+    if new is None:
+        return None
+    try:
+        return await screens_past(conn, node, tz, datetime.fromtimestamp(new.t, UTC))
+    except Exception:
+        log.warning("the wall's past not sent with the replay: the screens will ask for it",
+                    extra={"t": _iso(new.t), "user": new.by}, exc_info=True)
+        return None
 
 
 def _iso(epoch: float) -> str:

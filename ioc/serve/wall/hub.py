@@ -217,8 +217,9 @@ class Hub:
         if c.role not in ("screen", "console"):
             return
         r = self.state.replay
+        past = self.state.past if r is not None and c.role == "screen" else None
         self._write(c, frames.message("replay", replay=r.as_dict() if r else None, version=self.state.version,
-                                      at=r.at if r else self.state.at), True)
+                                      at=r.at if r else self.state.at, **({"past": past} if past else {})), True)
 
     def _demand_changed(self) -> None:
         if self.on_demand_change is not None:
