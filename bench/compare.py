@@ -3,6 +3,7 @@
     python bench/compare.py --base HEAD~3 ingest --scenario rate-30k --duration 10
     python bench/compare.py --base HEAD~3 --rounds 3 wall --scenario agency
     python bench/compare.py --base HEAD~3 cameras --cameras 10 --no-ffmpeg
+    python bench/compare.py --base HEAD~1 --rounds 3 replay --runs 5
 
 The base commit is checked out into a temporary git worktree. Each round runs the named
 benchmark once from each tree, alternating which goes first, so both see the same machine at
@@ -67,7 +68,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", default="HEAD~1", help="the commit to compare with (default HEAD~1)")
     p.add_argument("--rounds", type=int, default=3, help="runs of each tree; figures are medians (default 3)")
-    p.add_argument("bench", choices=["ingest", "wall", "cameras", "broker"])
+    p.add_argument("bench", choices=["ingest", "wall", "cameras", "broker", "replay", "recording"])
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (one run each)")
     opts = p.parse_args()
     rev = subprocess.run(["git", "rev-parse", "--short", opts.base], cwd=REPO, capture_output=True, text=True,

@@ -14,8 +14,12 @@ rule: wider than the HD threshold, main; else sub, where recorded), a large one 
 sub-stream's picture first; the second figure is the time until every tile shows the stream
 its size calls for, and the run says how many played which. Then back to live, and again.
 
+With `--announce S` the replay is announced S seconds ahead (as the wall announces every
+change, `IOC_WALL_SWITCH_DELAY_S`, 1.5 s by default): the screens make it ready out of sight
+meanwhile, and both figures count from the instant they change.
+
     python bench/replay.py [--runs 5] [--clip counter-1080p.mp4] [--sub-clip counter-360p.mp4]
-                           [--screens 1,2,...,9]
+                           [--screens 1,2,...,9] [--announce 1.5]
 
 `--sub-clip ""` records no sub-stream (every tile plays the main one).
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,8 +96,8 @@ def record(world: World, root: Path, clips: dict[Stream, Path], start: float) ->
     asyncio.run(index())
 
 
-async def measure(world: World, runs: int, start: float,
-                  screens: list[int]) -> tuple[list[float], list[float], dict[str, int]]:
+async def measure(world: World, runs: int, start: float, screens: list[int],
+                  announce: float) -> tuple[list[float], list[float], dict[str, int]]:
     from playwright.async_api import async_playwright
 
     from ioc.serve.wall.layout import load_presets
@@ -102,6 +107,7 @@ async def measure(world: World, runs: int, start: float,
     cams = {n: sum(1 for t in layout.tiles_for(n) if t.kind == "camera") for n in range(1, 10)}
     admin = {"Authorization": f"Bearer {world.tokens['admin']}"}
     out, full = [], []
+    since = "the screens changed" if announce else "the command"
     shown: dict[str, int] = {}
     async with async_playwright() as p, httpx.AsyncClient(base_url=world.serve.base, timeout=30) as http:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -114,9 +120,12 @@ async def measure(world: World, runs: int, start: float,
             pages[n] = page
         for run in range(runs):
             t = start + 2 + run * 2.5  # another instant each run: nothing cached in the pages
-            t0 = time.perf_counter()
-            r = await http.post("/api/v1/wall/replay", json={"action": "start", "t": _iso(t), "speed": 1}, headers=admin)
+            t0, e0 = time.perf_counter(), time.time()
+            r = await http.post("/api/v1/wall/replay", json={"action": "start", "t": _iso(t), "speed": 1,
+                                                             "delay_s": announce}, headers=admin)
             r.raise_for_status()
+            if announce:  # counted from the instant the screens change
+                t0 += r.json()["at"] - e0
             await asyncio.gather(*(page.wait_for_function(READY, arg=cams[n], timeout=30000, polling=10)
                                    for n, page in pages.items()))
             took = time.perf_counter() - t0
@@ -130,7 +139,7 @@ async def measure(world: World, runs: int, start: float,
                         shown[str(stream)] = shown.get(str(stream), 0) + 1
                 say(f"camera tiles playing each stream: {shown}")
             say(f"run {run + 1}: screens {screens} replaying, every camera tile showing its recording, "
-                f"{took * 1000:.0f} ms after the command; each in the stream its size calls for: "
+                f"{took * 1000:.0f} ms after {since}; each in the stream its size calls for: "
                 f"{full[-1] * 1000:.0f} ms")
             r = await http.post("/api/v1/wall/replay", json={"action": "live"}, headers=admin)
             r.raise_for_status()
@@ -152,6 +161,9 @@ def main() -> None:
     p.add_argument("--clip", default="counter-1080p.mp4", help="the rig's clip each camera's main stream 'recorded'")
     p.add_argument("--sub-clip", default="counter-360p.mp4",
                    help="the rig's clip each camera's sub-stream 'recorded' ('': no sub-stream recording)")
+    p.add_argument("--announce", type=float, default=0.0,
+                   help="announce the replay this many seconds ahead (delay_s; the wall's default is 1.5): "
+                        "the screens get ready meanwhile, and the figures count from the instant they change")
     p.add_argument("--screens", default="1,2,3,4,5,6,7,8,9",
                    help="which screens Chromium opens (all nine in one browser share this box's cores)")
     args = p.parse_args()
@@ -171,13 +183,14 @@ def main() -> None:
         while time.time() < start + 2 + args.runs * 2.5 + 1:  # every instant replayed is in the past
             time.sleep(0.2)
         screens = [int(x) for x in args.screens.split(",")]
-        times, full, shown = asyncio.run(measure(world, args.runs, start, screens))
+        times, full, shown = asyncio.run(measure(world, args.runs, start, screens, args.announce))
     finally:
         world.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
     figs = {"runs": len(times), "start_ms_median": round(statistics.median(times) * 1000),
             "start_ms_max": round(max(times) * 1000), "right_stream_ms_median": round(statistics.median(full) * 1000),
             "right_stream_ms_max": round(max(full) * 1000), "clip": args.clip, "sub_clip": args.sub_clip,
-            "screens": args.screens, "tiles_by_stream": shown}
+            "screens": args.screens, "announce_s": args.announce, "tiles_by_stream": shown}
     say(f"a replay of the wall (screens {args.screens}, 10 cameras) starts in {figs['start_ms_median']} ms "
         f"(median of {len(times)}), {figs['start_ms_max']} ms at worst; every tile in the stream its size calls "
         f"for in {figs['right_stream_ms_median']} ms, {figs['right_stream_ms_max']} ms at worst")

@@ -633,3 +633,38 @@ async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
     finally:
         await ctx.close()
         await api.post("/api/v1/wall/replay", {"action": "live"})
+
+
+async def test_a_screen_gets_a_replay_ready_out_of_sight_and_starts_it_at_its_instant(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    """Announced ahead (as every wall change is), a replay from live is made ready at once:
+    the screen still shows live while its past tiles fetch and seek their recordings, held at
+    the instant's picture; at `at` it shows them, already there, and they play from then."""
+    from playwright.async_api import expect
+
+    s0, _ = await _a_past(api, pool)
+    token = api.heads["screen"]["Authorization"][7:]  # screen 5
+    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080})
+    watch = Watch(api.proc.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
+        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "speed": 1, "delay_s": 6})
+        assert r.status_code == 200, r.text
+        at = r.json()["at"]
+        cam = page.locator('#past .slot[data-tile="cam"] .tile')
+        await expect(cam).to_have_attribute("data-segment", re.compile(r"^\d+$"), timeout=15000)
+        assert time.time() < at and await page.locator("body").get_attribute("data-replay") != "on", \
+            "ready before its instant, and out of sight until then"
+        await expect(page.locator("#past")).to_be_hidden()
+        await expect(page.locator("body")).to_have_attribute("data-replay", "on", timeout=15000)
+        changed, shown = await page.evaluate("() => [window.__ioc.replayChanged, window.__ioc.replayShownWith]")
+        assert changed >= at - 0.05, (changed, at)
+        assert len(shown) == 1 and shown[0]["ready"] >= 2, shown  # its picture was there when it showed
+        assert abs(shown[0]["time"] - 1.0) < 0.05, shown  # held at the instant's picture, not played ahead
+        await _frame_at_least(page, cam, 2.0 * FPS)  # and it plays from then on
+        assert not watch.errors, watch.errors
+    finally:
+        await ctx.close()
+        await api.post("/api/v1/wall/replay", {"action": "live"})

@@ -298,10 +298,11 @@ export class Replayer {
     this.seq = 0;
     this.gen = 0;
     this.timer = null;
+    this.startTimer = null;
     this.model = new WallModel({
       ...ctx,
       serverNow: () => this.position(),
-      replayClock: () => this.spec || { speed: 1, paused: true },
+      replayClock: () => this.clock(),
       pastSeries: true,
       segment: (url) => segmentUrl(url, token()),
       views: { camera: RecordingTile },
@@ -311,6 +312,14 @@ export class Replayer {
 
   get active() {
     return this.spec !== null;
+  }
+
+  /** How the replay moves: held at its instant until its `at` (a screen that gets ready for
+   * it ahead, out of sight, has its videos wait at the first picture), then as it says. */
+  clock() {
+    const spec = this.spec;
+    if (!spec) return { speed: 1, paused: true };
+    return !spec.paused && this.live() < spec.at ? { ...spec, paused: true } : spec;
   }
 
   /** The instant shown: a replay that catches up with the present stays there. */
@@ -328,6 +337,11 @@ export class Replayer {
     this.spec = spec ? { ...spec } : null;
     this.gen += 1;
     clearTimeout(this.timer);
+    clearTimeout(this.startTimer);
+    if (spec && !spec.paused && this.live() < spec.at) {
+      // its videos wait at the instant's picture until `at`, then start together
+      this.startTimer = setTimeout(() => this._start(), (spec.at - this.live()) * 1000);
+    }
     if (!spec) {
       this.model.clear();
       this.last = null;
@@ -335,6 +349,16 @@ export class Replayer {
       this.refresh(this._pushed(past));
     }
     this.onChange(this);
+  }
+
+  _start() {
+    for (const view of this.model.views.values()) {
+      try {
+        view.tick();
+      } catch (err) {
+        console.error("replay: tile not started", err);
+      }
+    }
   }
 
   /** This screen's part of the pushed past, if it is of the instant shown now (a screen that

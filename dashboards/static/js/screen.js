@@ -130,8 +130,9 @@ function start() {
     onChange: showReplay,
   });
   let replayTimer = null;
+  let revealed = false; // the replay is on show (it may be made ready, out of sight, before its `at`)
   function showReplay() {
-    const on = replayer.active;
+    const on = replayer.active && revealed;
     stage.classList.toggle("replaying", on);
     pastEl.hidden = !on;
     replayBanner.hidden = !on;
@@ -149,16 +150,29 @@ function start() {
   }
   let replayPending = null;
   // like a layout switch: the change is announced ahead and made at `at` on every screen
+  // From live into a replay, the past is made ready at once, out of sight (its segments
+  // fetched, its videos at the instant's picture), and shown at `at`: the screens switch with
+  // every recording already there. A change to a replay on show waits for `at`, as it is.
   function onReplay(msg) {
     clearTimeout(replayPending);
     const wait = (Number(msg.at) - hub.serverNow()) * 1000;
+    const ahead = wait > 2 && msg.replay && !replayer.active;
     const apply = () => {
-      replayer.set(msg.replay || null, msg.past || null);
+      if (!ahead) replayer.set(msg.replay || null, msg.past || null);
+      revealed = replayer.active;
+      showReplay();
       hooks.replayChanged = hub.serverNow(); // when this screen changed (tests compare the nine)
+      hooks.replayShownWith = pastCameras(); // what its camera tiles showed at that instant (tests)
     };
+    if (ahead) replayer.set(msg.replay, msg.past || null);
     if (wait > 2) replayPending = setTimeout(apply, wait);
     else apply();
   }
+  const pastCameras = () => [...pastEl.querySelectorAll(".tile-camera")].map((tile) => {
+    const v = tile.querySelector("video.rec-active");
+    return { ready: v ? v.readyState : 0, time: v ? v.currentTime : null, offset: Number(tile.dataset.offset),
+      stream: tile.dataset.stream || null };
+  });
   Object.assign(hooks, { hub, wall, applied: wall.history, replayer });
   hub.start();
   // keep the screen awake where the browser allows it

@@ -167,6 +167,8 @@ class ReplayIn(BaseModel):
     step_s: float = Field(1.0, ge=-3600, le=3600, description="step: how far to move (paused)")
     paused: bool = Field(False, description="start: paused at t (then step, resume)")
     scope: Literal["wall", "console"] = Field("wall", description="console: the operator's mini-wall only")
+    delay_s: float | None = Field(None, ge=0, le=60, description="how far ahead the change is announced "
+                                  "(default IOC_WALL_SWITCH_DELAY_S): the screens get ready meanwhile")
 
 
 def _next(cur: Replay | None, body: ReplayIn, at: float, actor: str) -> Replay | None:
@@ -199,7 +201,7 @@ async def replay(request: Request, body: ReplayIn, p: Annotated[Principal, Depen
     """Replay the past on the nine screens (or preview it on the console), at 1x-16x, pause,
     step, seek, or `live`: every screen changes together at the answer's `at`."""
     node = _node(request)
-    delay = request.app.state.settings.wall_switch_delay_s
+    delay = body.delay_s if body.delay_s is not None else request.app.state.settings.wall_switch_delay_s
     now = time.time()
     at = now + delay
     if body.scope == "console":  # the operator's own preview: nothing changes on the screens
