@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -589,13 +590,7 @@ async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
     assert doc["cam-o"]["recording_sub"] is None and doc["cam-o"]["recording"] is not None
     assert {d["stream"] for d in doc.values()} == {"sub"}  # the console's mini-wall: small tiles
 
-    token = api.heads["screen"]["Authorization"][7:]  # screen 5
-    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080})
-    watch = Watch(api.proc.base)
-    try:
-        page = watch.attach(await ctx.new_page())
-        await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
-        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+    async with _screen_5(api, chromium) as (page, watch):
         await page.evaluate(WATCH_STREAMS)
         r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "paused": True})
         assert r.status_code == 200, r.text
@@ -630,9 +625,6 @@ async def test_replay_tiles_play_the_stream_their_size_calls_for_and_read_ahead(
         assert st["seq"].index(f"{first}/{second}") < st["seq"].index(f"{second}/{second}"), st["seq"]
         assert st["samples"] > 20 and st["blank"] == 0, st
         assert not watch.errors, watch.errors
-    finally:
-        await ctx.close()
-        await api.post("/api/v1/wall/replay", {"action": "live"})
 
 
 async def test_a_screen_gets_a_replay_ready_out_of_sight_and_starts_it_at_its_instant(
@@ -643,13 +635,7 @@ async def test_a_screen_gets_a_replay_ready_out_of_sight_and_starts_it_at_its_in
     from playwright.async_api import expect
 
     s0, _ = await _a_past(api, pool)
-    token = api.heads["screen"]["Authorization"][7:]  # screen 5
-    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080})
-    watch = Watch(api.proc.base)
-    try:
-        page = watch.attach(await ctx.new_page())
-        await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
-        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+    async with _screen_5(api, chromium) as (page, watch):
         r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "speed": 1, "delay_s": 6})
         assert r.status_code == 200, r.text
         at = r.json()["at"]
@@ -665,6 +651,21 @@ async def test_a_screen_gets_a_replay_ready_out_of_sight_and_starts_it_at_its_in
         assert abs(shown[0]["time"] - 1.0) < 0.05, shown  # held at the instant's picture, not played ahead
         await _frame_at_least(page, cam, 2.0 * FPS)  # and it plays from then on
         assert not watch.errors, watch.errors
+
+
+@asynccontextmanager
+async def _screen_5(api: Api, chromium: Any) -> AsyncIterator[tuple[Any, Watch]]:
+    """Wall screen 5 in Chromium, showing the live layout B; back to live after."""
+    from playwright.async_api import expect
+
+    token = api.heads["screen"]["Authorization"][7:]
+    ctx = await chromium.new_context(viewport={"width": 1920, "height": 1080})
+    watch = Watch(api.proc.base)
+    try:
+        page = watch.attach(await ctx.new_page())
+        await page.goto(f"{api.proc.base}/wall/screen.html?screen=5#token={token}")
+        await expect(page.locator("body")).to_have_attribute("data-layout", LAYOUT_B, timeout=15000)
+        yield page, watch
     finally:
         await ctx.close()
         await api.post("/api/v1/wall/replay", {"action": "live"})
