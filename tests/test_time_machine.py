@@ -169,6 +169,49 @@ async def test_the_wall_at_an_instant_is_the_wall_as_it_was_then(api: Api, pool:
     assert (await api.get("/api/v1/wall/at", t=before.isoformat())).json()["tiles"]["aqi"]["value"] is None
 
 
+async def test_a_kpi_tile_at_an_instant_shows_the_indicators_definition_then(api: Api, pool: asyncpg.Pool) -> None:
+    """Renamed and given a new target after T, an indicator shows at T as it was defined then
+    (its names, unit and target, so whether the value met its target then)."""
+    kpi, layout = f"mt.tm_{RUN}", f"tm-c-{RUN}"
+    before = {"id": kpi, "sector": "mt", "name_vi": "Chỉ số trước", "name_en": "Index before", "unit": "điểm",
+              "kind": "gauge", "min": 0, "max": 500, "target": 50, "better": "lower"}
+    r = await api.put(f"/api/v1/kpis/{kpi}", before, role="admin")
+    assert r.status_code == 201, r.text
+    tiles = [{"id": "k", "kind": "kpi", "x": 0, "y": 0, "w": 2, "h": 2, "kpi": kpi, "area": AREA}]
+    assert (await api.put(f"/api/v1/wall/layouts/{layout}", _layout(layout, tiles))).status_code == 200
+    r = await api.post("/api/v1/wall/switch", {"layout": layout, "delay_s": 0})
+    s0 = r.json()["at"]
+    base = datetime.fromtimestamp(s0, UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await reading_writes.stage_and_upsert(conn, [Reading(base, kpi, AREA, 40.0, f"tm-{RUN}", 0, None, base)])
+    await _until(s0 + 1.0)
+    after = {**before, "name_vi": "Chỉ số sau", "name_en": "Index after", "unit": "đ", "target": 30}
+    assert (await api.put(f"/api/v1/kpis/{kpi}", after, role="admin")).status_code == 200
+    then = (await api.get("/api/v1/wall/at", t=_iso_at(s0 + 0.5))).json()["tiles"]["k"]
+    assert (then["name_vi"], then["name_en"], then["unit"], then["target"], then["status"]) == \
+        ("Chỉ số trước", "Index before", "điểm", 50, "met")
+    # after the change, at once (the hub's own catalogue follows changes only every 30 s)
+    now = (await api.get("/api/v1/wall/at", t=_iso_at(time.time()))).json()["tiles"]["k"]
+    assert (now["name_vi"], now["unit"], now["target"], now["status"], now["value"]) == \
+        ("Chỉ số sau", "đ", 30, "missed", 40.0)
+
+
+def test_an_indicator_changed_only_after_an_instant_was_then_as_it_shipped() -> None:
+    from ioc.core.catalogue.shipped import shipped_catalogue
+    from ioc.serve.api.routes_replay import metas_then
+    from ioc.serve.wall.tiledata import meta_of
+
+    aqi = next(k for k in shipped_catalogue()[1] if k.id == "mt.aqi")
+    now = {"mt.aqi": meta_of({**aqi.model_dump(mode="json"), "name_vi": "đổi tên", "target": 1.0}),
+           "x.new": meta_of({"id": "x.new", "name_vi": "mới", "name_en": "new", "target": 3})}
+    changed_then = {**aqi.model_dump(mode="json"), "name_vi": "lần đổi đầu"}
+    then = metas_then(now, {"mt.aqi": None, "x.new": None}, lambda: {aqi.id: aqi})
+    assert then["mt.aqi"] == meta_of(aqi.model_dump(mode="json")), "changed only after: as it shipped"
+    assert then["x.new"] is now["x.new"], "created after the instant: as it is now"
+    assert metas_then(now, {"mt.aqi": changed_then}, dict)["mt.aqi"].name_vi == "lần đổi đầu"
+    assert metas_then(now, {}, dict) == now
+
+
 async def test_a_whole_walls_recordings_at_an_instant_come_from_one_query(pool: asyncpg.Pool) -> None:
     """`around`, what /wall/at and a replay's start read: per camera and stream, the segment
     holding T with the ones that follow within 5 minutes of its end, or the gap's edges."""

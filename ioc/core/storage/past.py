@@ -63,3 +63,29 @@ async def reading_known_at(conn: asyncpg.Connection, kpi: str, area: str, at: da
     return {"ts": first["ts"], "value": first["value"], "revision": first["revision"],
             "received_at": first["received_at"], "agency": first["agency"],
             "previous": older[0]["value"] if older else None}
+
+
+_KPI_CHANGES = ("kpi.created", "kpi.updated")
+
+
+async def kpi_definitions_at(conn: asyncpg.Connection, kpis: list[str],
+                             at: datetime) -> dict[str, dict[str, Any] | None]:
+    """The definitions (names, unit, target, ...) of the indicators among `kpis` in force at
+    `at`, from the audit log, which keeps each create and change of an indicator with its
+    whole document: the last one recorded at or before `at`, or None when its first recorded
+    change came after `at` (it was then as it shipped, or did not exist yet). An indicator
+    the log never saw change is absent: it is as it shipped, which is as it is now."""
+    rows = await conn.fetch(
+        """SELECT k.id,
+                  (SELECT details FROM audit_log WHERE subject = k.id AND action = ANY($3::text[]) AND at <= $2
+                    ORDER BY at DESC, id DESC LIMIT 1) AS then
+             FROM unnest($1::text[]) AS k(id)
+            WHERE EXISTS (SELECT 1 FROM audit_log WHERE subject = k.id AND action = ANY($3::text[]))""",
+        sorted(set(kpis)), at, list(_KPI_CHANGES))
+    return {r["id"]: _doc(r["then"]) for r in rows}
+
+
+def _doc(v: Any) -> dict[str, Any] | None:
+    if v is None:
+        return None
+    return orjson.loads(v) if isinstance(v, (str, bytes)) else dict(v)

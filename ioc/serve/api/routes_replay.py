@@ -2,7 +2,8 @@
 
 `GET /wall/at?t=` answers what the screens showed at `t`: the layout and pins in force
 then, each KPI tile's value as it was known then (a correction received later is not shown
-until its time), the alerts open then, and for each camera tile the recorded segment that
+until its time) under the indicator's definition then (its names, unit and target, from the
+audit log), the alerts open then, and for each camera tile the recorded segment that
 holds `t` with the offset to seek to, of its main stream (`recording`) and, where it was
 recorded, of its sub-stream (`recording_sub`), with the stream a live tile of its size would
 play (`stream`, the hub's rule): a small tile plays the small picture. `POST /wall/replay` puts the nine screens into a
@@ -20,12 +21,15 @@ import logging
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
+from ioc.core.catalogue.model import KpiDef
+from ioc.core.catalogue.shipped import shipped_catalogue
 from ioc.core.contracts.wall import Replay
 from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit, past
@@ -37,6 +41,7 @@ from ioc.serve.api.wall_past import layout_at
 from ioc.serve.wall import tiledata
 from ioc.serve.wall.hub import tile_stream
 from ioc.serve.wall.layout import SCREENS, Layout, LayoutError, Tile
+from ioc.serve.wall.tiledata import KpiMeta
 from ioc.serve.wall.node import WallNode
 
 log = logging.getLogger("ioc.replay")
@@ -59,12 +64,34 @@ def _aware(v: datetime, name: str) -> datetime:
     return v.astimezone(UTC)
 
 
-async def _kpi_tile(conn: Any, node: WallNode, tile: Tile, at: datetime) -> dict[str, Any]:
+def metas_then(now: dict[str, KpiMeta], changed: dict[str, dict[str, Any] | None],
+               shipped: Callable[[], dict[str, KpiDef]]) -> dict[str, KpiMeta]:
+    """The indicators as they were defined at an instant (`changed`, from
+    `past.kpi_definitions_at`): their definition then, or, changed only after the instant,
+    the one they shipped with (one created after it: as now); the rest as now. Read from the
+    audit log, not the hub's catalogue, which may lag a change by its refresh."""
+    out = dict(now)
+    ship: dict[str, KpiDef] | None = None
+    for kpi, doc in changed.items():
+        if doc is None:
+            ship = shipped() if ship is None else ship
+            if kpi not in ship:
+                continue
+            doc = ship[kpi].model_dump(mode="json")
+        out[kpi] = tiledata.meta_of(doc)
+    return out
+
+
+def _shipped_kpis() -> dict[str, KpiDef]:
+    return {k.id: k for k in shipped_catalogue()[1]}
+
+
+async def _kpi_tile(conn: Any, metas: dict[str, KpiMeta], tile: Tile, at: datetime) -> dict[str, Any]:
     known = await past.reading_known_at(conn, tile.kpi or "", tile.area or "", at)
     if known is None:
         return {"kpi": tile.kpi, "area": tile.area, "value": None, "ts": None}
     live = {"kpi": tile.kpi, "area": tile.area, "value": known["value"], "ts": known["ts"].isoformat()}
-    data = tiledata.kpi_data(node.hub.kpi_meta.get(tile.kpi or ""), live, known["previous"])
+    data = tiledata.kpi_data(metas.get(tile.kpi or ""), live, known["previous"])
     data.update(revision=known["revision"], received_at=known["received_at"].isoformat())
     return data
 
@@ -110,9 +137,12 @@ async def past_wall(conn: Any, node: WallNode, tz: str, at: datetime, screen: in
         raise HTTPException(422, detail=str(exc)) from None
     open_alerts = await alert_store.open_at(conn, at)
     data: dict[str, Any] = await _camera_tiles(conn, node, layout, tiles, at, on_screen)
+    kpis = [t.kpi for t in tiles if t.kind == "kpi" and t.kpi]
+    changed = await past.kpi_definitions_at(conn, kpis, at) if kpis else {}
+    metas = metas_then(node.hub.kpi_meta, changed, _shipped_kpis) if changed else node.hub.kpi_meta
     for t in tiles:
         if t.kind == "kpi":
-            data[t.id] = await _kpi_tile(conn, node, t, at)
+            data[t.id] = await _kpi_tile(conn, metas, t, at)
         elif t.kind == "alerts":
             data[t.id] = {"alerts": open_alerts}
         elif t.kind in ("clock", "text"):

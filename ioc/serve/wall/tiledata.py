@@ -29,6 +29,15 @@ class KpiMeta:
     kind: str = "gauge"  # counter | gauge | ratio: a counter's reading is its period's count so far
 
 
+def meta_of(definition: dict[str, Any]) -> KpiMeta:
+    """What a tile shows of an indicator, from its whole definition (a `KpiDef` as JSON, as
+    the audit log keeps each version of it)."""
+    d = definition
+    return KpiMeta(str(d["id"]), str(d["name_vi"]), str(d["name_en"]), str(d.get("unit", "")),
+                   None if d.get("target") is None else float(d["target"]), str(d.get("better", "higher")),
+                   str(d.get("unit_en", "")), str(d.get("kind", "gauge")))
+
+
 def target_status(meta: KpiMeta | None, value: float) -> str:
     if meta is None or meta.target is None:
         return "none"
