@@ -19,7 +19,7 @@ change, `IOC_WALL_SWITCH_DELAY_S`, 1.5 s by default): the screens make it ready 
 meanwhile, and both figures count from the instant they change.
 
     python bench/replay.py [--runs 5] [--clip counter-1080p.mp4] [--sub-clip counter-360p.mp4]
-                           [--screens 1,2,...,9] [--announce 1.5]
+                           [--screens 1,2,...,9] [--announce 1.5] [--timings]
 
 `--sub-clip ""` records no sub-stream (every tile plays the main one).
 
@@ -61,6 +61,11 @@ READY = """(cams) => document.body.dataset.replay === "on"
 # and each tile plays the stream its size calls for (a large one shows its sub-stream's picture first)
 FULL = READY + """
   && [...document.querySelectorAll("#past .tile-camera")].every((t) => t.dataset.stream === t.dataset.wants)"""
+# when the page took the replay message, and each request it made since the timings were cleared
+TIMINGS = """() => [["message", window.__ioc.replayChanged || 0, 0],
+  ...performance.getEntriesByType("resource").map((e) => [e.name.includes("/wall/at") ? "wall/at"
+    : `segment ${e.name.split("/").pop()}`, (performance.timeOrigin + e.startTime) / 1000,
+    (performance.timeOrigin + e.responseEnd) / 1000])]"""
 STREAMS_SHOWN = """() => [...document.querySelectorAll("#past .tile-camera")].map((t) => t.dataset.stream)"""
 
 
@@ -96,8 +101,8 @@ def record(world: World, root: Path, clips: dict[Stream, Path], start: float) ->
     asyncio.run(index())
 
 
-async def measure(world: World, runs: int, start: float, screens: list[int],
-                  announce: float) -> tuple[list[float], list[float], dict[str, int]]:
+async def measure(world: World, runs: int, start: float, screens: list[int], announce: float,
+                  timings: bool) -> tuple[list[float], list[float], dict[str, int]]:
     from playwright.async_api import async_playwright
 
     from ioc.serve.wall.layout import load_presets
@@ -120,6 +125,9 @@ async def measure(world: World, runs: int, start: float, screens: list[int],
             pages[n] = page
         for run in range(runs):
             t = start + 2 + run * 2.5  # another instant each run: nothing cached in the pages
+            if timings:
+                await asyncio.gather(*(page.evaluate("() => performance.clearResourceTimings()")
+                                       for page in pages.values()))
             t0, e0 = time.perf_counter(), time.time()
             r = await http.post("/api/v1/wall/replay", json={"action": "start", "t": _iso(t), "speed": 1,
                                                              "delay_s": announce}, headers=admin)
@@ -130,6 +138,10 @@ async def measure(world: World, runs: int, start: float, screens: list[int],
                                    for n, page in pages.items()))
             took = time.perf_counter() - t0
             out.append(took)
+            for n, page in pages.items() if timings else ():
+                spans = " ".join(f"{name} {(a - e0) * 1000:.0f}" + (f"-{(b - e0) * 1000:.0f}" if b else "")
+                                 for name, a, b in await page.evaluate(TIMINGS))
+                say(f"  screen {n}, ms after the command: {spans}")
             await asyncio.gather(*(page.wait_for_function(FULL, arg=cams[n], timeout=30000, polling=10)
                                    for n, page in pages.items()))
             full.append(time.perf_counter() - t0)
@@ -164,6 +176,8 @@ def main() -> None:
     p.add_argument("--announce", type=float, default=0.0,
                    help="announce the replay this many seconds ahead (delay_s; the wall's default is 1.5): "
                         "the screens get ready meanwhile, and the figures count from the instant they change")
+    p.add_argument("--timings", action="store_true",
+                   help="print, per run and screen, when its replay message came and its requests ran")
     p.add_argument("--screens", default="1,2,3,4,5,6,7,8,9",
                    help="which screens Chromium opens (all nine in one browser share this box's cores)")
     args = p.parse_args()
@@ -183,7 +197,7 @@ def main() -> None:
         while time.time() < start + 2 + args.runs * 2.5 + 1:  # every instant replayed is in the past
             time.sleep(0.2)
         screens = [int(x) for x in args.screens.split(",")]
-        times, full, shown = asyncio.run(measure(world, args.runs, start, screens, args.announce))
+        times, full, shown = asyncio.run(measure(world, args.runs, start, screens, args.announce, args.timings))
     finally:
         world.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
