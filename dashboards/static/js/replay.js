@@ -21,8 +21,8 @@ const SETTLE_MS = 2000; // a video just shown, playing, is left this long before
 // how long a seek into a freshly loaded segment takes on this page, learned: a playing replay
 // seeks that far ahead of the instant, so the picture it shows first is the instant's
 let seekLag = 0.25;
-const READ_AHEAD_S = 1.5;
-const PUSHED_MAX_S = 1; // a past sent with the replay is shown if it is this near the instant (times the speed) // the next segment is fetched this long (times the speed) before it plays
+const READ_AHEAD_S = 1.5; // the next segment is fetched this long (times the speed) before it plays
+const PUSHED_MAX_S = 1; // a past sent with the replay is shown if it is this near the instant (times the speed)
 
 const epoch = (iso) => Date.parse(iso) / 1000;
 const once = (target, type) => new Promise((resolve) => target.addEventListener(type, resolve, { once: true }));

@@ -149,7 +149,7 @@ function start() {
     replayTimer = setInterval(draw, 250);
   }
   let replayPending = null;
-  // like a layout switch: the change is announced ahead and made at `at` on every screen
+  // like a layout switch: the change is announced ahead and made at `at` on every screen.
   // From live into a replay, the past is made ready at once, out of sight (its segments
   // fetched, its videos at the instant's picture), and shown at `at`: the screens switch with
   // every recording already there. A change to a replay on show waits for `at`, as it is.

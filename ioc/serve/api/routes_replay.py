@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
@@ -41,8 +42,8 @@ from ioc.serve.api.wall_past import layout_at
 from ioc.serve.wall import tiledata
 from ioc.serve.wall.hub import tile_stream
 from ioc.serve.wall.layout import SCREENS, Layout, LayoutError, Tile
-from ioc.serve.wall.tiledata import KpiMeta
 from ioc.serve.wall.node import WallNode
+from ioc.serve.wall.tiledata import KpiMeta
 
 log = logging.getLogger("ioc.replay")
 router = APIRouter(prefix="/api/v1", tags=["time machine"])
@@ -260,7 +261,9 @@ async def _past_for_screens(conn: Any, node: WallNode, tz: str, new: Replay | No
     if new is None:
         return None
     try:
-        return await screens_past(conn, node, tz, datetime.fromtimestamp(new.t, UTC))
+        doc = await screens_past(conn, node, tz, datetime.fromtimestamp(new.t, UTC))
+        orjson.dumps(doc)  # it travels in the wall state and the screens' message: never a value they cannot carry
+        return doc
     except Exception:
         log.warning("the wall's past not sent with the replay: the screens will ask for it",
                     extra={"t": _iso(new.t), "user": new.by}, exc_info=True)
