@@ -170,13 +170,18 @@ async def test_the_wall_at_an_instant_is_the_wall_as_it_was_then(api: Api, pool:
 
 
 async def test_a_kpi_tile_at_an_instant_shows_the_indicators_definition_then(api: Api, pool: asyncpg.Pool) -> None:
-    """Renamed and given a new target after T, an indicator shows at T as it was defined then
-    (its names, unit and target, so whether the value met its target then)."""
+    """Renamed and given new targets after T, an indicator shows at T as it was defined then
+    (its names, unit and target, so whether the value met its target then): before its first
+    change as it was stored (seeded, as a shipped one is: no audit of its own), after it as
+    each change the audit log recorded."""
+    from ioc.core.catalogue.model import KpiDef
+    from ioc.core.storage import catalogue
+
     kpi, layout = f"mt.tm_{RUN}", f"tm-c-{RUN}"
-    before = {"id": kpi, "sector": "mt", "name_vi": "Chỉ số trước", "name_en": "Index before", "unit": "điểm",
+    seeded = {"id": kpi, "sector": "mt", "name_vi": "Chỉ số trước", "name_en": "Index before", "unit": "điểm",
               "kind": "gauge", "min": 0, "max": 500, "target": 50, "better": "lower"}
-    r = await api.put(f"/api/v1/kpis/{kpi}", before, role="admin")
-    assert r.status_code == 201, r.text
+    async with pool.acquire() as conn:
+        await catalogue.add_missing(conn, [], [KpiDef(**seeded)], [])
     tiles = [{"id": "k", "kind": "kpi", "x": 0, "y": 0, "w": 2, "h": 2, "kpi": kpi, "area": AREA}]
     assert (await api.put(f"/api/v1/wall/layouts/{layout}", _layout(layout, tiles))).status_code == 200
     r = await api.post("/api/v1/wall/switch", {"layout": layout, "delay_s": 0})
@@ -184,16 +189,21 @@ async def test_a_kpi_tile_at_an_instant_shows_the_indicators_definition_then(api
     base = datetime.fromtimestamp(s0, UTC)
     async with pool.acquire() as conn, conn.transaction():
         await reading_writes.stage_and_upsert(conn, [Reading(base, kpi, AREA, 40.0, f"tm-{RUN}", 0, None, base)])
-    await _until(s0 + 1.0)
-    after = {**before, "name_vi": "Chỉ số sau", "name_en": "Index after", "unit": "đ", "target": 30}
-    assert (await api.put(f"/api/v1/kpis/{kpi}", after, role="admin")).status_code == 200
-    then = (await api.get("/api/v1/wall/at", t=_iso_at(s0 + 0.5))).json()["tiles"]["k"]
-    assert (then["name_vi"], then["name_en"], then["unit"], then["target"], then["status"]) == \
-        ("Chỉ số trước", "Index before", "điểm", 50, "met")
-    # after the change, at once (the hub's own catalogue follows changes only every 30 s)
-    now = (await api.get("/api/v1/wall/at", t=_iso_at(time.time()))).json()["tiles"]["k"]
-    assert (now["name_vi"], now["unit"], now["target"], now["status"], now["value"]) == \
-        ("Chỉ số sau", "đ", 30, "missed", 40.0)
+    changes = [{**seeded, "name_vi": "Chỉ số sau", "name_en": "Index after", "unit": "đ", "target": 30},
+               {**seeded, "name_vi": "Chỉ số cuối", "name_en": "Index last", "target": 45}]
+    for n, doc in enumerate(changes, 1):
+        await _until(s0 + n)
+        assert (await api.put(f"/api/v1/kpis/{kpi}", doc, role="admin")).status_code == 200
+
+    async def tile(t: float) -> tuple[Any, ...]:
+        k = (await api.get("/api/v1/wall/at", t=_iso_at(t))).json()["tiles"]["k"]
+        assert k["value"] == 40.0
+        return k["name_vi"], k["name_en"], k["unit"], k["target"], k["status"]
+
+    assert await tile(s0 + 0.5) == ("Chỉ số trước", "Index before", "điểm", 50, "met")  # as it was stored
+    assert await tile(s0 + 1.5) == ("Chỉ số sau", "Index after", "đ", 30, "missed")
+    # the present at once (the hub's own catalogue follows changes only every 30 s)
+    assert await tile(time.time()) == ("Chỉ số cuối", "Index last", "điểm", 45, "met")
 
 
 def test_an_indicator_changed_only_after_an_instant_was_then_as_it_shipped() -> None:
@@ -432,8 +442,8 @@ async def test_a_replay_on_the_screens_shows_the_past_and_returns_to_live_togeth
         r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": later.isoformat()})
         assert r.status_code == 200, r.text
         await expect(kpi).to_have_attribute("data-value", "68.5", timeout=10000)
-        await _frame_is(p5, cam, 2.5)
         assert await p5.evaluate(asked) == [3, 0], "a step and a seek come with their instant's past too"
+        await _frame_is(p5, cam, 2.5)
         # played at 1x across the end of the first segment: the next one plays on
         first = await cam.get_attribute("data-segment")
         r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 4.2)})
@@ -679,21 +689,56 @@ async def test_a_screen_gets_a_replay_ready_out_of_sight_and_starts_it_at_its_in
 
     s0, _ = await _a_past(api, pool)
     async with _screen_5(api, chromium) as (page, watch):
-        r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(s0 + 1.0), "speed": 1, "delay_s": 6})
-        assert r.status_code == 200, r.text
-        at = r.json()["at"]
-        cam = page.locator('#past .slot[data-tile="cam"] .tile')
-        await expect(cam).to_have_attribute("data-segment", re.compile(r"^\d+$"), timeout=15000)
+        at, cam = await _made_ready(api, page, s0 + 1.0, 6)
         assert time.time() < at and await page.locator("body").get_attribute("data-replay") != "on", \
             "ready before its instant, and out of sight until then"
         await expect(page.locator("#past")).to_be_hidden()
-        await expect(page.locator("body")).to_have_attribute("data-replay", "on", timeout=15000)
-        changed, shown = await page.evaluate("() => [window.__ioc.replayChanged, window.__ioc.replayShownWith]")
-        assert changed >= at - 0.05, (changed, at)
+        shown = await _shown_at(page, at)
         assert len(shown) == 1 and shown[0]["ready"] >= 2, shown  # its picture was there when it showed
         assert abs(shown[0]["time"] - 1.0) < 0.05, shown  # held at the instant's picture, not played ahead
         await _frame_at_least(page, cam, 2.0 * FPS)  # and it plays from then on
         assert not watch.errors, watch.errors
+
+
+async def test_a_change_before_a_replay_shows_replaces_what_is_being_made_ready(
+        api: Api, pool: asyncpg.Pool, chromium: Any) -> None:
+    """The operator seeks before the announced start: the screen makes the new instant ready
+    in place of the first, and shows that one's picture when it switches."""
+    s0, _ = await _a_past(api, pool)
+    async with _screen_5(api, chromium) as (page, watch):
+        first_at, cam = await _made_ready(api, page, s0 + 1.0, 8)
+        first = await cam.get_attribute("data-segment")
+        r = await api.post("/api/v1/wall/replay", {"action": "seek", "t": _iso_at(s0 + 6.5), "delay_s": 3})
+        assert r.status_code == 200, r.text
+        at = r.json()["at"]
+        assert at < first_at and time.time() < at
+        shown = await _shown_at(page, at)
+        assert len(shown) == 1 and shown[0]["ready"] >= 2 and shown[0]["segment"] != first, (first, shown)
+        assert abs(shown[0]["time"] - 1.5) < 0.05, shown  # the second segment at the sought instant
+        await _frame_at_least(page, cam, 7.0 * FPS)  # and it plays (the past switches to layout B at s0 + 8)
+        assert not watch.errors, watch.errors
+
+
+async def _made_ready(api: Api, page: Any, t: float, delay_s: float) -> tuple[float, Any]:
+    """Start a replay of `t` announced `delay_s` ahead; once screen 5's past camera tile has
+    its segment (out of sight), its `at` and that tile."""
+    from playwright.async_api import expect
+
+    r = await api.post("/api/v1/wall/replay", {"action": "start", "t": _iso_at(t), "speed": 1, "delay_s": delay_s})
+    assert r.status_code == 200, r.text
+    cam = page.locator('#past .slot[data-tile="cam"] .tile')
+    await expect(cam).to_have_attribute("data-segment", re.compile(r"^\d+$"), timeout=15000)
+    return r.json()["at"], cam
+
+
+async def _shown_at(page: Any, at: float) -> list[dict[str, Any]]:
+    """Once the screen shows the replay (not before `at`): what its camera tiles showed then."""
+    from playwright.async_api import expect
+
+    await expect(page.locator("body")).to_have_attribute("data-replay", "on", timeout=15000)
+    changed, shown = await page.evaluate("() => [window.__ioc.replayChanged, window.__ioc.replayShownWith]")
+    assert changed >= at - 0.05, (changed, at)
+    return shown
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
@@ -431,3 +432,39 @@ async def test_alerts_reach_the_wall_and_acks_are_audited(wall_api: ServeProcess
         await asyncio.sleep(0.1)
     assert ended and ended["ended_at"] and ended["acked_by"]
     await console.close()
+
+
+async def test_a_replay_carries_the_wall_then_to_the_screens_only(wall_api: ServeProcess,
+                                                                  logins: dict[str, str]) -> None:
+    """The replay message gives screens the wall at its instant (each screen's part the same
+    as `/wall/at?screen=n` answers); consoles get the replay without it, tablets nothing. An
+    instant too near the present to have its recordings indexed goes without."""
+    screen = await open_client(wall_api.ws_url, logins["screen"], "screen", 5)
+    console = await open_client(wall_api.ws_url, logins["operator"], "console")
+    tablet = await open_client(wall_api.ws_url, logins["leader"], "tablet")
+    auth = {"Authorization": f"Bearer {logins['operator']}"}
+    try:
+        for c in (screen, console, tablet):
+            await c.wait("layout")
+        async with httpx.AsyncClient(base_url=wall_api.base, headers=auth, timeout=20) as http:
+            t = datetime.fromtimestamp(time.time() - 60, timezone.utc)
+            r = await http.post("/api/v1/wall/replay", json={"action": "start", "t": t.isoformat(), "paused": True,
+                                                              "delay_s": 0})
+            assert r.status_code == 200, r.text
+            version = r.json()["version"]
+            past = (await screen.wait("replay", version=version))["past"]
+            assert past["epoch"] == pytest.approx(t.timestamp()) and sorted(past["screens"]) == [str(n) for n in range(1, 10)]
+            asked = (await http.get("/api/v1/wall/at", params={"t": t.isoformat(), "screen": 5})).json()
+            assert past["screens"]["5"] == {"region": asked["region"], "tiles": [d["id"] for d in asked["layout"]["tiles"]]}
+            assert "past" not in await console.wait("replay", version=version)
+            near = datetime.fromtimestamp(time.time() - 1, timezone.utc)
+            r = await http.post("/api/v1/wall/replay", json={"action": "seek", "t": near.isoformat(), "delay_s": 0})
+            assert r.status_code == 200, r.text
+            assert "past" not in await screen.wait("replay", version=r.json()["version"])
+            r = await http.post("/api/v1/wall/replay", json={"action": "live", "delay_s": 0})
+            assert r.status_code == 200, r.text
+            await screen.wait("replay", version=r.json()["version"])
+        assert tablet.of("replay") == [], "tablets stay live"
+    finally:
+        for c in (screen, console, tablet):
+            await c.close()

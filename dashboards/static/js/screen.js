@@ -150,13 +150,14 @@ function start() {
   }
   let replayPending = null;
   // like a layout switch: the change is announced ahead and made at `at` on every screen.
-  // From live into a replay, the past is made ready at once, out of sight (its segments
+  // While no replay is on show, the past is made ready at once, out of sight (its segments
   // fetched, its videos at the instant's picture), and shown at `at`: the screens switch with
-  // every recording already there. A change to a replay on show waits for `at`, as it is.
+  // every recording already there. A later change before `at` (a seek, a pause, back to live)
+  // replaces what is being made ready; a change to a replay on show waits for `at`, as it is.
   function onReplay(msg) {
     clearTimeout(replayPending);
     const wait = (Number(msg.at) - hub.serverNow()) * 1000;
-    const ahead = wait > 2 && msg.replay && !replayer.active;
+    const ahead = wait > 2 && !revealed;
     const apply = () => {
       if (!ahead) replayer.set(msg.replay || null, msg.past || null);
       revealed = replayer.active;
@@ -164,14 +165,14 @@ function start() {
       hooks.replayChanged = hub.serverNow(); // when this screen changed (tests compare the nine)
       hooks.replayShownWith = pastCameras(); // what its camera tiles showed at that instant (tests)
     };
-    if (ahead) replayer.set(msg.replay, msg.past || null);
+    if (ahead) replayer.set(msg.replay || null, msg.past || null);
     if (wait > 2) replayPending = setTimeout(apply, wait);
     else apply();
   }
   const pastCameras = () => [...pastEl.querySelectorAll(".tile-camera")].map((tile) => {
     const v = tile.querySelector("video.rec-active");
     return { ready: v ? v.readyState : 0, time: v ? v.currentTime : null, offset: Number(tile.dataset.offset),
-      stream: tile.dataset.stream || null };
+      stream: tile.dataset.stream || null, segment: tile.dataset.segment || null };
   });
   Object.assign(hooks, { hub, wall, applied: wall.history, replayer });
   hub.start();

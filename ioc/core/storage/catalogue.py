@@ -105,9 +105,11 @@ async def get_kpi(conn: asyncpg.Connection, kpi_id: str) -> KpiDef | None:
 
 
 async def upsert_kpi(conn: asyncpg.Connection, k: KpiDef, *, actor: str) -> bool:
-    """Create or replace an indicator; returns True when it was created. Audited."""
+    """Create or replace an indicator; returns True when it was created. Audited with the new
+    definition and the one it replaced (`before`), so the time machine can show either."""
     async with conn.transaction():
-        existed = await conn.fetchval("SELECT true FROM kpis WHERE id = $1 FOR UPDATE", k.id)
+        old = await conn.fetchrow(f"SELECT {_KPI_COLUMNS} FROM kpis WHERE id = $1 FOR UPDATE", k.id)
+        existed = old is not None
         await conn.execute(
             f"INSERT INTO kpis ({_KPI_COLUMNS}) VALUES ({_KPI_PARAMS}) "
             "ON CONFLICT (id) DO UPDATE SET sector=EXCLUDED.sector, name_vi=EXCLUDED.name_vi, "
@@ -120,7 +122,8 @@ async def upsert_kpi(conn: asyncpg.Connection, k: KpiDef, *, actor: str) -> bool
             "numerator_within=EXCLUDED.numerator_within, updated_at=now()",
             *_kpi_args(k),
         )
-        await audit.record(conn, actor, "kpi.updated" if existed else "kpi.created", k.id, k.model_dump(mode="json"))
+        await audit.record(conn, actor, "kpi.updated" if existed else "kpi.created", k.id,
+                           {**k.model_dump(mode="json"), "before": kpi_from_row(old).model_dump(mode="json") if old else None})
         await notify_changed(conn, k.id)
     return not existed
 

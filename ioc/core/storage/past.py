@@ -72,20 +72,24 @@ async def kpi_definitions_at(conn: asyncpg.Connection, kpis: list[str],
                              at: datetime) -> dict[str, dict[str, Any] | None]:
     """The definitions (names, unit, target, ...) of the indicators among `kpis` in force at
     `at`, from the audit log, which keeps each create and change of an indicator with its
-    whole document: the last one recorded at or before `at`, or None when its first recorded
-    change came after `at` (it was then as it shipped, or did not exist yet). An indicator
-    the log never saw change is absent: it is as it shipped, which is as it is now."""
+    whole document and the one it replaced (`before`): the last one recorded at or before
+    `at`, else what the first change after `at` replaced; None when that is not known (a
+    change recorded before `before` was kept: the caller takes it as shipped) or there was
+    none (it did not exist yet). An indicator the log never saw change is absent: it is as
+    it shipped, which is as it is now."""
     rows = await conn.fetch(
         """SELECT k.id,
                   (SELECT details FROM audit_log WHERE subject = k.id AND action = ANY($3::text[]) AND at <= $2
-                    ORDER BY at DESC, id DESC LIMIT 1) AS then
+                    ORDER BY at DESC, id DESC LIMIT 1) AS then,
+                  (SELECT details -> 'before' FROM audit_log WHERE subject = k.id AND action = ANY($3::text[])
+                      AND at > $2 ORDER BY at, id LIMIT 1) AS replaced
              FROM unnest($1::text[]) AS k(id)
             WHERE EXISTS (SELECT 1 FROM audit_log WHERE subject = k.id AND action = ANY($3::text[]))""",
         sorted(set(kpis)), at, list(_KPI_CHANGES))
-    return {r["id"]: _doc(r["then"]) for r in rows}
+    return {r["id"]: _doc(r["then"]) or _doc(r["replaced"]) for r in rows}
 
 
 def _doc(v: Any) -> dict[str, Any] | None:
-    if v is None:
-        return None
-    return orjson.loads(v) if isinstance(v, (str, bytes)) else dict(v)
+    """A jsonb document as asyncpg gives it (text), or None for SQL or JSON null."""
+    doc = orjson.loads(v) if isinstance(v, (str, bytes)) else v
+    return dict(doc) if isinstance(doc, dict) else None

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
+from functools import cache
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,7 @@ router = APIRouter(prefix="/api/v1", tags=["time machine"])
 OPERATORS = ("admin", "operator")
 UTC = timezone.utc
 MAX_SPEED = 16.0
+SETTLE_S = 2.0  # past a segment's length, how old an instant is before its recordings are indexed
 
 
 def _node(request: Request) -> WallNode:
@@ -68,9 +70,10 @@ def _aware(v: datetime, name: str) -> datetime:
 def metas_then(now: dict[str, KpiMeta], changed: dict[str, dict[str, Any] | None],
                shipped: Callable[[], dict[str, KpiDef]]) -> dict[str, KpiMeta]:
     """The indicators as they were defined at an instant (`changed`, from
-    `past.kpi_definitions_at`): their definition then, or, changed only after the instant,
-    the one they shipped with (one created after it: as now); the rest as now. Read from the
-    audit log, not the hub's catalogue, which may lag a change by its refresh."""
+    `past.kpi_definitions_at`): their definition then, or, changed only after the instant by
+    a change the audit log recorded without the definition it replaced, the one they shipped
+    with (one created after it: as now); the rest as now. Read from the audit log, not the
+    hub's catalogue, which may lag a change by its refresh."""
     out = dict(now)
     ship: dict[str, KpiDef] | None = None
     for kpi, doc in changed.items():
@@ -83,6 +86,7 @@ def metas_then(now: dict[str, KpiMeta], changed: dict[str, dict[str, Any] | None
     return out
 
 
+@cache
 def _shipped_kpis() -> dict[str, KpiDef]:
     return {k.id: k for k in shipped_catalogue()[1]}
 
@@ -244,7 +248,8 @@ async def replay(request: Request, body: ReplayIn, p: Annotated[Principal, Depen
     if new is not None and new.t > at + 1:
         raise HTTPException(422, detail="that instant is in the future: the time machine shows the past")
     async with request.app.state.pool.acquire() as conn:
-        past = await _past_for_screens(conn, node, request.app.state.settings.timezone, new)
+        settings = request.app.state.settings
+        past = await _past_for_screens(conn, node, settings.timezone, new, settings.recording_segment_s + SETTLE_S)
         state = await wall_store.change_replay(
             conn, new, actor=p.username, default_layout=node.hub.state.layout, action="wall.replay",
             details={"action": body.action, "t": _iso(new.t) if new else None, "speed": new.speed if new else None,
@@ -255,10 +260,14 @@ async def replay(request: Request, body: ReplayIn, p: Annotated[Principal, Depen
             "version": state.version}
 
 
-async def _past_for_screens(conn: Any, node: WallNode, tz: str, new: Replay | None) -> dict[str, Any] | None:
+async def _past_for_screens(conn: Any, node: WallNode, tz: str, new: Replay | None,
+                            settled_s: float) -> dict[str, Any] | None:
     """The wall at the replay's instant, sent with it; without it (it failed) the screens ask
-    `/wall/at` themselves, so a failure here slows the start and stops nothing."""
-    if new is None:
+    `/wall/at` themselves, so a failure here slows the start and stops nothing. Only for an
+    instant at least `settled_s` old: nearer the present (a replay that caught up and is
+    paused, a start announced ahead), the segment holding it is not closed and indexed yet,
+    nor every reading in, and the screens ask at the announced instant instead."""
+    if new is None or new.t > time.time() - settled_s:
         return None
     try:
         doc = await screens_past(conn, node, tz, datetime.fromtimestamp(new.t, UTC))
