@@ -52,6 +52,7 @@ OPERATORS = ("admin", "operator")
 UTC = timezone.utc
 MAX_SPEED = 16.0
 SETTLE_S = 2.0  # past a segment's length, how old an instant is before its recordings are indexed
+PAST_MAX_BYTES = 512 * 1024  # the largest past sent with a replay: a quarter of the broker's 2 MB packet limit
 
 
 def _node(request: Request) -> WallNode:
@@ -271,7 +272,13 @@ async def _past_for_screens(conn: Any, node: WallNode, tz: str, new: Replay | No
         return None
     try:
         doc = await screens_past(conn, node, tz, datetime.fromtimestamp(new.t, UTC))
-        orjson.dumps(doc)  # it travels in the wall state and the screens' message: never a value they cannot carry
+        # it travels in the retained wall state and the screens' message: never a value they
+        # cannot carry, nor a size that would make the broker drop the node's connection
+        size = len(orjson.dumps(doc))
+        if size > PAST_MAX_BYTES:
+            log.info("the wall's past is too large to send with the replay: the screens will ask for it",
+                     extra={"t": _iso(new.t), "user": new.by, "bytes": size})
+            return None
         return doc
     except Exception:
         log.warning("the wall's past not sent with the replay: the screens will ask for it",
