@@ -582,12 +582,15 @@ WATCH_STREAMS = """() => {
     }
   }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ["data-stream"] });
 }"""
+# A tile is blank when no <video> is on show, or the one on show has no picture. One that is
+# seeking (a drift corrected on a busy machine) keeps painting the picture it had: counted apart.
 WATCH_TILE = """(tile) => {
-  const st = (window.__recWatch = { blank: 0, samples: 0, seq: [], stop: false });
+  const st = (window.__recWatch = { blank: 0, seeking: 0, samples: 0, seq: [], stop: false });
   const step = () => {
     const v = tile.querySelector("video.rec-active");
     st.samples += 1;
-    if (!v || v.readyState < 2 || getComputedStyle(v).visibility !== "visible") st.blank += 1;
+    if (!v || getComputedStyle(v).visibility !== "visible" || v.readyState < 1) st.blank += 1;
+    else if (v.readyState < 2) st[v.seeking ? "seeking" : "blank"] += 1;
     const now = `${tile.dataset.segment}/${tile.dataset.readAhead || ""}`;
     if (st.seq[st.seq.length - 1] !== now) st.seq.push(now);
     if (!st.stop) requestAnimationFrame(step);
