@@ -237,6 +237,7 @@ async def test_a_whole_walls_recordings_at_an_instant_come_from_one_query(pool: 
         found = await rec_store.around(conn, [a, b, none, a], at)
         at_end = await rec_store.around(conn, [a], datetime.fromtimestamp(t0 + 15, UTC))
         gap = await rec_store.around(conn, [a], datetime.fromtimestamp(t0 + 100, UTC))
+        only_sub = await rec_store.around(conn, [a, b], at, streams=("sub",))
 
     def start(row: dict[str, Any] | None) -> float | None:
         return None if row is None else row["started_at"].timestamp()
@@ -256,6 +257,7 @@ async def test_a_whole_walls_recordings_at_an_instant_come_from_one_query(pool: 
     assert gap[(a, "main")]["segment"] is None
     assert gap[(a, "main")]["before"].timestamp() == pytest.approx(t0 + 16)
     assert gap[(a, "main")]["after"].timestamp() == pytest.approx(t0 + 416)
+    assert list(only_sub) == [(a, "sub")] and only_sub[(a, "sub")]["segment"]["id"] == found[(a, "sub")]["segment"]["id"]
 
 
 async def test_who_may_look_at_the_past_and_replay_it(api: Api, pool: asyncpg.Pool) -> None:

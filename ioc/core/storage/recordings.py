@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from ioc.core.contracts.video_frame import Stream
+from ioc.core.contracts.video_frame import STREAMS, Stream
 from ioc.core.storage import audit
 
 UTC = timezone.utc
@@ -78,20 +78,10 @@ async def segments(conn: asyncpg.Connection, camera: str, start: datetime, end: 
     return [dict(r) for r in rows]
 
 
-async def segment_at(conn: asyncpg.Connection, camera: str, at: datetime,
-                     stream: Stream = "main") -> dict[str, Any] | None:
-    """The segment of one stream that holds the instant `at`, or None (a gap)."""
-    r = await conn.fetchrow(
-        """SELECT id, started_at, ended_at, bytes, kept, path, stream FROM recording_segments
-            WHERE camera = $1 AND stream = $3 AND started_at <= $2 ORDER BY started_at DESC LIMIT 1""",
-        camera, at, stream)
-    return dict(r) if r is not None and r["ended_at"] > at else None
-
-
 _AROUND = """
     SELECT c.camera, st.stream, r.id, r.started_at, r.ended_at, r.bytes, r.kept, r.path
       FROM unnest($1::text[]) AS c(camera)
-     CROSS JOIN (VALUES ('main'), ('sub')) AS st(stream)
+     CROSS JOIN unnest($4::text[]) AS st(stream)
      CROSS JOIN LATERAL (
            (SELECT id, started_at, ended_at, bytes, kept, path FROM recording_segments
              WHERE camera = c.camera AND stream = st.stream AND started_at <= $2
@@ -102,16 +92,18 @@ _AROUND = """
              ORDER BY started_at LIMIT $3)) AS r"""
 
 
-async def around(conn: asyncpg.Connection, cameras: list[str], at: datetime,
-                 following: int = 2, within_s: float = 300) -> dict[tuple[str, Stream], dict[str, Any]]:
-    """For every camera and both streams at once: the segment that holds `at` (`segment`, or
-    None: a gap), up to `following` segments that start within `within_s` of its end, and
-    the gap's edges (`before`: the last recorded time before `at`, `after`: the first after).
+async def around(conn: asyncpg.Connection, cameras: list[str], at: datetime, following: int = 2,
+                 within_s: float = 300, streams: tuple[Stream, ...] = STREAMS) -> dict[tuple[str, Stream], dict[str, Any]]:
+    """For every camera and stream at once: the segment that holds `at` (`segment`, or None:
+    a gap), up to `following` segments that start within `within_s` of its end, and the
+    gap's edges (`before`: the last recorded time before `at`, `after`: the first after).
+    A camera and stream never recorded is absent.
 
-    One query for a whole wall, where a per-camera `segment_at` + `segments` + `nearest`
-    made a replay's start wait on forty round trips. A stream's segments never overlap, so
-    the last one starting at or before `at` either holds it or ended before it."""
-    rows = await conn.fetch(_AROUND, sorted(set(cameras)), at, following + 1)
+    One query for a whole wall, where a per-camera lookup of the segment, the ones after it
+    and the gap's edges made a replay's start wait on forty round trips. A stream's segments
+    never overlap, so the last one starting at or before `at` either holds it or ended
+    before it."""
+    rows = await conn.fetch(_AROUND, sorted(set(cameras)), at, following + 1, list(streams))
     out: dict[tuple[str, Stream], dict[str, Any]] = {}
     for r in sorted(rows, key=lambda r: (r["camera"], r["stream"], r["started_at"])):
         one = out.setdefault((r["camera"], r["stream"]),

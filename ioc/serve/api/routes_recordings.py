@@ -95,6 +95,17 @@ def segment_out(row: dict[str, Any]) -> dict[str, Any]:
             "kept": row["kept"], "stream": row.get("stream", "main"), "url": segment_url(row["id"])}
 
 
+def segment_at_out(found: dict[str, Any] | None, at: datetime) -> dict[str, Any] | None:
+    """One camera stream's entry of `store.around` as the API answers it: the segment that
+    holds `at`, the offset of `at` in it (seconds from its first frame, a keyframe) and the
+    ones that follow; None for a gap."""
+    if found is None or found["segment"] is None:
+        return None
+    row = found["segment"]
+    return {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
+            "following": [segment_out(r) for r in found["following"]]}
+
+
 def _gap(camera: str, at: datetime, before: datetime | None, after: datetime | None, what: str) -> JSONResponse:
     return JSONResponse(status_code=404, content={
         "detail": f"camera {camera} has no recording {what}", "camera": camera, "at": at.isoformat(),
@@ -173,16 +184,14 @@ async def recording_at(request: Request, camera_id: str, t: datetime,
     t = _aware(t, "t")
     await _known(request, camera_id)
     async with request.app.state.pool.acquire() as conn:
-        row = await store.segment_at(conn, camera_id, t, which)
-        if row is None:
-            before, after = await store.nearest(conn, camera_id, t, which)
-            return _gap(camera_id, t, before, after, f"{'' if which == 'main' else 'of its sub-stream '}"
-                        f"at {t.isoformat()}")
-        more = await store.segments(conn, camera_id, row["ended_at"], row["ended_at"] + timedelta(minutes=5),
-                                    max(0, min(following, 50)) + 1, which)
-    return {"camera": camera_id, "stream": which, "at": t.isoformat(), "segment": segment_out(row),
-            "offset_s": round((t - row["started_at"]).total_seconds(), 3),
-            "following": [segment_out(r) for r in more if r["id"] != row["id"]][:max(0, min(following, 50))]}
+        found = (await store.around(conn, [camera_id], t, max(0, min(following, 50)), streams=(which,))).get(
+            (camera_id, which))
+    held = segment_at_out(found, t)
+    if held is None:
+        before, after = (found["before"], found["after"]) if found else (None, None)
+        return _gap(camera_id, t, before, after, f"{'' if which == 'main' else 'of its sub-stream '}"
+                    f"at {t.isoformat()}")
+    return {"camera": camera_id, "stream": which, "at": t.isoformat(), **held}
 
 
 @router.get("/recordings/segments/{segment_id}", response_class=Response,

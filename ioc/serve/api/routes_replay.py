@@ -37,7 +37,7 @@ from ioc.core.storage import alerts as alert_store
 from ioc.core.storage import audit, past
 from ioc.core.storage import recordings as recording_store
 from ioc.core.storage import wall as wall_store
-from ioc.serve.api.routes_recordings import segment_out
+from ioc.serve.api.routes_recordings import segment_at_out
 from ioc.serve.api.security import Principal, require
 from ioc.serve.api.wall_past import layout_at
 from ioc.serve.wall import tiledata
@@ -102,15 +102,6 @@ async def _kpi_tile(conn: Any, metas: dict[str, KpiMeta], tile: Tile, at: dateti
     return data
 
 
-def _recording(found: dict[str, Any] | None, at: datetime) -> dict[str, Any] | None:
-    """The segment of a camera's stream that holds `at`, the offset into it and the next two."""
-    if found is None or found["segment"] is None:
-        return None
-    row = found["segment"]
-    return {"segment": segment_out(row), "offset_s": round((at - row["started_at"]).total_seconds(), 3),
-            "following": [segment_out(r) for r in found["following"]]}
-
-
 async def _camera_tiles(conn: Any, node: WallNode, layout: Layout, tiles: list[Tile], at: datetime,
                         on_screen: bool) -> dict[str, dict[str, Any]]:
     """Every camera tile's recordings at `at`, both streams, in one query for the lot."""
@@ -122,7 +113,8 @@ async def _camera_tiles(conn: Any, node: WallNode, layout: Layout, tiles: list[T
         main = found.get((cam, "main"))
         data: dict[str, Any] = {"camera": cam, "name": node.hub.camera_names.get(cam, cam),
                                 "stream": tile_stream(tile, layout, on_screen),
-                                "recording": _recording(main, at), "recording_sub": _recording(found.get((cam, "sub")), at)}
+                                "recording": segment_at_out(main, at),
+                                "recording_sub": segment_at_out(found.get((cam, "sub")), at)}
         if data["recording"] is None:
             before, after = (main["before"], main["after"]) if main else (None, None)
             data["gap"] = {"nearest_before": before.isoformat() if before else None,
